@@ -1,0 +1,115 @@
+//! Names of OVN and OVS objects. These are part of the external contract: existing clusters,
+//! docs and tools (`ovn-nbctl show`, `ovn-trace` recipes) know them.
+
+/// The distributed cluster router (the later, fixed name; the 2018 code used the master's host
+/// name, which collided with the master's switch name in `ovn-sbctl lflow-list`).
+pub const CLUSTER_ROUTER: &str = "ovn_cluster_router";
+/// The switch joining the cluster router and every gateway router.
+pub const JOIN_SWITCH: &str = "join";
+
+/// `external_ids` keys other tools rely on.
+pub const EXT_CLUSTER_ROUTER: &str = "k8s-cluster-router";
+pub const EXT_CLUSTER_LB_TCP: &str = "k8s-cluster-lb-tcp";
+pub const EXT_CLUSTER_LB_UDP: &str = "k8s-cluster-lb-udp";
+pub const EXT_CLUSTER_LB_SCTP: &str = "k8s-cluster-lb-sctp";
+pub const EXT_CONNECT_TO_JOIN: &str = "connect_to_join";
+pub const EXT_GATEWAY_IP: &str = "gateway_ip";
+/// Marks every NB row this controller owns for a node, so start-up sync finds them.
+pub const EXT_NODE: &str = "k8s-node";
+
+/// Router port from the cluster router to the join switch.
+pub fn rtoj(router: &str) -> String {
+    format!("rtoj-{router}")
+}
+
+/// Switch port on the join switch facing `router`.
+pub fn jtor(router: &str) -> String {
+    format!("jtor-{router}")
+}
+
+/// The logical switch of a node.
+pub fn node_switch(node: &str) -> String {
+    node.to_string()
+}
+
+/// Cluster-router port towards a node switch.
+pub fn rtos(node: &str) -> String {
+    format!("rtos-{node}")
+}
+
+/// Node-switch port towards the cluster router.
+pub fn stor(node: &str) -> String {
+    format!("stor-{node}")
+}
+
+/// Logical port of a node's management interface.
+pub fn mgmt_port(node: &str) -> String {
+    format!("k8s-{node}")
+}
+
+/// OVS interface name of the management port: `k8s-` + the first 11 characters (IFNAMSIZ).
+pub fn mgmt_iface(node: &str) -> String {
+    let short: String = node.chars().take(11).collect();
+    format!("k8s-{short}")
+}
+
+/// A node's gateway router.
+pub fn gateway_router(node: &str) -> String {
+    format!("GR_{node}")
+}
+
+/// A node's external switch.
+pub fn ext_switch(node: &str) -> String {
+    format!("ext_{node}")
+}
+
+/// Logical switch port of a pod.
+pub fn pod_port(namespace: &str, pod: &str) -> String {
+    format!("{namespace}_{pod}")
+}
+
+/// Address-set name: "a" + decimal FNV-1a 64 of `s`. OVN identifiers must not start with a digit.
+pub fn hash_name(s: &str) -> String {
+    format!("a{}", fnv1a64(s.as_bytes()))
+}
+
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_set_names_match_the_reference_vectors() {
+        assert_eq!(hash_name(""), "a14695981039346656037");
+        assert_eq!(hash_name("default"), "a16982411286042166782");
+        assert_eq!(hash_name("kube-system"), "a16097492053868589918");
+        assert_eq!(hash_name("default.allow-web.ingress.0"), "a7988710721545222109");
+        assert_eq!(hash_name("default.allow-web.egress.0"), "a13323479928004501701");
+    }
+
+    #[test]
+    fn management_interface_is_truncated_to_ifnamsiz() {
+        // The reference text shows a 16-character name, which Linux would reject (IFNAMSIZ).
+        assert_eq!(mgmt_iface("kube-worker-node-1"), "k8s-kube-worker");
+        assert_eq!(mgmt_port("kube-worker-node-1"), "k8s-kube-worker-node-1");
+        assert!(mgmt_iface("a-very-long-node-name-indeed").len() <= 15);
+    }
+
+    #[test]
+    fn topology_names() {
+        assert_eq!(rtoj(CLUSTER_ROUTER), "rtoj-ovn_cluster_router");
+        assert_eq!(jtor(&gateway_router("n1")), "jtor-GR_n1");
+        assert_eq!(rtos("n1"), "rtos-n1");
+        assert_eq!(stor("n1"), "stor-n1");
+        assert_eq!(ext_switch("n1"), "ext_n1");
+        assert_eq!(pod_port("default", "web"), "default_web");
+    }
+}
