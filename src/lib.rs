@@ -2,5 +2,10 @@
 //!
 //! See `docs/architecture.md` for the module map.
 
+pub mod app;
+pub mod config;
 pub mod exec;
+pub mod kube;
+pub mod master;
 pub mod ovn;
+pub mod util;

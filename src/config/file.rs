@@ -1,0 +1,272 @@
+//! `ovn_k8s.conf`: a git-config style INI file (the reference used gcfg).
+//!
+//! Sections and keys are case-insensitive; `;`/`#` start a comment anywhere outside quotes;
+//! values may be (partly) double-quoted with `\"` `\\` `\n` `\t` `\b` escapes and continued with a
+//! trailing backslash. Unknown sections/keys and syntax errors are hard errors.
+
+use std::path::Path;
+
+use super::ConfigError;
+use super::validate::{Layer, OvnLayer};
+
+/// The file's settings; `None` = absent or empty.
+pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Layer, ConfigError> {
+    let err = |line: usize, msg: String| {
+        ConfigError::new(format!(
+            "config file {}: line {line}: {msg}",
+            path.display()
+        ))
+    };
+    let mut layer = Layer::default();
+    let mut section: Option<String> = None;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let lineno = i + 1;
+        let line = lines[i].trim_start_matches('\u{feff}').trim();
+        i += 1;
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix('[') {
+            let Some((inner, after)) = rest.split_once(']') else {
+                return Err(err(
+                    lineno,
+                    format!("missing ']' in section header {line:?}"),
+                ));
+            };
+            let after = after.trim();
+            if !(after.is_empty() || after.starts_with(';') || after.starts_with('#')) {
+                return Err(err(
+                    lineno,
+                    format!("unexpected text {after:?} after section header"),
+                ));
+            }
+            let name = inner.trim();
+            if name.contains(char::is_whitespace) {
+                return Err(err(
+                    lineno,
+                    format!("subsections are not supported: [{name}]"),
+                ));
+            }
+            let lower = name.to_ascii_lowercase();
+            if !SECTIONS.contains(&lower.as_str()) {
+                return Err(err(
+                    lineno,
+                    format!(
+                        "unknown section [{name}] (valid sections: {})",
+                        SECTIONS.join(", ")
+                    ),
+                ));
+            }
+            section = Some(lower);
+            continue;
+        }
+        // key [= value]
+        let name_end = line
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .unwrap_or(line.len());
+        let key = &line[..name_end];
+        if key.is_empty() || !key.starts_with(|c: char| c.is_ascii_alphabetic()) {
+            return Err(err(lineno, format!("invalid key name in {line:?}")));
+        }
+        let Some(sec) = section.as_deref() else {
+            return Err(err(
+                lineno,
+                format!("key {key:?} appears before any [section] header"),
+            ));
+        };
+        let rest = line[name_end..].trim_start();
+        let Some(raw_value) = rest.strip_prefix('=') else {
+            if rest.is_empty() || rest.starts_with(';') || rest.starts_with('#') {
+                return Err(err(
+                    lineno,
+                    format!("missing '=' and value for key {key:?} in section [{sec}]"),
+                ));
+            }
+            return Err(err(
+                lineno,
+                format!("expected '=' after key {key:?} in section [{sec}]"),
+            ));
+        };
+        let mut value_text = raw_value.to_string();
+        let value = loop {
+            match scan_value(&value_text) {
+                Ok(Scan::Done(v)) => break v,
+                Ok(Scan::Continue) => {
+                    // Trailing backslash: the value continues on the next line.
+                    let Some(next) = lines.get(i) else {
+                        return Err(err(lineno, "line continuation at end of file".to_string()));
+                    };
+                    i += 1;
+                    value_text.pop();
+                    value_text.push_str(next);
+                }
+                Err(msg) => return Err(err(lineno, format!("key {key:?}: {msg}"))),
+            }
+        };
+        assign(&mut layer, sec, key, value).map_err(|msg| err(lineno, msg))?;
+    }
+    Ok(layer)
+}
+
+const SECTIONS: [&str; 6] = [
+    "default",
+    "logging",
+    "cni",
+    "kubernetes",
+    "ovnnorth",
+    "ovnsouth",
+];
+
+enum Scan {
+    Done(String),
+    Continue,
+}
+
+/// Decodes a value: whitespace-trimmed outside quotes, comments cut, escapes resolved.
+fn scan_value(s: &str) -> Result<Scan, String> {
+    let mut out = String::new();
+    // Length of `out` that must survive trailing-whitespace trimming (quoted text).
+    let mut keep = 0;
+    let mut in_quote = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                in_quote = !in_quote;
+                keep = out.len();
+            }
+            '\\' => match chars.next() {
+                None if !in_quote => return Ok(Scan::Continue),
+                None => return Err("unterminated quoted value".to_string()),
+                Some(e) => {
+                    out.push(match e {
+                        '"' => '"',
+                        '\\' => '\\',
+                        'n' => '\n',
+                        't' => '\t',
+                        'b' => '\u{8}',
+                        other => return Err(format!("invalid escape sequence \"\\{other}\"")),
+                    });
+                    keep = out.len();
+                }
+            },
+            ';' | '#' if !in_quote => break,
+            c if c.is_whitespace() && !in_quote && out.len() == keep && out.is_empty() => {}
+            c => {
+                out.push(c);
+                if in_quote {
+                    keep = out.len();
+                }
+            }
+        }
+    }
+    if in_quote {
+        return Err("unterminated quoted value".to_string());
+    }
+    let trimmed_len = out.trim_end().len().max(keep);
+    out.truncate(trimmed_len);
+    Ok(Scan::Done(out))
+}
+
+/// gcfg integers: decimal or `0x` hex, optional sign.
+fn parse_file_int(v: &str) -> Option<i64> {
+    let (neg, body) = match v.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, v.strip_prefix('+').unwrap_or(v)),
+    };
+    let n = match body.strip_prefix("0x").or_else(|| body.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()) => {
+            i64::from_str_radix(hex, 16).ok()?
+        }
+        Some(_) => return None,
+        None if !body.is_empty() && body.chars().all(|c| c.is_ascii_digit()) => {
+            body.parse::<i64>().ok()?
+        }
+        None => return None,
+    };
+    Some(if neg { -n } else { n })
+}
+
+fn assign(layer: &mut Layer, section: &str, key: &str, value: String) -> Result<(), String> {
+    let lkey = key.to_ascii_lowercase();
+    // Empty values never override anything (same as absent).
+    let val = (!value.is_empty()).then_some(value);
+    let int = |v: Option<String>| -> Result<Option<i64>, String> {
+        match v {
+            None => Ok(None),
+            Some(s) => parse_file_int(&s).map(Some).ok_or_else(|| {
+                format!(
+                    "invalid value {s:?} for key {lkey:?} in section [{section}]: must be a decimal or 0x hex integer"
+                )
+            }),
+        }
+    };
+    let slot: &mut Option<String> = match (section, lkey.as_str()) {
+        ("default", "mtu") => {
+            layer.mtu = int(val)?.or(layer.mtu);
+            return Ok(());
+        }
+        ("default", "conntrack-zone") => {
+            layer.conntrack_zone = int(val)?.or(layer.conntrack_zone);
+            return Ok(());
+        }
+        ("logging", "loglevel") => {
+            layer.loglevel = int(val)?.or(layer.loglevel);
+            return Ok(());
+        }
+        ("default", "encap-type") => &mut layer.encap_type,
+        ("default", "encap-ip") => &mut layer.encap_ip,
+        ("logging", "logfile") => &mut layer.logfile,
+        ("cni", "conf-dir") => &mut layer.cni_conf_dir,
+        ("cni", "plugin") => &mut layer.cni_plugin,
+        ("cni", "win-hnsnetwork-id") => &mut layer.win_hnsnetwork_id,
+        ("kubernetes", "kubeconfig") => &mut layer.k8s_kubeconfig,
+        ("kubernetes", "apiserver") => &mut layer.k8s_apiserver,
+        ("kubernetes", "cacert") => &mut layer.k8s_cacert,
+        ("kubernetes", "token") => &mut layer.k8s_token,
+        ("ovnnorth", k) => ovn_slot(&mut layer.nb, k).ok_or_else(|| unknown(section, key))?,
+        ("ovnsouth", k) => ovn_slot(&mut layer.sb, k).ok_or_else(|| unknown(section, key))?,
+        _ => return Err(unknown(section, key)),
+    };
+    if val.is_some() {
+        *slot = val;
+    }
+    Ok(())
+}
+
+fn ovn_slot<'a>(o: &'a mut OvnLayer, key: &str) -> Option<&'a mut Option<String>> {
+    Some(match key {
+        "address" => &mut o.address,
+        "client-privkey" => &mut o.client_privkey,
+        "client-cert" => &mut o.client_cert,
+        "client-cacert" => &mut o.client_cacert,
+        "server-privkey" => &mut o.server_privkey,
+        "server-cert" => &mut o.server_cert,
+        "server-cacert" => &mut o.server_cacert,
+        _ => return None,
+    })
+}
+
+fn unknown(section: &str, key: &str) -> String {
+    let valid: &[&str] = match section {
+        "default" => &["mtu", "conntrack-zone", "encap-type", "encap-ip"],
+        "logging" => &["loglevel", "logfile"],
+        "cni" => &["conf-dir", "plugin", "win-hnsnetwork-id"],
+        "kubernetes" => &["kubeconfig", "apiserver", "cacert", "token"],
+        _ => &[
+            "address",
+            "client-privkey",
+            "client-cert",
+            "client-cacert",
+            "server-privkey",
+            "server-cert",
+            "server-cacert",
+        ],
+    };
+    format!(
+        "unknown key {key:?} in section [{section}] (valid keys: {})",
+        valid.join(", ")
+    )
+}

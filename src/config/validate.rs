@@ -1,0 +1,755 @@
+//! Merging (built-in default < config file < command line) and validation (§1.6 order, then the
+//! extensions), producing the final [`Config`].
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use ipnet::{IpNet, Ipv4Net};
+
+use super::flags::Flags;
+use super::ovn::parse_address;
+use super::{
+    ClusterSubnet, CniConfig, Config, ConfigError, GatewayConfig, KubernetesConfig, LoggingConfig,
+    OvnAuth, OvnDbConfig, OvnScheme,
+};
+
+/// One source of settings (file or command line); `None` = not given (empty / 0 never override).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Layer {
+    pub mtu: Option<i64>,
+    pub conntrack_zone: Option<i64>,
+    pub encap_type: Option<String>,
+    pub encap_ip: Option<String>,
+    pub loglevel: Option<i64>,
+    pub logfile: Option<String>,
+    pub cni_conf_dir: Option<String>,
+    pub cni_plugin: Option<String>,
+    pub win_hnsnetwork_id: Option<String>,
+    pub k8s_kubeconfig: Option<String>,
+    pub k8s_apiserver: Option<String>,
+    pub k8s_cacert: Option<String>,
+    pub k8s_token: Option<String>,
+    pub nb: OvnLayer,
+    pub sb: OvnLayer,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct OvnLayer {
+    pub address: Option<String>,
+    pub client_privkey: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_cacert: Option<String>,
+    pub server_privkey: Option<String>,
+    pub server_cert: Option<String>,
+    pub server_cacert: Option<String>,
+}
+
+fn s(v: &Option<String>) -> Option<String> {
+    v.clone().filter(|v| !v.is_empty())
+}
+
+fn i(v: Option<i64>) -> Option<i64> {
+    v.filter(|v| *v != 0)
+}
+
+impl Layer {
+    pub(crate) fn from_flags(f: &Flags) -> Layer {
+        let ovn = |a: &Option<String>,
+                   cp: &Option<String>,
+                   cc: &Option<String>,
+                   cca: &Option<String>,
+                   sp: &Option<String>,
+                   sc: &Option<String>,
+                   sca: &Option<String>| OvnLayer {
+            address: s(a),
+            client_privkey: s(cp),
+            client_cert: s(cc),
+            client_cacert: s(cca),
+            server_privkey: s(sp),
+            server_cert: s(sc),
+            server_cacert: s(sca),
+        };
+        Layer {
+            mtu: i(f.mtu),
+            conntrack_zone: i(f.conntrack_zone),
+            encap_type: s(&f.encap_type),
+            encap_ip: s(&f.encap_ip),
+            loglevel: i(f.loglevel),
+            logfile: s(&f.logfile),
+            cni_conf_dir: s(&f.cni_conf_dir),
+            cni_plugin: s(&f.cni_plugin),
+            win_hnsnetwork_id: s(&f.win_hnsnetwork_id),
+            k8s_kubeconfig: s(&f.k8s_kubeconfig),
+            k8s_apiserver: s(&f.k8s_apiserver),
+            k8s_cacert: s(&f.k8s_cacert),
+            k8s_token: s(&f.k8s_token),
+            nb: ovn(
+                &f.nb_address,
+                &f.nb_client_privkey,
+                &f.nb_client_cert,
+                &f.nb_client_cacert,
+                &f.nb_server_privkey,
+                &f.nb_server_cert,
+                &f.nb_server_cacert,
+            ),
+            sb: ovn(
+                &f.sb_address,
+                &f.sb_client_privkey,
+                &f.sb_client_cert,
+                &f.sb_client_cacert,
+                &f.sb_server_privkey,
+                &f.sb_server_cert,
+                &f.sb_server_cacert,
+            ),
+        }
+    }
+}
+
+/// Where a merged value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    Default,
+    Flag,
+    File,
+}
+
+/// A merged value plus enough context to name it in an error.
+struct Setting<T> {
+    value: T,
+    origin: Origin,
+    flag: &'static str,
+    section: &'static str,
+    key: &'static str,
+}
+
+struct Ctx<'a> {
+    file: Option<&'a Path>,
+}
+
+impl Ctx<'_> {
+    /// `-mtu`, `[default] mtu in config file /x`, or `-mtu (default)`.
+    fn label<T>(&self, st: &Setting<T>) -> String {
+        match (&st.origin, self.file) {
+            (Origin::Flag, _) => format!("-{}", st.flag),
+            (Origin::File, Some(p)) => {
+                format!("[{}] {} in config file {}", st.section, st.key, p.display())
+            }
+            _ => format!("-{} (default)", st.flag),
+        }
+    }
+
+    fn invalid<T>(&self, st: &Setting<T>, shown: &str, why: &str) -> ConfigError {
+        ConfigError::new(format!(
+            "invalid value {shown:?} for {}: {why}",
+            self.label(st)
+        ))
+    }
+}
+
+/// CLI over file; `None` if neither gives it.
+fn pick<T: Clone>(
+    cli: &Option<T>,
+    file: &Option<T>,
+    flag: &'static str,
+    section: &'static str,
+    key: &'static str,
+) -> Option<Setting<T>> {
+    let (value, origin) = match (cli, file) {
+        (Some(v), _) => (v.clone(), Origin::Flag),
+        (None, Some(v)) => (v.clone(), Origin::File),
+        (None, None) => return None,
+    };
+    Some(Setting {
+        value,
+        origin,
+        flag,
+        section,
+        key,
+    })
+}
+
+/// CLI over file over a built-in default.
+fn pick_or<T: Clone>(
+    cli: &Option<T>,
+    file: &Option<T>,
+    default: T,
+    flag: &'static str,
+    section: &'static str,
+    key: &'static str,
+) -> Setting<T> {
+    pick(cli, file, flag, section, key).unwrap_or(Setting {
+        value: default,
+        origin: Origin::Default,
+        flag,
+        section,
+        key,
+    })
+}
+
+/// Builds and validates the final configuration.
+pub(crate) fn build(
+    flags: &Flags,
+    file: Option<(&Path, Layer)>,
+    kube_defaults: Option<KubernetesConfig>,
+) -> Result<Config, ConfigError> {
+    let cli = Layer::from_flags(flags);
+    let (file_path, fl) = match file {
+        Some((p, l)) => (Some(p), l),
+        None => (None, Layer::default()),
+    };
+    let ctx = Ctx { file: file_path };
+    let defaults = Config::default();
+
+    // [default] / [logging] numbers and encap.
+    let mtu = pick(&cli.mtu, &fl.mtu, "mtu", "default", "mtu");
+    let mtu = match mtu {
+        None => defaults.mtu,
+        Some(st) => in_range(&ctx, &st, 576, 65535)?,
+    };
+    let ct = pick(
+        &cli.conntrack_zone,
+        &fl.conntrack_zone,
+        "conntrack-zone",
+        "default",
+        "conntrack-zone",
+    );
+    let conntrack_zone = match ct {
+        None => defaults.conntrack_zone,
+        Some(st) => in_range(&ctx, &st, 1, 65535)?,
+    };
+    let loglevel = match pick(
+        &cli.loglevel,
+        &fl.loglevel,
+        "loglevel",
+        "logging",
+        "loglevel",
+    ) {
+        None => defaults.logging.level,
+        Some(st) if st.value < 1 => {
+            return Err(ctx.invalid(
+                &st,
+                &st.value.to_string(),
+                "must be between 1 (fatal) and 5 (debug)",
+            ));
+        }
+        // Levels above debug mean debug, as in the reference.
+        Some(st) => u8::try_from(st.value.min(5)).unwrap_or(5),
+    };
+    let encap_type = pick_or(
+        &cli.encap_type,
+        &fl.encap_type,
+        defaults.encap_type.clone(),
+        "encap-type",
+        "default",
+        "encap-type",
+    )
+    .value;
+    let encap_ip = match pick(
+        &cli.encap_ip,
+        &fl.encap_ip,
+        "encap-ip",
+        "default",
+        "encap-ip",
+    ) {
+        None => None,
+        Some(st) => Some(
+            st.value
+                .parse::<IpAddr>()
+                .map_err(|_| ctx.invalid(&st, &st.value, "must be an IP address"))?,
+        ),
+    };
+    let logfile = pick(&cli.logfile, &fl.logfile, "logfile", "logging", "logfile")
+        .map(|st| PathBuf::from(st.value));
+
+    let cni = CniConfig {
+        conf_dir: PathBuf::from(
+            pick_or(
+                &cli.cni_conf_dir,
+                &fl.cni_conf_dir,
+                defaults.cni.conf_dir.display().to_string(),
+                "cni-conf-dir",
+                "cni",
+                "conf-dir",
+            )
+            .value,
+        ),
+        plugin: pick_or(
+            &cli.cni_plugin,
+            &fl.cni_plugin,
+            defaults.cni.plugin.clone(),
+            "cni-plugin",
+            "cni",
+            "plugin",
+        )
+        .value,
+        win_hnsnetwork_id: pick(
+            &cli.win_hnsnetwork_id,
+            &fl.win_hnsnetwork_id,
+            "win-hnsnetwork-id",
+            "cni",
+            "win-hnsnetwork-id",
+        )
+        .map(|st| st.value),
+    };
+
+    let kubernetes = build_kubernetes(&ctx, &cli, &fl, kube_defaults.unwrap_or_default())?;
+    let ovn_north = build_ovn(&ctx, &cli.nb, &fl.nb, "nb", "ovnnorth", "northbound")?;
+    let ovn_south = build_ovn(&ctx, &cli.sb, &fl.sb, "sb", "ovnsouth", "southbound")?;
+
+    // ovnkube-only flags (no config-file keys); always parsed, never a panic.
+    let cluster_subnets = match s(&flags.cluster_subnet) {
+        None => defaults.cluster_subnets.clone(),
+        Some(v) => parse_cluster_subnets(&v)?,
+    };
+    let service_cidr = match s(&flags.service_cluster_ip_range) {
+        None => None,
+        Some(v) => Some(parse_service_cidr(&v, &cluster_subnets)?),
+    };
+    let nexthop = match s(&flags.gateway_nexthop) {
+        None => None,
+        Some(v) => Some(v.parse::<Ipv4Addr>().map_err(|_| {
+            ConfigError::new(format!(
+                "invalid value {v:?} for flag -gateway-nexthop: must be an IPv4 address"
+            ))
+        })?),
+    };
+
+    Ok(Config {
+        cluster_subnets,
+        service_cidr,
+        net_controller: flags.net_controller,
+        init_master: s(&flags.init_master),
+        init_node: s(&flags.init_node),
+        remove_node: s(&flags.remove_node),
+        pidfile: s(&flags.pidfile).map(PathBuf::from),
+        gateway: GatewayConfig {
+            init: flags.init_gateways,
+            interface: s(&flags.gateway_interface),
+            nexthop,
+            spare_interface: flags.gateway_spare_interface,
+        },
+        nodeport: flags.nodeport,
+        ha: flags.ha,
+        config_file: file_path.map(Path::to_path_buf),
+        mtu,
+        conntrack_zone,
+        encap_type,
+        encap_ip,
+        logging: LoggingConfig {
+            level: loglevel,
+            file: logfile,
+        },
+        cni,
+        kubernetes,
+        ovn_north,
+        ovn_south,
+    })
+}
+
+fn in_range(ctx: &Ctx<'_>, st: &Setting<i64>, lo: u32, hi: u32) -> Result<u32, ConfigError> {
+    u32::try_from(st.value)
+        .ok()
+        .filter(|v| (lo..=hi).contains(v))
+        .ok_or_else(|| {
+            ctx.invalid(
+                st,
+                &st.value.to_string(),
+                &format!("must be between {lo} and {hi}"),
+            )
+        })
+}
+
+fn build_kubernetes(
+    ctx: &Ctx<'_>,
+    cli: &Layer,
+    fl: &Layer,
+    base: KubernetesConfig,
+) -> Result<KubernetesConfig, ConfigError> {
+    let base_path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    let field = |c: &Option<String>,
+                 f: &Option<String>,
+                 d: Option<String>,
+                 flag: &'static str,
+                 key: &'static str| {
+        pick(c, f, flag, "kubernetes", key).or(d.map(|value| Setting {
+            value,
+            origin: Origin::Default,
+            flag,
+            section: "kubernetes",
+            key,
+        }))
+    };
+    let kubeconfig = field(
+        &cli.k8s_kubeconfig,
+        &fl.k8s_kubeconfig,
+        base_path(&base.kubeconfig),
+        "k8s-kubeconfig",
+        "kubeconfig",
+    );
+    let cacert = field(
+        &cli.k8s_cacert,
+        &fl.k8s_cacert,
+        base_path(&base.cacert),
+        "k8s-cacert",
+        "cacert",
+    );
+    let apiserver = pick_or(
+        &cli.k8s_apiserver,
+        &fl.k8s_apiserver,
+        base.apiserver.clone(),
+        "k8s-apiserver",
+        "kubernetes",
+        "apiserver",
+    );
+    let token = field(
+        &cli.k8s_token,
+        &fl.k8s_token,
+        base.token.clone(),
+        "k8s-token",
+        "token",
+    );
+
+    let prefix = |st: &Setting<String>| ctx.label(st);
+    if let Some(st) = &kubeconfig
+        && !Path::new(&st.value).exists()
+    {
+        return Err(ConfigError::new(format!(
+            "{}: kubernetes kubeconfig file {:?} not found",
+            prefix(st),
+            st.value
+        )));
+    }
+    if let Some(st) = &cacert
+        && !Path::new(&st.value).exists()
+    {
+        return Err(ConfigError::new(format!(
+            "{}: kubernetes CA certificate file {:?} not found",
+            prefix(st),
+            st.value
+        )));
+    }
+    let scheme = apiserver_scheme(&apiserver.value).map_err(|e| {
+        ConfigError::new(format!(
+            "{}: kubernetes API server address {:?} invalid: {e}",
+            prefix(&apiserver),
+            apiserver.value
+        ))
+    })?;
+    if scheme != "http" && scheme != "https" {
+        return Err(ConfigError::new(format!(
+            "{}: kubernetes API server URL scheme {scheme:?} invalid (use http:// or https://)",
+            prefix(&apiserver)
+        )));
+    }
+    check_apiserver_host(&apiserver.value).map_err(|e| {
+        ConfigError::new(format!(
+            "{}: kubernetes API server address {:?} invalid: {e}",
+            prefix(&apiserver),
+            apiserver.value
+        ))
+    })?;
+    if scheme == "https" && cacert.is_none() {
+        return Err(ConfigError::new(format!(
+            "{}: kubernetes API server {:?} scheme requires a CA certificate (set -k8s-cacert)",
+            prefix(&apiserver),
+            apiserver.value
+        )));
+    }
+    Ok(KubernetesConfig {
+        kubeconfig: kubeconfig.map(|st| PathBuf::from(st.value)),
+        apiserver: apiserver.value,
+        cacert: cacert.map(|st| PathBuf::from(st.value)),
+        token: token.map(|st| st.value),
+    })
+}
+
+/// The scheme of a URL the way Go's `url.Parse` sees it (lower-cased; "" when there is none).
+fn apiserver_scheme(v: &str) -> Result<String, String> {
+    let is_scheme = |s: &str| {
+        s.starts_with(|c: char| c.is_ascii_alphabetic())
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    };
+    let Some(colon) = v.find(':') else {
+        return Ok(String::new());
+    };
+    let candidate = &v[..colon];
+    if candidate.contains('/') {
+        return Ok(String::new());
+    }
+    if candidate.is_empty() {
+        return Err("missing protocol scheme".to_string());
+    }
+    if !is_scheme(candidate) {
+        return Err("first path segment in URL cannot contain colon".to_string());
+    }
+    Ok(candidate.to_ascii_lowercase())
+}
+
+/// `http(s)://[user@]host[:port][/path]`: a host is required and the port must be numeric.
+fn check_apiserver_host(v: &str) -> Result<(), String> {
+    let Some((_, rest)) = v.split_once("://") else {
+        return Err("expected scheme://host[:port]".to_string());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+        let Some((h, after)) = inner.split_once(']') else {
+            return Err("missing ']' in host".to_string());
+        };
+        if h.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("invalid IPv6 host {h:?}"));
+        }
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("missing host".to_string());
+    }
+    if let Some(p) = port
+        && !p.is_empty()
+        && p.parse::<u16>().is_err()
+    {
+        return Err(format!("invalid port {p:?}"));
+    }
+    Ok(())
+}
+
+fn build_ovn(
+    ctx: &Ctx<'_>,
+    cli: &OvnLayer,
+    fl: &OvnLayer,
+    dir: &'static str,
+    section: &'static str,
+    long: &'static str,
+) -> Result<OvnDbConfig, ConfigError> {
+    let (addr_flag, flags) = if dir == "nb" {
+        (
+            "nb-address",
+            [
+                "nb-client-privkey",
+                "nb-client-cert",
+                "nb-client-cacert",
+                "nb-server-privkey",
+                "nb-server-cert",
+                "nb-server-cacert",
+            ],
+        )
+    } else {
+        (
+            "sb-address",
+            [
+                "sb-client-privkey",
+                "sb-client-cert",
+                "sb-client-cacert",
+                "sb-server-privkey",
+                "sb-server-cert",
+                "sb-server-cacert",
+            ],
+        )
+    };
+    let address = pick(&cli.address, &fl.address, addr_flag, section, "address");
+    // §1.5 item 3: ssl addresses get default cert paths for both client and server.
+    let ssl = address
+        .as_ref()
+        .is_some_and(|a| a.value.trim().to_ascii_lowercase().starts_with("ssl"));
+    let default = |suffix: &str| ssl.then(|| format!("/etc/openvswitch/ovn{dir}-{suffix}"));
+    let resolve = |c: &Option<String>, f: &Option<String>, d: Option<String>| {
+        c.clone().or_else(|| f.clone()).or(d).map(PathBuf::from)
+    };
+    let client = [
+        resolve(
+            &cli.client_privkey,
+            &fl.client_privkey,
+            default("privkey.pem"),
+        ),
+        resolve(&cli.client_cert, &fl.client_cert, default("cert.pem")),
+        resolve(&cli.client_cacert, &fl.client_cacert, default("ca.cert")),
+    ];
+    let server = [
+        resolve(
+            &cli.server_privkey,
+            &fl.server_privkey,
+            default("privkey.pem"),
+        ),
+        resolve(&cli.server_cert, &fl.server_cert, default("cert.pem")),
+        resolve(&cli.server_cacert, &fl.server_cacert, default("ca.cert")),
+    ];
+    let client = build_auth(ctx, &address, client, long, "client", &flags[0..3])?;
+    let server = build_auth(ctx, &address, server, long, "server", &flags[3..6])?;
+    Ok(OvnDbConfig { client, server })
+}
+
+fn build_auth(
+    ctx: &Ctx<'_>,
+    address: &Option<Setting<String>>,
+    [privkey, cert, cacert]: [Option<PathBuf>; 3],
+    long: &str,
+    role: &str,
+    cert_flags: &[&str],
+) -> Result<OvnAuth, ConfigError> {
+    let who = format!("OVN {long} {role}");
+    let any_cert = privkey.is_some() || cert.is_some() || cacert.is_some();
+    let perhaps_ssl = |shown: &str| {
+        ConfigError::new(format!(
+            "{who}: certificate or key given; perhaps you mean to use the 'ssl' scheme? (address is {shown})"
+        ))
+    };
+    let Some(addr) = address else {
+        if any_cert {
+            return Err(perhaps_ssl("empty, i.e. the local unix socket"));
+        }
+        return Ok(OvnAuth::local_unix());
+    };
+    let (scheme, endpoints) = parse_address(addr.value.trim())
+        .map_err(|e| ConfigError::new(format!("{}: {e}", ctx.label(addr))))?;
+    match scheme {
+        OvnScheme::Ssl if privkey.is_none() || cert.is_none() || cacert.is_none() => {
+            return Err(ConfigError::new(format!(
+                "{who}: must specify private key, certificate, and CA certificate for 'ssl' scheme (set -{}, -{} and -{})",
+                cert_flags[0], cert_flags[1], cert_flags[2]
+            )));
+        }
+        OvnScheme::Tcp | OvnScheme::Unix if any_cert => {
+            return Err(perhaps_ssl(&format!("{:?}", addr.value)));
+        }
+        _ => {}
+    }
+    Ok(OvnAuth {
+        scheme,
+        endpoints,
+        privkey,
+        cert,
+        cacert,
+    })
+}
+
+/// `CIDR[/hostPrefixLen][,...]`, e.g. `10.128.0.0/14/23`; host length defaults to 24.
+pub(crate) fn parse_cluster_subnets(v: &str) -> Result<Vec<ClusterSubnet>, ConfigError> {
+    let fail = |why: String| ConfigError::new(format!("invalid -cluster-subnet {v:?}: {why}"));
+    let mut out: Vec<ClusterSubnet> = Vec::new();
+    for entry in v.split(',').map(str::trim) {
+        if entry.is_empty() {
+            return Err(fail("empty entry in the comma-separated list".to_string()));
+        }
+        let parts: Vec<&str> = entry.split('/').collect();
+        let (cidr_text, host) = match parts.as_slice() {
+            [_, _] => (entry, None),
+            [a, b, h] => (&entry[..a.len() + 1 + b.len()], Some(*h)),
+            _ => {
+                return Err(fail(format!(
+                    "entry {entry:?} must be CIDR or CIDR/hostPrefixLength (e.g. 10.128.0.0/14/23)"
+                )));
+            }
+        };
+        let net: IpNet = cidr_text
+            .parse()
+            .map_err(|_| fail(format!("{cidr_text:?} is not a valid CIDR")))?;
+        let IpNet::V4(net) = net else {
+            return Err(fail(format!(
+                "{cidr_text:?} is not IPv4 (only IPv4 is supported)"
+            )));
+        };
+        let cidr = net.trunc();
+        let host_prefix_len = match host {
+            None => 24,
+            Some(h) => h.parse::<u8>().map_err(|_| {
+                fail(format!(
+                    "host prefix length {h:?} in {entry:?} is not a number"
+                ))
+            })?,
+        };
+        if host_prefix_len <= cidr.prefix_len() {
+            return Err(fail(format!(
+                "host prefix length /{host_prefix_len} must be longer than the network prefix /{} of {cidr}",
+                cidr.prefix_len()
+            )));
+        }
+        if host_prefix_len > 30 {
+            return Err(fail(format!(
+                "host prefix length /{host_prefix_len} is too long (at most /30)"
+            )));
+        }
+        if let Some(other) = out.iter().find(|o| overlaps(&o.cidr, &cidr)) {
+            return Err(fail(format!("{cidr} overlaps {}", other.cidr)));
+        }
+        out.push(ClusterSubnet {
+            cidr,
+            host_prefix_len,
+        });
+    }
+    Ok(out)
+}
+
+fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+pub(crate) fn parse_service_cidr(
+    v: &str,
+    cluster: &[ClusterSubnet],
+) -> Result<Ipv4Net, ConfigError> {
+    let fail =
+        |why: String| ConfigError::new(format!("invalid -service-cluster-ip-range {v:?}: {why}"));
+    let net: IpNet = v
+        .trim()
+        .parse()
+        .map_err(|_| fail("not a valid CIDR (e.g. 172.16.1.0/24)".to_string()))?;
+    let IpNet::V4(net) = net else {
+        return Err(fail("not IPv4 (only IPv4 is supported)".to_string()));
+    };
+    let net = net.trunc();
+    if let Some(c) = cluster.iter().find(|c| overlaps(&c.cidr, &net)) {
+        return Err(fail(format!(
+            "overlaps the cluster subnet {}; pick a range outside -cluster-subnet",
+            c.cidr
+        )));
+    }
+    Ok(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Unreachable through parse_args since ssl addresses get default cert paths (§1.5 item 3).
+    #[test]
+    fn ssl_requires_key_cert_and_ca() {
+        let ctx = Ctx { file: None };
+        let addr = Some(Setting {
+            value: "ssl://1.2.3.4:6641".to_string(),
+            origin: Origin::Flag,
+            flag: "nb-address",
+            section: "ovnnorth",
+            key: "address",
+        });
+        let flags = ["nb-client-privkey", "nb-client-cert", "nb-client-cacert"];
+        let e = build_auth(
+            &ctx,
+            &addr,
+            [Some("/k".into()), None, Some("/ca".into())],
+            "northbound",
+            "client",
+            &flags,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "OVN northbound client: must specify private key, certificate, and CA certificate for 'ssl' scheme (set -nb-client-privkey, -nb-client-cert and -nb-client-cacert)"
+        );
+        let ok = build_auth(
+            &ctx,
+            &addr,
+            [Some("/k".into()), Some("/c".into()), Some("/ca".into())],
+            "northbound",
+            "client",
+            &flags,
+        )
+        .unwrap();
+        assert_eq!(ok.client_target().as_deref(), Some("ssl:1.2.3.4:6641"));
+    }
+}

@@ -1,0 +1,8 @@
+//! Kubernetes side: client construction, informers, annotations.
+
+pub mod client;
+pub mod informer;
+
+pub use informer::{Change, informer, key};
+pub mod annotations;
+pub mod events;

@@ -1,0 +1,380 @@
+//! `-init-master`: the cluster topology and node subnets.
+//!
+//! One task owns the allocator and processes node changes in order, so two nodes can never get
+//! the same subnet, however events are replayed. At start it waits for the complete node list,
+//! rebuilds the allocator from the annotations, removes OVN objects of nodes that no longer
+//! exist, and only then allocates.
+
+pub mod subnets;
+pub mod topology;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio_util_shim::CancelToken;
+use tracing::Instrument;
+
+use crate::config::{ClusterSubnet, Config, OvnEndpoint, OvnScheme};
+use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
+use crate::kube::{Change, events, informer};
+use crate::ovn::{Nb, NbTxn};
+use subnets::SubnetAllocator;
+use topology::Snapshot;
+
+const COMPONENT: &str = "ovnkube-master";
+
+pub mod tokio_util_shim {
+    //! A minimal cancellation token (tokio's watch channel), to avoid another crate.
+    use tokio::sync::watch;
+
+    #[derive(Clone, Debug)]
+    pub struct CancelToken(watch::Receiver<bool>);
+
+    #[derive(Debug)]
+    pub struct CancelSource(watch::Sender<bool>);
+
+    pub fn cancel_pair() -> (CancelSource, CancelToken) {
+        let (tx, rx) = watch::channel(false);
+        (CancelSource(tx), CancelToken(rx))
+    }
+
+    impl CancelSource {
+        pub fn cancel(&self) {
+            let _ = self.0.send(true);
+        }
+    }
+
+    impl CancelToken {
+        pub async fn cancelled(&mut self) {
+            while !*self.0.borrow() {
+                if self.0.changed().await.is_err() {
+                    // The source is gone: nobody can cancel any more; wait forever.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
+
+pub struct Master {
+    nb: Arc<dyn Nb>,
+    client: kube::Client,
+    alloc: SubnetAllocator,
+    /// Subnet held by each node (the allocator's view, by owner).
+    owners: HashMap<String, Ipv4Net>,
+    nodes: BTreeMap<String, Arc<Node>>,
+    /// Nodes that could not get a subnet because the pool is exhausted.
+    waiting: BTreeSet<String>,
+    /// Nodes whose last attempt failed: when to retry and how many attempts so far.
+    retry: BTreeMap<String, (Instant, u32)>,
+    snap: Snapshot,
+    snap_dirty: bool,
+}
+
+impl Master {
+    pub fn new(nb: Arc<dyn Nb>, client: kube::Client, cluster: &[ClusterSubnet]) -> Self {
+        Master {
+            nb,
+            client,
+            alloc: SubnetAllocator::new(cluster),
+            owners: HashMap::new(),
+            nodes: BTreeMap::new(),
+            waiting: BTreeSet::new(),
+            retry: BTreeMap::new(),
+            snap: Snapshot::default(),
+            snap_dirty: true,
+        }
+    }
+
+    async fn snapshot(&mut self) -> Result<&Snapshot> {
+        if self.snap_dirty {
+            self.snap = Snapshot::read(self.nb.as_ref())
+                .await
+                .context("reading the northbound topology")?;
+            self.snap_dirty = false;
+        }
+        Ok(&self.snap)
+    }
+
+    async fn transact(&mut self, ops: Vec<crate::ovn::NbOp>) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut txn = NbTxn::new();
+        txn.extend(ops);
+        // Whatever happened, our picture of the database may be stale now.
+        self.snap_dirty = true;
+        self.nb.transact(&txn).await.map(|_| ())
+    }
+
+    /// Cluster router, join switch, cluster load balancers.
+    pub async fn ensure_cluster(&mut self) -> Result<()> {
+        let ops = topology::cluster_ops(self.snapshot().await?);
+        self.transact(ops)
+            .await
+            .context("creating the cluster router, join switch and load balancers")
+    }
+
+    /// Take the complete node list (the first `Synced`): rebuild the allocator, remove OVN
+    /// objects of nodes that are gone, then bring every node up to date.
+    async fn initial_sync(&mut self) -> Result<()> {
+        let mut ordered: Vec<Arc<Node>> = self.nodes.values().cloned().collect();
+        // Oldest first: when two nodes claim one subnet, the older keeps it.
+        ordered.sort_by_key(|n| {
+            (
+                Reverse(Reverse(n.metadata.creation_timestamp.clone().map(|t| t.0))),
+                n.name_any(),
+            )
+        });
+        for n in &ordered {
+            let name = n.name_any();
+            if let Some(v) = n.annotations().get(HOST_SUBNET) {
+                let claimed = parse_host_subnet(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| self.alloc.mark_used(s).map(|_| s).map_err(|e| e.to_string()));
+                match claimed {
+                    Ok(s) => {
+                        self.owners.insert(name, s);
+                    }
+                    Err(e) => self.report_bad_annotation(n, v, &e).await,
+                }
+            }
+        }
+        tracing::info!(
+            nodes = ordered.len(),
+            allocated = self.alloc.allocated(),
+            capacity = self.alloc.capacity(),
+            "rebuilt the subnet allocator from node annotations"
+        );
+        let gone: Vec<String> = topology::nodes_in_nb(self.snapshot().await?)
+            .into_iter()
+            .filter(|n| !self.nodes.contains_key(n))
+            .collect();
+        for n in gone {
+            tracing::info!(node = %n, "removing OVN objects of a node that no longer exists");
+            let ops = topology::node_cleanup_ops(self.snapshot().await?, &n);
+            if let Err(e) = self.transact(ops).await {
+                tracing::error!(node = %n, error = %format!("{e:#}"), "cleaning up a deleted node failed");
+            }
+        }
+        let names: Vec<String> = ordered.iter().map(|n| n.name_any()).collect();
+        for n in names {
+            self.sync_node(&n).await;
+        }
+        Ok(())
+    }
+
+    async fn report_bad_annotation(&self, node: &Node, value: &str, why: &str) {
+        let msg = format!(
+            "node {} has an unusable {HOST_SUBNET} annotation {value:?}: {why}; a new subnet will be allocated",
+            node.name_any()
+        );
+        tracing::error!(node = %node.name_any(), "{msg}");
+        events::warn(&self.client, COMPONENT, node, "InvalidHostSubnet", &msg).await;
+    }
+
+    /// The subnet this node holds, claiming its annotation or allocating a new one.
+    async fn claim(&mut self, node: &Node) -> Option<Ipv4Net> {
+        let name = node.name_any();
+        if let Some(s) = self.owners.get(&name) {
+            return Some(*s);
+        }
+        if let Some(v) = node.annotations().get(HOST_SUBNET) {
+            let claimed = parse_host_subnet(v)
+                .map_err(|e| e.to_string())
+                .and_then(|s| self.alloc.mark_used(s).map(|_| s).map_err(|e| e.to_string()));
+            match claimed {
+                Ok(s) => {
+                    self.owners.insert(name, s);
+                    return Some(s);
+                }
+                Err(e) => self.report_bad_annotation(node, v, &e).await,
+            }
+        }
+        match self.alloc.allocate() {
+            Some(s) => {
+                self.waiting.remove(&name);
+                self.owners.insert(name, s);
+                Some(s)
+            }
+            None => {
+                if self.waiting.insert(name.clone()) {
+                    let msg = format!(
+                        "no free subnet for node {name}: all {} host subnets of -cluster-subnet are in use; \
+                         widen -cluster-subnet or delete nodes",
+                        self.alloc.capacity()
+                    );
+                    tracing::error!(node = %name, "{msg}");
+                    events::warn(&self.client, COMPONENT, node, "SubnetExhausted", &msg).await;
+                }
+                None
+            }
+        }
+    }
+
+    /// Bring one node to its desired state: subnet held, annotation written, topology in NB.
+    async fn sync_node(&mut self, name: &str) {
+        let span = tracing::info_span!("node", node = %name);
+        let res = self.sync_node_inner(name).instrument(span).await;
+        match res {
+            Ok(()) => {
+                self.retry.remove(name);
+            }
+            Err(e) => {
+                let attempts = self.retry.get(name).map(|(_, a)| *a + 1).unwrap_or(1);
+                let delay = Duration::from_millis(500u64 << attempts.min(6)).min(Duration::from_secs(30));
+                tracing::warn!(node = %name, attempt = attempts, retry_in = ?delay, error = %format!("{e:#}"), "node sync failed");
+                self.retry.insert(name.to_string(), (Instant::now() + delay, attempts));
+            }
+        }
+    }
+
+    async fn sync_node_inner(&mut self, name: &str) -> Result<()> {
+        let Some(node) = self.nodes.get(name).cloned() else {
+            return Ok(());
+        };
+        let Some(subnet) = self.claim(&node).await else {
+            return Ok(());
+        };
+        let want = subnet.to_string();
+        if node.annotations().get(HOST_SUBNET) != Some(&want) {
+            let patch = serde_json::json!({"metadata": {"annotations": {HOST_SUBNET: want}}});
+            let api: Api<Node> = Api::all(self.client.clone());
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("annotating node {name} with {HOST_SUBNET}={want}"))?;
+            tracing::info!(subnet = %want, "allocated host subnet");
+        }
+        let ops = topology::node_ops(self.snapshot().await?, name, subnet);
+        if !ops.is_empty() {
+            self.transact(ops)
+                .await
+                .with_context(|| format!("creating the logical switch of node {name}"))?;
+            tracing::info!(subnet = %want, "node switch ready");
+        }
+        Ok(())
+    }
+
+    async fn delete_node(&mut self, node: &Node) {
+        let name = node.name_any();
+        self.nodes.remove(&name);
+        self.retry.remove(&name);
+        self.waiting.remove(&name);
+        if let Some(s) = self.owners.remove(&name) {
+            self.alloc.release(s);
+            tracing::info!(node = %name, subnet = %s, "released host subnet");
+        }
+        let ops = match self.snapshot().await {
+            Ok(snap) => topology::node_cleanup_ops(snap, &name),
+            Err(e) => {
+                tracing::error!(node = %name, error = %format!("{e:#}"), "cannot read NB to clean up node; will retry at next start");
+                return;
+            }
+        };
+        if let Err(e) = self.transact(ops).await {
+            tracing::error!(node = %name, error = %format!("{e:#}"), "removing the node's OVN objects failed");
+        } else {
+            tracing::info!(node = %name, "removed the node's OVN objects");
+        }
+        // Room may have appeared for nodes that were waiting.
+        let waiting: Vec<String> = self.waiting.iter().cloned().collect();
+        for w in waiting {
+            self.sync_node(&w).await;
+        }
+    }
+
+    async fn retry_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .retry
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in due {
+            self.sync_node(&n).await;
+        }
+    }
+
+    /// Run until `cancel` fires.
+    pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
+        self.ensure_cluster().await?;
+        tracing::info!("cluster topology ready");
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut changes = informer(api, watcher::Config::default()).boxed();
+        let mut synced = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tick.tick(), if synced => self.retry_due().await,
+                ch = changes.next() => {
+                    let Some(ch) = ch else { anyhow::bail!("node watch ended") };
+                    match ch {
+                        Change::Apply { new, .. } => {
+                            let name = new.name_any();
+                            self.nodes.insert(name.clone(), new);
+                            if synced {
+                                self.sync_node(&name).await;
+                            }
+                        }
+                        Change::Delete(old) => {
+                            if synced {
+                                self.delete_node(&old).await;
+                            } else {
+                                self.nodes.remove(&old.name_any());
+                            }
+                        }
+                        Change::Synced => {
+                            if !synced {
+                                synced = true;
+                                self.initial_sync().await?;
+                                tracing::info!(nodes = self.nodes.len(), "initial node sync done");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Server-side database connections, as the reference does when addresses are given: the NB
+/// and SB listen on the given address (not on every address) and use the given certificates.
+pub async fn setup_db_servers(cfg: &Config, nb: &crate::ovn::Ctl, sb: &crate::ovn::Ctl) -> Result<()> {
+    for (db, auth, ctl) in [("NB", &cfg.ovn_north.server, nb), ("SB", &cfg.ovn_south.server, sb)] {
+        // Listen on the address we were given, not on every address of the host.
+        let target = match (&auth.scheme, auth.endpoints.first()) {
+            (OvnScheme::Tcp | OvnScheme::Ssl, Some(OvnEndpoint::Inet(sa))) => {
+                format!("p{}:{}:{}", auth.scheme, sa.port(), sa.ip())
+            }
+            _ => continue,
+        };
+        if let (Some(k), Some(c), Some(ca)) = (&auth.privkey, &auth.cert, &auth.cacert) {
+            for (what, p) in [("private key", k), ("certificate", c), ("CA certificate", ca)] {
+                if !p.exists() {
+                    anyhow::bail!("{db} server {what} file {} not found", p.display());
+                }
+            }
+            ctl.run_raw(&["del-ssl"]).await.with_context(|| format!("{db} del-ssl"))?;
+            let (k, c, ca) = (k.display().to_string(), c.display().to_string(), ca.display().to_string());
+            ctl.run_raw(&["set-ssl", &k, &c, &ca])
+                .await
+                .with_context(|| format!("{db} set-ssl"))?;
+        }
+        ctl.run_raw(&["set-connection", &target])
+            .await
+            .with_context(|| format!("error setting the {db} API connection {target}"))?;
+        tracing::info!(db, %target, "database connection configured");
+    }
+    Ok(())
+}

@@ -1,0 +1,539 @@
+//! The cluster-wide and per-node OVN topology the master owns, as pure functions from a
+//! snapshot of the northbound database to the commands that bring it to the desired state.
+//! Nothing is emitted when the database already matches, so a restart changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+
+use anyhow::Result;
+use ipnet::Ipv4Net;
+
+use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
+use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val};
+
+/// The join network between the cluster router and the gateway routers (the later /16, so more
+/// than 253 gateways fit).
+pub fn join_cidr() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 16).unwrap_or_default()
+}
+
+/// The cluster router's address on the join switch.
+pub fn join_router_ip() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 1), 16).unwrap_or_default()
+}
+
+/// A stable MAC derived from an IPv4 address (`0a:58:` + the address), so router ports keep
+/// their MAC across restarts and re-creation.
+pub fn mac_from_ip(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// Addresses derived from a node subnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeAddrs {
+    pub subnet: Ipv4Net,
+    /// `.1`: the cluster router's port on the node switch; the pods' gateway.
+    pub gateway: Ipv4Net,
+    /// `.2`: the node's management port.
+    pub mgmt: Ipv4Net,
+}
+
+impl NodeAddrs {
+    pub fn new(subnet: Ipv4Net) -> Self {
+        let base = u32::from(subnet.network());
+        let len = subnet.prefix_len();
+        let at = |n: u32| Ipv4Net::new(Ipv4Addr::from(base + n), len).unwrap_or(subnet);
+        NodeAddrs {
+            subnet: subnet.trunc(),
+            gateway: at(1),
+            mgmt: at(2),
+        }
+    }
+}
+
+/// Protocols with a cluster-wide load balancer, and the `external_ids` key that marks each.
+pub const CLUSTER_LBS: [(&str, &str); 3] = [
+    ("tcp", names::EXT_CLUSTER_LB_TCP),
+    ("udp", names::EXT_CLUSTER_LB_UDP),
+    ("sctp", names::EXT_CLUSTER_LB_SCTP),
+];
+
+/// What the master reads from the NB database.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub routers: HashMap<String, Row>,
+    pub switches: HashMap<String, Row>,
+    pub router_ports: HashMap<String, Row>,
+    /// Router-type switch ports only (that is all the master owns).
+    pub switch_ports: HashMap<String, Row>,
+    /// Cluster load-balancer UUID per protocol.
+    pub cluster_lbs: BTreeMap<String, String>,
+    /// Every load balancer: uuid → external_ids.
+    pub lbs: HashMap<String, BTreeMap<String, String>>,
+    pub routes: HashMap<String, Row>,
+}
+
+impl Snapshot {
+    pub fn queries() -> Vec<Query> {
+        vec![
+            Query::list(
+                "Logical_Router",
+                &["name", "external_ids", "options", "ports", "static_routes"],
+            ),
+            Query::list(
+                "Logical_Switch",
+                &["name", "other_config", "external_ids", "load_balancer"],
+            ),
+            Query::list("Logical_Router_Port", &["name", "mac", "networks", "external_ids"]),
+            Query::find(
+                "Logical_Switch_Port",
+                &["name", "type", "options", "addresses"],
+                vec![ColVal::set("type", "router")],
+            ),
+            Query::list("Load_Balancer", &["name", "protocol", "external_ids"]),
+            Query::list(
+                "Logical_Router_Static_Route",
+                &["ip_prefix", "nexthop", "policy", "external_ids"],
+            ),
+        ]
+    }
+
+    pub fn from_tables(mut t: Vec<Vec<Row>>) -> Snapshot {
+        let by_name = |rows: Vec<Row>| -> HashMap<String, Row> {
+            rows.into_iter().map(|r| (r.str("name"), r)).collect()
+        };
+        let routes = t.pop().unwrap_or_default();
+        let lbs = t.pop().unwrap_or_default();
+        let lsps = t.pop().unwrap_or_default();
+        let lrps = t.pop().unwrap_or_default();
+        let switches = t.pop().unwrap_or_default();
+        let routers = t.pop().unwrap_or_default();
+        let mut cluster_lbs = BTreeMap::new();
+        for lb in &lbs {
+            for (proto, key) in CLUSTER_LBS {
+                if lb.map_get("external_ids", key).as_deref() == Some("yes") {
+                    cluster_lbs.entry(proto.to_string()).or_insert(lb.uuid.clone());
+                }
+            }
+        }
+        Snapshot {
+            routers: by_name(routers),
+            switches: by_name(switches),
+            router_ports: by_name(lrps),
+            switch_ports: by_name(lsps),
+            cluster_lbs,
+            lbs: lbs
+                .into_iter()
+                .map(|r| (r.uuid.clone(), r.map("external_ids")))
+                .collect(),
+            routes: routes.into_iter().map(|r| (r.uuid.clone(), r)).collect(),
+        }
+    }
+
+    pub async fn read(nb: &dyn Nb) -> Result<Snapshot> {
+        let tables = nb.query(&Snapshot::queries()).await?;
+        Ok(Snapshot::from_tables(tables))
+    }
+}
+
+fn set_keys(table: &str, record: &str, column: &str, kv: &[(&str, String)]) -> NbOp {
+    NbOp::Db(DbOp::Set {
+        table: table.into(),
+        record: record.into(),
+        columns: kv
+            .iter()
+            .map(|(k, v)| ColVal::key(column, k, v.as_str()))
+            .collect(),
+        if_exists: false,
+    })
+}
+
+/// Keys of `want` whose value differs from (or is missing in) `have`.
+fn missing_keys<'a>(have: &BTreeMap<String, String>, want: &'a [(&'a str, String)]) -> Vec<(&'a str, String)> {
+    want.iter()
+        .filter(|(k, v)| have.get(*k) != Some(v))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect()
+}
+
+/// Ensure a router port with exactly this MAC and networks; a port with other values is
+/// re-created (in the same transaction), since `--may-exist lrp-add` refuses to change them.
+fn ensure_lrp(snap: &Snapshot, router: &str, name: &str, mac: &str, network: Ipv4Net, ext: &[(&str, String)], out: &mut Vec<NbOp>) {
+    let want_net = network.to_string();
+    let existing = snap.router_ports.get(name);
+    let same = existing.is_some_and(|p| p.str("mac") == mac && p.set("networks") == [want_net.clone()]);
+    if !same {
+        if existing.is_some() {
+            out.push(NbOp::LrpDel { name: name.into() });
+        }
+        out.push(NbOp::LrpAdd {
+            router: router.into(),
+            name: name.into(),
+            mac: mac.into(),
+            networks: vec![want_net],
+        });
+    }
+    let have = if same { existing.map(|p| p.map("external_ids")).unwrap_or_default() } else { BTreeMap::new() };
+    let ext = missing_keys(&have, ext);
+    if !ext.is_empty() {
+        out.push(set_keys("Logical_Router_Port", name, "external_ids", &ext));
+    }
+}
+
+/// Ensure a router-type switch port `name` on `switch` pointing at `router_port`.
+fn ensure_router_lsp(snap: &Snapshot, switch: &str, name: &str, router_port: &str, out: &mut Vec<NbOp>) {
+    let existing = snap.switch_ports.get(name);
+    if existing.is_none() {
+        out.push(NbOp::LspAdd {
+            switch: switch.into(),
+            name: name.into(),
+        });
+    }
+    let ok = existing.is_some_and(|p| {
+        p.str("type") == "router"
+            && p.map_get("options", "router-port").as_deref() == Some(router_port)
+            && p.set("addresses") == ["router"]
+    });
+    if !ok {
+        out.push(NbOp::Db(DbOp::Set {
+            table: "Logical_Switch_Port".into(),
+            record: name.into(),
+            columns: vec![
+                ColVal::set("type", "router"),
+                ColVal::key("options", "router-port", router_port),
+                ColVal::set("addresses", Val::str_set(["router"])),
+            ],
+            if_exists: false,
+        }));
+    }
+}
+
+/// The cluster router, the join switch and its router port, and the cluster load balancers.
+pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
+    let mut out = Vec::new();
+    let router = snap.routers.get(CLUSTER_ROUTER);
+    if router.is_none() {
+        out.push(NbOp::LrAdd {
+            name: CLUSTER_ROUTER.into(),
+        });
+    }
+    let want = [(names::EXT_CLUSTER_ROUTER, "yes".to_string())];
+    let ext = missing_keys(&router.map(|r| r.map("external_ids")).unwrap_or_default(), &want);
+    if !ext.is_empty() {
+        out.push(set_keys("Logical_Router", CLUSTER_ROUTER, "external_ids", &ext));
+    }
+    if !snap.switches.contains_key(JOIN_SWITCH) {
+        out.push(NbOp::LsAdd {
+            name: JOIN_SWITCH.into(),
+        });
+    }
+    let rtoj = names::rtoj(CLUSTER_ROUTER);
+    let jip = join_router_ip();
+    ensure_lrp(
+        snap,
+        CLUSTER_ROUTER,
+        &rtoj,
+        &mac_from_ip(jip.addr()),
+        jip,
+        &[(names::EXT_CONNECT_TO_JOIN, "yes".to_string())],
+        &mut out,
+    );
+    ensure_router_lsp(snap, JOIN_SWITCH, &names::jtor(CLUSTER_ROUTER), &rtoj, &mut out);
+    for (proto, key) in CLUSTER_LBS {
+        if !snap.cluster_lbs.contains_key(proto) {
+            out.push(NbOp::Db(DbOp::Create {
+                table: "Load_Balancer".into(),
+                id: None,
+                columns: vec![
+                    ColVal::set("name", format!("cluster-lb-{proto}")),
+                    ColVal::key("external_ids", key, "yes"),
+                    ColVal::set("protocol", proto),
+                ],
+            }));
+        }
+    }
+    out
+}
+
+/// The switch, router port and router-type switch port of one node.
+pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
+    let a = NodeAddrs::new(subnet);
+    let sw = names::node_switch(node);
+    let mut out = Vec::new();
+    let existing = snap.switches.get(&sw);
+    if existing.is_none() {
+        out.push(NbOp::LsAdd { name: sw.clone() });
+    }
+    let other = [
+        ("subnet", a.subnet.to_string()),
+        ("exclude_ips", a.mgmt.addr().to_string()),
+    ];
+    let other = missing_keys(&existing.map(|s| s.map("other_config")).unwrap_or_default(), &other);
+    if !other.is_empty() {
+        out.push(set_keys("Logical_Switch", &sw, "other_config", &other));
+    }
+    let ext = [
+        (names::EXT_GATEWAY_IP, a.gateway.to_string()),
+        (names::EXT_NODE, node.to_string()),
+    ];
+    let ext = missing_keys(&existing.map(|s| s.map("external_ids")).unwrap_or_default(), &ext);
+    if !ext.is_empty() {
+        out.push(set_keys("Logical_Switch", &sw, "external_ids", &ext));
+    }
+    let rtos = names::rtos(node);
+    ensure_lrp(
+        snap,
+        CLUSTER_ROUTER,
+        &rtos,
+        &mac_from_ip(a.gateway.addr()),
+        a.gateway,
+        &[(names::EXT_NODE, node.to_string())],
+        &mut out,
+    );
+    ensure_router_lsp(snap, &sw, &names::stor(node), &rtos, &mut out);
+    let have_lbs: BTreeSet<String> = existing.map(|s| s.set("load_balancer").into_iter().collect()).unwrap_or_default();
+    for uuid in snap.cluster_lbs.values() {
+        if !have_lbs.contains(uuid) {
+            out.push(NbOp::LsLbAdd {
+                switch: sw.clone(),
+                lb: uuid.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// Every NB object that belongs to `node` (switch, router ports, gateway router, external
+/// switch, join port, its routes on the cluster router, its gateway load balancers).
+pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
+    let mut out = Vec::new();
+    let gr = names::gateway_router(node);
+    let sw = names::node_switch(node);
+    if snap.switches.contains_key(&sw) {
+        out.push(NbOp::LsDel { name: sw });
+    }
+    let rtos = names::rtos(node);
+    if snap.router_ports.contains_key(&rtos) {
+        out.push(NbOp::LrpDel { name: rtos });
+    }
+    if snap.routers.contains_key(&gr) {
+        out.push(NbOp::LrDel { name: gr.clone() });
+    }
+    let jtor = names::jtor(&gr);
+    if snap.switch_ports.contains_key(&jtor) {
+        out.push(NbOp::LspDel { name: jtor });
+    }
+    let ext = names::ext_switch(node);
+    if snap.switches.contains_key(&ext) {
+        out.push(NbOp::LsDel { name: ext });
+    }
+    if let Some(cr) = snap.routers.get(CLUSTER_ROUTER) {
+        let mut mine: Vec<&String> = cr
+            .set("static_routes")
+            .iter()
+            .filter_map(|u| snap.routes.get_key_value(u).map(|(k, _)| k))
+            .filter(|u| {
+                snap.routes
+                    .get(*u)
+                    .and_then(|r| r.map_get("external_ids", names::EXT_NODE))
+                    .as_deref()
+                    == Some(node)
+            })
+            .collect();
+        mine.sort();
+        if !mine.is_empty() {
+            out.push(NbOp::Db(DbOp::Remove {
+                table: "Logical_Router".into(),
+                record: CLUSTER_ROUTER.into(),
+                column: "static_routes".into(),
+                values: mine.into_iter().map(|u| Val::Uuid(u.clone())).collect(),
+                if_exists: true,
+            }));
+        }
+    }
+    let mut lbs: Vec<&String> = snap
+        .lbs
+        .iter()
+        .filter(|(_, ext)| {
+            ext.get("TCP_lb_gateway_router") == Some(&gr)
+                || ext.get("UDP_lb_gateway_router") == Some(&gr)
+                || ext.get("SCTP_lb_gateway_router") == Some(&gr)
+        })
+        .map(|(u, _)| u)
+        .collect();
+    lbs.sort();
+    out.extend(lbs.into_iter().map(|u| NbOp::LbDel { lb: u.clone() }));
+    out
+}
+
+/// Node names that the NB database holds objects for.
+pub fn nodes_in_nb(snap: &Snapshot) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (name, sw) in &snap.switches {
+        if let Some(n) = sw.map_get("external_ids", names::EXT_NODE) {
+            out.insert(n);
+        } else if sw.map_get("other_config", "subnet").is_some() && name != JOIN_SWITCH {
+            // Switches made by older releases carry no node id; the subnet marks them.
+            out.insert(name.clone());
+        }
+    }
+    for name in snap.router_ports.keys() {
+        if let Some(n) = name.strip_prefix("rtos-") {
+            out.insert(n.to_string());
+        }
+    }
+    for name in snap.routers.keys() {
+        if let Some(n) = name.strip_prefix("GR_") {
+            out.insert(n.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovn::NbTxn;
+    use crate::ovn::ovsdb::Datum;
+
+    fn row(name: &str, cols: &[(&str, Datum)]) -> Row {
+        let mut r = Row {
+            uuid: format!("uuid-{name}"),
+            columns: Default::default(),
+        };
+        r.columns.insert("name".into(), Datum::Str(name.into()));
+        for (k, v) in cols {
+            r.columns.insert((*k).into(), v.clone());
+        }
+        r
+    }
+
+    fn map(kv: &[(&str, &str)]) -> Datum {
+        Datum::Map(kv.iter().map(|(k, v)| (Datum::Str((*k).into()), Datum::Str((*v).into()))).collect())
+    }
+
+    fn render(ops: Vec<NbOp>) -> String {
+        let mut t = NbTxn::new();
+        t.extend(ops);
+        t.render().join(" ")
+    }
+
+    #[test]
+    fn node_addresses() {
+        let a = NodeAddrs::new("192.168.2.0/24".parse().unwrap());
+        assert_eq!(a.gateway.to_string(), "192.168.2.1/24");
+        assert_eq!(a.mgmt.to_string(), "192.168.2.2/24");
+        assert_eq!(mac_from_ip("10.128.2.1".parse().unwrap()), "0a:58:0a:80:02:01");
+    }
+
+    #[test]
+    fn empty_database_gets_the_whole_cluster_topology() {
+        let s = render(cluster_ops(&Snapshot::default()));
+        assert!(s.starts_with("-- --may-exist lr-add ovn_cluster_router -- set Logical_Router ovn_cluster_router external_ids:\"k8s-cluster-router\"=\"yes\""), "{s}");
+        assert!(s.contains("-- --may-exist ls-add join"));
+        assert!(s.contains("lrp-add ovn_cluster_router rtoj-ovn_cluster_router 0a:58:64:40:00:01 100.64.0.1/16"));
+        assert!(s.contains("lsp-add join jtor-ovn_cluster_router"));
+        assert!(s.contains("options:\"router-port\"=\"rtoj-ovn_cluster_router\""));
+        for p in ["tcp", "udp", "sctp"] {
+            assert!(s.contains(&format!("external_ids:\"k8s-cluster-lb-{p}\"=\"yes\" protocol=\"{p}\"")), "{p}: {s}");
+        }
+    }
+
+    fn synced_snapshot() -> Snapshot {
+        let mut s = Snapshot::default();
+        s.routers.insert(CLUSTER_ROUTER.into(), row(CLUSTER_ROUTER, &[("external_ids", map(&[("k8s-cluster-router", "yes")]))]));
+        s.switches.insert("join".into(), row("join", &[]));
+        s.router_ports.insert(
+            "rtoj-ovn_cluster_router".into(),
+            row("rtoj-ovn_cluster_router", &[
+                ("mac", Datum::Str("0a:58:64:40:00:01".into())),
+                ("networks", Datum::Str("100.64.0.1/16".into())),
+                ("external_ids", map(&[("connect_to_join", "yes")])),
+            ]),
+        );
+        s.switch_ports.insert(
+            "jtor-ovn_cluster_router".into(),
+            row("jtor-ovn_cluster_router", &[
+                ("type", Datum::Str("router".into())),
+                ("options", map(&[("router-port", "rtoj-ovn_cluster_router")])),
+                ("addresses", Datum::Str("router".into())),
+            ]),
+        );
+        for p in ["tcp", "udp", "sctp"] {
+            s.cluster_lbs.insert(p.into(), format!("lb-{p}"));
+        }
+        s
+    }
+
+    #[test]
+    fn synced_database_needs_nothing() {
+        assert!(cluster_ops(&synced_snapshot()).is_empty());
+    }
+
+    #[test]
+    fn node_topology_and_its_idempotence() {
+        let mut snap = synced_snapshot();
+        let subnet: Ipv4Net = "10.1.3.0/24".parse().unwrap();
+        let s = render(node_ops(&snap, "n1", subnet));
+        assert!(s.contains("-- --may-exist ls-add n1 -- set Logical_Switch n1 other_config:\"subnet\"=\"10.1.3.0/24\" other_config:\"exclude_ips\"=\"10.1.3.2\""), "{s}");
+        assert!(s.contains("external_ids:\"gateway_ip\"=\"10.1.3.1/24\""));
+        assert!(s.contains("lrp-add ovn_cluster_router rtos-n1 0a:58:0a:01:03:01 10.1.3.1/24"));
+        assert!(s.contains("lsp-add n1 stor-n1"));
+        assert!(s.contains("ls-lb-add n1 lb-tcp") && s.contains("ls-lb-add n1 lb-udp"));
+
+        snap.switches.insert("n1".into(), row("n1", &[
+            ("other_config", map(&[("subnet", "10.1.3.0/24"), ("exclude_ips", "10.1.3.2")])),
+            ("external_ids", map(&[("gateway_ip", "10.1.3.1/24"), ("k8s-node", "n1")])),
+            ("load_balancer", Datum::Set(vec![Datum::Uuid("lb-tcp".into()), Datum::Uuid("lb-udp".into()), Datum::Uuid("lb-sctp".into())])),
+        ]));
+        snap.router_ports.insert("rtos-n1".into(), row("rtos-n1", &[
+            ("mac", Datum::Str("0a:58:0a:01:03:01".into())),
+            ("networks", Datum::Str("10.1.3.1/24".into())),
+            ("external_ids", map(&[("k8s-node", "n1")])),
+        ]));
+        snap.switch_ports.insert("stor-n1".into(), row("stor-n1", &[
+            ("type", Datum::Str("router".into())),
+            ("options", map(&[("router-port", "rtos-n1")])),
+            ("addresses", Datum::Str("router".into())),
+        ]));
+        assert!(node_ops(&snap, "n1", subnet).is_empty());
+
+        // A changed subnet re-creates the router port with the new address.
+        let s = render(node_ops(&snap, "n1", "10.1.9.0/24".parse().unwrap()));
+        assert!(s.contains("-- --if-exists lrp-del rtos-n1 -- --may-exist lrp-add ovn_cluster_router rtos-n1 0a:58:0a:01:09:01 10.1.9.1/24"), "{s}");
+        assert!(s.contains("other_config:\"subnet\"=\"10.1.9.0/24\""));
+    }
+
+    #[test]
+    fn cleanup_removes_only_that_nodes_objects() {
+        let mut snap = synced_snapshot();
+        snap.switches.insert("n1".into(), row("n1", &[("other_config", map(&[("subnet", "10.1.3.0/24")]))]));
+        snap.switches.insert("n2".into(), row("n2", &[("external_ids", map(&[("k8s-node", "n2")]))]));
+        snap.switches.insert("ext_n1".into(), row("ext_n1", &[]));
+        snap.routers.insert("GR_n1".into(), row("GR_n1", &[]));
+        snap.router_ports.insert("rtos-n1".into(), row("rtos-n1", &[]));
+        snap.switch_ports.insert("jtor-GR_n1".into(), row("jtor-GR_n1", &[]));
+        let mut r1 = row("r1", &[("external_ids", map(&[("k8s-node", "n1")]))]);
+        r1.uuid = "route-1".into();
+        let mut r2 = row("r2", &[("external_ids", map(&[("k8s-node", "n2")]))]);
+        r2.uuid = "route-2".into();
+        snap.routes.insert("route-1".into(), r1);
+        snap.routes.insert("route-2".into(), r2);
+        snap.routers.get_mut(CLUSTER_ROUTER).unwrap().columns.insert(
+            "static_routes".into(),
+            Datum::Set(vec![Datum::Uuid("route-1".into()), Datum::Uuid("route-2".into())]),
+        );
+        snap.lbs.insert("glb".into(), [("TCP_lb_gateway_router".to_string(), "GR_n1".to_string())].into());
+        snap.lbs.insert("glb2".into(), [("TCP_lb_gateway_router".to_string(), "GR_n2".to_string())].into());
+        let s = render(node_cleanup_ops(&snap, "n1"));
+        assert_eq!(
+            s,
+            "-- --if-exists ls-del n1 -- --if-exists lrp-del rtos-n1 -- --if-exists lr-del GR_n1 \
+             -- --if-exists lsp-del jtor-GR_n1 -- --if-exists ls-del ext_n1 \
+             -- --if-exists remove Logical_Router ovn_cluster_router static_routes route-1 \
+             -- --if-exists lb-del glb"
+        );
+        assert_eq!(nodes_in_nb(&snap), ["n1", "n2"].iter().map(|s| s.to_string()).collect());
+    }
+}

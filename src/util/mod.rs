@@ -1,0 +1,4 @@
+//! Process plumbing: logging, pid file.
+
+pub mod logging;
+pub mod pidfile;
