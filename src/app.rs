@@ -39,7 +39,9 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
         tasks.spawn(async move { m.run(c).await.context("master") });
     }
     if cfg.net_controller {
-        tracing::warn!("-net-controller: pod, service and policy controllers are not part of this build yet");
+        tracing::warn!(
+            "-net-controller: pod, service and policy controllers are not part of this build yet"
+        );
     }
     if cfg.init_node.is_some() {
         tracing::warn!("-init-node: node initialisation is not part of this build yet");

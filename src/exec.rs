@@ -82,7 +82,8 @@ impl fmt::Display for Cmd {
 fn display_word(w: &str) -> String {
     let plain = !w.is_empty()
         && w.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '@' | '+')
+            c.is_ascii_alphanumeric()
+                || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '@' | '+')
         });
     if plain {
         w.to_string()
@@ -258,12 +259,18 @@ impl FakeExec {
     }
 
     pub fn calls(&self) -> Vec<Cmd> {
-        self.inner.lock().map(|s| s.calls.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|s| s.calls.clone())
+            .unwrap_or_default()
     }
 
     /// True when every expectation was consumed.
     pub fn all_called(&self) -> bool {
-        self.inner.lock().map(|s| s.expected.is_empty()).unwrap_or(false)
+        self.inner
+            .lock()
+            .map(|s| s.expected.is_empty())
+            .unwrap_or(false)
     }
 }
 
@@ -310,7 +317,11 @@ mod tests {
     async fn real_exec_passes_argv_verbatim_without_a_shell() {
         let e = RealExec::default();
         let out = e
-            .run(&Cmd::new("echo").arg("x; touch /tmp/ovnkube-pwned").arg("$HOME"))
+            .run(
+                &Cmd::new("echo")
+                    .arg("x; touch /tmp/ovnkube-pwned")
+                    .arg("$HOME"),
+            )
             .await
             .unwrap();
         assert_eq!(out.stdout, "x; touch /tmp/ovnkube-pwned $HOME\n");
@@ -336,7 +347,11 @@ mod tests {
         let e = RealExec::default();
         let start = std::time::Instant::now();
         let err = e
-            .run(&Cmd::new("sleep").arg("5").timeout(Duration::from_millis(200)))
+            .run(
+                &Cmd::new("sleep")
+                    .arg("5")
+                    .timeout(Duration::from_millis(200)),
+            )
             .await
             .unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err}");

@@ -29,9 +29,20 @@ mod tests {
 
     #[test]
     fn host_subnet_values() {
-        assert_eq!(parse_host_subnet("10.1.2.0/24").unwrap().to_string(), "10.1.2.0/24");
-        assert!(parse_host_subnet("10.1.2.5/24").unwrap_err().contains("host bits"));
-        assert!(parse_host_subnet("banana").unwrap_err().contains("not an IPv4 CIDR"));
+        assert_eq!(
+            parse_host_subnet("10.1.2.0/24").unwrap().to_string(),
+            "10.1.2.0/24"
+        );
+        assert!(
+            parse_host_subnet("10.1.2.5/24")
+                .unwrap_err()
+                .contains("host bits")
+        );
+        assert!(
+            parse_host_subnet("banana")
+                .unwrap_err()
+                .contains("not an IPv4 CIDR")
+        );
         assert!(parse_host_subnet("fd00::/64").is_err());
     }
 }

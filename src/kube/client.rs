@@ -15,14 +15,15 @@ pub async fn build(cfg: &KubernetesConfig) -> Result<kube::Client> {
             .await
             .with_context(|| format!("loading kubeconfig {}", path.display()))?
     } else {
-        let url: http::Uri = cfg
-            .apiserver
-            .parse()
-            .with_context(|| format!("kubernetes API server address {:?} invalid", cfg.apiserver))?;
+        let url: http::Uri = cfg.apiserver.parse().with_context(|| {
+            format!("kubernetes API server address {:?} invalid", cfg.apiserver)
+        })?;
         let mut c = kube::Config::new(url);
         if cfg.apiserver.starts_with("https") {
             let (Some(token), Some(ca)) = (&cfg.token, &cfg.cacert) else {
-                bail!("TLS-secured apiservers require token and CA certificate (-k8s-token, -k8s-cacert)");
+                bail!(
+                    "TLS-secured apiservers require token and CA certificate (-k8s-token, -k8s-cacert)"
+                );
             };
             c.root_cert_file = Some(ca.clone());
             c.auth_info = serde_json::from_value::<AuthInfo>(serde_json::json!({ "token": token }))

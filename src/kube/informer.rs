@@ -53,7 +53,10 @@ impl<K: Resource + Clone> Cache<K> {
             watcher::Event::Apply(obj) => {
                 let new = Arc::new(obj);
                 let old = self.objects.insert(key(new.as_ref()), new.clone());
-                if old.as_ref().is_some_and(|o| same_version(o.as_ref(), new.as_ref())) {
+                if old
+                    .as_ref()
+                    .is_some_and(|o| same_version(o.as_ref(), new.as_ref()))
+                {
                     return Vec::new();
                 }
                 vec![Change::Apply { old, new }]
@@ -96,7 +99,10 @@ impl<K: Resource + Clone> Cache<K> {
                         continue;
                     };
                     let old = self.objects.insert(k, new.clone());
-                    if old.as_ref().is_some_and(|o| same_version(o.as_ref(), new.as_ref())) {
+                    if old
+                        .as_ref()
+                        .is_some_and(|o| same_version(o.as_ref(), new.as_ref()))
+                    {
                         continue;
                     }
                     out.push(Change::Apply { old, new });

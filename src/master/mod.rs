@@ -140,7 +140,12 @@ impl Master {
             if let Some(v) = n.annotations().get(HOST_SUBNET) {
                 let claimed = parse_host_subnet(v)
                     .map_err(|e| e.to_string())
-                    .and_then(|s| self.alloc.mark_used(s).map(|_| s).map_err(|e| e.to_string()));
+                    .and_then(|s| {
+                        self.alloc
+                            .mark_used(s)
+                            .map(|_| s)
+                            .map_err(|e| e.to_string())
+                    });
                 match claimed {
                     Ok(s) => {
                         self.owners.insert(name, s);
@@ -191,7 +196,12 @@ impl Master {
         if let Some(v) = node.annotations().get(HOST_SUBNET) {
             let claimed = parse_host_subnet(v)
                 .map_err(|e| e.to_string())
-                .and_then(|s| self.alloc.mark_used(s).map(|_| s).map_err(|e| e.to_string()));
+                .and_then(|s| {
+                    self.alloc
+                        .mark_used(s)
+                        .map(|_| s)
+                        .map_err(|e| e.to_string())
+                });
             match claimed {
                 Ok(s) => {
                     self.owners.insert(name, s);
@@ -231,9 +241,11 @@ impl Master {
             }
             Err(e) => {
                 let attempts = self.retry.get(name).map(|(_, a)| *a + 1).unwrap_or(1);
-                let delay = Duration::from_millis(500u64 << attempts.min(6)).min(Duration::from_secs(30));
+                let delay =
+                    Duration::from_millis(500u64 << attempts.min(6)).min(Duration::from_secs(30));
                 tracing::warn!(node = %name, attempt = attempts, retry_in = ?delay, error = %format!("{e:#}"), "node sync failed");
-                self.retry.insert(name.to_string(), (Instant::now() + delay, attempts));
+                self.retry
+                    .insert(name.to_string(), (Instant::now() + delay, attempts));
             }
         }
     }
@@ -273,6 +285,8 @@ impl Master {
             self.alloc.release(s);
             tracing::info!(node = %name, subnet = %s, "released host subnet");
         }
+        // Node processes create gateway objects the master never wrote: read them fresh.
+        self.snap_dirty = true;
         let ops = match self.snapshot().await {
             Ok(snap) => topology::node_cleanup_ops(snap, &name),
             Err(e) => {
@@ -350,8 +364,15 @@ impl Master {
 
 /// Server-side database connections, as the reference does when addresses are given: the NB
 /// and SB listen on the given address (not on every address) and use the given certificates.
-pub async fn setup_db_servers(cfg: &Config, nb: &crate::ovn::Ctl, sb: &crate::ovn::Ctl) -> Result<()> {
-    for (db, auth, ctl) in [("NB", &cfg.ovn_north.server, nb), ("SB", &cfg.ovn_south.server, sb)] {
+pub async fn setup_db_servers(
+    cfg: &Config,
+    nb: &crate::ovn::Ctl,
+    sb: &crate::ovn::Ctl,
+) -> Result<()> {
+    for (db, auth, ctl) in [
+        ("NB", &cfg.ovn_north.server, nb),
+        ("SB", &cfg.ovn_south.server, sb),
+    ] {
         // Listen on the address we were given, not on every address of the host.
         let target = match (&auth.scheme, auth.endpoints.first()) {
             (OvnScheme::Tcp | OvnScheme::Ssl, Some(OvnEndpoint::Inet(sa))) => {
@@ -360,13 +381,23 @@ pub async fn setup_db_servers(cfg: &Config, nb: &crate::ovn::Ctl, sb: &crate::ov
             _ => continue,
         };
         if let (Some(k), Some(c), Some(ca)) = (&auth.privkey, &auth.cert, &auth.cacert) {
-            for (what, p) in [("private key", k), ("certificate", c), ("CA certificate", ca)] {
+            for (what, p) in [
+                ("private key", k),
+                ("certificate", c),
+                ("CA certificate", ca),
+            ] {
                 if !p.exists() {
                     anyhow::bail!("{db} server {what} file {} not found", p.display());
                 }
             }
-            ctl.run_raw(&["del-ssl"]).await.with_context(|| format!("{db} del-ssl"))?;
-            let (k, c, ca) = (k.display().to_string(), c.display().to_string(), ca.display().to_string());
+            ctl.run_raw(&["del-ssl"])
+                .await
+                .with_context(|| format!("{db} del-ssl"))?;
+            let (k, c, ca) = (
+                k.display().to_string(),
+                c.display().to_string(),
+                ca.display().to_string(),
+            );
             ctl.run_raw(&["set-ssl", &k, &c, &ca])
                 .await
                 .with_context(|| format!("{db} set-ssl"))?;

@@ -85,7 +85,10 @@ impl Snapshot {
                 "Logical_Switch",
                 &["name", "other_config", "external_ids", "load_balancer"],
             ),
-            Query::list("Logical_Router_Port", &["name", "mac", "networks", "external_ids"]),
+            Query::list(
+                "Logical_Router_Port",
+                &["name", "mac", "networks", "external_ids"],
+            ),
             Query::find(
                 "Logical_Switch_Port",
                 &["name", "type", "options", "addresses"],
@@ -113,7 +116,9 @@ impl Snapshot {
         for lb in &lbs {
             for (proto, key) in CLUSTER_LBS {
                 if lb.map_get("external_ids", key).as_deref() == Some("yes") {
-                    cluster_lbs.entry(proto.to_string()).or_insert(lb.uuid.clone());
+                    cluster_lbs
+                        .entry(proto.to_string())
+                        .or_insert(lb.uuid.clone());
                 }
             }
         }
@@ -150,7 +155,10 @@ fn set_keys(table: &str, record: &str, column: &str, kv: &[(&str, String)]) -> N
 }
 
 /// Keys of `want` whose value differs from (or is missing in) `have`.
-fn missing_keys<'a>(have: &BTreeMap<String, String>, want: &'a [(&'a str, String)]) -> Vec<(&'a str, String)> {
+fn missing_keys<'a>(
+    have: &BTreeMap<String, String>,
+    want: &'a [(&'a str, String)],
+) -> Vec<(&'a str, String)> {
     want.iter()
         .filter(|(k, v)| have.get(*k) != Some(v))
         .map(|(k, v)| (*k, v.clone()))
@@ -159,10 +167,19 @@ fn missing_keys<'a>(have: &BTreeMap<String, String>, want: &'a [(&'a str, String
 
 /// Ensure a router port with exactly this MAC and networks; a port with other values is
 /// re-created (in the same transaction), since `--may-exist lrp-add` refuses to change them.
-fn ensure_lrp(snap: &Snapshot, router: &str, name: &str, mac: &str, network: Ipv4Net, ext: &[(&str, String)], out: &mut Vec<NbOp>) {
+fn ensure_lrp(
+    snap: &Snapshot,
+    router: &str,
+    name: &str,
+    mac: &str,
+    network: Ipv4Net,
+    ext: &[(&str, String)],
+    out: &mut Vec<NbOp>,
+) {
     let want_net = network.to_string();
     let existing = snap.router_ports.get(name);
-    let same = existing.is_some_and(|p| p.str("mac") == mac && p.set("networks") == [want_net.clone()]);
+    let same =
+        existing.is_some_and(|p| p.str("mac") == mac && p.set("networks") == [want_net.clone()]);
     if !same {
         if existing.is_some() {
             out.push(NbOp::LrpDel { name: name.into() });
@@ -174,7 +191,11 @@ fn ensure_lrp(snap: &Snapshot, router: &str, name: &str, mac: &str, network: Ipv
             networks: vec![want_net],
         });
     }
-    let have = if same { existing.map(|p| p.map("external_ids")).unwrap_or_default() } else { BTreeMap::new() };
+    let have = if same {
+        existing.map(|p| p.map("external_ids")).unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
     let ext = missing_keys(&have, ext);
     if !ext.is_empty() {
         out.push(set_keys("Logical_Router_Port", name, "external_ids", &ext));
@@ -182,7 +203,13 @@ fn ensure_lrp(snap: &Snapshot, router: &str, name: &str, mac: &str, network: Ipv
 }
 
 /// Ensure a router-type switch port `name` on `switch` pointing at `router_port`.
-fn ensure_router_lsp(snap: &Snapshot, switch: &str, name: &str, router_port: &str, out: &mut Vec<NbOp>) {
+fn ensure_router_lsp(
+    snap: &Snapshot,
+    switch: &str,
+    name: &str,
+    router_port: &str,
+    out: &mut Vec<NbOp>,
+) {
     let existing = snap.switch_ports.get(name);
     if existing.is_none() {
         out.push(NbOp::LspAdd {
@@ -219,9 +246,17 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         });
     }
     let want = [(names::EXT_CLUSTER_ROUTER, "yes".to_string())];
-    let ext = missing_keys(&router.map(|r| r.map("external_ids")).unwrap_or_default(), &want);
+    let ext = missing_keys(
+        &router.map(|r| r.map("external_ids")).unwrap_or_default(),
+        &want,
+    );
     if !ext.is_empty() {
-        out.push(set_keys("Logical_Router", CLUSTER_ROUTER, "external_ids", &ext));
+        out.push(set_keys(
+            "Logical_Router",
+            CLUSTER_ROUTER,
+            "external_ids",
+            &ext,
+        ));
     }
     if !snap.switches.contains_key(JOIN_SWITCH) {
         out.push(NbOp::LsAdd {
@@ -239,7 +274,13 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         &[(names::EXT_CONNECT_TO_JOIN, "yes".to_string())],
         &mut out,
     );
-    ensure_router_lsp(snap, JOIN_SWITCH, &names::jtor(CLUSTER_ROUTER), &rtoj, &mut out);
+    ensure_router_lsp(
+        snap,
+        JOIN_SWITCH,
+        &names::jtor(CLUSTER_ROUTER),
+        &rtoj,
+        &mut out,
+    );
     for (proto, key) in CLUSTER_LBS {
         if !snap.cluster_lbs.contains_key(proto) {
             out.push(NbOp::Db(DbOp::Create {
@@ -269,7 +310,10 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
         ("subnet", a.subnet.to_string()),
         ("exclude_ips", a.mgmt.addr().to_string()),
     ];
-    let other = missing_keys(&existing.map(|s| s.map("other_config")).unwrap_or_default(), &other);
+    let other = missing_keys(
+        &existing.map(|s| s.map("other_config")).unwrap_or_default(),
+        &other,
+    );
     if !other.is_empty() {
         out.push(set_keys("Logical_Switch", &sw, "other_config", &other));
     }
@@ -277,7 +321,10 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
         (names::EXT_GATEWAY_IP, a.gateway.to_string()),
         (names::EXT_NODE, node.to_string()),
     ];
-    let ext = missing_keys(&existing.map(|s| s.map("external_ids")).unwrap_or_default(), &ext);
+    let ext = missing_keys(
+        &existing.map(|s| s.map("external_ids")).unwrap_or_default(),
+        &ext,
+    );
     if !ext.is_empty() {
         out.push(set_keys("Logical_Switch", &sw, "external_ids", &ext));
     }
@@ -292,7 +339,9 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
         &mut out,
     );
     ensure_router_lsp(snap, &sw, &names::stor(node), &rtos, &mut out);
-    let have_lbs: BTreeSet<String> = existing.map(|s| s.set("load_balancer").into_iter().collect()).unwrap_or_default();
+    let have_lbs: BTreeSet<String> = existing
+        .map(|s| s.set("load_balancer").into_iter().collect())
+        .unwrap_or_default();
     for uuid in snap.cluster_lbs.values() {
         if !have_lbs.contains(uuid) {
             out.push(NbOp::LsLbAdd {
@@ -307,27 +356,24 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
 /// Every NB object that belongs to `node` (switch, router ports, gateway router, external
 /// switch, join port, its routes on the cluster router, its gateway load balancers).
 pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
-    let mut out = Vec::new();
     let gr = names::gateway_router(node);
-    let sw = names::node_switch(node);
-    if snap.switches.contains_key(&sw) {
-        out.push(NbOp::LsDel { name: sw });
-    }
-    let rtos = names::rtos(node);
-    if snap.router_ports.contains_key(&rtos) {
-        out.push(NbOp::LrpDel { name: rtos });
-    }
-    if snap.routers.contains_key(&gr) {
-        out.push(NbOp::LrDel { name: gr.clone() });
-    }
-    let jtor = names::jtor(&gr);
-    if snap.switch_ports.contains_key(&jtor) {
-        out.push(NbOp::LspDel { name: jtor });
-    }
-    let ext = names::ext_switch(node);
-    if snap.switches.contains_key(&ext) {
-        out.push(NbOp::LsDel { name: ext });
-    }
+    // Named objects are deleted with --if-exists whether or not this snapshot saw them: node
+    // processes create gateway objects concurrently.
+    let mut out = vec![
+        NbOp::LsDel {
+            name: names::node_switch(node),
+        },
+        NbOp::LrpDel {
+            name: names::rtos(node),
+        },
+        NbOp::LrDel { name: gr.clone() },
+        NbOp::LspDel {
+            name: names::jtor(&gr),
+        },
+        NbOp::LsDel {
+            name: names::ext_switch(node),
+        },
+    ];
     if let Some(cr) = snap.routers.get(CLUSTER_ROUTER) {
         let mut mine: Vec<&String> = cr
             .set("static_routes")
@@ -410,7 +456,11 @@ mod tests {
     }
 
     fn map(kv: &[(&str, &str)]) -> Datum {
-        Datum::Map(kv.iter().map(|(k, v)| (Datum::Str((*k).into()), Datum::Str((*v).into()))).collect())
+        Datum::Map(
+            kv.iter()
+                .map(|(k, v)| (Datum::Str((*k).into()), Datum::Str((*v).into())))
+                .collect(),
+        )
     }
 
     fn render(ops: Vec<NbOp>) -> String {
@@ -424,7 +474,10 @@ mod tests {
         let a = NodeAddrs::new("192.168.2.0/24".parse().unwrap());
         assert_eq!(a.gateway.to_string(), "192.168.2.1/24");
         assert_eq!(a.mgmt.to_string(), "192.168.2.2/24");
-        assert_eq!(mac_from_ip("10.128.2.1".parse().unwrap()), "0a:58:0a:80:02:01");
+        assert_eq!(
+            mac_from_ip("10.128.2.1".parse().unwrap()),
+            "0a:58:0a:80:02:01"
+        );
     }
 
     #[test]
@@ -432,33 +485,55 @@ mod tests {
         let s = render(cluster_ops(&Snapshot::default()));
         assert!(s.starts_with("-- --may-exist lr-add ovn_cluster_router -- set Logical_Router ovn_cluster_router external_ids:\"k8s-cluster-router\"=\"yes\""), "{s}");
         assert!(s.contains("-- --may-exist ls-add join"));
-        assert!(s.contains("lrp-add ovn_cluster_router rtoj-ovn_cluster_router 0a:58:64:40:00:01 100.64.0.1/16"));
+        assert!(s.contains(
+            "lrp-add ovn_cluster_router rtoj-ovn_cluster_router 0a:58:64:40:00:01 100.64.0.1/16"
+        ));
         assert!(s.contains("lsp-add join jtor-ovn_cluster_router"));
         assert!(s.contains("options:\"router-port\"=\"rtoj-ovn_cluster_router\""));
         for p in ["tcp", "udp", "sctp"] {
-            assert!(s.contains(&format!("external_ids:\"k8s-cluster-lb-{p}\"=\"yes\" protocol=\"{p}\"")), "{p}: {s}");
+            assert!(
+                s.contains(&format!(
+                    "external_ids:\"k8s-cluster-lb-{p}\"=\"yes\" protocol=\"{p}\""
+                )),
+                "{p}: {s}"
+            );
         }
     }
 
     fn synced_snapshot() -> Snapshot {
         let mut s = Snapshot::default();
-        s.routers.insert(CLUSTER_ROUTER.into(), row(CLUSTER_ROUTER, &[("external_ids", map(&[("k8s-cluster-router", "yes")]))]));
+        s.routers.insert(
+            CLUSTER_ROUTER.into(),
+            row(
+                CLUSTER_ROUTER,
+                &[("external_ids", map(&[("k8s-cluster-router", "yes")]))],
+            ),
+        );
         s.switches.insert("join".into(), row("join", &[]));
         s.router_ports.insert(
             "rtoj-ovn_cluster_router".into(),
-            row("rtoj-ovn_cluster_router", &[
-                ("mac", Datum::Str("0a:58:64:40:00:01".into())),
-                ("networks", Datum::Str("100.64.0.1/16".into())),
-                ("external_ids", map(&[("connect_to_join", "yes")])),
-            ]),
+            row(
+                "rtoj-ovn_cluster_router",
+                &[
+                    ("mac", Datum::Str("0a:58:64:40:00:01".into())),
+                    ("networks", Datum::Str("100.64.0.1/16".into())),
+                    ("external_ids", map(&[("connect_to_join", "yes")])),
+                ],
+            ),
         );
         s.switch_ports.insert(
             "jtor-ovn_cluster_router".into(),
-            row("jtor-ovn_cluster_router", &[
-                ("type", Datum::Str("router".into())),
-                ("options", map(&[("router-port", "rtoj-ovn_cluster_router")])),
-                ("addresses", Datum::Str("router".into())),
-            ]),
+            row(
+                "jtor-ovn_cluster_router",
+                &[
+                    ("type", Datum::Str("router".into())),
+                    (
+                        "options",
+                        map(&[("router-port", "rtoj-ovn_cluster_router")]),
+                    ),
+                    ("addresses", Datum::Str("router".into())),
+                ],
+            ),
         );
         for p in ["tcp", "udp", "sctp"] {
             s.cluster_lbs.insert(p.into(), format!("lb-{p}"));
@@ -482,21 +557,52 @@ mod tests {
         assert!(s.contains("lsp-add n1 stor-n1"));
         assert!(s.contains("ls-lb-add n1 lb-tcp") && s.contains("ls-lb-add n1 lb-udp"));
 
-        snap.switches.insert("n1".into(), row("n1", &[
-            ("other_config", map(&[("subnet", "10.1.3.0/24"), ("exclude_ips", "10.1.3.2")])),
-            ("external_ids", map(&[("gateway_ip", "10.1.3.1/24"), ("k8s-node", "n1")])),
-            ("load_balancer", Datum::Set(vec![Datum::Uuid("lb-tcp".into()), Datum::Uuid("lb-udp".into()), Datum::Uuid("lb-sctp".into())])),
-        ]));
-        snap.router_ports.insert("rtos-n1".into(), row("rtos-n1", &[
-            ("mac", Datum::Str("0a:58:0a:01:03:01".into())),
-            ("networks", Datum::Str("10.1.3.1/24".into())),
-            ("external_ids", map(&[("k8s-node", "n1")])),
-        ]));
-        snap.switch_ports.insert("stor-n1".into(), row("stor-n1", &[
-            ("type", Datum::Str("router".into())),
-            ("options", map(&[("router-port", "rtos-n1")])),
-            ("addresses", Datum::Str("router".into())),
-        ]));
+        snap.switches.insert(
+            "n1".into(),
+            row(
+                "n1",
+                &[
+                    (
+                        "other_config",
+                        map(&[("subnet", "10.1.3.0/24"), ("exclude_ips", "10.1.3.2")]),
+                    ),
+                    (
+                        "external_ids",
+                        map(&[("gateway_ip", "10.1.3.1/24"), ("k8s-node", "n1")]),
+                    ),
+                    (
+                        "load_balancer",
+                        Datum::Set(vec![
+                            Datum::Uuid("lb-tcp".into()),
+                            Datum::Uuid("lb-udp".into()),
+                            Datum::Uuid("lb-sctp".into()),
+                        ]),
+                    ),
+                ],
+            ),
+        );
+        snap.router_ports.insert(
+            "rtos-n1".into(),
+            row(
+                "rtos-n1",
+                &[
+                    ("mac", Datum::Str("0a:58:0a:01:03:01".into())),
+                    ("networks", Datum::Str("10.1.3.1/24".into())),
+                    ("external_ids", map(&[("k8s-node", "n1")])),
+                ],
+            ),
+        );
+        snap.switch_ports.insert(
+            "stor-n1".into(),
+            row(
+                "stor-n1",
+                &[
+                    ("type", Datum::Str("router".into())),
+                    ("options", map(&[("router-port", "rtos-n1")])),
+                    ("addresses", Datum::Str("router".into())),
+                ],
+            ),
+        );
         assert!(node_ops(&snap, "n1", subnet).is_empty());
 
         // A changed subnet re-creates the router port with the new address.
@@ -508,24 +614,45 @@ mod tests {
     #[test]
     fn cleanup_removes_only_that_nodes_objects() {
         let mut snap = synced_snapshot();
-        snap.switches.insert("n1".into(), row("n1", &[("other_config", map(&[("subnet", "10.1.3.0/24")]))]));
-        snap.switches.insert("n2".into(), row("n2", &[("external_ids", map(&[("k8s-node", "n2")]))]));
+        snap.switches.insert(
+            "n1".into(),
+            row("n1", &[("other_config", map(&[("subnet", "10.1.3.0/24")]))]),
+        );
+        snap.switches.insert(
+            "n2".into(),
+            row("n2", &[("external_ids", map(&[("k8s-node", "n2")]))]),
+        );
         snap.switches.insert("ext_n1".into(), row("ext_n1", &[]));
         snap.routers.insert("GR_n1".into(), row("GR_n1", &[]));
-        snap.router_ports.insert("rtos-n1".into(), row("rtos-n1", &[]));
-        snap.switch_ports.insert("jtor-GR_n1".into(), row("jtor-GR_n1", &[]));
+        snap.router_ports
+            .insert("rtos-n1".into(), row("rtos-n1", &[]));
+        snap.switch_ports
+            .insert("jtor-GR_n1".into(), row("jtor-GR_n1", &[]));
         let mut r1 = row("r1", &[("external_ids", map(&[("k8s-node", "n1")]))]);
         r1.uuid = "route-1".into();
         let mut r2 = row("r2", &[("external_ids", map(&[("k8s-node", "n2")]))]);
         r2.uuid = "route-2".into();
         snap.routes.insert("route-1".into(), r1);
         snap.routes.insert("route-2".into(), r2);
-        snap.routers.get_mut(CLUSTER_ROUTER).unwrap().columns.insert(
-            "static_routes".into(),
-            Datum::Set(vec![Datum::Uuid("route-1".into()), Datum::Uuid("route-2".into())]),
+        snap.routers
+            .get_mut(CLUSTER_ROUTER)
+            .unwrap()
+            .columns
+            .insert(
+                "static_routes".into(),
+                Datum::Set(vec![
+                    Datum::Uuid("route-1".into()),
+                    Datum::Uuid("route-2".into()),
+                ]),
+            );
+        snap.lbs.insert(
+            "glb".into(),
+            [("TCP_lb_gateway_router".to_string(), "GR_n1".to_string())].into(),
         );
-        snap.lbs.insert("glb".into(), [("TCP_lb_gateway_router".to_string(), "GR_n1".to_string())].into());
-        snap.lbs.insert("glb2".into(), [("TCP_lb_gateway_router".to_string(), "GR_n2".to_string())].into());
+        snap.lbs.insert(
+            "glb2".into(),
+            [("TCP_lb_gateway_router".to_string(), "GR_n2".to_string())].into(),
+        );
         let s = render(node_cleanup_ops(&snap, "n1"));
         assert_eq!(
             s,
@@ -534,6 +661,9 @@ mod tests {
              -- --if-exists remove Logical_Router ovn_cluster_router static_routes route-1 \
              -- --if-exists lb-del glb"
         );
-        assert_eq!(nodes_in_nb(&snap), ["n1", "n2"].iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            nodes_in_nb(&snap),
+            ["n1", "n2"].iter().map(|s| s.to_string()).collect()
+        );
     }
 }

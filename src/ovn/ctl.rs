@@ -32,7 +32,10 @@ pub enum NbOp {
     /// `--if-exists lsp-del PORT`
     LspDel { name: String },
     /// `lsp-set-addresses PORT ADDR...` (each address is one argv, e.g. `"0a:58:.. 10.1.0.5"`)
-    LspSetAddresses { name: String, addresses: Vec<String> },
+    LspSetAddresses {
+        name: String,
+        addresses: Vec<String>,
+    },
     /// `--may-exist lr-add NAME`
     LrAdd { name: String },
     /// `--if-exists lr-del NAME`
@@ -135,7 +138,12 @@ impl NbOp {
                 if *policy == RoutePolicy::SrcIp {
                     out.push(s("--policy=src-ip"));
                 }
-                out.extend([s("lr-route-add"), router.clone(), prefix.clone(), nexthop.clone()]);
+                out.extend([
+                    s("lr-route-add"),
+                    router.clone(),
+                    prefix.clone(),
+                    nexthop.clone(),
+                ]);
                 out.extend(port.iter().cloned());
             }
             LrRouteDel {
@@ -239,11 +247,18 @@ fn db_op_names(op: &DbOp) -> Vec<&str> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VsOp {
     /// `--may-exist add-br BRIDGE`
-    AddBr { name: String },
+    AddBr {
+        name: String,
+    },
     /// `--if-exists del-br BRIDGE`
-    DelBr { name: String },
+    DelBr {
+        name: String,
+    },
     /// `--may-exist add-port BRIDGE PORT`
-    AddPort { bridge: String, port: String },
+    AddPort {
+        bridge: String,
+        port: String,
+    },
     /// `--if-exists del-port [BRIDGE] PORT`
     DelPort {
         bridge: Option<String>,
@@ -271,9 +286,12 @@ impl VsOp {
         match self {
             VsOp::AddBr { name } => out.extend([s("--may-exist"), s("add-br"), name.clone()]),
             VsOp::DelBr { name } => out.extend([s("--if-exists"), s("del-br"), name.clone()]),
-            VsOp::AddPort { bridge, port } => {
-                out.extend([s("--may-exist"), s("add-port"), bridge.clone(), port.clone()])
-            }
+            VsOp::AddPort { bridge, port } => out.extend([
+                s("--may-exist"),
+                s("add-port"),
+                bridge.clone(),
+                port.clone(),
+            ]),
             VsOp::DelPort { bridge, port } => {
                 out.extend([s("--if-exists"), s("del-port")]);
                 out.extend(bridge.iter().cloned());
@@ -470,11 +488,13 @@ impl Ctl {
         }
         txn.validate()?;
         let cmd = self.target.base_cmd().args(txn.render());
-        let out = self
-            .exec
-            .run(&cmd)
-            .await
-            .with_context(|| format!("{} transaction of {} commands", self.target.program, txn.len()))?;
+        let out = self.exec.run(&cmd).await.with_context(|| {
+            format!(
+                "{} transaction of {} commands",
+                self.target.program,
+                txn.len()
+            )
+        })?;
         Ok(out.stdout)
     }
 
@@ -558,21 +578,23 @@ mod tests {
 
     fn node_txn() -> NbTxn {
         let mut t = NbTxn::new();
-        t.push(NbOp::LsAdd { name: "node1".into() })
-            .push(NbOp::Db(DbOp::Set {
-                table: "Logical_Switch".into(),
-                record: "node1".into(),
-                columns: vec![ColVal::key("other_config", "subnet", "10.1.0.0/24")],
-                if_exists: false,
-            }))
-            .push(NbOp::LspAdd {
-                switch: "node1".into(),
-                name: "default_web".into(),
-            })
-            .push(NbOp::LspSetAddresses {
-                name: "default_web".into(),
-                addresses: vec!["0a:58:0a:01:00:05 10.1.0.5".into()],
-            });
+        t.push(NbOp::LsAdd {
+            name: "node1".into(),
+        })
+        .push(NbOp::Db(DbOp::Set {
+            table: "Logical_Switch".into(),
+            record: "node1".into(),
+            columns: vec![ColVal::key("other_config", "subnet", "10.1.0.0/24")],
+            if_exists: false,
+        }))
+        .push(NbOp::LspAdd {
+            switch: "node1".into(),
+            name: "default_web".into(),
+        })
+        .push(NbOp::LspSetAddresses {
+            name: "default_web".into(),
+            addresses: vec!["0a:58:0a:01:00:05 10.1.0.5".into()],
+        });
         t
     }
 
@@ -642,7 +664,10 @@ mod tests {
         target.db_args = vec!["--db=tcp:127.0.0.1:6641".into()];
         let cmdline = format!(
             "ovn-nbctl --db=tcp:127.0.0.1:6641 --timeout=15 {}",
-            crate::exec::Cmd::new("x").args(node_txn().render()).cmdline().trim_start_matches("x ")
+            crate::exec::Cmd::new("x")
+                .args(node_txn().render())
+                .cmdline()
+                .trim_start_matches("x ")
         );
         fake.expect(&cmdline, FakeReply::Ok(String::new()));
         let nb = Nbctl(Ctl::new(fake.clone(), target));
@@ -669,7 +694,11 @@ mod tests {
                 Query::find(
                     "Logical_Router",
                     &["name"],
-                    vec![ColVal::key("external_ids", "k8s-cluster-router", Val::str("yes"))],
+                    vec![ColVal::key(
+                        "external_ids",
+                        "k8s-cluster-router",
+                        Val::str("yes"),
+                    )],
                 ),
             ])
             .await

@@ -91,8 +91,14 @@ mod tests {
         assert_eq!(hash_name(""), "a14695981039346656037");
         assert_eq!(hash_name("default"), "a16982411286042166782");
         assert_eq!(hash_name("kube-system"), "a16097492053868589918");
-        assert_eq!(hash_name("default.allow-web.ingress.0"), "a7988710721545222109");
-        assert_eq!(hash_name("default.allow-web.egress.0"), "a13323479928004501701");
+        assert_eq!(
+            hash_name("default.allow-web.ingress.0"),
+            "a7988710721545222109"
+        );
+        assert_eq!(
+            hash_name("default.allow-web.egress.0"),
+            "a13323479928004501701"
+        );
     }
 
     #[test]

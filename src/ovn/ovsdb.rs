@@ -242,12 +242,7 @@ impl DbOp {
                 column,
                 values,
             } => {
-                out.extend([
-                    "add".into(),
-                    table.clone(),
-                    record.clone(),
-                    column.clone(),
-                ]);
+                out.extend(["add".into(), table.clone(), record.clone(), column.clone()]);
                 out.extend(values.iter().map(Val::render));
             }
             DbOp::Remove {
@@ -547,7 +542,13 @@ mod tests {
         .render(&mut out);
         assert_eq!(
             out,
-            ["--id=@acl", "create", "ACL", "priority=1001", "match=\"ip4\""]
+            [
+                "--id=@acl",
+                "create",
+                "ACL",
+                "priority=1001",
+                "match=\"ip4\""
+            ]
         );
         let mut out = Vec::new();
         DbOp::Remove {
@@ -560,7 +561,14 @@ mod tests {
         .render(&mut out);
         assert_eq!(
             out,
-            ["--if-exists", "remove", "load_balancer", "u1", "vips", "\"10.0.0.1:80\""]
+            [
+                "--if-exists",
+                "remove",
+                "load_balancer",
+                "u1",
+                "vips",
+                "\"10.0.0.1:80\""
+            ]
         );
     }
 

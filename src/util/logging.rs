@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 /// Map the reference's levels (5 debug, 4 info, 3 warn, 2 error, 1 fatal) onto tracing's.
 pub fn level_filter(level: u8) -> &'static str {
     match level {
-        0 | 1 | 2 => "error",
+        0..=2 => "error",
         3 => "warn",
         4 => "info",
         _ => "debug",
@@ -20,8 +20,9 @@ pub fn level_filter(level: u8) -> &'static str {
 /// Install the global subscriber. A logfile that cannot be opened is reported on stderr and
 /// logging stays on stderr, as the reference does. `RUST_LOG`, when set, overrides the level.
 pub fn init(level: u8, logfile: Option<&Path>) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},kube=warn,hyper=warn", level_filter(level))));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{},kube=warn,hyper=warn", level_filter(level)))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);

@@ -57,7 +57,10 @@ mod tests {
         let p = tmp("a");
         {
             let _f = PidFile::create(&p).unwrap();
-            assert_eq!(fs::read_to_string(&p).unwrap(), std::process::id().to_string());
+            assert_eq!(
+                fs::read_to_string(&p).unwrap(),
+                std::process::id().to_string()
+            );
         }
         assert!(!p.exists());
     }
@@ -71,7 +74,10 @@ mod tests {
         assert!(err.contains("is running"), "{err}");
         fs::write(&p, "999999999").unwrap();
         let f = PidFile::create(&p).unwrap();
-        assert_eq!(fs::read_to_string(&p).unwrap(), std::process::id().to_string());
+        assert_eq!(
+            fs::read_to_string(&p).unwrap(),
+            std::process::id().to_string()
+        );
         drop(f);
     }
 }

@@ -1,0 +1,197 @@
+//! Shared harness for black-box tests: a real OVN central, the in-process Kubernetes API
+//! stand-in, and the real `ovnkube` binary as a child process (killed by PID on drop).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube_sandbox::{Sandbox, SandboxConfig};
+use ovn_testbed::Central;
+
+pub struct Env {
+    pub central: Central,
+    pub sandbox: Sandbox,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub client: kube::Client,
+}
+
+impl Env {
+    pub async fn start(name: &str) -> Env {
+        let central = Central::start().expect("OVN central");
+        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+            .await
+            .expect("kube-sandbox");
+        let dir = central.dir().join(format!("test-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig.yaml");
+        sandbox.write_kubeconfig(&kubeconfig).unwrap();
+        let url: http::Uri = sandbox.url().parse().unwrap();
+        let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
+        Env {
+            central,
+            sandbox,
+            dir,
+            kubeconfig,
+            client,
+        }
+    }
+
+    /// The master's flags as the guide gives them, against this test bed.
+    pub fn master_args(&self, cluster_subnet: &str) -> Vec<String> {
+        vec![
+            format!("-k8s-kubeconfig={}", self.kubeconfig.display()),
+            "-net-controller".into(),
+            "-init-master=master".into(),
+            format!("-cluster-subnet={cluster_subnet}"),
+            "-service-cluster-ip-range=172.16.1.0/24".into(),
+            "-nodeport".into(),
+            format!("-nb-address=tcp://{}", self.central.nb_tcp()),
+            format!("-sb-address=tcp://{}", self.central.sb_tcp()),
+            "-loglevel=5".into(),
+            format!("-config-file={}", self.empty_config().display()),
+        ]
+    }
+
+    fn empty_config(&self) -> PathBuf {
+        let p = self.dir.join("ovn_k8s.conf");
+        if !p.exists() {
+            std::fs::write(&p, "# empty: flags only\n").unwrap();
+        }
+        p
+    }
+
+    pub fn spawn(&self, name: &str, args: &[String]) -> Daemon {
+        let log = self.dir.join(format!("{name}.log"));
+        let mut all = args.to_vec();
+        all.push(format!("-logfile={}", log.display()));
+        let child = Command::new(env!("CARGO_BIN_EXE_ovnkube"))
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ovnkube");
+        Daemon { child, log }
+    }
+
+    /// Every row of the tables the controller writes, for before/after comparisons.
+    pub fn nb_dump(&self) -> String {
+        let mut s = String::new();
+        for t in [
+            "Logical_Switch",
+            "Logical_Switch_Port",
+            "Logical_Router",
+            "Logical_Router_Port",
+            "Logical_Router_Static_Route",
+            "NAT",
+            "Load_Balancer",
+            "ACL",
+            "Address_Set",
+            "Port_Group",
+        ] {
+            s.push_str(&self.central.nbctl(&["--format=json", "list", t]).unwrap());
+        }
+        s
+    }
+}
+
+/// A running `ovnkube`; killed (SIGKILL, by PID) on drop if still running.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until the log contains `needle`; panics with the log on timeout or early exit.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log_text().contains(needle) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "ovnkube exited ({status}) before logging {needle:?}:\n{}",
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {needle:?} in the log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id() as i32, 15);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ovnkube did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL (a crash) and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {} ---\n{}", self.log.display(), self.log_text());
+        }
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
