@@ -8,7 +8,18 @@ use crate::config::Config;
 use crate::exec::{Exec, RealExec};
 use crate::master::tokio_util_shim::CancelToken;
 use crate::master::{self, Master};
-use crate::ovn::{self, Nb, NbTxn, Nbctl};
+use crate::ovn::{self, Ctl, Nb, NbTxn, Nbctl};
+
+/// What every role gets: configuration, the exec seam, the NB database, the Kubernetes client.
+#[derive(Clone)]
+pub struct Ctx {
+    pub cfg: Arc<Config>,
+    pub exec: Arc<dyn Exec>,
+    /// `ovn-nbctl` honouring `-nb-address` (and its certificates).
+    pub nb_ctl: Ctl,
+    pub nb: Arc<dyn Nb>,
+    pub client: kube::Client,
+}
 
 /// Run the roles the flags ask for until `cancel` fires (daemons) or the work is done.
 pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
@@ -29,22 +40,30 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
     }
 
     let client = crate::kube::client::build(&cfg.kubernetes).await?;
+    let ctx = Ctx {
+        cfg: Arc::new(cfg),
+        exec,
+        nb_ctl,
+        nb,
+        client,
+    };
     let mut tasks = tokio::task::JoinSet::new();
 
-    if cfg.init_master.is_some() {
-        let sb_ctl = ovn::db_ctl(exec.clone(), "ovn-sbctl", &cfg.ovn_south.client);
-        master::setup_db_servers(&cfg, &nb_ctl, &sb_ctl).await?;
-        let m = Master::new(nb.clone(), client.clone(), &cfg.cluster_subnets);
+    // Roles, in the reference's order: master first, then node, then the net-controller.
+    if ctx.cfg.init_master.is_some() {
+        let sb_ctl = ovn::db_ctl(ctx.exec.clone(), "ovn-sbctl", &ctx.cfg.ovn_south.client);
+        master::setup_db_servers(&ctx.cfg, &ctx.nb_ctl, &sb_ctl).await?;
+        let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets);
         let c = cancel.clone();
         tasks.spawn(async move { m.run(c).await.context("master") });
     }
-    if cfg.net_controller {
+    if ctx.cfg.init_node.is_some() {
+        tracing::warn!("-init-node: node initialisation is not part of this build yet");
+    }
+    if ctx.cfg.net_controller {
         tracing::warn!(
             "-net-controller: pod, service and policy controllers are not part of this build yet"
         );
-    }
-    if cfg.init_node.is_some() {
-        tracing::warn!("-init-node: node initialisation is not part of this build yet");
     }
 
     if tasks.is_empty() {

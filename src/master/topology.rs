@@ -9,6 +9,7 @@ use anyhow::Result;
 use ipnet::Ipv4Net;
 
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
+use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
 use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val};
 
 /// The join network between the cluster router and the gateway routers (the later /16, so more
@@ -20,36 +21,6 @@ pub fn join_cidr() -> Ipv4Net {
 /// The cluster router's address on the join switch.
 pub fn join_router_ip() -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 1), 16).unwrap_or_default()
-}
-
-/// A stable MAC derived from an IPv4 address (`0a:58:` + the address), so router ports keep
-/// their MAC across restarts and re-creation.
-pub fn mac_from_ip(ip: Ipv4Addr) -> String {
-    let o = ip.octets();
-    format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
-}
-
-/// Addresses derived from a node subnet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeAddrs {
-    pub subnet: Ipv4Net,
-    /// `.1`: the cluster router's port on the node switch; the pods' gateway.
-    pub gateway: Ipv4Net,
-    /// `.2`: the node's management port.
-    pub mgmt: Ipv4Net,
-}
-
-impl NodeAddrs {
-    pub fn new(subnet: Ipv4Net) -> Self {
-        let base = u32::from(subnet.network());
-        let len = subnet.prefix_len();
-        let at = |n: u32| Ipv4Net::new(Ipv4Addr::from(base + n), len).unwrap_or(subnet);
-        NodeAddrs {
-            subnet: subnet.trunc(),
-            gateway: at(1),
-            mgmt: at(2),
-        }
-    }
 }
 
 /// Protocols with a cluster-wide load balancer, and the `external_ids` key that marks each.
@@ -467,17 +438,6 @@ mod tests {
         let mut t = NbTxn::new();
         t.extend(ops);
         t.render().join(" ")
-    }
-
-    #[test]
-    fn node_addresses() {
-        let a = NodeAddrs::new("192.168.2.0/24".parse().unwrap());
-        assert_eq!(a.gateway.to_string(), "192.168.2.1/24");
-        assert_eq!(a.mgmt.to_string(), "192.168.2.2/24");
-        assert_eq!(
-            mac_from_ip("10.128.2.1".parse().unwrap()),
-            "0a:58:0a:80:02:01"
-        );
     }
 
     #[test]

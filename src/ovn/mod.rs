@@ -1,5 +1,6 @@
 //! The OVN/OVS layer: typed `ovn-nbctl`/`ovs-vsctl` transactions, OVSDB values, and names.
 
+pub mod addrs;
 pub mod ctl;
 pub mod names;
 pub mod ovsdb;
