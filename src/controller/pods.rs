@@ -1,0 +1,879 @@
+//! The pod controller: one logical switch port per served pod, its address decided here (not
+//! by northd), written in the same NB transaction as the port, then the `ovn` annotation.
+//!
+//! Tasks:
+//! - the dispatcher (this module's `run`) owns the informers, does the start-up sync and routes
+//!   pod events to the worker of the pod's node; pods of a node whose subnet is not known yet
+//!   are parked until it is;
+//! - one worker per node owns that node's allocator (single writer) and its pods' state, so
+//!   events of one pod are handled in order and nodes proceed in parallel;
+//! - one NB batcher coalesces the requests of all workers into one `ovn-nbctl` transaction
+//!   while the previous one runs: with the exec backend an invocation costs about as much as
+//!   loading the NB database, so fewer, larger transactions are what scales.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::ipam::{Ipam, PodNet, parse_annotation};
+use super::pods_plan::{
+    Blocked, Claim, Entry, PortRow, PortState, claim, delete_ops, pod_annotation, pod_node, pod_ns,
+    port_ops, rebuild, stale_ports,
+};
+use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, parse_host_subnet};
+use crate::kube::{Change, events, informer, key};
+use crate::master::tokio_util_shim::CancelToken;
+use crate::ovn::names::pod_port;
+use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
+
+const COMPONENT: &str = "ovnkube-net-controller";
+/// Commands per coalesced NB transaction (about 3 per pod).
+const MAX_TXN_OPS: usize = 3000;
+/// Pods one worker handles per round.
+const MAX_ROUND: usize = 1000;
+/// Concurrent annotation patches, all workers together.
+const PATCH_SLOTS: usize = 32;
+/// After this many failed attempts a pod's transaction runs alone, so one bad pod cannot keep
+/// failing the batches of the others.
+const ALONE_AFTER: u32 = 2;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(10))
+}
+
+/// One request to the NB batcher: commands that must run in one transaction.
+struct NbReq {
+    ops: Vec<NbOp>,
+    /// Run in a transaction of its own.
+    alone: bool,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Coalesce queued requests into one transaction at a time; every request learns the result.
+async fn nb_batcher(nb: Arc<dyn Nb>, mut rx: mpsc::UnboundedReceiver<NbReq>) {
+    let mut pending: VecDeque<NbReq> = VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(r) => pending.push_back(r),
+                None => return,
+            }
+        }
+        while let Ok(r) = rx.try_recv() {
+            pending.push_back(r);
+        }
+        let mut batch = Vec::new();
+        let mut n = 0;
+        while let Some(r) = pending.front() {
+            if !batch.is_empty() && (r.alone || n + r.ops.len() > MAX_TXN_OPS) {
+                break;
+            }
+            let alone = r.alone;
+            n += r.ops.len();
+            batch.extend(pending.pop_front());
+            if alone {
+                break;
+            }
+        }
+        let mut txn = NbTxn::new();
+        for r in &batch {
+            txn.extend(r.ops.iter().cloned());
+        }
+        let started = std::time::Instant::now();
+        let res = nb
+            .transact(&txn)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"));
+        tracing::debug!(requests = batch.len(), commands = n, elapsed = ?started.elapsed(), ok = res.is_ok(), "NB transaction");
+        for r in batch {
+            let _ = r.done.send(res.clone());
+        }
+    }
+}
+
+/// What every worker shares.
+struct Shared {
+    nb: Arc<dyn Nb>,
+    nb_tx: mpsc::UnboundedSender<NbReq>,
+    client: kube::Client,
+    patch_slots: Semaphore,
+}
+
+impl Shared {
+    async fn transact(&self, ops: Vec<NbOp>, alone: bool) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        self.nb_tx
+            .send(NbReq { ops, alone, done })
+            .map_err(|_| "the NB batcher stopped".to_string())?;
+        rx.await
+            .unwrap_or_else(|_| Err("the NB batcher stopped".to_string()))
+    }
+}
+
+enum Msg {
+    Apply(Arc<Pod>),
+    Delete(Arc<Pod>),
+}
+
+/// The pods of one node.
+struct Worker {
+    node: String,
+    ipam: Ipam,
+    entries: HashMap<String, Entry>,
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
+    /// Keys whose last attempt failed: when to try again and how many attempts so far.
+    retry: HashMap<String, (Instant, u32)>,
+    /// Blocked pods to look at again when an address is released.
+    waiting: HashSet<String>,
+    /// The master has created the node switch (ports cannot be added before).
+    switch_ready: bool,
+    switch_check: (Instant, u32),
+    shared: Arc<Shared>,
+}
+
+fn rv(pod: &Pod) -> Option<u64> {
+    pod.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+impl Worker {
+    fn enqueue(&mut self, key: &str) {
+        if self.queued.insert(key.to_string()) {
+            self.queue.push_back(key.to_string());
+        }
+    }
+
+    fn on_msg(&mut self, m: Msg) {
+        match m {
+            Msg::Apply(pod) => self.on_apply(pod),
+            Msg::Delete(pod) => {
+                let k = key(pod.as_ref());
+                if let Some(e) = self.entries.get_mut(&k) {
+                    e.pod = None;
+                    e.blocked = None;
+                    self.waiting.remove(&k);
+                    self.enqueue(&k);
+                }
+            }
+        }
+    }
+
+    fn on_apply(&mut self, pod: Arc<Pod>) {
+        let k = key(pod.as_ref());
+        let Some(e) = self.entries.get_mut(&k) else {
+            self.entries.insert(k.clone(), Entry::new(pod));
+            self.enqueue(&k);
+            return;
+        };
+        let ann = pod_annotation(&pod).map(str::to_string);
+        let same_pod = e.pod.as_ref().is_some_and(|o| o.uid() == pod.uid());
+        let old_ann = e
+            .pod
+            .as_ref()
+            .and_then(|o| pod_annotation(o).map(str::to_string));
+        let ours =
+            |net: &PodNet, v: &str| parse_annotation(v, self.ipam.addrs()).as_ref() == Ok(net);
+        if !same_pod {
+            // Re-created under the same name: keep the address when the new pod does not ask
+            // for another one, otherwise remove the old port first.
+            let keep = match (&e.net, &ann) {
+                (Some(_), None) => true,
+                (Some(net), Some(v)) => ours(net, v),
+                (None, _) => false,
+            };
+            if e.net.is_some() && !keep {
+                e.redo = true;
+            }
+            e.annotated = keep && ann.is_some();
+            e.patched_rv = None;
+            e.blocked = None;
+            e.pod = Some(pod);
+            self.waiting.remove(&k);
+            self.enqueue(&k);
+            return;
+        }
+        let newer_than_patch = match (rv(&pod), e.patched_rv) {
+            (Some(a), Some(b)) => a > b,
+            (_, None) => true,
+            _ => false,
+        };
+        e.pod = Some(pod);
+        if e.blocked.is_some() {
+            if ann != old_ann {
+                self.enqueue(&k);
+            }
+            return;
+        }
+        let Some(net) = e.net.clone() else { return };
+        match ann {
+            Some(v) if ours(&net, &v) => e.annotated = true,
+            // Removed by someone after we wrote it: write it again (the pod keeps its address).
+            None if newer_than_patch && e.annotated => {
+                e.annotated = false;
+                self.enqueue(&k);
+            }
+            Some(v) if old_ann.as_deref() != Some(v.as_str()) => {
+                tracing::warn!(pod = %k, annotation = %v, ip = %net.ip,
+                    "the {POD_NETWORK} annotation of a served pod was changed; the pod keeps its address (delete and re-create the pod to change it)");
+            }
+            None | Some(_) => {}
+        }
+    }
+
+    fn fail(&mut self, k: &str, what: &str, err: &str) {
+        let attempts = self.retry.get(k).map(|(_, a)| *a + 1).unwrap_or(1);
+        let delay = backoff(attempts);
+        let _g = tracing::info_span!("pod", pod = %k).entered();
+        tracing::warn!(node = %self.node, attempt = attempts, retry_in = ?delay, error = %err, "{what} failed; will retry");
+        self.retry
+            .insert(k.to_string(), (Instant::now() + delay, attempts));
+        self.enqueue(k);
+    }
+
+    fn due(&self, k: &str, now: Instant) -> bool {
+        self.retry.get(k).is_none_or(|(at, _)| *at <= now)
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        if !self.switch_ready {
+            return Some(self.switch_check.0);
+        }
+        self.queue
+            .iter()
+            .filter_map(|k| self.retry.get(k).map(|(at, _)| *at))
+            .min()
+    }
+
+    fn has_ready(&self, now: Instant) -> bool {
+        self.switch_ready && self.queue.iter().any(|k| self.due(k, now))
+    }
+
+    /// Report (log + Event) why a pod is not served, once per distinct reason.
+    fn block(&mut self, k: &str, b: Blocked) {
+        let Some(e) = self.entries.get_mut(k) else {
+            return;
+        };
+        let retry = match &b {
+            Blocked::BadAnnotation {
+                retry_on_release, ..
+            } => *retry_on_release,
+            Blocked::SubnetFull => true,
+        };
+        if retry {
+            self.waiting.insert(k.to_string());
+        }
+        if e.blocked.as_ref() == Some(&b) {
+            return;
+        }
+        e.blocked = Some(b.clone());
+        let (reason, msg) = match &b {
+            Blocked::BadAnnotation { value, why, .. } => (
+                "InvalidPodNetworkAnnotation",
+                format!(
+                    "pod {k}: its {POD_NETWORK} annotation {value:?} cannot be used: {why}; the pod is not \
+                     served and the annotation is left unchanged; remove the annotation to have an \
+                     address allocated"
+                ),
+            ),
+            Blocked::SubnetFull => (
+                "PodSubnetFull",
+                format!(
+                    "pod {k}: no free address in subnet {} of node {} (all {} pod addresses are in use); \
+                     the pod will be served when an address on this node is released",
+                    self.ipam.subnet(),
+                    self.node,
+                    self.ipam.capacity()
+                ),
+            ),
+        };
+        {
+            let _g = tracing::info_span!("pod", pod = %k).entered();
+            tracing::error!(node = %self.node, "{msg}");
+        }
+        if let Some(pod) = e.pod.clone() {
+            let client = self.shared.client.clone();
+            tokio::spawn(async move {
+                events::warn(&client, COMPONENT, pod.as_ref(), reason, &msg).await;
+            });
+        }
+    }
+
+    fn release(&mut self, net: &PodNet) {
+        self.ipam.release(net.ip);
+        // Room may have appeared for pods that were waiting.
+        let waiting: Vec<String> = self.waiting.drain().collect();
+        for w in waiting {
+            self.enqueue(&w);
+        }
+    }
+
+    async fn check_switch(&mut self) {
+        let q = [Query::find(
+            "Logical_Switch",
+            &["name"],
+            vec![ColVal::set("name", self.node.as_str())],
+        )];
+        match self.shared.nb.query(&q).await {
+            Ok(t) if t.first().is_some_and(|rows| !rows.is_empty()) => {
+                self.switch_ready = true;
+                tracing::debug!(node = %self.node, "node switch present");
+            }
+            res => {
+                let attempts = self.switch_check.1 + 1;
+                if let Err(e) = res {
+                    tracing::warn!(node = %self.node, error = %format!("{e:#}"), "cannot read the node switch; will retry");
+                }
+                let delay = Duration::from_millis(100u64 << attempts.min(4));
+                self.switch_check = (Instant::now() + delay, attempts);
+            }
+        }
+    }
+
+    /// One round: take the due pods, decide, run one NB request (plus lone retries), patch.
+    async fn round(&mut self) {
+        let now = Instant::now();
+        let mut keys = Vec::new();
+        let mut later = Vec::new();
+        while let Some(k) = self.queue.pop_front() {
+            if keys.len() >= MAX_ROUND {
+                self.queue.push_front(k);
+                break;
+            }
+            if self.due(&k, now) {
+                self.queued.remove(&k);
+                keys.push(k);
+            } else {
+                later.push(k);
+            }
+        }
+        for k in later.into_iter().rev() {
+            self.queue.push_front(k);
+        }
+
+        let mut batch_ops = Vec::new();
+        let mut batch_keys = Vec::new();
+        let mut alone: Vec<(String, Vec<NbOp>)> = Vec::new();
+        let mut dels = HashSet::new();
+        let mut to_patch = Vec::new();
+        for k in keys {
+            let Some(e) = self.entries.get_mut(&k) else {
+                continue;
+            };
+            let attempts = self.retry.get(&k).map(|(_, a)| *a).unwrap_or(0);
+            let Some(pod) = e.pod.clone().filter(|_| !e.redo) else {
+                // Deleted (or re-created with another address): the old port goes first.
+                let port = match &e.pod {
+                    Some(p) => pod_port(&pod_ns(p), &p.name_any()),
+                    None => k.replacen('/', "_", 1),
+                };
+                if e.port == PortState::Absent {
+                    self.finish_delete(&k);
+                    continue;
+                }
+                dels.insert(k.clone());
+                if attempts >= ALONE_AFTER {
+                    alone.push((k, delete_ops(&port)));
+                } else {
+                    batch_ops.extend(delete_ops(&port));
+                    batch_keys.push(k);
+                }
+                continue;
+            };
+            if e.net.is_none() {
+                match claim(&mut self.ipam, &pod) {
+                    Claim::Annotated(net) => {
+                        e.net = Some(net);
+                        e.annotated = true;
+                    }
+                    Claim::Allocated(net) => {
+                        e.net = Some(net);
+                        e.annotated = false;
+                    }
+                    Claim::Rejected {
+                        value,
+                        why,
+                        retry_on_release,
+                    } => {
+                        self.block(
+                            &k,
+                            Blocked::BadAnnotation {
+                                value,
+                                why,
+                                retry_on_release,
+                            },
+                        );
+                        continue;
+                    }
+                    Claim::Full => {
+                        self.block(&k, Blocked::SubnetFull);
+                        continue;
+                    }
+                }
+                e.blocked = None;
+                self.waiting.remove(&k);
+            }
+            let Some(e) = self.entries.get_mut(&k) else {
+                continue;
+            };
+            let Some(net) = e.net.clone() else { continue };
+            if e.port != PortState::Synced {
+                let ops = port_ops(&self.node, &pod_ns(&pod), &pod.name_any(), &net);
+                let mut t = NbTxn::new();
+                t.extend(ops.iter().cloned());
+                if let Err(err) = t.validate() {
+                    // Cannot happen with names the API server accepted; never poison a batch.
+                    let _g = tracing::info_span!("pod", pod = %k).entered();
+                    tracing::error!(error = %format!("{err:#}"), "pod {k} cannot get a logical port");
+                    continue;
+                }
+                {
+                    let _g = tracing::info_span!("pod", pod = %k).entered();
+                    tracing::debug!(node = %self.node, ip = %net.ip, mac = %net.mac, "adding logical port");
+                }
+                if attempts >= ALONE_AFTER {
+                    alone.push((k, ops));
+                } else {
+                    batch_ops.extend(ops);
+                    batch_keys.push(k);
+                }
+            } else if !e.annotated {
+                to_patch.push(k);
+            }
+        }
+
+        // NB: one request for the batch, one per lone retry, all concurrently.
+        let shared = self.shared.clone();
+        let mut reqs = Vec::new();
+        if !batch_keys.is_empty() {
+            reqs.push((batch_keys, batch_ops, false));
+        }
+        for (k, ops) in alone {
+            reqs.push((vec![k], ops, true));
+        }
+        let results = futures::future::join_all(reqs.into_iter().map(|(keys, ops, alone)| {
+            let shared = shared.clone();
+            async move { (keys, shared.transact(ops, alone).await) }
+        }))
+        .await;
+        for (keys, res) in results {
+            for k in keys {
+                match &res {
+                    Ok(()) => {
+                        self.retry.remove(&k);
+                        if dels.contains(&k) {
+                            if let Some(e) = self.entries.get_mut(&k) {
+                                e.port = PortState::Absent;
+                            }
+                            self.finish_delete(&k);
+                        } else if let Some(e) = self.entries.get_mut(&k) {
+                            e.port = PortState::Synced;
+                            if let Some(net) = &e.net {
+                                let _g = tracing::info_span!("pod", pod = %k).entered();
+                                tracing::info!(node = %self.node, ip = %net.ip, mac = %net.mac, "logical port ready");
+                            }
+                            if !e.annotated {
+                                to_patch.push(k);
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        if !dels.contains(&k)
+                            && let Some(e) = self.entries.get_mut(&k)
+                        {
+                            // It may or may not have been applied: write it again next time.
+                            e.port = PortState::Dirty;
+                        }
+                        let what = if dels.contains(&k) {
+                            format!("deleting the logical port of pod {k}")
+                        } else {
+                            format!("creating the logical port of pod {k}")
+                        };
+                        self.fail(&k, &what, err);
+                    }
+                }
+            }
+        }
+
+        // Annotations, concurrently (bounded across all workers).
+        let jobs: Vec<_> = to_patch
+            .into_iter()
+            .filter_map(|k| {
+                let e = self.entries.get(&k)?;
+                Some((k, e.pod.clone()?, e.net.clone()?))
+            })
+            .collect();
+        let results: Vec<_> = futures::stream::iter(jobs.into_iter().map(|(k, pod, net)| {
+            let shared = shared.clone();
+            let span = tracing::info_span!("pod", pod = %k);
+            async move {
+                let res = annotate(&shared, &pod, &net).await;
+                (k, res)
+            }
+            .instrument(span)
+        }))
+        .buffer_unordered(PATCH_SLOTS)
+        .collect()
+        .await;
+        for (k, res) in results {
+            match res {
+                Ok(rv) => {
+                    self.retry.remove(&k);
+                    if let Some(e) = self.entries.get_mut(&k) {
+                        e.annotated = true;
+                        e.patched_rv = rv;
+                    }
+                }
+                Err(err) => self.fail(&k, &format!("annotating pod {k}"), &format!("{err:#}")),
+            }
+        }
+    }
+
+    /// The old port is gone: free the address; drop the entry or serve the new incarnation.
+    fn finish_delete(&mut self, k: &str) {
+        let Some(e) = self.entries.get_mut(k) else {
+            return;
+        };
+        let net = e.net.take();
+        e.port = PortState::Absent;
+        let gone = e.pod.is_none();
+        if gone {
+            self.entries.remove(k);
+            self.retry.remove(k);
+            self.waiting.remove(k);
+            tracing::info!(pod = %k, node = %self.node, "pod removed");
+        } else {
+            e.redo = false;
+            e.annotated = false;
+            self.enqueue(k);
+        }
+        if let Some(net) = net {
+            self.release(&net);
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut cancel: CancelToken) {
+        loop {
+            let now = Instant::now();
+            if !self.switch_ready && self.switch_check.0 <= now {
+                self.check_switch().await;
+            }
+            if !self.has_ready(Instant::now()) {
+                let wake = self.next_wakeup();
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    m = rx.recv() => match m {
+                        Some(m) => self.on_msg(m),
+                        None => return,
+                    },
+                    _ = tokio::time::sleep_until(wake.unwrap_or(now + Duration::from_secs(3600))), if wake.is_some() => {}
+                }
+            }
+            // Everything queued meanwhile goes into this round.
+            while let Ok(m) = rx.try_recv() {
+                self.on_msg(m);
+            }
+            if self.has_ready(Instant::now()) {
+                self.round().await;
+            }
+        }
+    }
+}
+
+/// Write the `ovn` annotation; returns the pod's new resourceVersion. A pod deleted meanwhile
+/// is not an error (its delete event follows).
+async fn annotate(shared: &Shared, pod: &Pod, net: &PodNet) -> Result<Option<u64>> {
+    let _slot = shared.patch_slots.acquire().await?;
+    let (ns, name) = (pod_ns(pod), pod.name_any());
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
+    let patch = serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.annotation()}}});
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(p) => {
+            tracing::info!(ip = %net.ip, "annotated pod {ns}/{name}");
+            Ok(rv(&p))
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e)
+            .with_context(|| format!("patching the {POD_NETWORK} annotation of pod {ns}/{name}")),
+    }
+}
+
+/// The dispatcher: informers, start-up sync, routing to node workers.
+pub struct PodController {
+    nb: Arc<dyn Nb>,
+    client: kube::Client,
+}
+
+struct Running {
+    shared: Arc<Shared>,
+    workers: HashMap<String, (Ipv4Net, mpsc::UnboundedSender<Msg>)>,
+    /// Pods of nodes whose subnet is not known yet, by node.
+    parked: HashMap<String, HashMap<String, Arc<Pod>>>,
+    /// Pod ports read at start for nodes without a worker yet.
+    ports: HashMap<String, HashMap<String, PortRow>>,
+    /// Switches that existed at start.
+    switches: HashSet<String>,
+    tasks: tokio::task::JoinSet<()>,
+    cancel: CancelToken,
+}
+
+fn node_subnet(node: &Node) -> Option<Ipv4Net> {
+    parse_host_subnet(node.annotations().get(HOST_SUBNET)?).ok()
+}
+
+impl Running {
+    fn spawn_worker(&mut self, node: &str, subnet: Ipv4Net, pods: Vec<Arc<Pod>>) {
+        let ports = self.ports.remove(node).unwrap_or_default();
+        let r = rebuild(subnet, pods, &ports);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let switch_ready = self.switches.contains(node);
+        let mut w = Worker {
+            node: node.to_string(),
+            ipam: r.ipam,
+            entries: r.entries,
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            retry: HashMap::new(),
+            waiting: HashSet::new(),
+            switch_ready,
+            switch_check: (Instant::now(), 0),
+            shared: self.shared.clone(),
+        };
+        for k in &r.todo {
+            w.enqueue(k);
+        }
+        tracing::info!(node, %subnet, pods = w.entries.len(), used = w.ipam.used(), "pod worker started");
+        let cancel = self.cancel.clone();
+        let span = tracing::info_span!("node", node = %node);
+        self.tasks.spawn(w.run(rx, cancel).instrument(span));
+        self.workers.insert(node.to_string(), (subnet, tx));
+    }
+
+    fn on_node(&mut self, node: &Node) {
+        let name = node.name_any();
+        let Some(subnet) = node_subnet(node) else {
+            return;
+        };
+        match self.workers.get(&name) {
+            None => {
+                let pods = self
+                    .parked
+                    .remove(&name)
+                    .map(|m| m.into_values().collect())
+                    .unwrap_or_default();
+                self.spawn_worker(&name, subnet, pods);
+            }
+            Some((held, _)) if *held != subnet => {
+                tracing::error!(node = %name, old = %held, new = %subnet,
+                    "the node's subnet changed; its pods keep their addresses until the controller restarts");
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn on_pod(&mut self, ch: Change<Pod>) {
+        let (pod, deleted) = match ch {
+            Change::Apply { new, .. } => (new, false),
+            Change::Delete(old) => (old, true),
+            Change::Synced => return,
+        };
+        let Some(node) = pod_node(&pod).map(str::to_string) else {
+            return;
+        };
+        if let Some((_, tx)) = self.workers.get(&node) {
+            let m = if deleted {
+                Msg::Delete(pod)
+            } else {
+                Msg::Apply(pod)
+            };
+            if tx.send(m).is_err() {
+                tracing::error!(node = %node, "pod worker stopped");
+            }
+            return;
+        }
+        let parked = self.parked.entry(node).or_default();
+        if deleted {
+            parked.remove(&key(pod.as_ref()));
+        } else {
+            tracing::debug!(pod = %key(pod.as_ref()), "waiting for the node's subnet");
+            parked.insert(key(pod.as_ref()), pod);
+        }
+    }
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &mut CancelToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+impl PodController {
+    pub fn new(nb: Arc<dyn Nb>, client: kube::Client) -> Self {
+        PodController { nb, client }
+    }
+
+    /// Run until `cancel` fires.
+    pub async fn run(self, mut cancel: CancelToken) -> Result<()> {
+        let mut pod_ch = informer(
+            Api::<Pod>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .boxed();
+        let mut node_ch = informer(
+            Api::<Node>::all(self.client.clone()),
+            watcher::Config::default(),
+        )
+        .boxed();
+
+        // 1. The complete pod and node lists.
+        let mut pods: HashMap<String, Arc<Pod>> = HashMap::new();
+        let mut nodes: HashMap<String, Arc<Node>> = HashMap::new();
+        let (mut pods_synced, mut nodes_synced) = (false, false);
+        while !(pods_synced && nodes_synced) {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                ch = pod_ch.next() => match ch {
+                    None => bail!("pod watch ended"),
+                    Some(Change::Apply { new, .. }) => { pods.insert(key(new.as_ref()), new); }
+                    Some(Change::Delete(old)) => { pods.remove(&key(old.as_ref())); }
+                    Some(Change::Synced) => pods_synced = true,
+                },
+                ch = node_ch.next() => match ch {
+                    None => bail!("node watch ended"),
+                    Some(Change::Apply { new, .. }) => { nodes.insert(new.name_any(), new); }
+                    Some(Change::Delete(old)) => { nodes.remove(&old.name_any()); }
+                    Some(Change::Synced) => nodes_synced = true,
+                },
+            }
+        }
+
+        // 2. What NB holds: every pod port (one query) and the switches.
+        let queries = [PortRow::query(), Query::list("Logical_Switch", &["name"])];
+        let mut attempt = 0;
+        let tables = loop {
+            match self.nb.query(&queries).await {
+                Ok(t) => break t,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %format!("{e:#}"), "reading pod ports from NB failed; will retry");
+                    if !sleep_or_cancel(backoff(attempt), &mut cancel).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let ports: Vec<PortRow> = tables
+            .first()
+            .map(|t| t.iter().map(PortRow::from_row).collect())
+            .unwrap_or_default();
+        let switches: HashSet<String> = tables
+            .get(1)
+            .map(|t| t.iter().map(|r| r.str("name")).collect())
+            .unwrap_or_default();
+
+        // 3. Remove ports of pods that no longer exist (only ports carrying pod=true).
+        let expected: HashMap<String, String> = pods
+            .values()
+            .filter_map(|p| {
+                Some((
+                    pod_port(&pod_ns(p), &p.name_any()),
+                    pod_node(p)?.to_string(),
+                ))
+            })
+            .collect();
+        let stale = stale_ports(&ports, &expected);
+        if !stale.is_empty() {
+            for p in &stale {
+                tracing::info!(port = %p, "stale logical port found; deleting it");
+            }
+            let mut txn = NbTxn::new();
+            for p in &stale {
+                txn.extend(delete_ops(p));
+            }
+            let mut attempt = 0;
+            while let Err(e) = self.nb.transact(&txn).await {
+                attempt += 1;
+                tracing::warn!(attempt, error = %format!("{e:#}"), "deleting stale pod ports failed; will retry");
+                if !sleep_or_cancel(backoff(attempt), &mut cancel).await {
+                    return Ok(());
+                }
+            }
+        }
+        let stale: HashSet<String> = stale.into_iter().collect();
+        let mut ports_by_node: HashMap<String, HashMap<String, PortRow>> = HashMap::new();
+        for p in ports.into_iter().filter(|p| !stale.contains(&p.name)) {
+            ports_by_node
+                .entry(p.switch.clone())
+                .or_default()
+                .insert(p.name.clone(), p);
+        }
+
+        // 4. Rebuild each node's allocator from annotations and ports, then serve everything.
+        let (nb_tx, nb_rx) = mpsc::unbounded_channel();
+        let mut run = Running {
+            shared: Arc::new(Shared {
+                nb: self.nb.clone(),
+                nb_tx,
+                client: self.client.clone(),
+                patch_slots: Semaphore::new(PATCH_SLOTS),
+            }),
+            workers: HashMap::new(),
+            parked: HashMap::new(),
+            ports: ports_by_node,
+            switches,
+            tasks: tokio::task::JoinSet::new(),
+            cancel: cancel.clone(),
+        };
+        run.tasks.spawn(nb_batcher(self.nb.clone(), nb_rx));
+        let served = pods.len();
+        for (k, p) in pods {
+            if let Some(node) = pod_node(&p) {
+                run.parked.entry(node.to_string()).or_default().insert(k, p);
+            }
+        }
+        for n in nodes.values() {
+            run.on_node(n);
+        }
+        tracing::info!(
+            pods = served,
+            nodes = nodes.len(),
+            stale_ports = stale.len(),
+            "initial pod sync done"
+        );
+
+        // 5. Follow changes.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                ch = pod_ch.next() => match ch {
+                    None => bail!("pod watch ended"),
+                    Some(ch) => run.on_pod(ch),
+                },
+                ch = node_ch.next() => match ch {
+                    None => bail!("node watch ended"),
+                    Some(Change::Apply { new, .. }) => run.on_node(&new),
+                    Some(_) => {}
+                },
+                Some(res) = run.tasks.join_next() => {
+                    res.context("pod controller task panicked")?;
+                    bail!("a pod controller task stopped");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! `-net-controller` pods end to end: the real binary (master + net-controller, as the guide
+//! runs them), a real NB/SB/northd, the Kubernetes API stand-in. Checks pod annotations, the
+//! logical ports in NB, and `ovn-trace` through the cluster router.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Env, eventually};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Container, Event, Node, Pod, PodSpec};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use ovnkube::ovn::Row;
+use ovnkube::ovn::ovsdb::parse_tables;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn pod(name: &str, node: Option<&str>, host_network: bool, ann: Option<&str>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            annotations: ann.map(|a| [("ovn".to_string(), a.to_string())].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: node.map(String::from),
+            host_network: host_network.then_some(true),
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("pause".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create_pods(env: &Env, pods: impl IntoIterator<Item = Pod>) {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    for p in pods {
+        api.create(&PostParams::default(), &p).await.unwrap();
+    }
+}
+
+async fn delete_pods(env: &Env, names: &[String]) {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    for n in names {
+        api.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+}
+
+async fn create_nodes(env: &Env, names: &[&str]) {
+    let api: Api<Node> = Api::all(env.client.clone());
+    for n in names {
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some(n.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &node).await.unwrap();
+    }
+}
+
+fn rows(env: &Env, table: &str) -> BTreeMap<String, Row> {
+    let out = env
+        .central
+        .nbctl(&["--format=json", "list", table])
+        .unwrap();
+    parse_tables(&out)
+        .unwrap()
+        .remove(0)
+        .into_iter()
+        .map(|r| (r.str("name"), r))
+        .collect()
+}
+
+/// Pod ports (external_ids:pod=true) by name.
+fn pod_ports(env: &Env) -> BTreeMap<String, Row> {
+    rows(env, "Logical_Switch_Port")
+        .into_iter()
+        .filter(|(_, r)| r.map_get("external_ids", "pod").as_deref() == Some("true"))
+        .collect()
+}
+
+/// Node name → subnet, once every listed node has its annotation and switch.
+async fn wait_nodes_ready(env: &Env, names: &[&str]) -> BTreeMap<String, ipnet::Ipv4Net> {
+    eventually("node switches", WAIT, || async {
+        let api: Api<Node> = Api::all(env.client.clone());
+        let nodes = api.list(&ListParams::default()).await.unwrap().items;
+        let switches = rows(env, "Logical_Switch");
+        let subs: BTreeMap<String, ipnet::Ipv4Net> = nodes
+            .iter()
+            .filter_map(|n| {
+                let s = n.annotations().get("ovn_host_subnet")?;
+                switches.get(&n.name_any())?;
+                Some((n.name_any(), s.parse().ok()?))
+            })
+            .collect();
+        names.iter().all(|n| subs.contains_key(*n)).then_some(subs)
+    })
+    .await
+}
+
+/// Pod name → `ovn` annotation, for every pod of `default`.
+async fn annotations(env: &Env) -> BTreeMap<String, Option<String>> {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|p| (p.name_any(), p.annotations().get("ovn").cloned()))
+        .collect()
+}
+
+async fn wait_annotated(env: &Env, names: &[String]) -> BTreeMap<String, Ann> {
+    eventually("pods annotated", WAIT, || async {
+        let all = annotations(env).await;
+        let got: BTreeMap<String, Ann> = names
+            .iter()
+            .filter_map(|n| Some((n.clone(), Ann::parse(all.get(n)?.as_deref()?))))
+            .collect();
+        (got.len() == names.len()).then_some(got)
+    })
+    .await
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Ann {
+    ip: Ipv4Addr,
+    len: u8,
+    mac: String,
+    gw: Ipv4Addr,
+}
+
+impl Ann {
+    fn parse(v: &str) -> Ann {
+        let j: serde_json::Value = serde_json::from_str(v).unwrap();
+        let (ip, len) = j["ip_address"].as_str().unwrap().split_once('/').unwrap();
+        Ann {
+            ip: ip.parse().unwrap(),
+            len: len.parse().unwrap(),
+            mac: j["mac_address"].as_str().unwrap().into(),
+            gw: j["gateway_ip"].as_str().unwrap().parse().unwrap(),
+        }
+    }
+}
+
+/// Check the annotations against the node subnets and the NB ports; returns the IPs.
+fn check_served(
+    env: &Env,
+    anns: &BTreeMap<String, Ann>,
+    node_of: &dyn Fn(&str) -> String,
+    subs: &BTreeMap<String, ipnet::Ipv4Net>,
+) {
+    let ports = pod_ports(env);
+    let mut ips = BTreeSet::new();
+    for (name, a) in anns {
+        let node = node_of(name);
+        let sub = subs[&node];
+        assert!(sub.contains(&a.ip), "{name}: {} outside {sub}", a.ip);
+        let off = u32::from(a.ip) - u32::from(sub.network());
+        assert!(
+            off > 2 && a.ip != sub.broadcast(),
+            "{name}: reserved {}",
+            a.ip
+        );
+        assert_eq!(a.len, sub.prefix_len());
+        assert_eq!(a.gw, Ipv4Addr::from(u32::from(sub.network()) + 1));
+        assert!(ips.insert(a.ip), "duplicate IP {}", a.ip);
+        let p = ports
+            .get(&format!("default_{name}"))
+            .unwrap_or_else(|| panic!("no port for {name}"));
+        assert_eq!(
+            p.set("addresses"),
+            [format!("{} {}", a.mac, a.ip)],
+            "{name}"
+        );
+        assert_eq!(
+            p.map_get("external_ids", "namespace").as_deref(),
+            Some("default")
+        );
+        assert_eq!(
+            p.map_get("external_ids", "logical_switch").as_deref(),
+            Some(node.as_str())
+        );
+    }
+}
+
+/// Counts, per pod, how often its `ovn` annotation changed (as seen through a watch).
+struct AnnotationWrites {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AnnotationWrites {
+    fn start(env: &Env) -> AnnotationWrites {
+        let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+        let counts = Arc::new(Mutex::new(HashMap::new()));
+        let c = counts.clone();
+        let task = tokio::spawn(async move {
+            let mut last: HashMap<String, Option<String>> = HashMap::new();
+            let mut s = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = s.next().await {
+                let pods = match ev {
+                    Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => vec![p],
+                    _ => continue,
+                };
+                for p in pods {
+                    let v = p.annotations().get("ovn").cloned();
+                    let prev = last.insert(p.name_any(), v.clone());
+                    if v.is_some() && prev.flatten() != v {
+                        *c.lock().unwrap().entry(p.name_any()).or_insert(0) += 1;
+                    }
+                }
+            }
+        });
+        AnnotationWrites { counts, task }
+    }
+
+    fn get(&self) -> HashMap<String, usize> {
+        self.counts.lock().unwrap().clone()
+    }
+}
+
+impl Drop for AnnotationWrites {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_pods_trace_delete_and_reuse() {
+    let env = Env::start("pods100").await;
+    let mut master = env.spawn("master", &env.master_args("10.5.0.0/16"));
+    master.wait_log("cluster topology ready", WAIT);
+    create_nodes(&env, &["n1", "n2"]).await;
+    let subs = wait_nodes_ready(&env, &["n1", "n2"]).await;
+
+    let names: Vec<String> = (0..50)
+        .flat_map(|i| [format!("a{i:02}"), format!("b{i:02}")])
+        .collect();
+    let node_of = |n: &str| if n.starts_with('a') { "n1" } else { "n2" }.to_string();
+    create_pods(
+        &env,
+        names.iter().map(|n| pod(n, Some(&node_of(n)), false, None)),
+    )
+    .await;
+    let t0 = std::time::Instant::now();
+    let anns = wait_annotated(&env, &names).await;
+    eprintln!("100 pods annotated in {:?}", t0.elapsed());
+    check_served(&env, &anns, &node_of, &subs);
+    assert_eq!(pod_ports(&env).len(), 100);
+
+    // ovn-trace: a00 on n1 → b00's IP on n2, through the cluster router.
+    env.central.nbctl(&["--wait=sb", "sync"]).unwrap();
+    let (a, b) = (&anns["a00"], &anns["b00"]);
+    let rtos = &rows(&env, "Logical_Router_Port")["rtos-n1"];
+    let flow = format!(
+        "inport==\"default_a00\" && eth.src=={} && eth.dst=={} && ip4.src=={} && ip4.dst=={} && ip.ttl==64 && icmp4.type==8",
+        a.mac,
+        rtos.str("mac"),
+        a.ip,
+        b.ip
+    );
+    let trace = env.central.trace("n1", &flow, &["--minimal"]).unwrap();
+    assert!(trace.contains("output(\"default_b00\")"), "{trace}");
+    let detailed = env.central.trace("n1", &flow, &[]).unwrap();
+    assert!(detailed.contains("ovn_cluster_router"), "{detailed}");
+
+    // Delete 10 pods of n1: ports gone; their addresses go to the next pods.
+    let victims: Vec<String> = (10..20).map(|i| format!("a{i:02}")).collect();
+    let freed: BTreeSet<Ipv4Addr> = victims.iter().map(|v| anns[v].ip).collect();
+    delete_pods(&env, &victims).await;
+    eventually("ports deleted", WAIT, || async {
+        let ports = pod_ports(&env);
+        victims
+            .iter()
+            .all(|v| !ports.contains_key(&format!("default_{v}")))
+            .then_some(())
+    })
+    .await;
+    let fresh: Vec<String> = (0..10).map(|i| format!("c{i:02}")).collect();
+    create_pods(&env, fresh.iter().map(|n| pod(n, Some("n1"), false, None))).await;
+    let fresh_anns = wait_annotated(&env, &fresh).await;
+    let reused: BTreeSet<Ipv4Addr> = fresh_anns.values().map(|a| a.ip).collect();
+    assert_eq!(reused, freed, "freed addresses are reused");
+    let all = wait_annotated(
+        &env,
+        &names
+            .iter()
+            .filter(|n| !victims.contains(n))
+            .chain(&fresh)
+            .cloned()
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    check_served(
+        &env,
+        &all,
+        &|n| if n.starts_with('b') { "n2" } else { "n1" }.to_string(),
+        &subs,
+    );
+    assert_eq!(pod_ports(&env).len(), 100);
+    assert_eq!(master.terminate().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_while_creating_100_pods_annotates_each_once() {
+    let env = Env::start("podcrash").await;
+    let mut master = env.spawn("master", &env.master_args("10.6.0.0/16"));
+    master.wait_log("cluster topology ready", WAIT);
+    create_nodes(&env, &["n1", "n2"]).await;
+    let subs = wait_nodes_ready(&env, &["n1", "n2"]).await;
+    let writes = AnnotationWrites::start(&env);
+
+    let names: Vec<String> = (0..100).map(|i| format!("p{i:03}")).collect();
+    let node_of = |n: &str| {
+        let i: u32 = n[1..].parse().unwrap();
+        if i.is_multiple_of(2) { "n1" } else { "n2" }.to_string()
+    };
+    let creator = {
+        let client = env.client.clone();
+        let pods: Vec<Pod> = names
+            .iter()
+            .map(|n| pod(n, Some(&node_of(n)), false, None))
+            .collect();
+        tokio::spawn(async move {
+            let api: Api<Pod> = Api::namespaced(client, "default");
+            for p in pods {
+                api.create(&PostParams::default(), &p).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Crash once some, not all, pods are served.
+    eventually("some pods annotated", WAIT, || async {
+        let n = annotations(&env).await.values().flatten().count();
+        (n >= 10).then_some(())
+    })
+    .await;
+    master.kill9();
+    creator.await.unwrap();
+    let served_before = annotations(&env).await.values().flatten().count();
+    eprintln!("{served_before} of 100 pods annotated at the crash");
+    // Two pods deleted while the controller is down: their ports must go at restart.
+    let gone = vec!["p000".to_string(), "p001".to_string()];
+    delete_pods(&env, &gone).await;
+
+    let mut master = env.spawn("master2", &env.master_args("10.6.0.0/16"));
+    master.wait_log("initial pod sync done", WAIT);
+    let live: Vec<String> = names
+        .iter()
+        .filter(|n| !gone.contains(n))
+        .cloned()
+        .collect();
+    let anns = wait_annotated(&env, &live).await;
+    check_served(&env, &anns, &node_of, &subs);
+    // No orphan port: exactly the live pods have ports.
+    let ports: BTreeSet<String> = pod_ports(&env).into_keys().collect();
+    let want: BTreeSet<String> = live.iter().map(|n| format!("default_{n}")).collect();
+    assert_eq!(ports, want);
+    // Every pod annotated exactly once, across the crash.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = writes.get();
+    for n in &live {
+        assert_eq!(counts.get(n), Some(&1), "{n}: {counts:?}");
+    }
+    assert_eq!(master.terminate().code(), Some(0));
+
+    // A restart with nothing changed leaves NB untouched.
+    let before = env.nb_dump();
+    let mut master = env.spawn("master3", &env.master_args("10.6.0.0/16"));
+    master.wait_log("initial pod sync done", WAIT);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(before, env.nb_dump(), "restart must not touch NB");
+    assert_eq!(master.terminate().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_late_node_and_preset_annotations() {
+    let env = Env::start("podmisc").await;
+    let mut master = env.spawn("master", &env.master_args("10.7.0.0/16"));
+    master.wait_log("cluster topology ready", WAIT);
+    // A pod whose node does not exist yet, and one not scheduled yet.
+    create_pods(
+        &env,
+        [
+            pod("early", Some("late"), false, None),
+            pod("unscheduled", None, false, None),
+        ],
+    )
+    .await;
+    create_nodes(&env, &["n1"]).await;
+    let subs = wait_nodes_ready(&env, &["n1"]).await;
+    let sub = subs["n1"];
+    let ip = |n: u32| Ipv4Addr::from(u32::from(sub.network()) + n);
+    let user = format!(
+        "{{\"ip_address\":\"{}/24\", \"mac_address\":\"0a:00:00:00:00:c8\", \"gateway_ip\": \"{}\"}}",
+        ip(200),
+        ip(1)
+    );
+    let conflict = format!(
+        "{{\"ip_address\":\"{}/24\", \"mac_address\":\"0a:00:00:00:00:c9\", \"gateway_ip\": \"{}\"}}",
+        ip(200),
+        ip(1)
+    );
+    create_pods(&env, [pod("user", Some("n1"), false, Some(&user))]).await;
+    wait_annotated(&env, &["user".to_string()]).await;
+    eventually("user port", WAIT, || async {
+        pod_ports(&env).contains_key("default_user").then_some(())
+    })
+    .await;
+    create_pods(
+        &env,
+        [
+            pod("hostnet", Some("n1"), true, None),
+            pod("conflict", Some("n1"), false, Some(&conflict)),
+            pod("garbage", Some("n1"), false, Some("not json")),
+            pod("plain", Some("n1"), false, None),
+        ],
+    )
+    .await;
+    let anns = wait_annotated(&env, &["plain".to_string(), "user".to_string()]).await;
+    // The user's choice is honoured: port carries it, annotation untouched.
+    let ports = pod_ports(&env);
+    assert_eq!(
+        ports["default_user"].set("addresses"),
+        [format!("0a:00:00:00:00:c8 {}", ip(200))]
+    );
+    assert_eq!(
+        annotations(&env).await["user"].as_deref(),
+        Some(user.as_str())
+    );
+    assert_eq!(anns["plain"].ip, ip(3));
+    assert_eq!(
+        anns["plain"].mac,
+        format!("0a:58:0a:07:{:02x}:03", ip(3).octets()[2])
+    );
+
+    // Conflicting and invalid annotations: error + Event, not served, not overwritten.
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+    let bad: BTreeSet<String> = eventually("events for bad annotations", WAIT, || async {
+        let evs = events.list(&ListParams::default()).await.unwrap().items;
+        let s: BTreeSet<String> = evs
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("InvalidPodNetworkAnnotation"))
+            .filter_map(|e| e.involved_object.name.clone())
+            .collect();
+        (s.len() == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(bad, ["conflict", "garbage"].map(String::from).into());
+    let all = annotations(&env).await;
+    assert_eq!(all["conflict"].as_deref(), Some(conflict.as_str()));
+    assert_eq!(all["garbage"].as_deref(), Some("not json"));
+    let log = master.log_text();
+    assert!(log.contains("already used by another pod"), "{log}");
+    assert!(log.contains("remove the annotation"), "{log}");
+
+    // Late node: its pod is served once the subnet exists.
+    create_nodes(&env, &["late"]).await;
+    let subs = wait_nodes_ready(&env, &["n1", "late"]).await;
+    let early = wait_annotated(&env, &["early".to_string()]).await;
+    assert!(subs["late"].contains(&early["early"].ip));
+
+    // Host-network and unscheduled pods get nothing.
+    let all = annotations(&env).await;
+    assert_eq!(all["hostnet"], None);
+    assert_eq!(all["unscheduled"], None);
+    let ports = pod_ports(&env);
+    for p in ["hostnet", "unscheduled", "conflict", "garbage"] {
+        assert!(!ports.contains_key(&format!("default_{p}")), "{p}");
+    }
+    assert_eq!(ports.len(), 3, "{:?}", ports.keys());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nb_outage_is_retried() {
+    let mut env = Env::start("podnb").await;
+    let mut master = env.spawn("master", &env.master_args("10.8.0.0/16"));
+    master.wait_log("cluster topology ready", WAIT);
+    create_nodes(&env, &["n1"]).await;
+    let subs = wait_nodes_ready(&env, &["n1"]).await;
+    master.wait_log("initial pod sync done", WAIT);
+    create_pods(&env, [pod("first", Some("n1"), false, None)]).await;
+    wait_annotated(&env, &["first".to_string()]).await;
+
+    env.central.stop_nb();
+    let names: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    create_pods(&env, names.iter().map(|n| pod(n, Some("n1"), false, None))).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = annotations(&env).await;
+    assert!(names.iter().all(|n| all[n].is_none()), "served without NB?");
+    env.central.start_nb().unwrap();
+    let anns = wait_annotated(&env, &names).await;
+    check_served(&env, &anns, &|_| "n1".to_string(), &subs);
+    assert!(master.log_text().contains("will retry"));
+}
+
+/// `make bench`: pods on 50 nodes, create→annotation latency and throughput at 2,000 and
+/// 10,000 pods (a fresh cluster for each). Pods are created at `POD_BENCH_RATE` pods/s
+/// (default 200) so latency is measured under a steady load, not a backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_pod_annotation_latency() {
+    let rate: f64 = std::env::var("POD_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200.0);
+    let sizes: Vec<usize> = std::env::var("POD_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![2000, 10000]);
+    let mut p99s = Vec::new();
+    for n in sizes {
+        let (p50, p99, tail99, rate_out) = bench_once(n, rate).await;
+        println!(
+            "BENCH pods={n} nodes=50 offered={rate}/s  p50={p50:.1}ms  p99={p99:.1}ms  \
+             p99(last 10%)={tail99:.1}ms  throughput={rate_out:.0} pods/s"
+        );
+        p99s.push((n, p99));
+    }
+    if let [(a, pa), .., (b, pb)] = p99s.as_slice() {
+        println!("BENCH p99 growth {a} -> {b} pods: {:.2}x", pb / pa);
+    }
+}
+
+async fn bench_once(n: usize, rate: f64) -> (f64, f64, f64, f64) {
+    let env = Env::start(&format!("bench{n}")).await;
+    let args: Vec<String> = env
+        .master_args("10.9.0.0/16")
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-loglevel") {
+                "-loglevel=4".into()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut master = env.spawn("master", &args);
+    master.wait_log("cluster topology ready", WAIT);
+    let nodes: Vec<String> = (0..50).map(|i| format!("node{i:02}")).collect();
+    create_nodes(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    wait_nodes_ready(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    master.wait_log("pod worker started", WAIT);
+
+    // First sight of the annotation, per pod.
+    let seen: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
+    let watch = {
+        let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut s = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = s.next().await {
+                if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
+                    && p.annotations().contains_key("ovn")
+                {
+                    seen.lock()
+                        .unwrap()
+                        .entry(p.name_any())
+                        .or_insert_with(std::time::Instant::now);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let created: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let slots = Arc::new(tokio::sync::Semaphore::new(32));
+    let start = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for i in 0..n {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let name = format!("p{i:05}");
+        let p = pod(&name, Some(&nodes[i % nodes.len()]), false, None);
+        let (api, created, slots) = (api.clone(), created.clone(), slots.clone());
+        handles.push(tokio::spawn(async move {
+            let _s = slots.acquire().await.unwrap();
+            created
+                .lock()
+                .unwrap()
+                .insert(name, std::time::Instant::now());
+            api.create(&PostParams::default(), &p).await.unwrap();
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    let long = Duration::from_secs(600);
+    eventually("all bench pods annotated", long, || async {
+        (seen.lock().unwrap().len() >= n).then_some(())
+    })
+    .await;
+    watch.abort();
+    let seen = seen.lock().unwrap().clone();
+    let created = created.lock().unwrap().clone();
+    let mut order: Vec<(&String, &std::time::Instant)> = created.iter().collect();
+    order.sort_by_key(|(_, t)| **t);
+    let lat = |keys: &[(&String, &std::time::Instant)]| -> Vec<f64> {
+        let mut v: Vec<f64> = keys
+            .iter()
+            .map(|(k, t)| seen[*k].saturating_duration_since(**t).as_secs_f64() * 1000.0)
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v
+    };
+    let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
+    let all = lat(&order);
+    let tail = lat(&order[order.len() * 9 / 10..]);
+    let last = seen.values().max().copied().unwrap_or(start);
+    let throughput = n as f64 / last.duration_since(start).as_secs_f64();
+    assert_eq!(pod_ports(&env).len(), n);
+    master.terminate();
+    (
+        pct(&all, 0.5),
+        pct(&all, 0.99),
+        pct(&tail, 0.99),
+        throughput,
+    )
+}
