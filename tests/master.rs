@@ -296,7 +296,7 @@ async fn bad_annotations_are_reallocated_without_touching_others() {
             .await
             .unwrap();
     }
-    let mut master = env.spawn("master", &env.master_args("10.2.0.0/16"));
+    let master = env.spawn("master", &env.master_args("10.2.0.0/16"));
     let subs = wait_nodes_ready(&env, &["good", "dup", "outside", "junk"]).await;
     assert_eq!(
         subs["good"], "10.2.7.0/24",
