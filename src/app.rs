@@ -57,13 +57,27 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
         let c = cancel.clone();
         tasks.spawn(async move { m.run(c).await.context("master") });
     }
-    if ctx.cfg.init_node.is_some() {
-        tracing::warn!("-init-node: node initialisation is not part of this build yet");
+    if ctx.cfg.net_controller {
+        let svc = crate::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport);
+        let (client, c) = (ctx.client.clone(), cancel.clone());
+        tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
+    }
+    if let Some(node) = ctx.cfg.init_node.clone() {
+        crate::node::run(&ctx, &node, cancel.clone())
+            .await
+            .with_context(|| format!("initialising node {node}"))?;
+        // The reference stays alive after node init only with -nodeport or -ha (§1.7).
+        if ctx.cfg.nodeport || ctx.cfg.ha {
+            let mut c = cancel.clone();
+            tasks.spawn(async move {
+                c.cancelled().await;
+                Ok(())
+            });
+        }
     }
     if ctx.cfg.net_controller {
-        tracing::warn!(
-            "-net-controller: pod, service and policy controllers are not part of this build yet"
-        );
+        let (c, x) = (cancel.clone(), ctx.clone());
+        tasks.spawn(async move { crate::controller::run(x, c).await.context("net-controller") });
     }
 
     if tasks.is_empty() {

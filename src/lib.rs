@@ -3,9 +3,13 @@
 //! See `docs/architecture.md` for the module map.
 
 pub mod app;
+pub mod cni;
 pub mod config;
+pub mod controller;
 pub mod exec;
 pub mod kube;
 pub mod master;
+pub mod node;
 pub mod ovn;
+pub mod services;
 pub mod util;

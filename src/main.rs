@@ -1,4 +1,5 @@
-//! One binary, chosen by argv[0]: `ovnkube` (the daemon) and, later, `ovn-k8s-cni-overlay`.
+//! One binary, chosen by argv[0]: `ovnkube` (the daemon) and `ovn-k8s-cni-overlay` (the CNI
+//! plugin; `make install` links it).
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -9,6 +10,13 @@ use ovnkube::util::{logging, pidfile::PidFile};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some(ovnkube::cni::PLUGIN_NAME) {
+        return ovnkube::cni::main();
+    }
     let cfg = match config::parse_args(args.iter().skip(1).cloned()) {
         Ok(Invocation::Help(text)) => {
             print!("{text}");

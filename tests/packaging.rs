@@ -27,7 +27,11 @@ fn sh_words(line: &str, vars: &HashMap<&str, &str>) -> Vec<String> {
             }
             '$' => {
                 let (name, next) = if chars.get(i + 1) == Some(&'{') {
-                    let end = chars[i..].iter().position(|&x| x == '}').map(|p| p + i).expect("closing }");
+                    let end = chars[i..]
+                        .iter()
+                        .position(|&x| x == '}')
+                        .map(|p| p + i)
+                        .expect("closing }");
                     (chars[i + 2..end].iter().collect::<String>(), end + 1)
                 } else {
                     let end = chars[i + 1..]
@@ -37,7 +41,9 @@ fn sh_words(line: &str, vars: &HashMap<&str, &str>) -> Vec<String> {
                         .unwrap_or(chars.len());
                     (chars[i + 1..end].iter().collect::<String>(), end)
                 };
-                let val = vars.get(name.as_str()).unwrap_or_else(|| panic!("unset variable {name} in {line}"));
+                let val = vars
+                    .get(name.as_str())
+                    .unwrap_or_else(|| panic!("unset variable {name} in {line}"));
                 if quoted {
                     cur.push_str(val);
                     have = true;
@@ -118,8 +124,14 @@ fn vagrant_master_command_line_parses() {
     assert_eq!(c.init_master.as_deref(), Some("k8smaster"));
     assert!(c.net_controller && c.nodeport);
     assert_eq!(c.cluster_subnets[0].cidr.to_string(), "192.168.0.0/16");
-    assert_eq!(c.ovn_north.client.client_target().as_deref(), Some("tcp:192.168.33.11:6631"));
-    assert_eq!(c.ovn_south.client.client_target().as_deref(), Some("tcp:192.168.33.11:6632"));
+    assert_eq!(
+        c.ovn_north.client.client_target().as_deref(),
+        Some("tcp:192.168.33.11:6631")
+    );
+    assert_eq!(
+        c.ovn_south.client.client_target().as_deref(),
+        Some("tcp:192.168.33.11:6632")
+    );
     assert_eq!(c.logging.level, 4);
 }
 
@@ -138,7 +150,10 @@ fn vagrant_minion_command_line_parses() {
     assert_eq!(c.init_node.as_deref(), Some("k8sminion1"));
     assert!(c.gateway.init && c.nodeport);
     assert_eq!(c.gateway.interface.as_deref(), Some("eth2"));
-    assert_eq!(c.gateway.nexthop.map(|n| n.to_string()).as_deref(), Some("10.10.0.1"));
+    assert_eq!(
+        c.gateway.nexthop.map(|n| n.to_string()).as_deref(),
+        Some("10.10.0.1")
+    );
     assert_eq!(c.kubernetes.token.as_deref(), Some("abc.def"));
 }
 
@@ -165,7 +180,10 @@ fn unit_command(unit: &str, env_file: &str) -> Vec<String> {
 
 #[test]
 fn systemd_units_parse_with_their_environment_files() {
-    let m = parse(&unit_command("ovnkube-master.service", "ovnkube-master.env"));
+    let m = parse(&unit_command(
+        "ovnkube-master.service",
+        "ovnkube-master.env",
+    ));
     assert_eq!(m.init_master.as_deref(), Some("k8smaster"));
     assert!(m.net_controller);
     assert_eq!(m.cluster_subnets[0].host_prefix_len, 23);
@@ -180,5 +198,8 @@ fn systemd_units_parse_with_their_environment_files() {
 #[test]
 fn sh_words_splits_like_sh() {
     let vars = HashMap::from([("A", "x y"), ("B", "")]);
-    assert_eq!(sh_words(r#"a "$A" $A -f="$B" $B z"#, &vars), ["a", "x y", "x", "y", "-f=", "z"]);
+    assert_eq!(
+        sh_words(r#"a "$A" $A -f="$B" $B z"#, &vars),
+        ["a", "x y", "x", "y", "-f=", "z"]
+    );
 }

@@ -8,8 +8,8 @@ use std::net::Ipv4Addr;
 use anyhow::Result;
 use ipnet::Ipv4Net;
 
-use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
+use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
 use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val};
 
 /// The join network between the cluster router and the gateway routers (the later /16, so more

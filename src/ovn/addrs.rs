@@ -43,6 +43,9 @@ mod tests {
         let a = NodeAddrs::new("192.168.2.0/24".parse().unwrap());
         assert_eq!(a.gateway.to_string(), "192.168.2.1/24");
         assert_eq!(a.mgmt.to_string(), "192.168.2.2/24");
-        assert_eq!(mac_from_ip("10.128.2.1".parse().unwrap()), "0a:58:0a:80:02:01");
+        assert_eq!(
+            mac_from_ip("10.128.2.1".parse().unwrap()),
+            "0a:58:0a:80:02:01"
+        );
     }
 }

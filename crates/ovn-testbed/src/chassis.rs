@@ -319,6 +319,17 @@ impl Chassis {
         Ok(c)
     }
 
+    /// Forwards `127.0.0.1:<port_in_netns>` inside the chassis netns to `target` as seen
+    /// from the caller's netns (e.g. an API server on the root netns's loopback). Port 0
+    /// picks a free port ([`Forwarder::addr`]). Stopped on Drop.
+    pub fn forward_tcp(
+        &self,
+        port_in_netns: u16,
+        target: std::net::SocketAddr,
+    ) -> Result<crate::Forwarder> {
+        crate::Forwarder::start(&self.netns, port_in_netns, target)
+    }
+
     /// Spawns a long-running process in the chassis netns. The caller owns the child;
     /// Drop of the chassis still kills it if it is left running.
     pub fn spawn_in_netns(&self, argv: &[&str]) -> Result<Child> {

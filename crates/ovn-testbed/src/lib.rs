@@ -15,11 +15,13 @@
 
 mod central;
 mod chassis;
+mod forward;
 mod pod;
 mod proc;
 
 pub use central::Central;
 pub use chassis::{Chassis, ChassisOpts, two_chassis};
+pub use forward::Forwarder;
 pub use pod::TestPod;
 pub use proc::pid_alive;
 

@@ -1,0 +1,593 @@
+//! ADD/DEL/CHECK/STATUS/GC on Linux: veth pairs with `ip`, the br-int port with `ovs-vsctl`,
+//! the pod's network from its `ovn` annotation. Every external command goes through the exec
+//! seam; in-pod commands run under `nsenter --net=<CNI_NETNS>` (any netns path works).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, ResourceExt};
+use serde_json::Value;
+
+use super::types::{
+    AddResult, CniEnv, CniError, Command, NetConf, PodNetwork, PrevResult, code, version_info,
+};
+use crate::config::{self, Config, DEFAULT_CONFIG_FILE, Invocation, KubernetesConfig};
+use crate::exec::{Exec, RealExec};
+use crate::kube::annotations::POD_NETWORK;
+use crate::node::iproute::Ip;
+use crate::node::plan::{BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN};
+use crate::ovn::names::{fnv1a64, pod_port};
+use crate::ovn::{ColVal, DbOp, Query, Val, Vs, VsOp, VsTxn, Vsctl};
+
+/// How long ADD waits for the pod's `ovn` annotation (the reference gave up after ~21 s).
+const ANNOTATION_TIMEOUT: Duration = Duration::from_secs(30);
+const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The br-int side of a pod's veth. The reference's name (the first 15 characters of the
+/// container id) when that is well defined; otherwise a hash, so a short container id or a
+/// second interface works too (the reference crashed on ids shorter than 15).
+pub fn host_ifname(container_id: &str, ifname: &str) -> String {
+    if ifname == "eth0" && container_id.len() >= 15 && container_id.is_ascii() {
+        return container_id[..15].to_string();
+    }
+    let h = fnv1a64(format!("{container_id}/{ifname}").as_bytes());
+    format!("ovn{:012x}", h & 0xffff_ffff_ffff)
+}
+
+pub async fn dispatch(
+    env: &CniEnv,
+    conf: &NetConf,
+    version: &str,
+) -> Result<Option<Value>, CniError> {
+    let exec: Arc<dyn Exec> = Arc::new(RealExec::new(4));
+    let vs = Vsctl(crate::ovn::vs_ctl(exec.clone()));
+    let cfg = match load_config(&vs, conf).await {
+        Ok(c) => {
+            crate::util::logging::init(c.logging.level, c.logging.file.as_deref());
+            c
+        }
+        Err(e) if env.command == Command::Add => return Err(e),
+        // DEL/CHECK/GC/STATUS need nothing from it; don't fail a teardown over a config typo.
+        Err(e) => {
+            eprintln!(
+                "{}: warning: {e}; continuing with defaults",
+                super::PLUGIN_NAME
+            );
+            Config::default()
+        }
+    };
+    let p = Plugin {
+        host: Ip::host(exec.clone()),
+        exec,
+        vs,
+        cfg,
+    };
+    match env.command {
+        Command::Add => p.add(env, conf, version).await.map(Some),
+        Command::Del => p.del(env).await.map(|()| None),
+        Command::Check => p.check(env, conf).await.map(|()| None),
+        Command::Status => p.status().await.map(|()| None),
+        Command::Gc => p.gc(conf).await.map(|()| None),
+        Command::Version => Ok(Some(version_info())),
+    }
+}
+
+/// The common configuration with the Kubernetes defaults read from OVS (what `-init-node`
+/// wrote, reference §1.5 item 1), then the config file named by the network config.
+async fn load_config(vs: &Vsctl, conf: &NetConf) -> Result<Config, CniError> {
+    let defaults = match kube_defaults_from_ovs(vs).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "{}: warning: cannot read the Kubernetes settings from OVS: {e:#}",
+                super::PLUGIN_NAME
+            );
+            KubernetesConfig::default()
+        }
+    };
+    let args: Vec<String> = conf
+        .config_file_path
+        .iter()
+        .map(|p| format!("-config-file={}", p.display()))
+        .collect();
+    match config::parse_args_with(args, Path::new(DEFAULT_CONFIG_FILE), Some(defaults)) {
+        Ok(Invocation::Run(c)) => Ok(*c),
+        Ok(_) => Err(CniError::new(
+            code::INVALID_CONFIG,
+            "unexpected configuration",
+        )),
+        Err(e) => Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!("invalid ovnkube configuration: {e}"),
+        )),
+    }
+}
+
+async fn kube_defaults_from_ovs(vs: &Vsctl) -> Result<KubernetesConfig> {
+    let rows = vs
+        .query(&[Query::list("Open_vSwitch", &["external_ids"])])
+        .await?;
+    let ids: BTreeMap<String, String> = rows
+        .first()
+        .and_then(|t| t.first())
+        .map(|r| r.map("external_ids"))
+        .unwrap_or_default();
+    let get = |k: &str| ids.get(k).filter(|v| !v.is_empty()).cloned();
+    let mut k = KubernetesConfig::default();
+    if let Some(s) = get(EXT_K8S_API_SERVER) {
+        k.apiserver = s;
+    }
+    k.cacert = get(EXT_K8S_CA).map(Into::into);
+    k.token = get(EXT_K8S_TOKEN);
+    Ok(k)
+}
+
+struct Plugin {
+    exec: Arc<dyn Exec>,
+    vs: Vsctl,
+    host: Ip,
+    cfg: Config,
+}
+
+impl Plugin {
+    async fn add(&self, env: &CniEnv, conf: &NetConf, version: &str) -> Result<Value, CniError> {
+        let (ns, pod) = env.pod()?;
+        let netns = env.netns.clone().unwrap_or_default();
+        if !Path::new(&netns).exists() {
+            return Err(CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("network namespace {netns} (CNI_NETNS) does not exist"),
+            ));
+        }
+        let client = crate::kube::client::build(&self.cfg.kubernetes)
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    code::GENERIC,
+                    format!("cannot create the Kubernetes client: {e:#}"),
+                )
+                .with_details(
+                    "the API server comes from OVS external_ids:k8s-api-server (written by \
+                     ovnkube -init-node) or the config file",
+                )
+            })?;
+        let pn = wait_pod_network(&client, &ns, &pod).await?;
+        let mtu = conf.mtu.unwrap_or(self.cfg.mtu);
+        let host_if = host_ifname(&env.container_id, &env.ifname);
+        match self.plumb(env, &netns, &host_if, &ns, &pod, &pn, mtu).await {
+            Ok(r) => {
+                tracing::info!(
+                    pod = %format!("{ns}/{pod}"), container = %env.container_id,
+                    host_if = %host_if, ip = %pn.ip, mac = %pn.mac, "pod network attached"
+                );
+                Ok(r.to_json(version))
+            }
+            Err(e) => {
+                // No half-plumbed pod left behind (§11 item 41).
+                if let Err(ce) = self.unplug(&host_if).await {
+                    tracing::warn!("cleanup after a failed ADD: {ce:#}");
+                }
+                Err(CniError::generic(&e.context(format!(
+                    "attaching pod {ns}/{pod} (container {}) to {BR_INT}",
+                    env.container_id
+                ))))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn plumb(
+        &self,
+        env: &CniEnv,
+        netns: &str,
+        host_if: &str,
+        ns: &str,
+        pod: &str,
+        pn: &PodNetwork,
+        mtu: u32,
+    ) -> Result<AddResult> {
+        // A retried ADD starts from nothing, so it ends exactly like a first one.
+        self.unplug(host_if).await?;
+        let ifname = env.ifname.as_str();
+        let m = mtu.to_string();
+        // The pod end is created directly inside the pod's netns with its final name and
+        // MAC, so nothing named CNI_IFNAME ever exists on the host.
+        self.host
+            .run(&[
+                "link", "add", host_if, "mtu", &m, "type", "veth", "peer", "name", ifname,
+                "address", &pn.mac, "mtu", &m, "netns", netns,
+            ])
+            .await
+            .context("creating the veth pair")?;
+        let in_pod = Ip::in_netns(self.exec.clone(), netns);
+        let ip = pn.ip.to_string();
+        let gw = pn.gateway.to_string();
+        in_pod
+            .run(&["addr", "replace", &ip, "dev", ifname])
+            .await
+            .context("setting the pod address")?;
+        in_pod
+            .run(&["link", "set", "dev", ifname, "up"])
+            .await
+            .context("bringing the pod interface up")?;
+        in_pod
+            .run(&["route", "replace", "default", "via", &gw, "dev", ifname])
+            .await
+            .context("adding the pod's default route")?;
+        // G4: with OVS's userspace datapath, TCP segments with partial (offloaded) checksums
+        // are forwarded as-is and dropped by the receiver. Harmless with the kernel datapath.
+        if let Err(e) = in_pod
+            .run_prog("ethtool", &["-K", ifname, "tx", "off"])
+            .await
+        {
+            tracing::warn!(
+                "could not turn off TX checksum offload on {ifname} (TCP breaks with OVS's \
+                 userspace datapath; install ethtool): {e}"
+            );
+        }
+        self.host
+            .run(&["link", "set", "dev", host_if, "up"])
+            .await
+            .context("bringing the host end up")?;
+
+        let lp = pod_port(ns, pod);
+        // Only the newest sandbox of a pod may carry its iface-id (later upstream fix, §11 41).
+        let rows = self
+            .vs
+            .query(&[Query::find(
+                "Interface",
+                &["name"],
+                vec![ColVal::key(
+                    "external_ids",
+                    "iface-id",
+                    Val::str(lp.as_str()),
+                )],
+            )])
+            .await?;
+        let mut txn = VsTxn::new();
+        for old in rows.iter().flatten().map(|r| r.str("name")) {
+            if old != host_if {
+                txn.push(VsOp::Db(DbOp::Remove {
+                    table: "Interface".into(),
+                    record: old,
+                    column: "external_ids".into(),
+                    values: vec![Val::str("iface-id")],
+                    if_exists: true,
+                }));
+            }
+        }
+        txn.push(VsOp::AddPort {
+            bridge: BR_INT.into(),
+            port: host_if.into(),
+        })
+        .push(VsOp::Db(DbOp::Set {
+            table: "Interface".into(),
+            record: host_if.into(),
+            columns: vec![
+                ColVal::key("external_ids", "iface-id", Val::str(lp.as_str())),
+                ColVal::key("external_ids", "attached_mac", Val::str(pn.mac.as_str())),
+                ColVal::key("external_ids", "ip_address", Val::str(ip.as_str())),
+                ColVal::key(
+                    "external_ids",
+                    "sandbox",
+                    Val::str(env.container_id.as_str()),
+                ),
+            ],
+            if_exists: false,
+        }));
+        self.vs
+            .transact(&txn)
+            .await
+            .with_context(|| format!("adding port {host_if} to {BR_INT}"))?;
+        let host_mac = self
+            .host
+            .link(host_if)
+            .await?
+            .map(|l| l.address)
+            .unwrap_or_default();
+        Ok(AddResult {
+            host_if: host_if.into(),
+            host_mac,
+            pod_if: ifname.into(),
+            pod_mac: pn.mac.clone(),
+            sandbox: netns.into(),
+            ip: pn.ip,
+            gateway: pn.gateway,
+            mtu,
+        })
+    }
+
+    /// Remove the br-int port and the veth (its pod end goes with it). Missing is fine.
+    async fn unplug(&self, host_if: &str) -> Result<()> {
+        let mut txn = VsTxn::new();
+        txn.push(VsOp::DelPort {
+            bridge: None,
+            port: host_if.into(),
+        });
+        self.vs
+            .transact(&txn)
+            .await
+            .with_context(|| format!("removing port {host_if} from OVS"))?;
+        self.host.link_del(host_if).await
+    }
+
+    async fn del(&self, env: &CniEnv) -> Result<(), CniError> {
+        let host_if = host_ifname(&env.container_id, &env.ifname);
+        self.unplug(&host_if).await.map_err(|e| {
+            CniError::generic(&e.context(format!(
+                "removing the network of container {}",
+                env.container_id
+            )))
+        })?;
+        tracing::info!(container = %env.container_id, %host_if, "pod network detached");
+        Ok(())
+    }
+
+    /// CHECK: the interfaces, addresses, routes and OVS port ADD made are all still there.
+    async fn check(&self, env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+        let prev = conf.prev_result.as_ref().ok_or_else(|| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                "CHECK needs the previous result (prevResult) in the network configuration",
+            )
+        })?;
+        let prev = PrevResult::parse(prev, &env.ifname)?;
+        let host_if = host_ifname(&env.container_id, &env.ifname);
+        let ifname = env.ifname.as_str();
+        let netns = env.netns.clone().unwrap_or_default();
+        let mut problems: Vec<String> = Vec::new();
+        let mut fail = |p: String| problems.push(p);
+
+        match self.host.link(&host_if).await {
+            Ok(Some(l)) if !l.is_up() => fail(format!("host interface {host_if} is down")),
+            Ok(Some(_)) => {}
+            Ok(None) => fail(format!("host interface {host_if} is missing")),
+            Err(e) => fail(format!("cannot read host interface {host_if}: {e:#}")),
+        }
+        let rows = self
+            .vs
+            .query(&[Query::find(
+                "Interface",
+                &["name", "external_ids"],
+                vec![ColVal::set("name", Val::str(host_if.as_str()))],
+            )])
+            .await;
+        match rows.as_ref().map(|t| t.first().and_then(|r| r.first())) {
+            Ok(None) => fail(format!("OVS port {host_if} is missing from {BR_INT}")),
+            Ok(Some(row)) => {
+                let ids = row.map("external_ids");
+                if let Ok((ns, pod)) = env.pod() {
+                    let lp = pod_port(&ns, &pod);
+                    if ids.get("iface-id") != Some(&lp) {
+                        fail(format!(
+                            "OVS port {host_if} has iface-id {:?}, expected {lp:?}",
+                            ids.get("iface-id")
+                        ));
+                    }
+                }
+                if ids.get("sandbox") != Some(&env.container_id) {
+                    fail(format!(
+                        "OVS port {host_if} belongs to sandbox {:?}, not {}",
+                        ids.get("sandbox"),
+                        env.container_id
+                    ));
+                }
+            }
+            Err(e) => fail(format!("cannot read OVS: {e:#}")),
+        }
+
+        if !Path::new(&netns).exists() {
+            fail(format!("network namespace {netns} does not exist"));
+        } else {
+            let in_pod = Ip::in_netns(self.exec.clone(), &netns);
+            match in_pod.link(ifname).await {
+                Ok(Some(l)) => {
+                    if !l.is_up() {
+                        fail(format!("{ifname} is down in {netns}"));
+                    }
+                    if let Some(m) = &prev.pod_mac
+                        && !l.address.eq_ignore_ascii_case(m)
+                    {
+                        fail(format!("{ifname} has MAC {}, expected {m}", l.address));
+                    }
+                }
+                Ok(None) => fail(format!("{ifname} is missing in {netns}")),
+                Err(e) => fail(format!("cannot read {ifname} in {netns}: {e:#}")),
+            }
+            match in_pod.addrs(ifname).await {
+                Ok(have) => {
+                    for (net, _) in &prev.ips {
+                        if !have.contains(net) {
+                            fail(format!("address {net} is missing on {ifname} in {netns}"));
+                        }
+                    }
+                }
+                Err(e) => fail(format!("cannot read the addresses in {netns}: {e:#}")),
+            }
+            match in_pod.routes().await {
+                Ok(routes) => {
+                    for gw in prev.ips.iter().filter_map(|(_, g)| *g) {
+                        let gw_s = gw.to_string();
+                        let ok = routes.iter().any(|r| {
+                            (r.dst == "default" || r.dst == "0.0.0.0/0")
+                                && r.gateway.as_deref() == Some(gw_s.as_str())
+                                && r.dev.as_deref() == Some(ifname)
+                        });
+                        if !ok {
+                            fail(format!(
+                                "default route via {gw} on {ifname} is missing in {netns}"
+                            ));
+                        }
+                    }
+                }
+                Err(e) => fail(format!("cannot read the routes in {netns}: {e:#}")),
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(CniError::new(
+            code::GENERIC,
+            format!(
+                "CHECK failed for container {} ({ifname}): {}",
+                env.container_id,
+                problems.join("; ")
+            ),
+        ))
+    }
+
+    /// STATUS: ready when OVS answers and the node init created br-int and the management port.
+    async fn status(&self) -> Result<(), CniError> {
+        let rows = self
+            .vs
+            .query(&[
+                Query::find(
+                    "Bridge",
+                    &["name"],
+                    vec![ColVal::set("name", Val::str(BR_INT))],
+                ),
+                Query::list("Interface", &["name", "type", "external_ids"]),
+            ])
+            .await
+            .map_err(|e| {
+                CniError::new(
+                    code::NOT_AVAILABLE,
+                    format!("Open vSwitch is not reachable: {e:#}"),
+                )
+            })?;
+        if rows.first().is_none_or(|t| t.is_empty()) {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!(
+                    "OVS bridge {BR_INT} does not exist: the node is not initialised yet (ovnkube -init-node)"
+                ),
+            ));
+        }
+        let mgmt = rows.get(1).into_iter().flatten().any(|r| {
+            r.str("type") == "internal"
+                && r.map_get("external_ids", "iface-id")
+                    .is_some_and(|i| i.starts_with("k8s-"))
+        });
+        if !mgmt {
+            return Err(CniError::new(
+                code::NOT_AVAILABLE,
+                format!(
+                    "no management port (k8s-<node>) on {BR_INT}: the node is not initialised yet (ovnkube -init-node)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// GC: remove our ports (those with `external_ids:sandbox`) whose attachment the runtime
+    /// no longer lists.
+    async fn gc(&self, conf: &NetConf) -> Result<(), CniError> {
+        let Some(valid) = &conf.valid_attachments else {
+            tracing::warn!("GC without cni.dev/valid-attachments: nothing removed");
+            return Ok(());
+        };
+        let keep: BTreeSet<String> = valid
+            .iter()
+            .map(|a| host_ifname(&a.container_id, &a.ifname))
+            .collect();
+        let rows = self
+            .vs
+            .query(&[Query::list("Interface", &["name", "external_ids"])])
+            .await
+            .map_err(|e| CniError::generic(&e.context("GC: listing OVS interfaces")))?;
+        let stale: Vec<String> = rows
+            .iter()
+            .flatten()
+            .filter(|r| r.map_get("external_ids", "sandbox").is_some())
+            .map(|r| r.str("name"))
+            .filter(|n| !keep.contains(n))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let mut txn = VsTxn::new();
+        for n in &stale {
+            txn.push(VsOp::DelPort {
+                bridge: None,
+                port: n.clone(),
+            });
+        }
+        self.vs
+            .transact(&txn)
+            .await
+            .map_err(|e| CniError::generic(&e.context("GC: removing stale OVS ports")))?;
+        for n in &stale {
+            if let Err(e) = self.host.link_del(n).await {
+                tracing::warn!("GC: removing veth {n}: {e:#}");
+            }
+        }
+        tracing::info!(removed = ?stale, "GC removed stale attachments");
+        Ok(())
+    }
+}
+
+/// Wait (bounded, logged) for the pod's `ovn` annotation, written by the net-controller.
+async fn wait_pod_network(
+    client: &kube::Client,
+    ns: &str,
+    pod: &str,
+) -> Result<PodNetwork, CniError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let start = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let why = match tokio::time::timeout(API_TIMEOUT, api.get_opt(pod)).await {
+            Err(_) => "the Kubernetes API did not answer in time".to_string(),
+            Ok(Err(e)) => format!("cannot read the pod: {e}"),
+            Ok(Ok(None)) => "the pod does not exist".to_string(),
+            Ok(Ok(Some(p))) => match p.annotations().get(POD_NETWORK) {
+                None => format!("no {POD_NETWORK:?} annotation yet"),
+                Some(a) => {
+                    return PodNetwork::parse(a).map_err(|e| {
+                        CniError::new(
+                            code::GENERIC,
+                            format!(
+                                "pod {ns}/{pod}: invalid {POD_NETWORK:?} annotation {a:?}: {e}"
+                            ),
+                        )
+                    });
+                }
+            },
+        };
+        if start.elapsed() >= ANNOTATION_TIMEOUT {
+            return Err(CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!(
+                    "pod {ns}/{pod}: timed out after {ANNOTATION_TIMEOUT:?} waiting for its \
+                     {POD_NETWORK:?} annotation: {why}"
+                ),
+            )
+            .with_details("the annotation is written by ovnkube -net-controller; is it running?"));
+        }
+        tracing::info!(pod = %format!("{ns}/{pod}"), "waiting for the pod annotation: {why}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_interface_names() {
+        let long = "0123456789abcdef0123456789abcdef";
+        assert_eq!(host_ifname(long, "eth0"), "0123456789abcde");
+        for (id, ifn) in [("a", "eth0"), (long, "net1"), ("abc.def_g-h", "eth0")] {
+            let n = host_ifname(id, ifn);
+            assert!(n.len() <= 15, "{n}");
+            assert!(n.starts_with("ovn"), "{n}");
+        }
+        assert_ne!(host_ifname("a", "eth0"), host_ifname("b", "eth0"));
+        assert_eq!(host_ifname("a", "eth0"), host_ifname("a", "eth0"));
+    }
+}

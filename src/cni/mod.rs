@@ -1,0 +1,77 @@
+//! The CNI plugin `ovn-k8s-cni-overlay` (the `ovnkube` binary invoked under that name).
+//!
+//! Driven by the container runtime: `CNI_*` environment, the network config on stdin, the
+//! result (or a CNI error object) on stdout. Errors exit 1 (the reference exited 0 for some,
+//! §11 item 40/41). Logs go to stderr (or `-logfile` from the config file).
+
+mod linux;
+pub mod types;
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+pub use linux::host_ifname;
+use types::{CniEnv, CniError, Command, NetConf, PLUGIN_VERSION, code, version_info};
+
+/// argv[0] (file name) that selects the plugin.
+pub const PLUGIN_NAME: &str = "ovn-k8s-cni-overlay";
+
+/// Run the plugin for this process's environment and stdin; the process exit code.
+pub fn main() -> ExitCode {
+    let (out, status) = match run() {
+        Ok(Some(v)) => (Some(v), ExitCode::SUCCESS),
+        Ok(None) => (None, ExitCode::SUCCESS),
+        Err((e, version)) => {
+            eprintln!("{PLUGIN_NAME}: {e}");
+            (Some(e.to_json(&version)), ExitCode::from(1))
+        }
+    };
+    if let Some(v) = out {
+        let text = serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
+        let mut so = std::io::stdout().lock();
+        if writeln!(so, "{text}").and_then(|_| so.flush()).is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    status
+}
+
+fn run() -> Result<Option<Value>, (CniError, String)> {
+    let plugin_v = || PLUGIN_VERSION.to_string();
+    let env = CniEnv::from_vars(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
+        .map_err(|e| (e, plugin_v()))?;
+    let mut stdin = Vec::new();
+    let read = std::io::stdin().read_to_end(&mut stdin);
+    if env.command == Command::Version {
+        // The config on stdin only names the runtime's version; the answer does not depend on it.
+        return Ok(Some(version_info()));
+    }
+    read.map_err(|e| {
+        (
+            CniError::new(
+                code::IO,
+                format!("cannot read the network configuration from stdin: {e}"),
+            ),
+            plugin_v(),
+        )
+    })?;
+    let (conf, version) = NetConf::parse(&stdin, env.command).map_err(|e| (e, plugin_v()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            (
+                CniError::new(
+                    code::GENERIC,
+                    format!("cannot start the async runtime: {e}"),
+                ),
+                version.clone(),
+            )
+        })?;
+    let res = rt.block_on(linux::dispatch(&env, &conf, &version));
+    // Child processes are killed on drop; don't wait for stragglers.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    res.map_err(|e| (e, version))
+}

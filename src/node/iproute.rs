@@ -1,0 +1,238 @@
+//! `ip` (iproute2) through the exec seam, in the current network namespace or, via
+//! `nsenter --net=<path>`, in another one (a pod's). Reads use `ip -j` (JSON).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::exec::{Cmd, Exec, ExecError};
+
+const IP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `ip` in one network namespace.
+#[derive(Clone)]
+pub struct Ip {
+    exec: Arc<dyn Exec>,
+    /// `None`: the namespace this process runs in; `Some(path)`: e.g. `/var/run/netns/x`.
+    netns: Option<String>,
+}
+
+/// What we read back about a link.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Link {
+    pub ifname: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub mtu: u32,
+    #[serde(default)]
+    pub flags: Vec<String>,
+}
+
+impl Link {
+    pub fn is_up(&self) -> bool {
+        self.flags.iter().any(|f| f == "UP")
+    }
+}
+
+/// One IPv4 route as `ip -j -4 route show` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Route {
+    pub dst: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dev: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AddrLink {
+    #[serde(default)]
+    addr_info: Vec<AddrInfo>,
+}
+
+#[derive(Deserialize)]
+struct AddrInfo {
+    #[serde(default)]
+    family: String,
+    #[serde(default)]
+    local: String,
+    #[serde(default)]
+    prefixlen: u8,
+}
+
+impl Ip {
+    pub fn host(exec: Arc<dyn Exec>) -> Self {
+        Ip { exec, netns: None }
+    }
+
+    pub fn in_netns(exec: Arc<dyn Exec>, path: &str) -> Self {
+        Ip {
+            exec,
+            netns: Some(path.to_string()),
+        }
+    }
+
+    /// `program args` in this namespace (`nsenter --net=<path> program args` for another one).
+    pub fn cmd(&self, program: &str, args: &[&str]) -> Cmd {
+        let c = match &self.netns {
+            None => Cmd::new(program),
+            Some(p) => Cmd::new("nsenter")
+                .arg(format!("--net={p}"))
+                .arg("--")
+                .arg(program),
+        };
+        c.args(args.iter().copied()).timeout(IP_TIMEOUT)
+    }
+
+    fn where_(&self) -> String {
+        match &self.netns {
+            None => "the host network namespace".into(),
+            Some(p) => format!("network namespace {p}"),
+        }
+    }
+
+    /// Run any program (e.g. `ethtool`) in this namespace.
+    pub async fn run_prog(&self, program: &str, args: &[&str]) -> Result<String, ExecError> {
+        Ok(self.exec.run(&self.cmd(program, args)).await?.stdout)
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Result<String> {
+        self.run_prog("ip", args)
+            .await
+            .with_context(|| format!("in {}", self.where_()))
+    }
+
+    /// The link named `dev`, or `None` if there is no such device.
+    pub async fn link(&self, dev: &str) -> Result<Option<Link>> {
+        match self
+            .run_prog("ip", &["-j", "link", "show", "dev", dev])
+            .await
+        {
+            Ok(out) => {
+                let mut v: Vec<Link> = serde_json::from_str(&out)
+                    .with_context(|| format!("parsing `ip -j link show dev {dev}`: {out}"))?;
+                Ok(v.pop())
+            }
+            Err(e) if is_no_device(&e) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("in {}", self.where_())),
+        }
+    }
+
+    /// Waits (polling) until `dev` exists, e.g. an OVS internal port vswitchd creates
+    /// asynchronously after the transaction.
+    pub async fn wait_link(&self, dev: &str, timeout: Duration) -> Result<Link> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.link(dev).await? {
+                return Ok(l);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "interface {dev} did not appear in {} within {timeout:?}; check that \
+                     ovs-vswitchd is running and its log for errors about {dev}",
+                    self.where_()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// IPv4 addresses on `dev` (empty if the device does not exist).
+    pub async fn addrs(&self, dev: &str) -> Result<Vec<Ipv4Net>> {
+        let out = match self
+            .run_prog("ip", &["-j", "-4", "addr", "show", "dev", dev])
+            .await
+        {
+            Ok(o) => o,
+            Err(e) if is_no_device(&e) => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("in {}", self.where_())),
+        };
+        let links: Vec<AddrLink> = serde_json::from_str(&out)
+            .with_context(|| format!("parsing `ip -j -4 addr show dev {dev}`: {out}"))?;
+        Ok(links
+            .into_iter()
+            .flat_map(|l| l.addr_info)
+            .filter(|a| a.family == "inet")
+            .filter_map(|a| {
+                let ip: Ipv4Addr = a.local.parse().ok()?;
+                Ipv4Net::new(ip, a.prefixlen).ok()
+            })
+            .collect())
+    }
+
+    /// The IPv4 routes of the main table.
+    pub async fn routes(&self) -> Result<Vec<Route>> {
+        let out = self.run(&["-j", "-4", "route", "show"]).await?;
+        serde_json::from_str(&out).with_context(|| format!("parsing `ip -j -4 route show`: {out}"))
+    }
+
+    /// `ip link del dev`; a missing device is fine.
+    pub async fn link_del(&self, dev: &str) -> Result<()> {
+        match self.run_prog("ip", &["link", "del", "dev", dev]).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_no_device(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("in {}", self.where_())),
+        }
+    }
+}
+
+/// iproute2's ways of saying "no such interface".
+pub fn is_no_device(e: &ExecError) -> bool {
+    let s = e.stderr();
+    s.contains("does not exist") || s.contains("Cannot find device") || s.contains("No such device")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{FakeExec, FakeReply};
+
+    #[tokio::test]
+    async fn reads_links_addrs_and_routes_from_json() {
+        let f = FakeExec::strict();
+        f.expect(
+            "nsenter --net=/var/run/netns/p -- ip -j link show dev eth0",
+            FakeReply::Ok(
+                r#"[{"ifindex":2,"ifname":"eth0","flags":["BROADCAST","UP"],"mtu":1400,"address":"0a:58:0a:01:00:05"}]"#
+                    .into(),
+            ),
+        );
+        f.expect(
+            "nsenter --net=/var/run/netns/p -- ip -j -4 addr show dev eth0",
+            FakeReply::Ok(
+                r#"[{"ifname":"eth0","addr_info":[{"family":"inet","local":"10.1.0.5","prefixlen":24}]}]"#
+                    .into(),
+            ),
+        );
+        f.expect(
+            "nsenter --net=/var/run/netns/p -- ip -j -4 route show",
+            FakeReply::Ok(
+                r#"[{"dst":"default","gateway":"10.1.0.1","dev":"eth0"},{"dst":"10.1.0.0/24","dev":"eth0"}]"#
+                    .into(),
+            ),
+        );
+        f.expect(
+            "nsenter --net=/var/run/netns/p -- ip -j link show dev nope",
+            FakeReply::Fail {
+                stderr: "Device \"nope\" does not exist.".into(),
+            },
+        );
+        let ip = Ip::in_netns(f.clone(), "/var/run/netns/p");
+        let l = ip.link("eth0").await.unwrap().unwrap();
+        assert!(l.is_up());
+        assert_eq!(l.mtu, 1400);
+        assert_eq!(
+            ip.addrs("eth0").await.unwrap(),
+            vec!["10.1.0.5/24".parse::<Ipv4Net>().unwrap()]
+        );
+        let r = ip.routes().await.unwrap();
+        assert_eq!(r[0].gateway.as_deref(), Some("10.1.0.1"));
+        assert!(ip.link("nope").await.unwrap().is_none());
+        assert!(f.all_called());
+    }
+}

@@ -1,0 +1,373 @@
+//! `-init-node NAME` (reference §6 with the fixes of §11): local OVS configuration, waiting
+//! for the node's subnet, the management port, and the CNI config file.
+//!
+//! Order matters: the CNI config is written last, so kubelet reports the node Ready (and
+//! pods get scheduled) only once everything else is in place.
+
+pub mod iproute;
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+
+use crate::app::Ctx;
+use crate::config::{Config, KubernetesConfig};
+use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
+use crate::master::tokio_util_shim::CancelToken;
+use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
+use crate::ovn::names::{mgmt_iface, node_switch};
+use crate::ovn::{ColVal, Nb, Query, Val, Vs, Vsctl};
+use iproute::Ip;
+use plan::{BR_INT, CNI_CONF_FILE};
+
+/// Overrides how long the node waits for its subnet (seconds); tests shorten it.
+pub const SUBNET_TIMEOUT_ENV: &str = "OVNKUBE_NODE_SUBNET_TIMEOUT";
+/// The later reference waits 300 attempts of 1 s (§11 item 3).
+const DEFAULT_SUBNET_TIMEOUT: Duration = Duration::from_secs(300);
+const POLL: Duration = Duration::from_secs(1);
+const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Initialise node `node`. Returns once the CNI config is written; any failure is an error
+/// (never a silent success).
+pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
+    let vs = Vsctl(crate::ovn::vs_ctl(ctx.exec.clone()));
+    configure_ovs(ctx, &vs, node).await?;
+    let subnet = wait_for_subnet(ctx, node, subnet_timeout(), cancel).await?;
+    tracing::info!(%node, %subnet, "Node {node} ready for ovn initialization with subnet {subnet}");
+    mgmt_port(ctx, &vs, node, subnet).await?;
+    let path = write_cni_conf(&ctx.cfg)?;
+    tracing::info!(%node, path = %path.display(), "node initialised; CNI config written");
+    Ok(())
+}
+
+fn subnet_timeout() -> Duration {
+    std::env::var(SUBNET_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(DEFAULT_SUBNET_TIMEOUT)
+}
+
+/// Step 1: the Open_vSwitch external_ids, in one transaction.
+async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
+    let rows = vs
+        .query(&[Query::list("Open_vSwitch", &["external_ids"])])
+        .await
+        .context("reading the local Open vSwitch database: is ovsdb-server running?")?;
+    let existing: BTreeMap<String, String> = rows
+        .first()
+        .and_then(|t| t.first())
+        .map(|r| r.map("external_ids"))
+        .unwrap_or_default();
+    let encap_ip = encap_ip(&ctx.cfg, node).await?;
+    let api_server = api_server_url(&ctx.cfg.kubernetes).await?;
+    let txn = plan::external_ids_txn(&ctx.cfg, node, encap_ip, &api_server, &existing);
+    vs.transact(&txn)
+        .await
+        .context("error setting OVS external IDs")?;
+    // The token is a secret: log which keys were written, never their values.
+    tracing::info!(
+        %node, %encap_ip, api_server = %api_server,
+        "set Open_vSwitch external_ids (ovn-encap-*, k8s-*{}{})",
+        if ctx.cfg.ovn_south.client.client_target().is_some() { ", ovn-remote" } else { "" },
+        if ctx.cfg.ovn_north.client.client_target().is_some() { ", ovn-nb" } else { "" },
+    );
+    Ok(())
+}
+
+/// `-encap-ip`, else the first non-loopback IPv4 address the node name resolves to.
+async fn encap_ip(cfg: &Config, node: &str) -> Result<IpAddr> {
+    if let Some(ip) = cfg.encap_ip {
+        return Ok(ip);
+    }
+    let found = tokio::net::lookup_host((node, 0))
+        .await
+        .map(|it| it.map(|sa| sa.ip()).collect::<Vec<_>>());
+    let addrs = found.as_deref().unwrap_or_default();
+    addrs
+        .iter()
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .copied()
+        .ok_or_else(|| {
+            let what = match &found {
+                Ok(v) if v.is_empty() => "resolves to no address".to_string(),
+                Ok(v) => format!(
+                    "resolves only to {}",
+                    v.iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Err(e) => format!("does not resolve ({e})"),
+            };
+            anyhow!(
+                "cannot determine the tunnel (encap) IP of node {node}: its name {what}, and a \
+                 non-loopback IPv4 address is needed; pass -encap-ip=<node IP>"
+            )
+        })
+}
+
+/// The API server URL the CNI plugin should use: the kubeconfig's cluster (when one is
+/// given) or `-k8s-apiserver`.
+async fn api_server_url(k: &KubernetesConfig) -> Result<String> {
+    let Some(path) = &k.kubeconfig else {
+        return Ok(k.apiserver.clone());
+    };
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let c = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    Ok(c.cluster_url.to_string().trim_end_matches('/').to_string())
+}
+
+/// Step 2: wait until the master has given the node a subnet (annotation) AND created its
+/// logical switch with that subnet. Success is an explicit value, never "the loop ended".
+async fn wait_for_subnet(
+    ctx: &Ctx,
+    node: &str,
+    timeout: Duration,
+    mut cancel: CancelToken,
+) -> Result<Ipv4Net> {
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let start = tokio::time::Instant::now();
+    let mut attempt = 0u32;
+    let mut last_reason = String::new();
+    loop {
+        attempt += 1;
+        let reason = match check_subnet(&api, ctx.nb.as_ref(), node).await {
+            Ok(subnet) => return Ok(subnet),
+            Err(why) => why,
+        };
+        let waited = start.elapsed();
+        if waited >= timeout {
+            bail!(
+                "node {node} got no subnet within {timeout:?} ({attempt} attempts): {reason}. \
+                 Check that the master (ovnkube -init-master) is running and sees node {node}"
+            );
+        }
+        // Log when the situation changes and every 10 attempts, not every second.
+        if reason != last_reason || attempt.is_multiple_of(10) {
+            tracing::info!(
+                %node, attempt, waited_s = waited.as_secs(), timeout_s = timeout.as_secs(),
+                "waiting for the node's subnet: {reason}"
+            );
+        }
+        last_reason = reason;
+        tokio::select! {
+            _ = tokio::time::sleep(POLL.min(timeout.saturating_sub(waited))) => {}
+            _ = cancel.cancelled() => bail!("stopped while waiting for the subnet of node {node}"),
+        }
+    }
+}
+
+/// One check; `Err` says what is still missing.
+async fn check_subnet(api: &Api<Node>, nb: &dyn Nb, node: &str) -> Result<Ipv4Net, String> {
+    let got = tokio::time::timeout(API_TIMEOUT, api.get_opt(node))
+        .await
+        .map_err(|_| format!("the Kubernetes API did not answer GET node {node} in time"))?;
+    let obj = match got {
+        Ok(Some(n)) => n,
+        Ok(None) => return Err(format!("node {node} does not exist in the Kubernetes API")),
+        Err(e) => {
+            return Err(format!(
+                "cannot read node {node} from the Kubernetes API: {e}"
+            ));
+        }
+    };
+    let ann = obj
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(HOST_SUBNET))
+        .ok_or_else(|| format!("node {node} has no {HOST_SUBNET} annotation yet"))?;
+    let subnet = parse_host_subnet(ann)?;
+    let sw = node_switch(node);
+    let rows = nb
+        .query(&[Query::find(
+            "Logical_Switch",
+            &["name", "other_config"],
+            vec![ColVal::set("name", Val::str(sw.as_str()))],
+        )])
+        .await
+        .map_err(|e| format!("cannot read the NB database: {e:#}"))?;
+    let Some(row) = rows.first().and_then(|t| t.first()) else {
+        return Err(format!(
+            "logical switch {sw} (subnet {subnet}) is not in the NB database yet"
+        ));
+    };
+    match row.map_get("other_config", "subnet") {
+        Some(s) if s == subnet.to_string() => Ok(subnet),
+        other => Err(format!(
+            "logical switch {sw} has subnet {other:?}, the annotation says {subnet}"
+        )),
+    }
+}
+
+/// Step 3: the management port `k8s-<node>` (OVS internal interface + LSP), its address,
+/// MAC and routes. Every step is idempotent, so re-running the node init is safe.
+async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result<()> {
+    let addrs = NodeAddrs::new(subnet);
+    let mac = mac_from_ip(addrs.mgmt.addr());
+    let iface = mgmt_iface(node);
+    let rows = vs
+        .query(&[
+            Query::find(
+                "Bridge",
+                &["name", "datapath_type"],
+                vec![ColVal::set("name", Val::str(BR_INT))],
+            ),
+            Query::list("Open_vSwitch", &["external_ids"]),
+        ])
+        .await
+        .context("reading br-int from the local Open vSwitch database")?;
+    let br = rows.first().and_then(|t| t.first());
+    // A new br-int gets the datapath type ovn-controller would give it (G15: a userspace-only
+    // vswitchd cannot open a `system` bridge, and ovs-vsctl would not say so).
+    let wanted_dp = rows
+        .get(1)
+        .and_then(|t| t.first())
+        .and_then(|r| r.map_get("external_ids", plan::EXT_BRIDGE_DATAPATH));
+    let txn = plan::mgmt_vs_txn(node, ctx.cfg.mtu, &mac, br.is_some(), wanted_dp.as_deref());
+    vs.transact(&txn)
+        .await
+        .with_context(|| format!("creating the management port {iface} on {BR_INT}"))?;
+
+    ctx.nb
+        .transact(&plan::mgmt_nb_txn(node, &mac, &addrs))
+        .await
+        .with_context(|| format!("creating the management port's logical port on switch {node}"))?;
+
+    // vswitchd creates the internal interface asynchronously after the transaction.
+    let ip = Ip::host(ctx.exec.clone());
+    let link = ip
+        .wait_link(&iface, Duration::from_secs(20))
+        .await
+        .with_context(|| format!("management port {iface}"))?;
+    let ctxmsg = || format!("configuring management port {iface}");
+    if !link.address.eq_ignore_ascii_case(&mac) {
+        ip.run(&["link", "set", "dev", &iface, "address", &mac])
+            .await
+            .with_context(ctxmsg)?;
+    }
+    ip.run(&["link", "set", "dev", &iface, "up"])
+        .await
+        .with_context(ctxmsg)?;
+    for stale in ip
+        .addrs(&iface)
+        .await?
+        .into_iter()
+        .filter(|a| *a != addrs.mgmt)
+    {
+        ip.run(&["addr", "del", &stale.to_string(), "dev", &iface])
+            .await
+            .with_context(ctxmsg)?;
+    }
+    ip.run(&["addr", "replace", &addrs.mgmt.to_string(), "dev", &iface])
+        .await
+        .with_context(ctxmsg)?;
+    let gw = addrs.gateway.addr().to_string();
+    for dst in plan::mgmt_routes(&ctx.cfg) {
+        ip.run(&[
+            "route",
+            "replace",
+            &dst.to_string(),
+            "via",
+            &gw,
+            "dev",
+            &iface,
+        ])
+        .await
+        .with_context(|| format!("routing {dst} via {gw} on management port {iface}"))?;
+    }
+    tracing::info!(
+        %node, %iface, %mac, address = %addrs.mgmt, gateway = %gw,
+        "management port configured"
+    );
+    Ok(())
+}
+
+/// Step 4: the CNI config, written atomically (temp file + rename, §11 item 40). Returns
+/// its path.
+pub fn write_cni_conf(cfg: &Config) -> Result<std::path::PathBuf> {
+    let dir = &cfg.cni.conf_dir;
+    let path = dir.join(CNI_CONF_FILE);
+    let text = plan::cni_conf(cfg);
+    if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating the CNI config directory {}", dir.display()))?;
+    write_atomic(&path, text.as_bytes())
+        .with_context(|| format!("writing the CNI config {}", path.display()))?;
+    Ok(path)
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // A dot-name kubelet ignores (it only loads *.conf/*.conflist/*.json).
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let res = (|| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Invocation, parse_args_with};
+
+    #[test]
+    fn cni_conf_is_written_atomically_and_only_when_changed() {
+        let dir = std::env::temp_dir().join(format!("ovnkube-cniconf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let args = [
+            "-init-node=n1".to_string(),
+            format!("-cni-conf-dir={}", dir.join("net.d").display()),
+        ];
+        let Invocation::Run(cfg) = parse_args_with(args, Path::new("/nonexistent"), None).unwrap()
+        else {
+            panic!()
+        };
+        let p = write_cni_conf(&cfg).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("\"cniVersion\":\"1.1.0\""), "{text}");
+        // A longer stale file is replaced whole (the reference did not truncate).
+        std::fs::write(&p, format!("{text}{}", " ".repeat(100))).unwrap();
+        write_cni_conf(&cfg).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), text);
+        let names: Vec<_> = std::fs::read_dir(dir.join("net.d"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "temp file left behind: {names:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
