@@ -25,6 +25,8 @@ pub struct Cmd {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub timeout: Duration,
+    /// Secrets that appear in the arguments; [`Cmd::cmdline`] (logs, errors) masks them.
+    pub redact: Vec<String>,
 }
 
 impl Cmd {
@@ -34,7 +36,17 @@ impl Cmd {
             args: Vec::new(),
             env: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
+            redact: Vec::new(),
         }
+    }
+
+    /// Mask `secret` wherever it appears in the displayed command line.
+    pub fn redact(mut self, secret: impl Into<String>) -> Self {
+        let s = secret.into();
+        if !s.is_empty() {
+            self.redact.push(s);
+        }
+        self
     }
 
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -66,7 +78,11 @@ impl Cmd {
         let mut s = display_word(&self.program);
         for a in &self.args {
             s.push(' ');
-            s.push_str(&display_word(a));
+            let mut a = a.clone();
+            for secret in &self.redact {
+                a = a.replace(secret.as_str(), "<redacted>");
+            }
+            s.push_str(&display_word(&a));
         }
         s
     }
@@ -375,6 +391,26 @@ mod tests {
         assert!(f.all_called());
         assert!(f.run(&Cmd::new("ovn-nbctl").arg("show")).await.is_err());
         assert_eq!(f.calls().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn secrets_never_reach_the_displayed_command_line() {
+        let c = Cmd::new("ovs-vsctl")
+            .arg("external_ids:k8s-api-token=\"s3cr3t\"")
+            .redact("s3cr3t");
+        assert_eq!(
+            c.cmdline(),
+            "ovs-vsctl 'external_ids:k8s-api-token=\"<redacted>\"'"
+        );
+        let err = RealExec::default()
+            .run(
+                &Cmd::new("sh")
+                    .args(["-c", "exit 1", "s3cr3t"])
+                    .redact("s3cr3t"),
+            )
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 
     #[test]

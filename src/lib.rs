@@ -11,5 +11,4 @@ pub mod kube;
 pub mod master;
 pub mod node;
 pub mod ovn;
-pub mod services;
 pub mod util;

@@ -1,9 +1,10 @@
-//! `-net-controller`: the controllers that turn cluster objects into NB state. Pods for now
-//! (logical ports, addresses, the `ovn` annotation).
+//! `-net-controller`: the controllers that turn cluster objects into NB state: pods (logical
+//! ports, addresses, the `ovn` annotation) and services (load-balancer VIPs).
 
 pub mod ipam;
 pub mod pods;
 pub mod pods_plan;
+pub mod services;
 
 use anyhow::Result;
 

@@ -20,6 +20,7 @@ use kube::Api;
 
 use crate::app::Ctx;
 use crate::config::{Config, KubernetesConfig};
+use crate::exec::Cmd;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::master::tokio_util_shim::CancelToken;
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
@@ -71,7 +72,22 @@ async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
     let encap_ip = encap_ip(&ctx.cfg, node).await?;
     let api_server = api_server_url(&ctx.cfg.kubernetes).await?;
     let txn = plan::external_ids_txn(&ctx.cfg, node, encap_ip, &api_server, &existing);
-    vs.transact(&txn)
+    txn.validate()?;
+    // Built here rather than by `Vsctl` so the token is masked in logs and errors.
+    let t = vs.0.target();
+    let mut cmd = Cmd::new(t.program.clone())
+        .args(t.db_args.iter().cloned())
+        .arg(format!("--timeout={}", t.timeout.as_secs().max(1)))
+        .args(txn.render())
+        .timeout(t.timeout + Duration::from_secs(5));
+    for (k, v) in &t.env {
+        cmd = cmd.env(k.clone(), v.clone());
+    }
+    if let Some(tok) = &ctx.cfg.kubernetes.token {
+        cmd = cmd.redact(tok.clone());
+    }
+    ctx.exec
+        .run(&cmd)
         .await
         .context("error setting OVS external IDs")?;
     // The token is a secret: log which keys were written, never their values.
