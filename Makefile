@@ -7,9 +7,12 @@ DESTDIR ?=
 PREFIX  ?= /usr
 CNI_BIN ?= /opt/cni/bin
 
-DEB_PACKAGES = ovn-central ovn-host openvswitch-switch iproute2 ethtool iputils-ping netcat-openbsd python3 util-linux shellcheck vagrant
+# What the daemon, the demo and the tests run; then what `lint` checks the vagrant files with.
+RUNTIME_PACKAGES = ovn-central ovn-host openvswitch-switch iproute2 ethtool iputils-ping netcat-openbsd python3 util-linux
+LINT_PACKAGES = shellcheck vagrant
+DEMO_DIR ?= /tmp/ovnkube-demo
 
-.PHONY: all build release test unit integration lint fmt deps install install-bin demo bench clean vagrant-check
+.PHONY: all build release test unit integration lint fmt deps deps-runtime apt-install install install-bin demo demo-stop bench clean vagrant-check
 
 all: build
 
@@ -20,17 +23,23 @@ release:
 	$(CARGO) build --release --bins -p ovnkube
 
 # Installs the Debian packages the tests and the daemon need, only when something is missing.
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+deps: deps-runtime
+	@$(MAKE) --no-print-directory apt-install PKGS="$(LINT_PACKAGES)"
+
+deps-runtime:
+	@$(MAKE) --no-print-directory apt-install PKGS="$(RUNTIME_PACKAGES)"
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  echo "installing kubectl"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl || \
+	  echo "warning: kubectl could not be installed; the kubectl tests and the demo need it"; }
+
+apt-install:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
-	@command -v kubectl >/dev/null 2>&1 || { \
-	  echo "installing kubectl"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl || \
-	  echo "warning: kubectl could not be installed; the kubectl tests will fail and say so"; }
 
 lint: vagrant-check
 	$(CARGO) fmt --all -- --check
@@ -74,9 +83,21 @@ install-bin:
 bench:
 	$(CARGO) test -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 
-demo:
-	@echo "make demo arrives with the sandbox work (issue 9); see README.md" >&2
-	@exit 2
+# The whole system on an embedded local sandbox (needs root). KEEP=1 leaves it running.
+demo: deps-runtime build
+ifeq ($(KEEP),1)
+	@mkdir -p $(DEMO_DIR); rm -f $(DEMO_DIR)/READY
+	@setsid nohup target/debug/ovnkube-demo --keep --state-dir $(DEMO_DIR) > $(DEMO_DIR).log 2>&1 & \
+	for i in $$(seq 1 900); do \
+	  if [ -e $(DEMO_DIR)/READY ]; then cat $(DEMO_DIR).log; exit 0; fi; \
+	  if ! kill -0 $$! 2>/dev/null; then cat $(DEMO_DIR).log; exit 1; fi; \
+	  sleep 0.2; done; cat $(DEMO_DIR).log; exit 1
+else
+	target/debug/ovnkube-demo --state-dir $(DEMO_DIR)
+endif
+
+demo-stop:
+	target/debug/ovnkube-demo stop --state-dir $(DEMO_DIR)
 
 clean:
 	$(CARGO) clean

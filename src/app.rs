@@ -58,7 +58,8 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
         tasks.spawn(async move { m.run(c).await.context("master") });
     }
     if ctx.cfg.net_controller {
-        let svc = crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport);
+        let svc =
+            crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport);
         let (client, c) = (ctx.client.clone(), cancel.clone());
         tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
     }

@@ -116,9 +116,18 @@ async fn init_node_then_two_pods_talk_and_check_del() {
     assert_eq!(conf["type"], "ovn-k8s-cni-overlay");
     assert_eq!(conf["mtu"], 1400);
 
-    // Re-running the node init is harmless (idempotent).
-    let (st, log) = blocking(|| ns.init_node(&ns.node_args(&env, "127.0.0.1"), &[], INIT_TIMEOUT));
+    // Re-running the node init is harmless (idempotent); a token given is stored for the
+    // CNI plugin but never logged, even at debug level.
+    let mut args = ns.node_args(&env, "127.0.0.1");
+    args.push("-k8s-token=tok-s3cret".into());
+    let (st, log) = blocking(|| ns.init_node(&args, &[], INIT_TIMEOUT));
     assert!(st.success(), "second node init failed:\n{log}");
+    assert!(!log.contains("tok-s3cret"), "token logged:\n{log}");
+    let tok = ns
+        .chassis
+        .vsctl(&["get", "Open_vSwitch", ".", "external_ids:k8s-api-token"])
+        .unwrap();
+    assert_eq!(tok.trim(), "tok-s3cret");
 
     eprintln!("node checks done after {:?}", t0.elapsed());
     // 4. Two pods via ADD; a retried ADD (same container id) gives the same result.

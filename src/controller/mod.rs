@@ -1,19 +1,31 @@
 //! `-net-controller`: the controllers that turn cluster objects into NB state: pods (logical
-//! ports, addresses, the `ovn` annotation) and services (load-balancer VIPs).
+//! ports, addresses, the `ovn` annotation), network policies (port groups, address sets,
+//! ACLs) and services (load-balancer VIPs).
 
 pub mod ipam;
 pub mod pods;
 pub mod pods_plan;
+pub mod policy;
+pub mod policy_model;
+pub mod policy_plan;
 pub mod services;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::app::Ctx;
 use crate::master::tokio_util_shim::CancelToken;
 
 /// Run the net-controller until `cancel` fires.
 pub async fn run(ctx: Ctx, cancel: CancelToken) -> Result<()> {
-    pods::PodController::new(ctx.nb.clone(), ctx.client.clone())
-        .run(cancel)
-        .await
+    // The pod controller tells the policy controller which pods have a logical port.
+    let (ports_tx, ports_rx) = tokio::sync::mpsc::unbounded_channel();
+    let pods = pods::PodController::new(ctx.nb.clone(), ctx.client.clone())
+        .with_port_events(ports_tx)
+        .run(cancel.clone());
+    let policies =
+        policy::PolicyController::new(ctx.nb.clone(), ctx.client.clone(), ports_rx).run(cancel);
+    tokio::try_join!(async { pods.await.context("pod controller") }, async {
+        policies.await.context("policy controller")
+    },)?;
+    Ok(())
 }

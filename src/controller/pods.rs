@@ -103,15 +103,37 @@ async fn nb_batcher(nb: Arc<dyn Nb>, mut rx: mpsc::UnboundedReceiver<NbReq>) {
     }
 }
 
+/// Which pods have a logical port, for the policy controller: a port group may only name
+/// ports that exist, and only this controller knows when they do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortEvent {
+    /// The pod's port exists with this address (`pod` is `<ns>/<name>`).
+    Up {
+        pod: String,
+        port: String,
+        ip: std::net::Ipv4Addr,
+    },
+    /// The pod's port was deleted.
+    Down { pod: String, port: String },
+}
+
 /// What every worker shares.
 struct Shared {
     nb: Arc<dyn Nb>,
     nb_tx: mpsc::UnboundedSender<NbReq>,
     client: kube::Client,
     patch_slots: Semaphore,
+    port_events: Option<mpsc::UnboundedSender<PortEvent>>,
 }
 
 impl Shared {
+    fn port_event(&self, ev: PortEvent) {
+        if let Some(tx) = &self.port_events {
+            // The receiver only goes away at shutdown.
+            let _ = tx.send(ev);
+        }
+    }
+
     async fn transact(&self, ops: Vec<NbOp>, alone: bool) -> Result<(), String> {
         let (done, rx) = oneshot::channel();
         self.nb_tx
@@ -482,6 +504,11 @@ impl Worker {
                             if let Some(net) = &e.net {
                                 let _g = tracing::info_span!("pod", pod = %k).entered();
                                 tracing::info!(node = %self.node, ip = %net.ip, mac = %net.mac, "logical port ready");
+                                self.shared.port_event(PortEvent::Up {
+                                    pod: k.clone(),
+                                    port: k.replacen('/', "_", 1),
+                                    ip: net.ip,
+                                });
                             }
                             if !e.annotated {
                                 to_patch.push(k);
@@ -547,6 +574,10 @@ impl Worker {
         };
         let net = e.net.take();
         e.port = PortState::Absent;
+        self.shared.port_event(PortEvent::Down {
+            pod: k.to_string(),
+            port: k.replacen('/', "_", 1),
+        });
         let gone = e.pod.is_none();
         if gone {
             self.entries.remove(k);
@@ -616,6 +647,7 @@ async fn annotate(shared: &Shared, pod: &Pod, net: &PodNet) -> Result<Option<u64
 pub struct PodController {
     nb: Arc<dyn Nb>,
     client: kube::Client,
+    port_events: Option<mpsc::UnboundedSender<PortEvent>>,
 }
 
 struct Running {
@@ -655,6 +687,15 @@ impl Running {
         };
         for k in &r.todo {
             w.enqueue(k);
+        }
+        for (k, e) in &w.entries {
+            if let (PortState::Synced, Some(net)) = (e.port, &e.net) {
+                self.shared.port_event(PortEvent::Up {
+                    pod: k.clone(),
+                    port: k.replacen('/', "_", 1),
+                    ip: net.ip,
+                });
+            }
         }
         tracing::info!(node, %subnet, pods = w.entries.len(), used = w.ipam.used(), "pod worker started");
         let cancel = self.cancel.clone();
@@ -724,7 +765,17 @@ async fn sleep_or_cancel(d: Duration, cancel: &mut CancelToken) -> bool {
 
 impl PodController {
     pub fn new(nb: Arc<dyn Nb>, client: kube::Client) -> Self {
-        PodController { nb, client }
+        PodController {
+            nb,
+            client,
+            port_events: None,
+        }
+    }
+
+    /// Report port creations and deletions on `tx` (for the policy controller).
+    pub fn with_port_events(mut self, tx: mpsc::UnboundedSender<PortEvent>) -> Self {
+        self.port_events = Some(tx);
+        self
     }
 
     /// Run until `cancel` fires.
@@ -831,6 +882,7 @@ impl PodController {
                 nb_tx,
                 client: self.client.clone(),
                 patch_slots: Semaphore::new(PATCH_SLOTS),
+                port_events: self.port_events.clone(),
             }),
             workers: HashMap::new(),
             parked: HashMap::new(),

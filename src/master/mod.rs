@@ -8,7 +8,6 @@
 pub mod subnets;
 pub mod topology;
 
-use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +26,7 @@ use crate::config::{ClusterSubnet, Config, OvnEndpoint, OvnScheme};
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer};
 use crate::ovn::{Nb, NbTxn};
+use crate::util::retry::Retries;
 use subnets::SubnetAllocator;
 use topology::Snapshot;
 
@@ -74,8 +74,8 @@ pub struct Master {
     nodes: BTreeMap<String, Arc<Node>>,
     /// Nodes that could not get a subnet because the pool is exhausted.
     waiting: BTreeSet<String>,
-    /// Nodes whose last attempt failed: when to retry and how many attempts so far.
-    retry: BTreeMap<String, (Instant, u32)>,
+    /// Nodes whose last attempt failed.
+    retry: Retries,
     snap: Snapshot,
     snap_dirty: bool,
 }
@@ -89,7 +89,7 @@ impl Master {
             owners: HashMap::new(),
             nodes: BTreeMap::new(),
             waiting: BTreeSet::new(),
-            retry: BTreeMap::new(),
+            retry: Retries::new(Duration::from_secs(1), Duration::from_secs(30)),
             snap: Snapshot::default(),
             snap_dirty: true,
         }
@@ -131,28 +131,13 @@ impl Master {
         // Oldest first: when two nodes claim one subnet, the older keeps it.
         ordered.sort_by_key(|n| {
             (
-                Reverse(Reverse(n.metadata.creation_timestamp.clone().map(|t| t.0))),
+                n.metadata.creation_timestamp.clone().map(|t| t.0),
                 n.name_any(),
             )
         });
         for n in &ordered {
-            let name = n.name_any();
-            if let Some(v) = n.annotations().get(HOST_SUBNET) {
-                let claimed = parse_host_subnet(v)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| {
-                        self.alloc
-                            .mark_used(s)
-                            .map(|_| s)
-                            .map_err(|e| e.to_string())
-                    });
-                match claimed {
-                    Ok(s) => {
-                        self.owners.insert(name, s);
-                    }
-                    Err(e) => self.report_bad_annotation(n, v, &e).await,
-                }
-            }
+            // Unusable claims are reported once, when the node is synced below.
+            self.claim_annotation(n, false).await;
         }
         tracing::info!(
             nodes = ordered.len(),
@@ -187,28 +172,39 @@ impl Master {
         events::warn(&self.client, COMPONENT, node, "InvalidHostSubnet", &msg).await;
     }
 
+    /// Take over the subnet the node's annotation names, if it is usable.
+    async fn claim_annotation(&mut self, node: &Node, report: bool) -> Option<Ipv4Net> {
+        let v = node.annotations().get(HOST_SUBNET)?;
+        let claimed = parse_host_subnet(v)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                self.alloc
+                    .mark_used(s)
+                    .map(|_| s)
+                    .map_err(|e| e.to_string())
+            });
+        match claimed {
+            Ok(s) => {
+                self.owners.insert(node.name_any(), s);
+                Some(s)
+            }
+            Err(e) => {
+                if report {
+                    self.report_bad_annotation(node, v, &e).await;
+                }
+                None
+            }
+        }
+    }
+
     /// The subnet this node holds, claiming its annotation or allocating a new one.
     async fn claim(&mut self, node: &Node) -> Option<Ipv4Net> {
         let name = node.name_any();
         if let Some(s) = self.owners.get(&name) {
             return Some(*s);
         }
-        if let Some(v) = node.annotations().get(HOST_SUBNET) {
-            let claimed = parse_host_subnet(v)
-                .map_err(|e| e.to_string())
-                .and_then(|s| {
-                    self.alloc
-                        .mark_used(s)
-                        .map(|_| s)
-                        .map_err(|e| e.to_string())
-                });
-            match claimed {
-                Ok(s) => {
-                    self.owners.insert(name, s);
-                    return Some(s);
-                }
-                Err(e) => self.report_bad_annotation(node, v, &e).await,
-            }
+        if let Some(s) = self.claim_annotation(node, true).await {
+            return Some(s);
         }
         match self.alloc.allocate() {
             Some(s) => {
@@ -236,16 +232,10 @@ impl Master {
         let span = tracing::info_span!("node", node = %name);
         let res = self.sync_node_inner(name).instrument(span).await;
         match res {
-            Ok(()) => {
-                self.retry.remove(name);
-            }
+            Ok(()) => self.retry.forget(name),
             Err(e) => {
-                let attempts = self.retry.get(name).map(|(_, a)| *a + 1).unwrap_or(1);
-                let delay =
-                    Duration::from_millis(500u64 << attempts.min(6)).min(Duration::from_secs(30));
-                tracing::warn!(node = %name, attempt = attempts, retry_in = ?delay, error = %format!("{e:#}"), "node sync failed");
-                self.retry
-                    .insert(name.to_string(), (Instant::now() + delay, attempts));
+                let (attempt, delay) = self.retry.failed(name);
+                tracing::warn!(node = %name, attempt, retry_in = ?delay, error = %format!("{e:#}"), "node sync failed");
             }
         }
     }
@@ -279,7 +269,7 @@ impl Master {
     async fn delete_node(&mut self, node: &Node) {
         let name = node.name_any();
         self.nodes.remove(&name);
-        self.retry.remove(&name);
+        self.retry.forget(&name);
         self.waiting.remove(&name);
         if let Some(s) = self.owners.remove(&name) {
             self.alloc.release(s);
@@ -307,14 +297,7 @@ impl Master {
     }
 
     async fn retry_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .retry
-            .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for n in due {
+        for n in self.retry.due(Instant::now()) {
             self.sync_node(&n).await;
         }
     }

@@ -1,4 +1,5 @@
-//! Process plumbing: logging, pid file.
+//! Process plumbing: logging, pid file, retry bookkeeping.
 
 pub mod logging;
 pub mod pidfile;
+pub mod retry;

@@ -571,8 +571,19 @@ async fn main() -> ExitCode {
             }
         };
     }
+    // A fresh state dir: a CNI config left by an earlier run would make a node look ready.
+    if let Ok(pid) = std::fs::read_to_string(dir.join("demo.pid"))
+        && std::fs::read_to_string(format!("/proc/{}/cmdline", pid.trim()))
+            .is_ok_and(|c| c.contains("ovnkube-demo"))
+    {
+        eprintln!(
+            "ovnkube-demo: a demo is already running (pid {}); stop it with `make demo-stop`",
+            pid.trim()
+        );
+        return ExitCode::from(1);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.join("READY"));
     let _ = std::fs::write(dir.join("demo.pid"), std::process::id().to_string());
     let started = Instant::now();
     let mut world = World {

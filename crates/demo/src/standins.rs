@@ -198,6 +198,18 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
+    fn clone_for_blocking(&self) -> Kubelet {
+        Kubelet {
+            node: self.node.clone(),
+            chassis: self.chassis.clone(),
+            plugin: self.plugin.clone(),
+            cni_conf: self.cni_conf.clone(),
+            client: self.client.clone(),
+            sandboxes: self.sandboxes.clone(),
+            prefix: self.prefix.clone(),
+        }
+    }
+
     fn cni(
         &self,
         command: &str,
@@ -249,7 +261,16 @@ impl Kubelet {
         let netns = format!("{}-{}", self.prefix, pod.name_any());
         run(&["ip", "netns", "add", &netns])?;
         let container_id = pod.uid().unwrap_or_else(|| key.replace('/', "-"));
-        let result = match self.cni("ADD", pod, &container_id, &netns) {
+        // The plugin can wait tens of seconds (for the annotation): keep it off the runtime's
+        // worker threads, which also serve the in-process API server.
+        let result = {
+            let me = self.clone_for_blocking();
+            let (p, c, n) = (pod.clone(), container_id.clone(), netns.clone());
+            tokio::task::spawn_blocking(move || me.cni("ADD", &p, &c, &n))
+                .await
+                .context("CNI ADD task")?
+        };
+        let result = match result {
             Ok(r) => r,
             Err(e) => {
                 let _ = run(&["ip", "netns", "del", &netns]);
@@ -356,7 +377,7 @@ impl Kubelet {
                     if !want.contains_key(&k)
                         && let Some(sb) = self.sandboxes.lock().await.remove(&k)
                     {
-                        self.del(&k, sb);
+                        tokio::task::block_in_place(|| self.del(&k, sb));
                     }
                 }
                 for (k, p) in want {
@@ -387,7 +408,7 @@ impl Kubelet {
             .collect();
         for k in keys {
             if let Some(sb) = self.sandboxes.lock().await.remove(&k) {
-                self.del(&k, sb);
+                tokio::task::block_in_place(|| self.del(&k, sb));
             }
         }
     }

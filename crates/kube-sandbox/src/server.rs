@@ -63,9 +63,13 @@ pub async fn serve(
                     let shared = shared.clone();
                     conns.spawn(async move {
                         let svc = service_fn(move |req| handle(shared.clone(), req));
+                        // No header-read timeout: hyper counts the idle time of a keep-alive
+                        // connection against it, and closing idle connections under a pooling
+                        // client (kube-rs, kubectl) makes its next request fail, which the
+                        // real apiserver never does.
                         let conn = http1::Builder::new()
                             .timer(TokioTimer::new())
-                            .header_read_timeout(Duration::from_secs(30))
+                            .header_read_timeout(None)
                             .serve_connection(TokioIo::new(stream), svc);
                         if let Err(e) = conn.await {
                             tracing::debug!("connection ended: {e}");

@@ -20,6 +20,7 @@ use kube::runtime::watcher;
 use crate::kube::{Change, informer, key};
 use crate::master::tokio_util_shim::CancelToken;
 use crate::ovn::{Nb, NbTxn, Query};
+use crate::util::retry::Retries;
 use vips::{Gateway, LbTargets, Proto, VipMap};
 
 /// Read the load balancers this controller programs, and the VIPs they hold now.
@@ -92,7 +93,7 @@ pub struct ServiceController {
     /// Reverse index: which service holds a VIP.
     vip_owner: HashMap<(String, String), String>,
     warned: HashMap<String, Vec<String>>,
-    retry: BTreeMap<String, (Instant, u32)>,
+    retry: Retries,
 }
 
 impl ServiceController {
@@ -106,7 +107,7 @@ impl ServiceController {
             owned: HashMap::new(),
             vip_owner: HashMap::new(),
             warned: HashMap::new(),
-            retry: BTreeMap::new(),
+            retry: Retries::new(Duration::from_millis(500), Duration::from_secs(30)),
         }
     }
 
@@ -148,17 +149,13 @@ impl ServiceController {
             let mut txn = NbTxn::new();
             txn.extend(ops);
             if let Err(e) = self.nb.transact(&txn).await {
-                let attempts = self.retry.get(key).map(|(_, a)| a + 1).unwrap_or(1);
-                let delay =
-                    Duration::from_millis(250u64 << attempts.min(7)).min(Duration::from_secs(30));
-                tracing::warn!(service = %key, attempt = attempts, error = %format!("{e:#}"), "programming load balancer VIPs failed; will retry");
-                self.retry
-                    .insert(key.to_string(), (Instant::now() + delay, attempts));
+                let (attempt, delay) = self.retry.failed(key);
+                tracing::warn!(service = %key, attempt, retry_in = ?delay, error = %format!("{e:#}"), "programming load balancer VIPs failed; will retry");
                 return;
             }
             tracing::info!(service = %key, vips = want.len(), "load balancer VIPs programmed");
         }
-        self.retry.remove(key);
+        self.retry.forget(key);
         for k in have.keys() {
             if self.vip_owner.get(k).map(String::as_str) == Some(key) {
                 self.vip_owner.remove(k);
@@ -246,14 +243,7 @@ impl ServiceController {
     }
 
     async fn retry_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<String> = self
-            .retry
-            .iter()
-            .filter(|(_, (at, _))| *at <= now)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in due {
+        for k in self.retry.due(Instant::now()) {
             self.reconcile(&k).await;
         }
     }

@@ -1,0 +1,622 @@
+//! The NetworkPolicy controller: watches namespaces, pods, network policies and nodes, learns
+//! from the pod controller which pods have a logical port, and keeps the NB port groups,
+//! address sets and ACLs of `policy_plan` in step.
+//!
+//! Reconcile, don't patch: an event marks the units it can affect (a policy, the default-deny
+//! groups of a namespace, the node-management set) dirty; the loop recomputes each dirty unit
+//! from the cached objects, diffs it against the NB mirror and runs all differences as ONE
+//! transaction (events that arrive together are coalesced into the same transaction). A failed
+//! transaction re-reads NB, then retries each unit alone with backoff, so one bad unit cannot
+//! hold back the others. One task owns all state: no locks, no deadlock on delete.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::pods::PortEvent;
+use super::pods_plan::{EXT_POD_KEY, PortRow, pod_node, pod_ns};
+use super::policy_model::{Compiled, Proto, compile};
+use super::policy_plan::{
+    Ids, Objects, PodView, Unit, World, deny_objects, diff_ops, mgmt_objects, nb_queries, parse_nb,
+    policy_objects,
+};
+use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
+use crate::kube::{Change, events, informer, key};
+use crate::master::tokio_util_shim::CancelToken;
+use crate::ovn::{Nb, NbOp, NbTxn};
+
+const COMPONENT: &str = "ovnkube-net-controller";
+/// Commands per transaction at start-up (a unit's commands are never split).
+const MAX_TXN_OPS: usize = 4000;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(250u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(10))
+}
+
+/// A node's management port address: `.2` of its subnet.
+fn mgmt_ip(node: &Node) -> Option<Ipv4Addr> {
+    let net = parse_host_subnet(node.annotations().get(HOST_SUBNET)?).ok()?;
+    Some(Ipv4Addr::from(u32::from(net.network()).checked_add(2)?))
+}
+
+fn container_ports(pod: &Pod) -> Vec<(String, Proto, u16)> {
+    let mut out = Vec::new();
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        for p in c.ports.iter().flatten() {
+            let (Some(name), Ok(num)) = (&p.name, u16::try_from(p.container_port)) else {
+                continue;
+            };
+            let proto = match p.protocol.as_deref() {
+                None => Proto::Tcp,
+                Some(s) => match Proto::parse(s) {
+                    Some(pr) => pr,
+                    None => continue,
+                },
+            };
+            out.push((name.clone(), proto, num));
+        }
+    }
+    out
+}
+
+/// The view of a pod the policies can use; `None` until it has a port (host-network and
+/// unscheduled pods never get one).
+fn pod_view(pod: &Pod, plugged: Option<&(String, Ipv4Addr)>) -> Option<PodView> {
+    pod_node(pod)?;
+    let (port, ip) = plugged?;
+    Some(PodView {
+        ns: pod_ns(pod),
+        name: pod.name_any(),
+        labels: pod.labels().clone(),
+        named: container_ports(pod),
+        port: port.clone(),
+        ip: *ip,
+    })
+}
+
+/// Everything the controller knows, owned by its single task.
+struct State {
+    nb: Arc<dyn Nb>,
+    client: kube::Client,
+    pods: HashMap<String, Arc<Pod>>,
+    /// Pods with a logical port: key → (port, ip).
+    plugged: HashMap<String, (String, Ipv4Addr)>,
+    policies: BTreeMap<String, Compiled>,
+    nodes: BTreeMap<String, Ipv4Addr>,
+    world: World,
+    /// What NB holds of our objects, by unit.
+    mirror: BTreeMap<Unit, Objects>,
+    dirty: BTreeSet<Unit>,
+    /// Units whose last transaction failed: when to retry and attempts so far.
+    retry: HashMap<Unit, (Instant, u32)>,
+}
+
+impl State {
+    fn policy_unit(c: &Compiled) -> Unit {
+        Unit::Policy(c.ns.clone(), c.name.clone())
+    }
+
+    /// Pods of `ns` changed (labels, address, ports, membership).
+    fn pods_changed(&mut self, ns: &str) {
+        let labels = self.world.namespaces.get(ns);
+        let mut units = Vec::new();
+        for c in self.policies.values() {
+            if World::touches(c, ns, labels) {
+                units.push(Self::policy_unit(c));
+            }
+        }
+        units.push(Unit::Deny(ns.to_string()));
+        self.dirty.extend(units);
+    }
+
+    /// Recompute the view of one pod; mark dirty when it changed.
+    fn refresh_pod(&mut self, k: &str) {
+        let new = self
+            .pods
+            .get(k)
+            .and_then(|p| pod_view(p, self.plugged.get(k)));
+        let (ns, name) = match (&new, self.pods.get(k)) {
+            (Some(v), _) => (v.ns.clone(), v.name.clone()),
+            (None, Some(p)) => (pod_ns(p), p.name_any()),
+            (None, None) => match k.split_once('/') {
+                Some((a, b)) => (a.to_string(), b.to_string()),
+                None => return,
+            },
+        };
+        let slot = self.world.pods.entry(ns.clone()).or_default();
+        let old = match &new {
+            Some(v) => slot.insert(name, v.clone()),
+            None => slot.remove(&name),
+        };
+        if slot.is_empty() {
+            self.world.pods.remove(&ns);
+        }
+        if old != new {
+            self.pods_changed(&ns);
+        }
+    }
+
+    fn on_pod(&mut self, ch: Change<Pod>) {
+        match ch {
+            Change::Apply { new, .. } => {
+                let k = key(new.as_ref());
+                self.pods.insert(k.clone(), new);
+                self.refresh_pod(&k);
+            }
+            Change::Delete(old) => {
+                let k = key(old.as_ref());
+                self.pods.remove(&k);
+                self.refresh_pod(&k);
+            }
+            Change::Synced => {}
+        }
+    }
+
+    fn on_port(&mut self, ev: PortEvent) {
+        let k = match ev {
+            PortEvent::Up { pod, port, ip } => {
+                self.plugged.insert(pod.clone(), (port, ip));
+                pod
+            }
+            PortEvent::Down { pod, .. } => {
+                self.plugged.remove(&pod);
+                pod
+            }
+        };
+        self.refresh_pod(&k);
+    }
+
+    fn on_namespace(&mut self, ch: Change<Namespace>) {
+        let (name, labels) = match ch {
+            Change::Apply { new, .. } => (new.name_any(), Some(new.labels().clone())),
+            Change::Delete(old) => (old.name_any(), None),
+            Change::Synced => return,
+        };
+        let old = match &labels {
+            Some(l) => self.world.namespaces.insert(name.clone(), l.clone()),
+            None => self.world.namespaces.remove(&name),
+        };
+        if old == labels {
+            return;
+        }
+        // Policies whose namespace selectors matched before or match now.
+        let mut units = Vec::new();
+        for c in self.policies.values() {
+            if World::touches(c, &name, old.as_ref()) || World::touches(c, &name, labels.as_ref()) {
+                units.push(Self::policy_unit(c));
+            }
+        }
+        self.dirty.extend(units);
+    }
+
+    fn on_policy(&mut self, ch: Change<NetworkPolicy>) {
+        match ch {
+            Change::Apply { old, new } => {
+                let c = compile(&new);
+                let k = c.key();
+                let _g = tracing::info_span!("netpol", policy = %k).entered();
+                let spec_changed = old.as_ref().is_none_or(|o| o.spec != new.spec);
+                if !c.problems.is_empty() && spec_changed {
+                    let msg = format!("network policy {k}: {}", c.problems.join("; "));
+                    tracing::error!("{msg}");
+                    let client = self.client.clone();
+                    tokio::spawn(async move {
+                        events::warn(
+                            &client,
+                            COMPONENT,
+                            new.as_ref(),
+                            "InvalidNetworkPolicy",
+                            &msg,
+                        )
+                        .await;
+                    });
+                }
+                if spec_changed {
+                    tracing::info!(
+                        ingress = c.ingress.as_ref().map(Vec::len),
+                        egress = c.egress.as_ref().map(Vec::len),
+                        "network policy changed"
+                    );
+                }
+                self.dirty.insert(Self::policy_unit(&c));
+                self.dirty.insert(Unit::Deny(c.ns.clone()));
+                self.policies.insert(k, c);
+            }
+            Change::Delete(old) => {
+                let k = key(old.as_ref());
+                let _g = tracing::info_span!("netpol", policy = %k).entered();
+                tracing::info!("network policy deleted");
+                let ns = old.namespace().unwrap_or_else(|| "default".into());
+                self.policies.remove(&k);
+                self.dirty.insert(Unit::Policy(ns.clone(), old.name_any()));
+                self.dirty.insert(Unit::Deny(ns));
+            }
+            Change::Synced => {}
+        }
+    }
+
+    fn on_node(&mut self, ch: Change<Node>) {
+        let changed = match ch {
+            Change::Apply { new, .. } => match mgmt_ip(&new) {
+                Some(ip) => self.nodes.insert(new.name_any(), ip) != Some(ip),
+                None => self.nodes.remove(&new.name_any()).is_some(),
+            },
+            Change::Delete(old) => self.nodes.remove(&old.name_any()).is_some(),
+            Change::Synced => false,
+        };
+        if changed {
+            self.dirty.insert(Unit::Mgmt);
+        }
+    }
+
+    fn desired(&self, unit: &Unit) -> Objects {
+        match unit {
+            Unit::Policy(ns, name) => self
+                .policies
+                .get(&format!("{ns}/{name}"))
+                .map(|c| policy_objects(c, &self.world))
+                .unwrap_or_default(),
+            Unit::Deny(ns) => deny_objects(
+                ns,
+                self.policies.values().filter(|c| &c.ns == ns),
+                &self.world,
+            ),
+            Unit::Mgmt => mgmt_objects(self.nodes.values().copied()),
+        }
+    }
+
+    fn remember(&mut self, unit: Unit, want: Objects) {
+        if want.is_empty() {
+            self.mirror.remove(&unit);
+        } else {
+            self.mirror.insert(unit, want);
+        }
+    }
+
+    /// Read our objects (and the pod ports) from NB.
+    async fn read_nb(&self) -> Result<(BTreeMap<Unit, Objects>, Vec<PortRow>)> {
+        let mut queries = nb_queries();
+        queries.push(PortRow::query());
+        let t = self.nb.query(&queries).await?;
+        if t.len() != 5 {
+            bail!("NB returned {} tables for 5 queries", t.len());
+        }
+        let mirror = parse_nb(&t[0], &t[1], &t[2], &t[3]);
+        Ok((mirror, t[4].iter().map(PortRow::from_row).collect()))
+    }
+
+    /// After a failure: trust NB again, and forget ports that do not exist (any more).
+    async fn resync(&mut self) {
+        match self.read_nb().await {
+            Ok((mirror, ports)) => {
+                self.mirror = mirror;
+                let present: BTreeSet<String> = ports.into_iter().map(|p| p.name).collect();
+                let gone: Vec<String> = self
+                    .plugged
+                    .iter()
+                    .filter(|(_, (port, _))| !present.contains(port))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in gone {
+                    self.plugged.remove(&k);
+                    self.refresh_pod(&k);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "re-reading policy objects from NB failed")
+            }
+        }
+    }
+
+    /// Recompute the dirty units that are due and apply the differences. Returns the number
+    /// of units changed in NB.
+    async fn reconcile(&mut self) -> usize {
+        let now = Instant::now();
+        let due: Vec<Unit> = self
+            .dirty
+            .iter()
+            .filter(|u| self.retry.get(*u).is_none_or(|(at, _)| *at <= now))
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            return 0;
+        }
+        let mut ids = Ids::default();
+        let mut work: Vec<(Unit, Vec<NbOp>, Objects)> = Vec::new();
+        for u in due {
+            self.dirty.remove(&u);
+            let want = self.desired(&u);
+            let empty = Objects::default();
+            let ops = diff_ops(self.mirror.get(&u).unwrap_or(&empty), &want, &mut ids);
+            if ops.is_empty() {
+                self.retry.remove(&u);
+                self.remember(u, want);
+            } else {
+                work.push((u, ops, want));
+            }
+        }
+        if work.is_empty() {
+            return 0;
+        }
+        let changed = work.len();
+        // Batches of whole units; normally one transaction.
+        let mut batches: Vec<Vec<(Unit, Vec<NbOp>, Objects)>> = vec![Vec::new()];
+        let mut n = 0;
+        for w in work {
+            if n > 0 && n + w.1.len() > MAX_TXN_OPS {
+                batches.push(Vec::new());
+                n = 0;
+            }
+            n += w.1.len();
+            if let Some(b) = batches.last_mut() {
+                b.push(w);
+            }
+        }
+        let mut failed: Vec<(Unit, Vec<NbOp>, Objects)> = Vec::new();
+        for batch in batches {
+            let mut txn = NbTxn::new();
+            for (_, ops, _) in &batch {
+                txn.extend(ops.iter().cloned());
+            }
+            let started = std::time::Instant::now();
+            match self.nb.transact(&txn).await {
+                Ok(_) => {
+                    tracing::debug!(units = batch.len(), commands = txn.len(), elapsed = ?started.elapsed(), "policy NB transaction");
+                    for (u, _, want) in batch {
+                        self.retry.remove(&u);
+                        self.remember(u, want);
+                    }
+                }
+                Err(e) if batch.len() == 1 => {
+                    let err = format!("{e:#}");
+                    failed.extend(batch);
+                    tracing::warn!(error = %err, "policy NB transaction failed");
+                }
+                Err(e) => {
+                    tracing::warn!(units = batch.len(), error = %format!("{e:#}"), "policy NB transaction failed; retrying each unit alone");
+                    failed.extend(batch);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return changed;
+        }
+        // Re-read NB, then each failed unit alone, recomputed against what NB really holds.
+        self.resync().await;
+        for (u, _, _) in failed {
+            let want = self.desired(&u);
+            let empty = Objects::default();
+            let mut ids = Ids::default();
+            let ops = diff_ops(self.mirror.get(&u).unwrap_or(&empty), &want, &mut ids);
+            let mut txn = NbTxn::new();
+            txn.extend(ops);
+            match self.nb.transact(&txn).await {
+                Ok(_) => {
+                    self.retry.remove(&u);
+                    self.remember(u, want);
+                }
+                Err(e) => {
+                    let attempts = self.retry.get(&u).map(|(_, a)| *a + 1).unwrap_or(1);
+                    let delay = backoff(attempts);
+                    tracing::error!(attempt = attempts, retry_in = ?delay, error = %format!("{e:#}"), "programming the {u} failed; will retry");
+                    self.retry
+                        .insert(u.clone(), (Instant::now() + delay, attempts));
+                    self.dirty.insert(u);
+                }
+            }
+        }
+        changed
+    }
+
+    fn next_retry(&self) -> Option<Instant> {
+        self.dirty
+            .iter()
+            .filter_map(|u| self.retry.get(u).map(|(at, _)| *at))
+            .min()
+    }
+}
+
+pub struct PolicyController {
+    nb: Arc<dyn Nb>,
+    client: kube::Client,
+    ports: mpsc::UnboundedReceiver<PortEvent>,
+}
+
+async fn sleep_or_cancel(d: Duration, cancel: &mut CancelToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+impl PolicyController {
+    pub fn new(
+        nb: Arc<dyn Nb>,
+        client: kube::Client,
+        ports: mpsc::UnboundedReceiver<PortEvent>,
+    ) -> Self {
+        PolicyController { nb, client, ports }
+    }
+
+    /// Run until `cancel` fires.
+    pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
+        let c = &self.client;
+        let mut ns_ch =
+            informer(Api::<Namespace>::all(c.clone()), watcher::Config::default()).boxed();
+        let mut pod_ch = informer(Api::<Pod>::all(c.clone()), watcher::Config::default()).boxed();
+        let mut np_ch = informer(
+            Api::<NetworkPolicy>::all(c.clone()),
+            watcher::Config::default(),
+        )
+        .boxed();
+        let mut node_ch = informer(Api::<Node>::all(c.clone()), watcher::Config::default()).boxed();
+        let mut st = State {
+            nb: self.nb.clone(),
+            client: self.client.clone(),
+            pods: HashMap::new(),
+            plugged: HashMap::new(),
+            policies: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            world: World::default(),
+            mirror: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            retry: HashMap::new(),
+        };
+
+        // 1. Complete lists of everything, so start-up sync never removes a valid object.
+        let mut synced = [false; 4];
+        while synced.iter().any(|s| !s) {
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                ch = ns_ch.next() => match ch {
+                    None => bail!("namespace watch ended"),
+                    Some(Change::Synced) => synced[0] = true,
+                    Some(ch) => st.on_namespace(ch),
+                },
+                ch = pod_ch.next() => match ch {
+                    None => bail!("pod watch ended"),
+                    Some(Change::Synced) => synced[1] = true,
+                    Some(ch) => st.on_pod(ch),
+                },
+                ch = np_ch.next() => match ch {
+                    None => bail!("network policy watch ended"),
+                    Some(Change::Synced) => synced[2] = true,
+                    Some(ch) => st.on_policy(ch),
+                },
+                ch = node_ch.next() => match ch {
+                    None => bail!("node watch ended"),
+                    Some(Change::Synced) => synced[3] = true,
+                    Some(ch) => st.on_node(ch),
+                },
+            }
+        }
+
+        // 2. What NB holds; pod ports already there count as plugged (the pod controller
+        //    reports new ones), so a restart never drops pods from their groups.
+        let mut attempt = 0;
+        let (mirror, ports) = loop {
+            match st.read_nb().await {
+                Ok(r) => break r,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(attempt, error = %format!("{e:#}"), "reading policy objects from NB failed; will retry");
+                    if !sleep_or_cancel(backoff(attempt), &mut cancel).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        st.mirror = mirror;
+        for p in ports {
+            let Some(pod) = p.external_ids.get(EXT_POD_KEY).cloned() else {
+                continue;
+            };
+            if let Some((_, ip)) = p.static_address() {
+                st.plugged.entry(pod).or_insert((p.name.clone(), ip));
+            }
+        }
+        while let Ok(ev) = self.ports.try_recv() {
+            st.on_port(ev);
+        }
+        let keys: Vec<String> = st.pods.keys().cloned().collect();
+        for k in keys {
+            st.refresh_pod(&k);
+        }
+
+        // 3. Every unit NB has or we want: stale ones go, valid ones are kept as they are.
+        let stale: Vec<Unit> = st
+            .mirror
+            .keys()
+            .filter(|u| st.desired(u).is_empty())
+            .cloned()
+            .collect();
+        let mut all: BTreeSet<Unit> = st.mirror.keys().cloned().collect();
+        for c in st.policies.values() {
+            all.insert(State::policy_unit(c));
+            all.insert(Unit::Deny(c.ns.clone()));
+        }
+        all.insert(Unit::Mgmt);
+        st.dirty = all;
+        let started = std::time::Instant::now();
+        let changed = st.reconcile().await;
+        tracing::info!(
+            policies = st.policies.len(),
+            stale_removed = stale.len(),
+            units_changed = changed,
+            acls = st.mirror.values().map(Objects::acl_count).sum::<usize>(),
+            elapsed = ?started.elapsed(),
+            "initial policy sync done"
+        );
+        for u in &stale {
+            tracing::info!("removed the stale objects of the {u}");
+        }
+
+        // 4. Follow changes; everything that arrived together goes into one transaction.
+        loop {
+            let wake = st.next_retry();
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                ch = ns_ch.next() => match ch {
+                    None => bail!("namespace watch ended"),
+                    Some(ch) => st.on_namespace(ch),
+                },
+                ch = pod_ch.next() => match ch {
+                    None => bail!("pod watch ended"),
+                    Some(ch) => st.on_pod(ch),
+                },
+                ch = np_ch.next() => match ch {
+                    None => bail!("network policy watch ended"),
+                    Some(ch) => st.on_policy(ch),
+                },
+                ch = node_ch.next() => match ch {
+                    None => bail!("node watch ended"),
+                    Some(ch) => st.on_node(ch),
+                },
+                ev = self.ports.recv() => match ev {
+                    Some(ev) => st.on_port(ev),
+                    // The pod controller stopped; the process is going down.
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if wake.is_some() => {}
+            }
+            // Drain whatever else is ready.
+            loop {
+                let mut any = false;
+                while let Some(Some(ch)) = ns_ch.next().now_or_never() {
+                    st.on_namespace(ch);
+                    any = true;
+                }
+                while let Some(Some(ch)) = pod_ch.next().now_or_never() {
+                    st.on_pod(ch);
+                    any = true;
+                }
+                while let Some(Some(ch)) = np_ch.next().now_or_never() {
+                    st.on_policy(ch);
+                    any = true;
+                }
+                while let Some(Some(ch)) = node_ch.next().now_or_never() {
+                    st.on_node(ch);
+                    any = true;
+                }
+                while let Ok(ev) = self.ports.try_recv() {
+                    st.on_port(ev);
+                    any = true;
+                }
+                if !any {
+                    break;
+                }
+            }
+            st.reconcile().await;
+        }
+    }
+}
