@@ -1,6 +1,8 @@
 //! The typed northbound layer against a real NB database: a rendered batch runs as one
 //! `ovn-nbctl` transaction, reads come back typed, and a failing command leaves NB unchanged.
 
+mod common;
+
 use std::sync::Arc;
 
 use ovn_testbed::Central;
@@ -14,24 +16,7 @@ fn nb_for(central: &Central) -> Nbctl {
     Nbctl(Ctl::new(Arc::new(RealExec::default()), t))
 }
 
-fn dump(central: &Central) -> String {
-    let mut s = String::new();
-    for t in [
-        "Logical_Switch",
-        "Logical_Switch_Port",
-        "Logical_Router",
-        "Logical_Router_Port",
-        "Logical_Router_Static_Route",
-        "NAT",
-        "Load_Balancer",
-        "ACL",
-        "Address_Set",
-        "Port_Group",
-    ] {
-        s.push_str(&central.nbctl(&["--format=json", "list", t]).unwrap());
-    }
-    s
-}
+use common::nb_dump as dump;
 
 fn topology_txn() -> NbTxn {
     let mut t = NbTxn::new();

@@ -79,22 +79,7 @@ impl Env {
 
     /// Every row of the tables the controller writes, for before/after comparisons.
     pub fn nb_dump(&self) -> String {
-        let mut s = String::new();
-        for t in [
-            "Logical_Switch",
-            "Logical_Switch_Port",
-            "Logical_Router",
-            "Logical_Router_Port",
-            "Logical_Router_Static_Route",
-            "NAT",
-            "Load_Balancer",
-            "ACL",
-            "Address_Set",
-            "Port_Group",
-        ] {
-            s.push_str(&self.central.nbctl(&["--format=json", "list", t]).unwrap());
-        }
-        s
+        nb_dump(&self.central)
     }
 }
 
@@ -172,6 +157,26 @@ fn unsafe_kill(pid: i32, sig: i32) {
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status();
+}
+
+/// Every row of the NB tables ovnkube writes, for before/after comparisons.
+pub fn nb_dump(central: &Central) -> String {
+    let mut s = String::new();
+    for t in [
+        "Logical_Switch",
+        "Logical_Switch_Port",
+        "Logical_Router",
+        "Logical_Router_Port",
+        "Logical_Router_Static_Route",
+        "NAT",
+        "Load_Balancer",
+        "ACL",
+        "Address_Set",
+        "Port_Group",
+    ] {
+        s.push_str(&central.nbctl(&["--format=json", "list", t]).unwrap());
+    }
+    s
 }
 
 /// Poll `f` until it returns Some, or panic with `what` after `timeout`.
