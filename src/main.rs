@@ -1,5 +1,5 @@
-//! One binary, chosen by argv[0]: `ovnkube` (the daemon) and `ovn-k8s-cni-overlay` (the CNI
-//! plugin; `make install` links it).
+//! One binary, chosen by argv[0]: `ovnkube` (the daemon), `ovn-k8s-cni-overlay` (the CNI
+//! plugin) and `ovn-kube-util` (`nics-to-bridge`/`bridges-to-nic`); `make install` links them.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -16,6 +16,14 @@ fn main() -> ExitCode {
         .map(|n| n.to_string_lossy().into_owned());
     if invoked_as.as_deref() == Some(ovnkube::cni::PLUGIN_NAME) {
         return ovnkube::cni::main();
+    }
+    if invoked_as.as_deref() == Some(ovnkube::node::nic::UTIL_NAME) {
+        let rest: Vec<String> = args
+            .iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return ovnkube::node::nic::util_main(&rest);
     }
     let cfg = match config::parse_args(args.iter().skip(1).cloned()) {
         Ok(Invocation::Help(text)) => {

@@ -229,10 +229,29 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
             &ext,
         ));
     }
-    if !snap.switches.contains_key(JOIN_SWITCH) {
+    let join = snap.switches.get(JOIN_SWITCH);
+    if join.is_none() {
         out.push(NbOp::LsAdd {
             name: JOIN_SWITCH.into(),
         });
+    }
+    // OVN IPAM on the join switch hands out the gateway routers' join addresses (nodes ask
+    // for one with a `dynamic` port; no lock, 65k addresses).
+    let ipam = [
+        ("subnet", join_cidr().to_string()),
+        ("exclude_ips", join_router_ip().addr().to_string()),
+    ];
+    let ipam = missing_keys(
+        &join.map(|s| s.map("other_config")).unwrap_or_default(),
+        &ipam,
+    );
+    if !ipam.is_empty() {
+        out.push(set_keys(
+            "Logical_Switch",
+            JOIN_SWITCH,
+            "other_config",
+            &ipam,
+        ));
     }
     let rtoj = names::rtoj(CLUSTER_ROUTER);
     let jip = join_router_ip();
@@ -444,7 +463,7 @@ mod tests {
     fn empty_database_gets_the_whole_cluster_topology() {
         let s = render(cluster_ops(&Snapshot::default()));
         assert!(s.starts_with("-- --may-exist lr-add ovn_cluster_router -- set Logical_Router ovn_cluster_router external_ids:\"k8s-cluster-router\"=\"yes\""), "{s}");
-        assert!(s.contains("-- --may-exist ls-add join"));
+        assert!(s.contains("-- --may-exist ls-add join -- set Logical_Switch join other_config:\"subnet\"=\"100.64.0.0/16\" other_config:\"exclude_ips\"=\"100.64.0.1\""), "{s}");
         assert!(s.contains(
             "lrp-add ovn_cluster_router rtoj-ovn_cluster_router 0a:58:64:40:00:01 100.64.0.1/16"
         ));
@@ -469,7 +488,16 @@ mod tests {
                 &[("external_ids", map(&[("k8s-cluster-router", "yes")]))],
             ),
         );
-        s.switches.insert("join".into(), row("join", &[]));
+        s.switches.insert(
+            "join".into(),
+            row(
+                "join",
+                &[(
+                    "other_config",
+                    map(&[("subnet", "100.64.0.0/16"), ("exclude_ips", "100.64.0.1")]),
+                )],
+            ),
+        );
         s.router_ports.insert(
             "rtoj-ovn_cluster_router".into(),
             row(

@@ -4,7 +4,11 @@
 //! Order matters: the CNI config is written last, so kubelet reports the node Ready (and
 //! pods get scheduled) only once everything else is in place.
 
+pub mod gateway;
+pub mod gateway_flows;
+pub mod gateway_plan;
 pub mod iproute;
+pub mod nic;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -41,9 +45,18 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
     let vs = Vsctl(crate::ovn::vs_ctl(ctx.exec.clone()));
     configure_ovs(ctx, &vs, node).await?;
-    let subnet = wait_for_subnet(ctx, node, subnet_timeout(), cancel).await?;
+    let subnet = wait_for_subnet(ctx, node, subnet_timeout(), cancel.clone()).await?;
     tracing::info!(%node, %subnet, "Node {node} ready for ovn initialization with subnet {subnet}");
     mgmt_port(ctx, &vs, node, subnet).await?;
+    if ctx.cfg.gateway.init {
+        let flows = gateway::init(ctx, node, subnet)
+            .await
+            .with_context(|| format!("initialising the gateway of node {node}"))?;
+        // The process stays alive with -nodeport (app.rs); the flow watcher lives in it.
+        if let (Some(f), true) = (flows, ctx.cfg.nodeport) {
+            tokio::spawn(f.run(ctx.client.clone(), cancel));
+        }
+    }
     let path = write_cni_conf(&ctx.cfg)?;
     tracing::info!(%node, path = %path.display(), "node initialised; CNI config written");
     Ok(())

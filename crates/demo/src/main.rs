@@ -5,8 +5,8 @@
 //! `ovnkube` node process per node started with the guide's flags, and the real `kubectl`
 //! creating the guide's sample workloads. Stand-ins for the scheduler, the endpoints
 //! controller and the kubelet (which runs the real CNI plugin) fill in what the sandbox lacks.
-//! Then it checks what a user would: pod IPs, pod↔pod ping across nodes, the ClusterIP, and
-//! the NB summary. Exits non-zero if any step fails; cleans up everything, also on Ctrl-C.
+//! Then it checks what a user would: pod IPs, pod↔pod ping across nodes, the ClusterIP, the
+//! NodePort from an "outside" namespace on the nodes' gateway NICs, and the NB summary. Exits non-zero if any step fails; cleans up everything, also on Ctrl-C.
 //!
 //! `ovnkube-demo [--keep] [--state-dir DIR]` runs it; with `--keep` it stays up until
 //! `ovnkube-demo stop [--state-dir DIR]` (SIGTERM to the PID in DIR/demo.pid).
@@ -24,13 +24,16 @@ use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 use kube_sandbox::{Sandbox, SandboxConfig};
-use ovn_testbed::{Central, Chassis, Forwarder};
+use ovn_testbed::{Central, Chassis, Forwarder, Outside};
 use tokio::sync::Mutex;
 
 const CLUSTER_SUBNET: &str = "10.128.0.0/14/23";
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const NODES: [&str; 2] = ["node1", "node2"];
 const STEPS: usize = 12;
+/// The "outside world" (a namespace on the nodes' gateway NICs) and the nodes' IPs on it.
+const OUTSIDE: &str = "172.31.0.100/24";
+const NODE_IPS: [&str; 2] = ["172.31.0.1", "172.31.0.2"];
 
 struct Progress {
     n: usize,
@@ -70,6 +73,7 @@ struct World {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     forwarders: Vec<Forwarder>,
     sandbox: Option<Sandbox>,
+    outside: Option<Outside>,
     chassis: Vec<Arc<Chassis>>,
     central: Option<Central>,
 }
@@ -99,6 +103,7 @@ impl World {
         if let Some(s) = self.sandbox.take() {
             s.shutdown().await;
         }
+        self.outside.take();
         self.chassis.clear();
         self.central.take();
     }
@@ -173,11 +178,20 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     let (c1, c2) =
         ovn_testbed::two_chassis(w.central.as_ref().context("central")?, NODES[0], NODES[1])
             .map_err(|e| p.fail_ref(e))?;
+    // Each node's gateway NIC eth1 is cabled to an "outside" namespace (its default route).
+    let outside = Outside::start(OUTSIDE).map_err(|e| p.fail_ref(e))?;
+    for (ch, ip) in [(&c1, NODE_IPS[0]), (&c2, NODE_IPS[1])] {
+        outside
+            .attach(ch, "eth1", &format!("{ip}/24"), true)
+            .map_err(|e| p.fail_ref(e))?;
+    }
+    w.outside = Some(outside);
     w.chassis = vec![Arc::new(c1), Arc::new(c2)];
     p.ok(&format!(
-        "netns {} and {}",
+        "netns {} and {}; outside {}",
         w.chassis[0].netns(),
-        w.chassis[1].netns()
+        w.chassis[1].netns(),
+        OUTSIDE
     ));
 
     let p = Progress::begin(3, "Kubernetes API (kube-sandbox)");
@@ -228,7 +242,10 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     .map_err(|e| p.fail_ref(e))?;
     p.ok(&master_log.display().to_string());
 
-    let p = Progress::begin(5, "nodes register; ovnkube -init-node on each");
+    let p = Progress::begin(
+        5,
+        "nodes register; ovnkube -init-node -init-gateways on each",
+    );
     let nodes: Api<Node> = Api::all(client.clone());
     let plugin_dir = dir.join("cni-bin");
     std::fs::create_dir_all(&plugin_dir)?;
@@ -265,6 +282,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         let args = [
             format!("-k8s-kubeconfig={}", nkc.display()),
             format!("-init-node={name}"),
+            "-init-gateways".into(),
             "-nodeport".into(),
             format!("-nb-address=unix:{}", nb_sock.display()),
             format!("-sb-address=unix:{}", sb_sock.display()),
@@ -280,7 +298,8 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         let mut argv = vec![ovnkube.display().to_string()];
         argv.extend(args);
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let child = ch.spawn_in_netns(&argv).map_err(|e| p.fail_ref(e))?;
+        // Own mount namespace: the gateway init edits /etc/default/openvswitch-switch (G17).
+        let child = ch.spawn_gateway(&argv).map_err(|e| p.fail_ref(e))?;
         w.children.push(child);
         let kubelet = Arc::new(standins::Kubelet {
             node: (*name).into(),
@@ -461,7 +480,36 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     ));
 
     let p = Progress::begin(11, "NodePort from an outside namespace");
-    p.ok("skipped: arrives with the gateways (-init-gateways)");
+    let n_s = svcs.get("apacheexternal").await?;
+    let node_port = n_s
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first())
+        .and_then(|p| p.node_port)
+        .context("apacheexternal has no nodePort")
+        .map_err(|e| p.fail_ref(e))?;
+    let outside_ns = w.outside.as_ref().context("outside")?.netns().to_string();
+    let mut got = Vec::new();
+    for ip in NODE_IPS {
+        let url = format!("http://{ip}:{node_port}/");
+        let fetch = format!(
+            "import urllib.request;print(urllib.request.urlopen('{url}',timeout=3).read().decode().strip())"
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let answer = loop {
+            match standins::run(&["ip", "netns", "exec", &outside_ns, "python3", "-c", &fetch]) {
+                Ok(out) if !out.trim().is_empty() => break out.trim().to_string(),
+                Ok(_) | Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
+                Ok(_) => return Err(p.fail_ref(anyhow::anyhow!("empty answer from {url}"))),
+                Err(e) => return Err(p.fail_ref(e.context(format!("no answer from {url}")))),
+            }
+        };
+        got.push(format!("{url} -> {answer}"));
+    }
+    p.ok(&got.join(" | "));
 
     let p = Progress::begin(12, "ovn-nbctl show");
     let c = w.central.as_ref().context("central")?;
@@ -593,6 +641,7 @@ async fn main() -> ExitCode {
         tasks: Vec::new(),
         forwarders: Vec::new(),
         sandbox: None,
+        outside: None,
         chassis: Vec::new(),
         central: None,
     };

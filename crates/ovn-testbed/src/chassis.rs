@@ -12,6 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+/// The Debian file gateway code appends `--delete-transient-ports` to (reference §7.3).
+const OVS_DEFAULTS: &str = "/etc/default/openvswitch-switch";
 
 /// Options for [`Chassis::start`].
 #[derive(Debug, Clone)]
@@ -328,6 +330,35 @@ impl Chassis {
         target: std::net::SocketAddr,
     ) -> Result<crate::Forwarder> {
         crate::Forwarder::start(&self.netns, port_in_netns, target)
+    }
+
+    /// Like [`Chassis::command`], but also in a private mount namespace in which
+    /// `/etc/default/openvswitch-switch` is a copy kept in the chassis dir (G17): gateway code
+    /// under test edits that file (`--delete-transient-ports`), the host's stays untouched.
+    pub fn gateway_command(&self, argv: &[&str]) -> Result<Command> {
+        if argv.is_empty() {
+            bail!("empty argv");
+        }
+        let copy = self.dir.join("openvswitch-switch.default");
+        if !copy.exists() {
+            let text = std::fs::read(OVS_DEFAULTS).unwrap_or_default();
+            std::fs::write(&copy, text).with_context(|| format!("creating {}", copy.display()))?;
+        }
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(format!(
+                "if [ -e {OVS_DEFAULTS} ]; then mount --bind \"$0\" {OVS_DEFAULTS} || exit 1; fi; exec \"$@\""
+            ))
+            .arg(&copy)
+            .args(["ip", "netns", "exec", &self.netns])
+            .args(argv)
+            .envs(self.env());
+        Ok(c)
+    }
+
+    /// [`Chassis::gateway_command`], spawned and tracked like [`Chassis::spawn_in_netns`].
+    pub fn spawn_gateway(&self, argv: &[&str]) -> Result<Child> {
+        spawn_tracked(&mut self.gateway_command(argv)?, &self.spawned)
     }
 
     /// Spawns a long-running process in the chassis netns. The caller owns the child;

@@ -3,7 +3,8 @@
 //! Nothing is mocked: [`Central`] runs the NB and SB `ovsdb-server`s and `ovn-northd`;
 //! each [`Chassis`] runs its own `ovsdb-server`, `ovs-vswitchd` (userspace `netdev`
 //! datapath) and `ovn-controller` inside a private network namespace; [`TestPod`]s are
-//! network namespaces wired to a chassis's `br-int` with a veth pair.
+//! network namespaces wired to a chassis's `br-int` with a veth pair; an [`Outside`] namespace
+//! stands for the network beyond the chassis's gateway NICs.
 //!
 //! Everything lives under a private directory (`$TMPDIR/ovn-testbed-<pid>-<n>`, or under
 //! `$OVN_TESTBED_DIR`) and in namespaces named `otb<pid>x<n>-…`, so tests in one or several
@@ -16,12 +17,14 @@
 mod central;
 mod chassis;
 mod forward;
+mod outside;
 mod pod;
 mod proc;
 
 pub use central::Central;
 pub use chassis::{Chassis, ChassisOpts, two_chassis};
 pub use forward::Forwarder;
+pub use outside::Outside;
 pub use pod::TestPod;
 pub use proc::pid_alive;
 

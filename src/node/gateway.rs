@@ -1,0 +1,507 @@
+//! `-init-gateways` (reference §7 with the fixes of §11.1 items 10–16): after the management
+//! port, in the same `-init-node` process.
+//!
+//! * The interface and next hop come from the flags, else from the IPv4 default route.
+//! * Shared mode (default): the NIC's addresses and routes move to an OVS bridge
+//!   (`nic::Host::nic_to_bridge`, transactional); the gateway router shares the node's IP and
+//!   MAC and reaches the bridge through a `localnet` port (`ovn-bridge-mappings=physnet:<br>`,
+//!   ovn-controller makes the patch ports); OpenFlow on the bridge splits the traffic between
+//!   the host and OVN (`gateway_flows`).
+//! * Spare mode (`-gateway-spare-interface`): the NIC is plugged into br-int and bound to a
+//!   VIF port of the external switch; its IP is flushed (the host no longer uses it).
+//! * The join address comes from OVN IPAM on the `join` switch (no lock that a dead node
+//!   could leak; a /16, so 65k gateways): the node asks with a `dynamic` port `jtor-GR_<n>`,
+//!   reads what northd assigned, then turns the port into the router port's peer — the
+//!   router port's address stays reserved in IPAM from then on.
+//! * The NB part is a diff (`gateway_plan`), so re-running the init changes nothing.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use ipnet::Ipv4Net;
+
+use super::gateway_flows::{BridgeFlows, patch_port};
+use super::gateway_plan::{self, GatewaySpec, GwSnapshot, PHYSNET, Uplink};
+use super::nic::{Host, pick_address};
+use super::plan::{BR_INT, EXT_SYSTEM_ID};
+use crate::app::Ctx;
+use crate::master::topology::join_cidr;
+use crate::ovn::names::{self, JOIN_SWITCH};
+use crate::ovn::{ColVal, DbOp, Nb, NbOp, NbTxn, Query, Val, Vs, VsOp, VsTxn};
+
+/// `Open_vSwitch` external_ids key ovn-controller reads the provider bridges from.
+pub const EXT_BRIDGE_MAPPINGS: &str = "ovn-bridge-mappings";
+const IPAM_TIMEOUT: Duration = Duration::from_secs(30);
+const PATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets up the node's gateway. In shared mode returns the bridge's flows, for the NodePort
+/// flow watcher of a `-nodeport` node.
+pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Option<BridgeFlows>> {
+    let cfg = &ctx.cfg;
+    let host = Host::new(ctx.exec.clone());
+    let defaults = default_routes(&host).await?;
+    let iface = match &cfg.gateway.interface {
+        Some(i) => i.clone(),
+        None => defaults
+            .first()
+            .map(|(dev, _)| dev.clone())
+            .ok_or_else(|| {
+                anyhow!(
+                    "Failed to get default gateway interface: node {node} has no IPv4 default \
+                 route with a gateway; pass -gateway-interface=<nic> and -gateway-nexthop=<ip>"
+                )
+            })?,
+    };
+    let system_id = system_id(&host).await?;
+    if cfg.gateway.spare_interface {
+        let nexthop = nexthop_for(cfg.gateway.nexthop, &defaults, &[&iface], node)?;
+        spare(ctx, &host, node, subnet, &iface, nexthop, &system_id).await?;
+        return Ok(None);
+    }
+    let up = host.resolve_uplink(&iface).await?;
+    let nexthop = nexthop_for(
+        cfg.gateway.nexthop,
+        &defaults,
+        &[&iface, &up.nic, &up.bridge],
+        node,
+    )?;
+    let bridge = host
+        .nic_to_bridge(&up.nic)
+        .await
+        .with_context(|| format!("gateway of node {node}"))?;
+    let addrs = host.ip.addrs(&bridge).await?;
+    let physical_ip = pick_address(&addrs, Some(nexthop)).ok_or_else(|| {
+        anyhow!("{bridge} does not have a ipv4 address (gateway interface {iface} of node {node})")
+    })?;
+    let mac = mac_in_use(&host, &bridge).await?;
+    set_bridge_mapping(&host, &bridge).await?;
+    let port = format!("{bridge}_{node}");
+    let uplink = Uplink::Localnet {
+        port: port.clone(),
+        network: PHYSNET.into(),
+    };
+    let spec = program_nb(
+        ctx,
+        node,
+        subnet,
+        &system_id,
+        physical_ip,
+        &mac,
+        nexthop,
+        uplink,
+    )
+    .await?;
+    let flows = BridgeFlows {
+        exec: ctx.exec.clone(),
+        vs: host.vs.clone(),
+        bridge: bridge.clone(),
+        nic: up.nic.clone(),
+        patch: patch_port(&port),
+        zone: cfg.conntrack_zone,
+    };
+    flows.wait_ofports(PATCH_TIMEOUT).await?;
+    flows.ensure_base().await?;
+    tracing::info!(
+        %node, mode = "shared", nic = %up.nic, %bridge, ip = %spec.physical_ip,
+        %nexthop, join_ip = %spec.join_ip,
+        "gateway router {} ready", names::gateway_router(node)
+    );
+    Ok(Some(flows))
+}
+
+/// Spare mode: the NIC is OVN's alone.
+async fn spare(
+    ctx: &Ctx,
+    host: &Host,
+    node: &str,
+    subnet: Ipv4Net,
+    nic: &str,
+    nexthop: Ipv4Addr,
+    system_id: &str,
+) -> Result<()> {
+    let link = host
+        .ip
+        .link(nic)
+        .await?
+        .ok_or_else(|| anyhow!("gateway interface {nic} of node {node} does not exist"))?;
+    let addrs = host.ip.addrs(nic).await?;
+    // A re-run finds the NIC flushed: the address is then the one the gateway router has.
+    let physical_ip = match pick_address(&addrs, Some(nexthop)) {
+        Some(a) => a,
+        None => gateway_physical_ip(ctx.nb.as_ref(), node)
+            .await?
+            .ok_or_else(|| {
+                anyhow!(
+                    "gateway interface {nic} of node {node} has no IPv4 address and no gateway \
+                 router records one; give {nic} its address back and re-run"
+                )
+            })?,
+    };
+    let port = format!("{nic}_{node}");
+    let mut txn = VsTxn::new();
+    txn.push(VsOp::AddPort {
+        bridge: BR_INT.into(),
+        port: nic.into(),
+    })
+    .push(VsOp::Db(DbOp::Set {
+        table: "Interface".into(),
+        record: nic.into(),
+        columns: vec![ColVal::key("external_ids", "iface-id", Val::str(&port))],
+        if_exists: false,
+    }));
+    host.vs
+        .transact(&txn)
+        .await
+        .with_context(|| format!("plugging gateway interface {nic} into {BR_INT}"))?;
+    let spec = program_nb(
+        ctx,
+        node,
+        subnet,
+        system_id,
+        physical_ip,
+        &link.address,
+        nexthop,
+        Uplink::Vif { port },
+    )
+    .await?;
+    if !addrs.is_empty() {
+        host.ip
+            .run(&["addr", "flush", "dev", nic])
+            .await
+            .with_context(|| format!("flushing the addresses of gateway interface {nic}"))?;
+    }
+    tracing::info!(
+        %node, mode = "spare", %nic, ip = %spec.physical_ip, %nexthop, join_ip = %spec.join_ip,
+        "gateway router {} ready", names::gateway_router(node)
+    );
+    Ok(())
+}
+
+/// `(dev, gateway)` of every IPv4 default route, in table order.
+async fn default_routes(host: &Host) -> Result<Vec<(String, Ipv4Addr)>> {
+    let out = host
+        .ip
+        .run(&["-j", "-4", "route", "show", "default"])
+        .await
+        .context("Failed to get routing table in node")?;
+    parse_default_routes(&out)
+}
+
+pub fn parse_default_routes(out: &str) -> Result<Vec<(String, Ipv4Addr)>> {
+    if out.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let routes: Vec<super::iproute::Route> = serde_json::from_str(out)
+        .with_context(|| format!("parsing `ip -j -4 route show default`: {out}"))?;
+    Ok(routes
+        .into_iter()
+        .filter_map(|r| Some((r.dev?, r.gateway?.parse().ok()?)))
+        .collect())
+}
+
+/// `-gateway-nexthop`, else the gateway of the default route through the gateway interface
+/// (or its bridge), else of the first default route.
+fn nexthop_for(
+    flag: Option<Ipv4Addr>,
+    defaults: &[(String, Ipv4Addr)],
+    devs: &[&str],
+    node: &str,
+) -> Result<Ipv4Addr> {
+    if let Some(nh) = flag {
+        return Ok(nh);
+    }
+    defaults
+        .iter()
+        .find(|(d, _)| devs.contains(&d.as_str()))
+        .or(defaults.first())
+        .map(|(_, gw)| *gw)
+        .ok_or_else(|| {
+            anyhow!(
+                "Failed to get default gateway interface: node {node} has no IPv4 default \
+                 route to take the next hop from; pass -gateway-nexthop=<ip>"
+            )
+        })
+}
+
+async fn system_id(host: &Host) -> Result<String> {
+    let t = host
+        .vs
+        .query(&[Query::list("Open_vSwitch", &["external_ids"])])
+        .await
+        .context("reading the local Open vSwitch database")?;
+    t.first()
+        .and_then(|r| r.first())
+        .and_then(|r| r.map_get("external_ids", EXT_SYSTEM_ID))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            anyhow!(
+                "No system-id configured in the local host: set Open_vSwitch external_ids:system-id"
+            )
+        })
+}
+
+/// The MAC vswitchd gave the bridge (pinned to the NIC's by `other_config:hwaddr`).
+async fn mac_in_use(host: &Host, bridge: &str) -> Result<String> {
+    let t = host
+        .vs
+        .query(&[Query::find(
+            "Interface",
+            &["name", "mac_in_use"],
+            vec![ColVal::set("name", Val::str(bridge))],
+        )])
+        .await?;
+    let mac = t
+        .first()
+        .and_then(|r| r.first())
+        .map(|r| r.str("mac_in_use"))
+        .filter(|m| !m.is_empty());
+    match mac {
+        Some(m) => Ok(m),
+        None => host
+            .ip
+            .link(bridge)
+            .await?
+            .map(|l| l.address)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| anyhow!("No mac_address found for the bridge-interface {bridge}")),
+    }
+}
+
+/// Maps the provider network to the bridge, keeping other mappings.
+async fn set_bridge_mapping(host: &Host, bridge: &str) -> Result<()> {
+    let t = host
+        .vs
+        .query(&[Query::list("Open_vSwitch", &["external_ids"])])
+        .await?;
+    let cur = t
+        .first()
+        .and_then(|r| r.first())
+        .and_then(|r| r.map_get("external_ids", EXT_BRIDGE_MAPPINGS))
+        .unwrap_or_default();
+    let want = merge_mapping(&cur, PHYSNET, bridge);
+    if want == cur {
+        return Ok(());
+    }
+    let mut txn = VsTxn::new();
+    txn.push(VsOp::Db(DbOp::Set {
+        table: "Open_vSwitch".into(),
+        record: ".".into(),
+        columns: vec![ColVal::key(
+            "external_ids",
+            EXT_BRIDGE_MAPPINGS,
+            Val::str(&want),
+        )],
+        if_exists: false,
+    }));
+    host.vs
+        .transact(&txn)
+        .await
+        .with_context(|| format!("setting {EXT_BRIDGE_MAPPINGS}={want}"))?;
+    Ok(())
+}
+
+/// `net1:br1,physnet:brold` + (physnet, breth1) → `net1:br1,physnet:breth1`.
+pub fn merge_mapping(cur: &str, network: &str, bridge: &str) -> String {
+    let mut v: Vec<String> = cur
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && m.split(':').next() != Some(network))
+        .map(str::to_string)
+        .collect();
+    v.push(format!("{network}:{bridge}"));
+    v.join(",")
+}
+
+/// The physical IP the gateway router of `node` records (`rtoe-GR_<node>`'s network).
+async fn gateway_physical_ip(nb: &dyn Nb, node: &str) -> Result<Option<Ipv4Net>> {
+    let gr = names::gateway_router(node);
+    let t = nb
+        .query(&[Query::find(
+            "Logical_Router_Port",
+            &["name", "networks"],
+            vec![ColVal::set("name", Val::str(gateway_plan::rtoe(&gr)))],
+        )])
+        .await?;
+    Ok(t.first()
+        .and_then(|r| r.first())
+        .and_then(|r| r.set("networks").first().and_then(|n| n.parse().ok())))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn program_nb(
+    ctx: &Ctx,
+    node: &str,
+    subnet: Ipv4Net,
+    system_id: &str,
+    physical_ip: Ipv4Net,
+    mac: &str,
+    nexthop: Ipv4Addr,
+    uplink: Uplink,
+) -> Result<GatewaySpec> {
+    let nb = ctx.nb.as_ref();
+    let join_ip = ensure_join_ip(nb, node).await?;
+    let spec = GatewaySpec {
+        node: node.into(),
+        system_id: system_id.into(),
+        physical_ip,
+        mac: mac.into(),
+        nexthop: Some(nexthop),
+        cluster_subnets: ctx.cfg.cluster_subnets.iter().map(|c| c.cidr).collect(),
+        node_subnet: subnet,
+        join_ip,
+        uplink,
+        nodeport: ctx.cfg.nodeport,
+    };
+    let tables = nb
+        .query(&GwSnapshot::queries(node, spec.uplink.port()))
+        .await
+        .with_context(|| format!("reading the gateway of node {node} from the NB database"))?;
+    let ops = gateway_plan::gateway_ops(&GwSnapshot::from_tables(tables), &spec);
+    if ops.is_empty() {
+        tracing::info!(%node, "gateway router already up to date in the NB database");
+        return Ok(spec);
+    }
+    let mut txn = NbTxn::new();
+    txn.extend(ops);
+    nb.transact(&txn).await.with_context(|| {
+        format!(
+            "creating gateway router {} in the NB database",
+            names::gateway_router(node)
+        )
+    })?;
+    Ok(spec)
+}
+
+/// The gateway router's join address: the one its join port has, else the one OVN IPAM
+/// assigned to the `dynamic` port `jtor-GR_<node>` (requested here when needed).
+async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
+    let gr = names::gateway_router(node);
+    let (rtoj, jtor) = (names::rtoj(&gr), names::jtor(&gr));
+    let by_name = |t: &str, cols: &[&str], n: &str| {
+        Query::find(t, cols, vec![ColVal::set("name", Val::str(n))])
+    };
+    let deadline = tokio::time::Instant::now() + IPAM_TIMEOUT;
+    let mut asked = false;
+    loop {
+        let t = nb
+            .query(&[
+                by_name("Logical_Router_Port", &["name", "networks"], &rtoj),
+                by_name(
+                    "Logical_Switch_Port",
+                    &["name", "type", "addresses", "dynamic_addresses"],
+                    &jtor,
+                ),
+                by_name("Logical_Switch", &["name", "other_config"], JOIN_SWITCH),
+            ])
+            .await
+            .context("reading the join port from the NB database")?;
+        let first = |i: usize| t.get(i).and_then(|r| r.first());
+        let in_join = |ip: Ipv4Addr| {
+            (join_cidr().contains(&ip) && ip != join_cidr().network())
+                .then(|| Ipv4Net::new(ip, join_cidr().prefix_len()).ok())
+                .flatten()
+        };
+        if let Some(ip) = first(0)
+            .and_then(|p| p.set("networks").first().cloned())
+            .and_then(|n| n.parse::<Ipv4Net>().ok())
+            .and_then(|n| in_join(n.addr()))
+        {
+            return Ok(ip);
+        }
+        let lsp = first(1);
+        if let Some(ip) = lsp
+            .map(|p| p.str("dynamic_addresses"))
+            .and_then(|d| d.split_whitespace().last().and_then(|a| a.parse().ok()))
+            .and_then(in_join)
+        {
+            return Ok(ip);
+        }
+        let Some(join) = first(2) else {
+            bail!("logical switch {JOIN_SWITCH} does not exist: is ovnkube -init-master running?");
+        };
+        if join.map_get("other_config", "subnet").is_none() {
+            bail!(
+                "logical switch {JOIN_SWITCH} has no other_config:subnet, so OVN cannot assign \
+                 join addresses: restart ovnkube -init-master (this version sets it)"
+            );
+        }
+        let dynamic =
+            lsp.is_some_and(|p| p.str("type").is_empty() && p.set("addresses") == ["dynamic"]);
+        if !dynamic && !asked {
+            let mut txn = NbTxn::new();
+            txn.push(NbOp::LspAdd {
+                switch: JOIN_SWITCH.into(),
+                name: jtor.clone(),
+            })
+            .push(NbOp::Db(DbOp::Set {
+                table: "Logical_Switch_Port".into(),
+                record: jtor.clone(),
+                columns: vec![
+                    ColVal::set("type", Val::str("")),
+                    ColVal::set("options", Val::Map(Vec::new())),
+                    ColVal::set("addresses", Val::str_set(["dynamic"])),
+                ],
+                if_exists: false,
+            }));
+            nb.transact(&txn)
+                .await
+                .with_context(|| format!("asking OVN IPAM for a join address ({jtor})"))?;
+            asked = true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "OVN did not assign a join address to {jtor} within {IPAM_TIMEOUT:?}: check \
+                 that ovn-northd is running, and that {} is not exhausted",
+                join_cidr()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_route_detection() {
+        let out = r#"[{"dst":"default","gateway":"172.31.0.100","dev":"eth1","flags":[]},{"dst":"default","dev":"tun0","flags":[]}]"#;
+        let d = parse_default_routes(out).unwrap();
+        assert_eq!(
+            d,
+            vec![("eth1".to_string(), "172.31.0.100".parse().unwrap())]
+        );
+        assert!(parse_default_routes("").unwrap().is_empty());
+        let e = nexthop_for(None, &[], &["eth1"], "n1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Failed to get default gateway interface"), "{e}");
+        assert!(e.contains("-gateway-nexthop"), "{e}");
+        let two = vec![
+            ("eth0".to_string(), "10.0.0.1".parse().unwrap()),
+            ("breth1".to_string(), "172.31.0.100".parse().unwrap()),
+        ];
+        assert_eq!(
+            nexthop_for(None, &two, &["eth1", "breth1"], "n1")
+                .unwrap()
+                .to_string(),
+            "172.31.0.100"
+        );
+        assert_eq!(
+            nexthop_for(Some("1.2.3.4".parse().unwrap()), &two, &[], "n1")
+                .unwrap()
+                .to_string(),
+            "1.2.3.4"
+        );
+    }
+
+    #[test]
+    fn bridge_mappings_are_merged() {
+        assert_eq!(merge_mapping("", "physnet", "breth1"), "physnet:breth1");
+        assert_eq!(
+            merge_mapping("a:br0,physnet:brold", "physnet", "breth1"),
+            "a:br0,physnet:breth1"
+        );
+    }
+}
