@@ -81,7 +81,8 @@ install-bin:
 	ln -sf ovnkube $(DESTDIR)$(PREFIX)/bin/ovn-kube-util
 
 # Pod controller benchmark (dev profile, not a test): 50 nodes, 2,000 then 10,000 pods created at
-# POD_BENCH_RATE pods/s; prints create->annotation p50/p99, pods/s and the p99 growth.
+# POD_BENCH_RATE pods/s; prints create->annotation p50/p99, pods/s and the p99 growth. The binary
+# uses the native OVSDB backend; OVNKUBE_NB_BACKEND=exec measures the ovn-nbctl one instead.
 # Policy benchmark: POLICY_BENCH_NS (100) namespaces x POLICY_BENCH_PODS (10) pods x 5 policies;
 # prints the time to program NB, northd's time, ACL / port group / address set / logical flow
 # counts and one pod's create->isolated latency at that scale.

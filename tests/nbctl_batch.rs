@@ -199,5 +199,32 @@ async fn remove_and_set_members() {
         .await
         .unwrap();
     assert!(r[0][0].map("vips").is_empty());
+
+    // Port groups: created with members, deleted, and deleting again is not an error.
+    let mut t = NbTxn::new();
+    t.push(NbOp::PgAdd {
+        name: "pg_a".into(),
+        ports: vec!["default_web".into()],
+    });
+    nb.transact(&t).await.unwrap();
+    let pgs = nb
+        .query(&[Query::list("Port_Group", &["name", "ports"])])
+        .await
+        .unwrap();
+    assert_eq!(pgs[0].len(), 1);
+    assert_eq!(pgs[0][0].set("ports").len(), 1);
+    for _ in 0..2 {
+        let mut t = NbTxn::new();
+        t.push(NbOp::PgDel {
+            name: "pg_a".into(),
+        });
+        nb.transact(&t).await.unwrap();
+    }
+    assert!(
+        nb.query(&[Query::list("Port_Group", &["name"])])
+            .await
+            .unwrap()[0]
+            .is_empty()
+    );
     assert_eq!(r[1][0].set("addresses"), ["0a:58:0a:01:00:06 10.1.0.6"]);
 }

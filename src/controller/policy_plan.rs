@@ -765,7 +765,13 @@ pub fn diff_ops(cur: &Objects, want: &Objects, ids_: &mut Ids) -> Vec<NbOp> {
         }
     }
     for name in cur.pgs.keys().filter(|n| !want.pgs.contains_key(*n)) {
-        ops.push(NbOp::PgDel { name: name.clone() });
+        // Not `pg-del --if-exists`: ovn-nbctl 23.03 has no such option. Its ACLs go with it
+        // (ACL rows are not roots).
+        ops.push(NbOp::Db(DbOp::Destroy {
+            table: PORT_GROUP.into(),
+            record: name.clone(),
+            if_exists: true,
+        }));
     }
     for name in cur.sets.keys().filter(|n| !want.sets.contains_key(*n)) {
         ops.push(NbOp::Db(DbOp::Destroy {
@@ -1142,7 +1148,7 @@ mod tests {
         // Deleted: port group and address set go.
         let ops = diff_ops(&want, &Objects::default(), &mut ids_);
         assert_eq!(ops.len(), 2);
-        assert!(matches!(ops[0], NbOp::PgDel { .. }));
+        assert!(matches!(&ops[0], NbOp::Db(DbOp::Destroy { table, .. }) if table == PORT_GROUP));
     }
 
     #[test]

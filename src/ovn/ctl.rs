@@ -88,7 +88,7 @@ pub enum NbOp {
     PgAdd { name: String, ports: Vec<String> },
     /// `pg-set-ports NAME PORT...`
     PgSetPorts { name: String, ports: Vec<String> },
-    /// `--if-exists pg-del NAME`
+    /// `--if-exists destroy Port_Group NAME` (`pg-del` has no `--if-exists` in OVN 23.03)
     PgDel { name: String },
     /// A generic database command.
     Db(DbOp),
@@ -194,7 +194,12 @@ impl NbOp {
                 out.extend([s("pg-set-ports"), name.clone()]);
                 out.extend(ports.iter().cloned());
             }
-            PgDel { name } => out.extend([s("--if-exists"), s("pg-del"), name.clone()]),
+            PgDel { name } => out.extend([
+                s("--if-exists"),
+                s("destroy"),
+                s("Port_Group"),
+                name.clone(),
+            ]),
             Db(op) => op.render(out),
         }
     }
