@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::exec::{Exec, RealExec};
 use crate::master::tokio_util_shim::CancelToken;
 use crate::master::{self, Master};
-use crate::ovn::{self, Ctl, Nb, NbTxn, Nbctl};
+use crate::ovn::{self, Ctl, Nb, NbTxn};
 
 /// What every role gets: configuration, the exec seam, the NB database, the Kubernetes client.
 #[derive(Clone)]
@@ -25,7 +25,8 @@ pub struct Ctx {
 pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
     let exec: Arc<dyn Exec> = Arc::new(RealExec::new(8));
     let nb_ctl = ovn::db_ctl(exec.clone(), "ovn-nbctl", &cfg.ovn_north.client);
-    let nb: Arc<dyn Nb> = Arc::new(Nbctl(nb_ctl.clone()));
+    // A persistent OVSDB connection where the target allows it, ovn-nbctl otherwise.
+    let nb: Arc<dyn Nb> = ovn::nb_backend(exec.clone(), &cfg.ovn_north.client);
 
     if let Some(node) = &cfg.remove_node {
         // One-shot, like the reference: remove the node's OVN objects and exit.

@@ -2,15 +2,18 @@
 
 pub mod addrs;
 pub mod ctl;
+pub mod jsonrpc;
 pub mod names;
+pub mod native;
 pub mod ovsdb;
 
 pub use ctl::{Ctl, CtlTarget, Nb, NbOp, NbTxn, Nbctl, RoutePolicy, Vs, VsOp, VsTxn, Vsctl};
+pub use native::NativeNb;
 pub use ovsdb::{ColVal, DbOp, Query, Row, Val};
 
 use std::sync::Arc;
 
-use crate::config::OvnAuth;
+use crate::config::{OvnAuth, OvnScheme};
 use crate::exec::Exec;
 
 /// An `ovn-nbctl`/`ovn-sbctl` target honouring the configured client address and certificates
@@ -27,4 +30,29 @@ pub fn db_ctl(exec: Arc<dyn Exec>, program: &str, auth: &OvnAuth) -> Ctl {
 /// `ovs-vsctl` against the local Open vSwitch database (found through `OVS_RUNDIR`).
 pub fn vs_ctl(exec: Arc<dyn Exec>) -> Ctl {
     Ctl::new(exec, CtlTarget::new("ovs-vsctl"))
+}
+
+/// The NB backend: a persistent OVSDB connection for `unix:`/`tcp:` targets (what it cannot
+/// translate goes through `ovn-nbctl`), plain `ovn-nbctl` for `ssl:`, cluster lists and the
+/// tool's default socket. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
+/// Needs a tokio runtime (the connection is a task).
+pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Arc<dyn Nb> {
+    let ctl = db_ctl(exec, "ovn-nbctl", auth);
+    let timeout = ctl.target().timeout;
+    let nbctl: Arc<dyn Nb> = Arc::new(Nbctl(ctl));
+    let forced_exec = std::env::var("OVNKUBE_NB_BACKEND").is_ok_and(|v| v == "exec");
+    let remote = auth
+        .client_target()
+        .filter(|_| auth.scheme != OvnScheme::Ssl && !forced_exec)
+        .and_then(|t| jsonrpc::Remote::parse(&t));
+    match remote {
+        Some(remote) => {
+            tracing::info!(%remote, "NB backend: native OVSDB connection");
+            Arc::new(NativeNb::start(remote, nbctl, timeout))
+        }
+        None => {
+            tracing::info!("NB backend: ovn-nbctl");
+            nbctl
+        }
+    }
 }

@@ -1,0 +1,430 @@
+//! The native OVSDB backend against real NB servers: the same transactions through `ovn-nbctl`
+//! and through `NativeNb` on two fresh databases must leave the same rows (uuids aside) and
+//! fail alike; queries must read the same rows; the connection must survive an NB restart.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ovn_testbed::Central;
+use ovnkube::controller::ipam::PodNet;
+use ovnkube::controller::pods_plan::{PortRow, delete_ops, port_ops};
+use ovnkube::exec::RealExec;
+use ovnkube::ovn::jsonrpc::Remote;
+use ovnkube::ovn::ovsdb::{Datum, parse_tables};
+use ovnkube::ovn::{
+    ColVal, Ctl, CtlTarget, DbOp, NativeNb, Nb, NbOp, NbTxn, Nbctl, Query, Row, Val,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+fn nbctl(central: &Central) -> Arc<dyn Nb> {
+    let mut t = CtlTarget::new("ovn-nbctl");
+    t.db_args = vec![format!("--db={}", central.nb_db())];
+    t.timeout = TIMEOUT;
+    Arc::new(Nbctl(Ctl::new(Arc::new(RealExec::new(4)), t)))
+}
+
+fn native(central: &Central, tcp: bool) -> NativeNb {
+    let target = if tcp {
+        central.nb_tcp_db()
+    } else {
+        central.nb_db()
+    };
+    let remote = Remote::parse(&target).expect("unix/tcp target");
+    NativeNb::start(remote, nbctl(central), TIMEOUT)
+}
+
+fn net(ip: [u8; 4]) -> PodNet {
+    let ip = Ipv4Addr::from(ip);
+    let o = ip.octets();
+    PodNet {
+        ip,
+        prefix_len: 24,
+        mac: format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
+        gateway: Ipv4Addr::new(o[0], o[1], o[2], 1),
+    }
+}
+
+fn txn(ops: impl IntoIterator<Item = NbOp>) -> NbTxn {
+    let mut t = NbTxn::new();
+    t.extend(ops);
+    t
+}
+
+/// Uuids replaced by the name of the row they point at (or a placeholder), sets sorted.
+fn normalise(d: &Datum, names: &HashMap<String, String>) -> Datum {
+    match d {
+        Datum::Uuid(u) => Datum::Str(names.get(u).cloned().unwrap_or_else(|| "<uuid>".into())),
+        Datum::Set(v) => {
+            let mut v: Vec<Datum> = v.iter().map(|x| normalise(x, names)).collect();
+            v.sort_by_key(|x| format!("{x:?}"));
+            // A one-member set prints as its atom.
+            if v.len() == 1 {
+                v.remove(0)
+            } else {
+                Datum::Set(v)
+            }
+        }
+        Datum::Map(p) => {
+            let mut p: Vec<(Datum, Datum)> = p
+                .iter()
+                .map(|(k, v)| (normalise(k, names), normalise(v, names)))
+                .collect();
+            p.sort_by_key(|x| format!("{x:?}"));
+            Datum::Map(p)
+        }
+        other => other.clone(),
+    }
+}
+
+/// The switches and ports as `ovn-nbctl list` shows them, comparable across databases.
+fn dump(central: &Central) -> Vec<BTreeMap<String, Datum>> {
+    let mut tables = Vec::new();
+    for t in ["Logical_Switch_Port", "Logical_Switch"] {
+        let out = central.nbctl(&["--format=json", "list", t]).unwrap();
+        tables.push(parse_tables(&out).unwrap().remove(0));
+    }
+    let names: HashMap<String, String> = tables
+        .iter()
+        .flatten()
+        .map(|r| (r.uuid.clone(), r.str("name")))
+        .collect();
+    let mut rows: Vec<BTreeMap<String, Datum>> = tables
+        .iter()
+        .flatten()
+        .map(|r| {
+            r.columns
+                .iter()
+                // northd writes `up` on its own schedule.
+                .filter(|(c, _)| c.as_str() != "up")
+                .map(|(c, d)| (c.clone(), normalise(d, &names)))
+                .collect()
+        })
+        .collect();
+    rows.sort_by_key(|r| format!("{r:?}"));
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_and_nbctl_leave_the_same_rows() {
+    let (a, b) = (Central::start().unwrap(), Central::start().unwrap());
+    for c in [&a, &b] {
+        for sw in ["n1", "n2"] {
+            c.nbctl(&["ls-add", sw]).unwrap();
+        }
+    }
+    let exec_nb = nbctl(&a);
+    let nat = native(&b, false);
+    // The duplicate-IP check runs on the replica once it is in sync (the server otherwise).
+    let start = Instant::now();
+    while !nat.replica_synced() {
+        assert!(start.elapsed() < TIMEOUT, "the replica never synced");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let lsp = "Logical_Switch_Port".to_string();
+
+    let steps: Vec<(&str, NbTxn, bool)> = vec![
+        (
+            "pod ports in one batch on two switches",
+            txn([
+                port_ops("n1", "default", "p1", &net([10, 1, 0, 5])),
+                port_ops("n2", "default", "p2", &net([10, 2, 0, 5])),
+                port_ops("n1", "other", "p3", &net([10, 1, 0, 6])),
+            ]
+            .concat()),
+            true,
+        ),
+        (
+            "management port shape (add + addresses)",
+            txn([
+                NbOp::LspAdd {
+                    switch: "n2".into(),
+                    name: "k8s-n2".into(),
+                },
+                NbOp::LspSetAddresses {
+                    name: "k8s-n2".into(),
+                    addresses: vec!["0a:58:0a:02:00:02 10.2.0.2".into()],
+                },
+            ]),
+            true,
+        ),
+        (
+            "addresses and keys of an existing port",
+            txn([
+                NbOp::LspSetAddresses {
+                    name: "default_p1".into(),
+                    addresses: vec!["0a:58:0a:01:00:07 10.1.0.7".into()],
+                },
+                NbOp::Db(DbOp::Set {
+                    table: lsp.clone(),
+                    record: "default_p1".into(),
+                    columns: vec![
+                        ColVal::key("external_ids", "pod", "again"),
+                        ColVal::key("external_ids", "new", "k\"ey"),
+                        ColVal::set("dynamic_addresses", Val::Set(vec![])),
+                    ],
+                    if_exists: false,
+                }),
+            ]),
+            true,
+        ),
+        (
+            "switch keys and a whole map",
+            txn([NbOp::Db(DbOp::Set {
+                table: "Logical_Switch".into(),
+                record: "n1".into(),
+                columns: vec![
+                    ColVal::key("other_config", "subnet", "10.1.0.0/24"),
+                    ColVal::set("external_ids", Val::str_map([("a", "1"), ("b", "2")])),
+                    ColVal::key("external_ids", "a", "3"),
+                ],
+                if_exists: false,
+            })]),
+            true,
+        ),
+        (
+            "delete one port, and one that is absent",
+            txn([delete_ops("default_p2"), delete_ops("default_nope")].concat()),
+            true,
+        ),
+        (
+            "may-exist re-add of an existing port (falls back)",
+            txn(port_ops("n1", "default", "p1", &net([10, 1, 0, 5]))),
+            true,
+        ),
+        (
+            "re-create a port on another switch in one transaction",
+            txn([
+                delete_ops("other_p3"),
+                port_ops("n2", "other", "p3", &net([10, 2, 0, 6])),
+            ]
+            .concat()),
+            true,
+        ),
+        (
+            "a switch that does not exist fails the whole batch",
+            txn([
+                port_ops("n1", "default", "ok", &net([10, 1, 0, 9])),
+                port_ops("nope", "default", "lost", &net([10, 9, 0, 5])),
+            ]
+            .concat()),
+            false,
+        ),
+        (
+            "a duplicate address on the switch fails",
+            txn(port_ops("n2", "default", "dup", &net([10, 2, 0, 6]))),
+            false,
+        ),
+        (
+            "setting a port that does not exist fails",
+            txn([NbOp::LspSetAddresses {
+                name: "default_ghost".into(),
+                addresses: vec!["0a:58:0a:01:00:08 10.1.0.8".into()],
+            }]),
+            false,
+        ),
+        (
+            "mixed with a command without a native form (falls back)",
+            txn([
+                vec![NbOp::LsAdd { name: "n3".into() }],
+                port_ops("n3", "default", "p4", &net([10, 3, 0, 5])),
+            ]
+            .concat()),
+            true,
+        ),
+    ];
+    for (what, t, ok) in &steps {
+        let ra = exec_nb.transact(t).await;
+        let rb = nat.transact(t).await;
+        assert_eq!(ra.is_ok(), *ok, "{what}: ovn-nbctl gave {ra:?}");
+        assert_eq!(rb.is_ok(), *ok, "{what}: native gave {rb:?}");
+        assert_eq!(dump(&a), dump(&b), "{what}: the databases differ");
+    }
+    let s = nat.stats();
+    // Fallbacks: the may-exist re-add, the three failures, the mixed batch.
+    assert_eq!((s.native, s.fallback), (6, 5), "{s:?}");
+    assert!(!dump(&b).is_empty());
+}
+
+fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
+    rows.sort_by(|x, y| x.uuid.cmp(&y.uuid));
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_read_the_same_rows() {
+    let c = Central::start().unwrap();
+    let nat = native(&c, true);
+    c.nbctl(&["ls-add", "n1"]).unwrap();
+    nat.transact(&txn([
+        port_ops("n1", "default", "q1", &net([10, 1, 0, 5])),
+        port_ops("n1", "default", "q2", &net([10, 1, 0, 6])),
+    ]
+    .concat()))
+        .await
+        .unwrap();
+    c.nbctl(&["lsp-add", "n1", "plain"]).unwrap();
+    let queries = [
+        PortRow::query(),
+        Query::list("Logical_Switch", &["name"]),
+        Query::list("Logical_Switch_Port", &[]),
+        Query::find(
+            "Logical_Switch",
+            &["name", "ports", "other_config"],
+            vec![ColVal::set("name", "n1")],
+        ),
+        Query::find("Logical_Router", &["name"], vec![]),
+    ];
+    let via_nbctl = nbctl(&c).query(&queries).await.unwrap();
+    let via_native = nat.query(&queries).await.unwrap();
+    assert_eq!(via_native.len(), queries.len());
+    for (i, (x, y)) in via_nbctl.into_iter().zip(via_native).enumerate() {
+        assert_eq!(sorted(x), sorted(y), "query {i}: {:?}", queries[i]);
+    }
+    let pods = nat.query(&[PortRow::query()]).await.unwrap();
+    assert_eq!(pods[0].len(), 2);
+    assert_eq!(nat.stats().fallback, 0);
+}
+
+async fn until_ok(nb: &NativeNb, t: &NbTxn, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        match nb.transact(t).await {
+            Ok(_) => return start.elapsed(),
+            Err(e) if start.elapsed() < within => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no success within {within:?}: {e:#}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_an_nb_restart() {
+    let mut c = Central::start().unwrap();
+    c.nbctl(&["ls-add", "n1"]).unwrap();
+    for tcp in [false, true] {
+        let nat = native(&c, tcp);
+        let pfx = if tcp { "tcp" } else { "unix" };
+        let add = |i: u8| {
+            txn(port_ops(
+                "n1",
+                pfx,
+                &format!("r{i}"),
+                &net([10, 1, tcp as u8, i]),
+            ))
+        };
+        until_ok(&nat, &add(1), Duration::from_secs(5)).await;
+
+        c.stop_nb();
+        let started = Instant::now();
+        let err = nat.transact(&add(2)).await.unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "slow failure: {err:#}"
+        );
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("unavailable") || msg.contains("connection lost"),
+            "{msg}"
+        );
+        c.start_nb().unwrap();
+        let took = until_ok(&nat, &add(2), Duration::from_secs(15)).await;
+        eprintln!("{pfx}: back {took:?} after the restart");
+        let ports = nat.query(&[PortRow::query()]).await.unwrap();
+        let names: Vec<String> = ports[0].iter().map(|r| r.str("name")).collect();
+        assert!(names.contains(&format!("{pfx}_r2")), "{names:?}");
+        let s = nat.stats();
+        assert_eq!(s.fallback, 0, "{s:?}");
+        // The replica is rebuilt on the new connection.
+        let start = Instant::now();
+        while !nat.replica_synced() {
+            assert!(start.elapsed() < TIMEOUT, "the replica never resynced");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The real binary picks the native backend for a `tcp:` NB and serves pods without handing
+/// their transactions to ovn-nbctl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_pods_natively() {
+    use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+    use kube::api::{ListParams, ObjectMeta, PostParams};
+    use kube::{Api, ResourceExt};
+
+    let env = common::Env::start("nbnative").await;
+    let mut master = env.spawn("master", &env.master_args("10.7.0.0/16"));
+    master.wait_log(
+        "NB backend: native OVSDB connection",
+        Duration::from_secs(30),
+    );
+    master.wait_log("cluster topology ready", Duration::from_secs(60));
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some("n1".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    master.wait_log("pod worker started", Duration::from_secs(60));
+    let before = master.log_text().matches("through ovn-nbctl").count();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    for i in 0..20 {
+        let p = Pod {
+            metadata: ObjectMeta {
+                name: Some(format!("w{i}")),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("n1".into()),
+                containers: vec![Container {
+                    name: "c".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    common::eventually("pods annotated", Duration::from_secs(60), || async {
+        let l = pods.list(&ListParams::default()).await.unwrap().items;
+        (l.iter()
+            .filter(|p| p.annotations().contains_key("ovn"))
+            .count()
+            == 20)
+            .then_some(())
+    })
+    .await;
+    let log = master.log_text();
+    let pod_fallbacks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("through ovn-nbctl") && l.contains("default_w"))
+        .collect();
+    assert!(pod_fallbacks.is_empty(), "{pod_fallbacks:#?}");
+    assert_eq!(log.matches("through ovn-nbctl").count(), before, "{log}");
+    assert_eq!(
+        env.central
+            .nbctl(&[
+                "--bare",
+                "--columns=name",
+                "find",
+                "Logical_Switch_Port",
+                "external_ids:pod=true"
+            ])
+            .unwrap()
+            .split_whitespace()
+            .count(),
+        20
+    );
+    master.terminate();
+}
