@@ -9,6 +9,7 @@ use anyhow::Result;
 use ipnet::Ipv4Net;
 
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
+use crate::ovn::ensure::{differing, ensure_lrp, set_keys};
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
 use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val};
 
@@ -113,66 +114,6 @@ impl Snapshot {
     }
 }
 
-fn set_keys(table: &str, record: &str, column: &str, kv: &[(&str, String)]) -> NbOp {
-    NbOp::Db(DbOp::Set {
-        table: table.into(),
-        record: record.into(),
-        columns: kv
-            .iter()
-            .map(|(k, v)| ColVal::key(column, k, v.as_str()))
-            .collect(),
-        if_exists: false,
-    })
-}
-
-/// Keys of `want` whose value differs from (or is missing in) `have`.
-fn missing_keys<'a>(
-    have: &BTreeMap<String, String>,
-    want: &'a [(&'a str, String)],
-) -> Vec<(&'a str, String)> {
-    want.iter()
-        .filter(|(k, v)| have.get(*k) != Some(v))
-        .map(|(k, v)| (*k, v.clone()))
-        .collect()
-}
-
-/// Ensure a router port with exactly this MAC and networks; a port with other values is
-/// re-created (in the same transaction), since `--may-exist lrp-add` refuses to change them.
-fn ensure_lrp(
-    snap: &Snapshot,
-    router: &str,
-    name: &str,
-    mac: &str,
-    network: Ipv4Net,
-    ext: &[(&str, String)],
-    out: &mut Vec<NbOp>,
-) {
-    let want_net = network.to_string();
-    let existing = snap.router_ports.get(name);
-    let same =
-        existing.is_some_and(|p| p.str("mac") == mac && p.set("networks") == [want_net.clone()]);
-    if !same {
-        if existing.is_some() {
-            out.push(NbOp::LrpDel { name: name.into() });
-        }
-        out.push(NbOp::LrpAdd {
-            router: router.into(),
-            name: name.into(),
-            mac: mac.into(),
-            networks: vec![want_net],
-        });
-    }
-    let have = if same {
-        existing.map(|p| p.map("external_ids")).unwrap_or_default()
-    } else {
-        BTreeMap::new()
-    };
-    let ext = missing_keys(&have, ext);
-    if !ext.is_empty() {
-        out.push(set_keys("Logical_Router_Port", name, "external_ids", &ext));
-    }
-}
-
 /// Ensure a router-type switch port `name` on `switch` pointing at `router_port`.
 fn ensure_router_lsp(
     snap: &Snapshot,
@@ -217,7 +158,7 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         });
     }
     let want = [(names::EXT_CLUSTER_ROUTER, "yes".to_string())];
-    let ext = missing_keys(
+    let ext = differing(
         &router.map(|r| r.map("external_ids")).unwrap_or_default(),
         &want,
     );
@@ -241,7 +182,7 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         ("subnet", join_cidr().to_string()),
         ("exclude_ips", join_router_ip().addr().to_string()),
     ];
-    let ipam = missing_keys(
+    let ipam = differing(
         &join.map(|s| s.map("other_config")).unwrap_or_default(),
         &ipam,
     );
@@ -256,7 +197,7 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
     let rtoj = names::rtoj(CLUSTER_ROUTER);
     let jip = join_router_ip();
     ensure_lrp(
-        snap,
+        snap.router_ports.get(&rtoj),
         CLUSTER_ROUTER,
         &rtoj,
         &mac_from_ip(jip.addr()),
@@ -300,7 +241,7 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
         ("subnet", a.subnet.to_string()),
         ("exclude_ips", a.mgmt.addr().to_string()),
     ];
-    let other = missing_keys(
+    let other = differing(
         &existing.map(|s| s.map("other_config")).unwrap_or_default(),
         &other,
     );
@@ -311,7 +252,7 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
         (names::EXT_GATEWAY_IP, a.gateway.to_string()),
         (names::EXT_NODE, node.to_string()),
     ];
-    let ext = missing_keys(
+    let ext = differing(
         &existing.map(|s| s.map("external_ids")).unwrap_or_default(),
         &ext,
     );
@@ -320,7 +261,7 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
     }
     let rtos = names::rtos(node);
     ensure_lrp(
-        snap,
+        snap.router_ports.get(&rtos),
         CLUSTER_ROUTER,
         &rtos,
         &mac_from_ip(a.gateway.addr()),

@@ -22,6 +22,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::master::topology::join_router_ip;
+use crate::ovn::ensure::{differing, ensure_lrp, set_keys};
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
 use crate::ovn::{ColVal, DbOp, NbOp, Query, Row, Val};
 
@@ -221,29 +222,6 @@ fn prefix_str(n: Ipv4Net) -> String {
     }
 }
 
-fn set_keys(table: &str, record: &str, column: &str, kv: &[(&str, String)]) -> NbOp {
-    NbOp::Db(DbOp::Set {
-        table: table.into(),
-        record: record.into(),
-        columns: kv
-            .iter()
-            .map(|(k, v)| ColVal::key(column, k, Val::str(v)))
-            .collect(),
-        if_exists: false,
-    })
-}
-
-/// Keys of `want` that `have` lacks or holds with another value.
-fn differing<'a>(
-    have: &BTreeMap<String, String>,
-    want: &'a [(&'a str, String)],
-) -> Vec<(&'a str, String)> {
-    want.iter()
-        .filter(|(k, v)| have.get(*k) != Some(v))
-        .map(|(k, v)| (*k, v.clone()))
-        .collect()
-}
-
 /// Creates a row with `--id=@<id>` and references it from `router.column`.
 fn add_ref(out: &mut Vec<NbOp>, router: &str, column: &str, id: &str) {
     out.push(NbOp::Db(DbOp::Add {
@@ -266,42 +244,6 @@ fn remove_refs(out: &mut Vec<NbOp>, router: &str, column: &str, mut uuids: Vec<S
         values: uuids.into_iter().map(Val::Uuid).collect(),
         if_exists: true,
     }));
-}
-
-/// A router port with exactly this MAC and network (re-created otherwise: `--may-exist
-/// lrp-add` refuses to change them) and these external_ids.
-fn ensure_lrp(
-    snap: &GwSnapshot,
-    router: &str,
-    name: &str,
-    mac: &str,
-    network: Ipv4Net,
-    ext: &[(&str, String)],
-    out: &mut Vec<NbOp>,
-) {
-    let want_net = network.to_string();
-    let existing = snap.lrps.get(name);
-    let same =
-        existing.is_some_and(|p| p.str("mac") == mac && p.set("networks") == [want_net.as_str()]);
-    if !same {
-        if existing.is_some() {
-            out.push(NbOp::LrpDel { name: name.into() });
-        }
-        out.push(NbOp::LrpAdd {
-            router: router.into(),
-            name: name.into(),
-            mac: mac.into(),
-            networks: vec![want_net],
-        });
-    }
-    let have = match (same, existing) {
-        (true, Some(p)) => p.map("external_ids"),
-        _ => BTreeMap::new(),
-    };
-    let ext = differing(&have, ext);
-    if !ext.is_empty() {
-        out.push(set_keys("Logical_Router_Port", name, "external_ids", &ext));
-    }
 }
 
 /// A switch port `name` on `switch` with exactly this type, options and addresses.
@@ -377,7 +319,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
     // 2. Join port.
     let rtoj = names::rtoj(&gr);
     ensure_lrp(
-        snap,
+        snap.lrps.get(&rtoj),
         &gr,
         &rtoj,
         &crate::ovn::addrs::mac_from_ip(spec.join_ip.addr()),
@@ -416,7 +358,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
     }
     let rtoe = rtoe(&gr);
     ensure_lrp(
-        snap,
+        snap.lrps.get(&rtoe),
         &gr,
         &rtoe,
         &spec.mac,

@@ -2,6 +2,7 @@
 
 pub mod addrs;
 pub mod ctl;
+pub mod ensure;
 pub mod jsonrpc;
 pub mod names;
 pub mod native;
