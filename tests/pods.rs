@@ -631,3 +631,71 @@ async fn bench_once(n: usize, rate: f64) -> (f64, f64, f64, f64) {
         throughput,
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_subnet_reports_and_serves_when_room_appears_and_late_scheduling() {
+    let env = Env::start("podfull").await;
+    // /29 host subnets: .0 network, .1 gateway, .2 management, .7 broadcast -> 4 pod addresses.
+    let mut master = env.spawn("master", &env.master_args("10.8.0.0/24/29"));
+    master.wait_log("cluster topology ready", WAIT);
+    create_nodes(&env, &["tiny"]).await;
+    wait_nodes_ready(&env, &["tiny"]).await;
+    let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
+    create_pods(
+        &env,
+        names.iter().map(|n| pod(n, Some("tiny"), false, None)),
+    )
+    .await;
+    let first4: Vec<String> = names[..4].to_vec();
+    let got = wait_annotated(&env, &first4).await;
+    let ips: std::collections::BTreeSet<Ipv4Addr> = got.values().map(|a| a.ip).collect();
+    assert_eq!(ips.len(), 4);
+    assert!(
+        ips.iter().all(|ip| (3..=6).contains(&ip.octets()[3])),
+        "{ips:?}"
+    );
+    // The fifth: an error once, an Event, no annotation, no port.
+    master.wait_log("no free address in subnet", WAIT);
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), "default");
+    eventually("PodSubnetFull event", WAIT, || async {
+        let evs = events.list(&ListParams::default()).await.unwrap().items;
+        evs.iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("PodSubnetFull")
+                    && e.involved_object.name.as_deref() == Some("f4")
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(annotations(&env).await["f4"], None);
+    assert!(!pod_ports(&env).contains_key("default_f4"));
+    // Room appears: the waiting pod gets the freed address.
+    delete_pods(&env, &["f1".to_string()]).await;
+    let got4 = wait_annotated(&env, &["f4".to_string()]).await;
+    assert_eq!(got4["f4"].ip, got["f1"].ip);
+    assert_eq!(
+        master
+            .log_text()
+            .matches("no free address in subnet")
+            .count(),
+        1
+    );
+
+    // A pod created unscheduled is served once the scheduler sets its node (a merge patch,
+    // as the demo's scheduler stand-in does), without holding up other pods.
+    delete_pods(&env, &["f2".to_string()]).await;
+    create_pods(&env, [pod("later", None, false, None)]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(annotations(&env).await["later"], None);
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    api.patch(
+        "later",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"nodeName": "tiny"}})),
+    )
+    .await
+    .unwrap();
+    let later = wait_annotated(&env, &["later".to_string()]).await;
+    assert_eq!(later["later"].ip, got["f2"].ip);
+}
