@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 
 use crate::config::Config;
 use crate::exec::{Exec, RealExec};
-use crate::master::tokio_util_shim::CancelToken;
 use crate::master::{self, Master};
 use crate::ovn::{self, Ctl, Nb, NbTxn};
+use crate::util::cancel::CancelToken;
 
 /// What every role gets: configuration, the exec seam, the NB database, the Kubernetes client.
 #[derive(Clone)]

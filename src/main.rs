@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use ovnkube::config::{self, Invocation};
-use ovnkube::master::tokio_util_shim::cancel_pair;
+use ovnkube::util::cancel::cancel_pair;
 use ovnkube::util::{logging, pidfile::PidFile};
 
 fn main() -> ExitCode {

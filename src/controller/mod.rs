@@ -13,7 +13,7 @@ pub mod services;
 use anyhow::{Context, Result};
 
 use crate::app::Ctx;
-use crate::master::tokio_util_shim::CancelToken;
+use crate::util::cancel::CancelToken;
 
 /// Run the net-controller until `cancel` fires.
 pub async fn run(ctx: Ctx, cancel: CancelToken) -> Result<()> {

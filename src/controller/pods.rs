@@ -33,9 +33,9 @@ use super::pods_plan::{
 };
 use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, parse_host_subnet};
 use crate::kube::{Change, events, informer, key};
-use crate::master::tokio_util_shim::CancelToken;
 use crate::ovn::names::pod_port;
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
+use crate::util::cancel::CancelToken;
 
 const COMPONENT: &str = "ovnkube-net-controller";
 /// Commands per coalesced NB transaction (about 3 per pod).

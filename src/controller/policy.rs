@@ -32,8 +32,8 @@ use super::policy_plan::{
 };
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer, key};
-use crate::master::tokio_util_shim::CancelToken;
 use crate::ovn::{Nb, NbOp, NbTxn};
+use crate::util::cancel::CancelToken;
 
 const COMPONENT: &str = "ovnkube-net-controller";
 /// Commands per transaction at start-up (a unit's commands are never split).

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::util::cancel::CancelToken;
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
@@ -19,7 +20,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use tokio_util_shim::CancelToken;
 use tracing::Instrument;
 
 use crate::config::{ClusterSubnet, Config, OvnEndpoint, OvnScheme};
@@ -31,39 +31,6 @@ use subnets::SubnetAllocator;
 use topology::Snapshot;
 
 const COMPONENT: &str = "ovnkube-master";
-
-pub mod tokio_util_shim {
-    //! A minimal cancellation token (tokio's watch channel), to avoid another crate.
-    use tokio::sync::watch;
-
-    #[derive(Clone, Debug)]
-    pub struct CancelToken(watch::Receiver<bool>);
-
-    #[derive(Debug)]
-    pub struct CancelSource(watch::Sender<bool>);
-
-    pub fn cancel_pair() -> (CancelSource, CancelToken) {
-        let (tx, rx) = watch::channel(false);
-        (CancelSource(tx), CancelToken(rx))
-    }
-
-    impl CancelSource {
-        pub fn cancel(&self) {
-            let _ = self.0.send(true);
-        }
-    }
-
-    impl CancelToken {
-        pub async fn cancelled(&mut self) {
-            while !*self.0.borrow() {
-                if self.0.changed().await.is_err() {
-                    // The source is gone: nobody can cancel any more; wait forever.
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
-}
 
 pub struct Master {
     nb: Arc<dyn Nb>,

@@ -19,8 +19,8 @@ use kube::runtime::watcher;
 
 use crate::exec::{Cmd, Exec};
 use crate::kube::{Change, informer, key};
-use crate::master::tokio_util_shim::CancelToken;
 use crate::ovn::{ColVal, Query, Val, Vs, Vsctl};
+use crate::util::cancel::CancelToken;
 
 /// Cookie of the conntrack/ARP flows.
 pub const COOKIE_BASE: u64 = 0x4f4b_4757_0001;

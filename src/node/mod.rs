@@ -26,10 +26,10 @@ use crate::app::Ctx;
 use crate::config::{Config, KubernetesConfig};
 use crate::exec::Cmd;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
-use crate::master::tokio_util_shim::CancelToken;
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
 use crate::ovn::names::{mgmt_iface, node_switch};
 use crate::ovn::{ColVal, Nb, Query, Val, Vs, Vsctl};
+use crate::util::cancel::CancelToken;
 use iproute::Ip;
 use plan::{BR_INT, CNI_CONF_FILE};
 

@@ -1,5 +1,6 @@
 //! Process plumbing: logging, pid file, retry bookkeeping.
 
+pub mod cancel;
 pub mod logging;
 pub mod pidfile;
 pub mod retry;

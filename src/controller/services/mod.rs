@@ -18,8 +18,8 @@ use kube::Api;
 use kube::runtime::watcher;
 
 use crate::kube::{Change, informer, key};
-use crate::master::tokio_util_shim::CancelToken;
 use crate::ovn::{Nb, NbTxn, Query};
+use crate::util::cancel::CancelToken;
 use crate::util::retry::Retries;
 use vips::{Gateway, LbTargets, Proto, VipMap};
 
