@@ -548,6 +548,29 @@ mod tests {
     }
 
     #[test]
+    fn sctp_goes_to_its_own_load_balancers() {
+        let s = svc(
+            "NodePort",
+            "10.96.0.15",
+            vec![port(
+                Some("s"),
+                Some("SCTP"),
+                9000,
+                IntOrString::Int(9000),
+                Some(30900),
+            )],
+        );
+        let e = eps(vec![(vec!["10.1.0.11"], vec![(Some("s"), "SCTP", 9000)])]);
+        let mut targets = lbs();
+        targets.gateways[0].lbs.insert(Proto::Sctp, "ga-s".into());
+        let d = service_vips("ns/sctp", &s, Some(&e), &targets, true);
+        assert_eq!(d.vips[&vip("cs", "10.96.0.15:9000")], "10.1.0.11:9000");
+        assert_eq!(d.vips[&vip("ga-s", "172.30.0.1:30900")], "10.1.0.11:9000");
+        // GR_b has no SCTP load balancer: nothing there, and no TCP/UDP LB is used instead.
+        assert_eq!(d.vips.len(), 2);
+    }
+
+    #[test]
     fn not_ready_addresses_are_not_backends() {
         let s = svc(
             "ClusterIP",
