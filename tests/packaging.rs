@@ -82,9 +82,12 @@ fn sh_words(line: &str, vars: &HashMap<&str, &str>) -> Vec<String> {
 fn parse(words: &[String]) -> Config {
     let no_file = Path::new("/nonexistent/ovn_k8s.conf");
     // The kubeconfig must exist to validate; point it at a file of ours, keeping the flag form.
-    let kc = std::env::temp_dir().join(format!("ovnkube-packaging-{}.yaml", std::process::id()));
-    std::fs::write(&kc, "apiVersion: v1\nkind: Config\n").unwrap();
-    let kc = kc.display().to_string();
+    static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let kc_path =
+        std::env::temp_dir().join(format!("ovnkube-packaging-{}-{n}.yaml", std::process::id()));
+    std::fs::write(&kc_path, "apiVersion: v1\nkind: Config\n").unwrap();
+    let kc = kc_path.display().to_string();
     let mut words = words.to_vec();
     for i in 0..words.len() {
         if words[i].starts_with("-k8s-kubeconfig=") {
@@ -93,7 +96,9 @@ fn parse(words: &[String]) -> Config {
             words[i] = kc.clone();
         }
     }
-    match parse_args_with_default_file(words.iter().cloned(), no_file) {
+    let parsed = parse_args_with_default_file(words.iter().cloned(), no_file);
+    let _ = std::fs::remove_file(&kc_path);
+    match parsed {
         Ok(Invocation::Run(c)) => *c,
         other => panic!("{words:?} did not parse as a run: {other:?}"),
     }
