@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::watcher;
@@ -38,6 +38,10 @@ use crate::util::cancel::CancelToken;
 const COMPONENT: &str = "ovnkube-net-controller";
 /// Commands per transaction at start-up (a unit's commands are never split).
 const MAX_TXN_OPS: usize = 4000;
+/// A burst of events ends after this long without one...
+const BURST_QUIET: Duration = Duration::from_millis(3);
+/// ...or after this long in any case, so a steady stream still gets served.
+const BURST_MAX: Duration = Duration::from_millis(100);
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(250u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(10))
@@ -589,30 +593,37 @@ impl PolicyController {
                 },
                 _ = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if wake.is_some() => {}
             }
-            // Drain whatever else is ready.
+            // Gather what arrives right behind this event, so a burst (a namespace's policies
+            // applied together, a relist) becomes one transaction. Polling the streams only
+            // once is not enough: the HTTP client hands a watch over one chunk at a time.
+            let burst_end = Instant::now() + BURST_MAX;
             loop {
-                let mut any = false;
-                while let Some(Some(ch)) = ns_ch.next().now_or_never() {
-                    st.on_namespace(ch);
-                    any = true;
+                let quiet = tokio::time::sleep(BURST_QUIET);
+                tokio::select! {
+                    biased;
+                    ch = ns_ch.next() => match ch {
+                        None => bail!("namespace watch ended"),
+                        Some(ch) => st.on_namespace(ch),
+                    },
+                    ch = pod_ch.next() => match ch {
+                        None => bail!("pod watch ended"),
+                        Some(ch) => st.on_pod(ch),
+                    },
+                    ch = np_ch.next() => match ch {
+                        None => bail!("network policy watch ended"),
+                        Some(ch) => st.on_policy(ch),
+                    },
+                    ch = node_ch.next() => match ch {
+                        None => bail!("node watch ended"),
+                        Some(ch) => st.on_node(ch),
+                    },
+                    ev = self.ports.recv() => match ev {
+                        Some(ev) => st.on_port(ev),
+                        None => return Ok(()),
+                    },
+                    _ = quiet => break,
                 }
-                while let Some(Some(ch)) = pod_ch.next().now_or_never() {
-                    st.on_pod(ch);
-                    any = true;
-                }
-                while let Some(Some(ch)) = np_ch.next().now_or_never() {
-                    st.on_policy(ch);
-                    any = true;
-                }
-                while let Some(Some(ch)) = node_ch.next().now_or_never() {
-                    st.on_node(ch);
-                    any = true;
-                }
-                while let Ok(ev) = self.ports.try_recv() {
-                    st.on_port(ev);
-                    any = true;
-                }
-                if !any {
+                if Instant::now() >= burst_end {
                     break;
                 }
             }
