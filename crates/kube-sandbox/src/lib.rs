@@ -13,6 +13,11 @@
 //! errors with the usual codes and reasons. There is no authentication, no schema validation
 //! and no admission beyond the defaults listed above.
 //!
+//! Request bodies are JSON, except that POST/PUT also accept Kubernetes protobuf
+//! (`application/vnd.kubernetes.protobuf`, as sent by `kubectl create namespace` and
+//! `kubectl create service ...`) for v1 Namespace and Service; other kinds get a 415 naming
+//! the type. Responses are always JSON.
+//!
 //! # Library API
 //!
 //! ```no_run
@@ -34,6 +39,7 @@
 mod discovery;
 mod error;
 mod patch;
+mod protobuf;
 mod resources;
 mod selector;
 mod server;

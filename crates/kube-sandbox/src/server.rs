@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
+use crate::protobuf;
 use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::store::{Filter, ListParams, PatchKind, Store, WatchMsg};
@@ -378,8 +379,7 @@ fn collection(
             if def.namespaced && ns.is_none() {
                 return Err(ApiError::method_not_allowed());
             }
-            check_write_content_type(rq)?;
-            let body = rq.json_body()?;
+            let body = write_body(rq)?;
             let obj = shared.store.create(res, ns, body, rq.dry_run())?;
             Ok(json_response(201, &obj))
         }
@@ -394,12 +394,18 @@ fn collection(
     }
 }
 
-/// POST/PUT bodies must be JSON. Protobuf (sent by kubectl's generators such as
-/// `kubectl create namespace`) is not decoded: 415, like an apiserver without protobuf support.
-fn check_write_content_type(rq: &Req) -> ApiResult<()> {
+/// The object in a POST/PUT body: JSON, or Kubernetes protobuf (sent by kubectl's generators
+/// such as `kubectl create namespace`) for the kinds `protobuf` knows, decoded to the same JSON.
+fn write_body(rq: &Req) -> ApiResult<Value> {
     let ct = rq.content_type.split(';').next().unwrap_or("").trim();
-    if ct.is_empty() || ct == "application/json" || ct.ends_with("+json") || ct.contains("yaml") {
-        Ok(())
+    if ct == protobuf::MEDIA_TYPE {
+        protobuf::decode_object(&rq.body)
+    } else if ct.is_empty()
+        || ct == "application/json"
+        || ct.ends_with("+json")
+        || ct.contains("yaml")
+    {
+        rq.json_body()
     } else {
         Err(ApiError::unsupported_media_type(ct))
     }
@@ -417,8 +423,7 @@ fn object(
     match rq.method {
         Method::GET => Ok(json_response(200, &store.get(res, ns, name)?)),
         Method::PUT => {
-            check_write_content_type(rq)?;
-            let body = rq.json_body()?;
+            let body = write_body(rq)?;
             let (obj, created) = store.update(res, ns, name, body, status, rq.dry_run())?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))
         }

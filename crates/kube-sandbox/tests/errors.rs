@@ -212,6 +212,8 @@ async fn error_statuses() {
         415,
         "UnsupportedMediaType",
     );
+    // Protobuf: an envelope without a kind is a 400; kinds the sandbox cannot decode get a 415
+    // naming the type (runtime.Unknown { typeMeta { apiVersion: "v1", kind: "Pod" } }).
     assert_status(
         &call(
             a,
@@ -221,8 +223,34 @@ async fn error_statuses() {
             "k8s\0",
         )
         .await,
-        415,
-        "UnsupportedMediaType",
+        400,
+        "BadRequest",
+    );
+    let pod_pb = call(
+        a,
+        "POST",
+        PODS,
+        "application/vnd.kubernetes.protobuf",
+        "k8s\0\x0a\x09\x0a\x02v1\x12\x03Pod\x12\x00",
+    )
+    .await;
+    assert_status(&pod_pb, 415, "UnsupportedMediaType");
+    assert!(
+        pod_pb.1["message"].as_str().unwrap().contains("\"Pod\""),
+        "{}",
+        pod_pb.1
+    );
+    assert_status(
+        &call(
+            a,
+            "POST",
+            "/api/v1/namespaces",
+            "application/vnd.kubernetes.protobuf",
+            "k8s\0\x0a\x0f\x0a\x02v1\x12\x09Namespace\x12\x05\x0a\x03\x0a\x01",
+        )
+        .await,
+        400,
+        "BadRequest",
     );
     assert_status(
         &call(

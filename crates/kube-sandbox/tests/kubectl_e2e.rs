@@ -336,6 +336,103 @@ fn kubectl_services_nodes_namespaces_netpols() {
     k.run(&["delete", "netpol", "deny", "allow"]);
 }
 
+/// kubectl's generators send protobuf bodies (`application/vnd.kubernetes.protobuf`).
+#[test]
+fn kubectl_generators_send_protobuf() {
+    let (_sb, k, _dir) = setup();
+    assert!(
+        k.run(&["create", "namespace", "foo"])
+            .contains("namespace/foo created")
+    );
+    let n = k.json(&["get", "ns", "foo"]);
+    assert_eq!(n["metadata"]["name"], "foo");
+    assert_eq!(
+        n["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "foo"
+    );
+    assert_eq!(n["status"]["phase"], "Active");
+    let again = k.try_run(&["create", "namespace", "foo"]);
+    assert!(
+        !again.ok && again.stderr.contains("AlreadyExists"),
+        "{}",
+        again.stderr
+    );
+    let dry = k.run(&["create", "ns", "bar", "--dry-run=server", "-o", "name"]);
+    assert!(dry.contains("namespace/bar"), "{dry}");
+    assert!(!k.try_run(&["get", "ns", "bar"]).ok);
+
+    assert!(
+        k.run(&[
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+            "-n",
+            "foo"
+        ])
+        .contains("service/web created")
+    );
+    let s = k.json(&["get", "svc", "web", "-n", "foo"]);
+    assert_eq!(s["metadata"]["namespace"], "foo");
+    assert_eq!(s["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(s["spec"]["type"], "ClusterIP");
+    assert_eq!(s["spec"]["selector"], json!({"app": "web"}));
+    assert_eq!(
+        s["spec"]["ports"],
+        json!([{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}])
+    );
+    assert!(
+        s["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.96.")
+    );
+
+    assert!(
+        k.run(&[
+            "create",
+            "service",
+            "nodeport",
+            "np",
+            "--tcp=80:8080",
+            "--tcp=443"
+        ])
+        .contains("service/np created")
+    );
+    let s = k.json(&["get", "svc", "np"]);
+    assert_eq!(s["metadata"]["labels"], json!({"app": "np"}));
+    assert_eq!(s["spec"]["type"], "NodePort");
+    assert!(
+        s["spec"]["clusterIP"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.96.")
+    );
+    let ports = s["spec"]["ports"].as_array().unwrap();
+    assert_eq!(ports.len(), 2);
+    for (p, (port, target)) in ports.iter().zip([(80, 8080), (443, 443)]) {
+        assert_eq!(p["port"], port);
+        assert_eq!(p["targetPort"], target);
+        assert_eq!(p["protocol"], "TCP");
+        let np = p["nodePort"].as_i64().unwrap();
+        assert!((30000..=32767).contains(&np), "{p}");
+    }
+    assert_ne!(ports[0]["nodePort"], ports[1]["nodePort"]);
+
+    let ext = k.run(&[
+        "create",
+        "service",
+        "externalname",
+        "ext",
+        "--external-name=db.example.com",
+    ]);
+    assert!(ext.contains("service/ext created"), "{ext}");
+    let s = k.json(&["get", "svc", "ext"]);
+    assert_eq!(s["spec"]["type"], "ExternalName");
+    assert_eq!(s["spec"]["externalName"], "db.example.com");
+}
+
 #[test]
 fn kubectl_get_watch_sees_new_objects() {
     let (_sb, k, _dir) = setup();
