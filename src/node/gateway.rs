@@ -35,9 +35,16 @@ pub const EXT_BRIDGE_MAPPINGS: &str = "ovn-bridge-mappings";
 const IPAM_TIMEOUT: Duration = Duration::from_secs(30);
 const PATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Sets up the node's gateway. In shared mode returns the bridge's flows, for the NodePort
-/// flow watcher of a `-nodeport` node.
-pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Option<BridgeFlows>> {
+/// A gateway as `init` set it up.
+pub struct Gateway {
+    /// What the NB part should look like; `recheck` keeps the NB at it.
+    pub spec: GatewaySpec,
+    /// Shared mode: the bridge's flows, for the NodePort flow watcher of a `-nodeport` node.
+    pub flows: Option<BridgeFlows>,
+}
+
+/// Sets up the node's gateway.
+pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
     let cfg = &ctx.cfg;
     let host = Host::new(ctx.exec.clone());
     let defaults = default_routes(&host).await?;
@@ -56,8 +63,8 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Option<Bridg
     let system_id = system_id(&host).await?;
     if cfg.gateway.spare_interface {
         let nexthop = nexthop_for(cfg.gateway.nexthop, &defaults, &[&iface], node)?;
-        spare(ctx, &host, node, subnet, &iface, nexthop, &system_id).await?;
-        return Ok(None);
+        let spec = spare(ctx, &host, node, subnet, &iface, nexthop, &system_id).await?;
+        return Ok(Gateway { spec, flows: None });
     }
     let up = host.resolve_uplink(&iface).await?;
     let nexthop = nexthop_for(
@@ -107,7 +114,10 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Option<Bridg
         %nexthop, join_ip = %spec.join_ip,
         "gateway router {} ready", names::gateway_router(node)
     );
-    Ok(Some(flows))
+    Ok(Gateway {
+        spec,
+        flows: Some(flows),
+    })
 }
 
 /// Spare mode: the NIC is OVN's alone.
@@ -119,7 +129,7 @@ async fn spare(
     nic: &str,
     nexthop: Ipv4Addr,
     system_id: &str,
-) -> Result<()> {
+) -> Result<GatewaySpec> {
     let link = host
         .ip
         .link(nic)
@@ -175,7 +185,7 @@ async fn spare(
         %node, mode = "spare", %nic, ip = %spec.physical_ip, %nexthop, join_ip = %spec.join_ip,
         "gateway router {} ready", names::gateway_router(node)
     );
-    Ok(())
+    Ok(spec)
 }
 
 /// `(dev, gateway)` of every IPv4 default route, in table order.
@@ -353,15 +363,25 @@ async fn program_nb(
         uplink,
         nodeport: ctx.cfg.nodeport,
     };
+    if apply_nb(nb, &spec).await? == 0 {
+        tracing::info!(%node, "gateway router already up to date in the NB database");
+    }
+    Ok(spec)
+}
+
+/// Reads the gateway's NB objects and writes what differs from `spec`, in one transaction
+/// (none when nothing differs). Returns the number of operations written.
+async fn apply_nb(nb: &dyn Nb, spec: &GatewaySpec) -> Result<usize> {
+    let node = spec.node.as_str();
     let tables = nb
         .query(&GwSnapshot::queries(node, spec.uplink.port()))
         .await
         .with_context(|| format!("reading the gateway of node {node} from the NB database"))?;
-    let ops = gateway_plan::gateway_ops(&GwSnapshot::from_tables(tables), &spec);
+    let ops = gateway_plan::gateway_ops(&GwSnapshot::from_tables(tables), spec);
     if ops.is_empty() {
-        tracing::info!(%node, "gateway router already up to date in the NB database");
-        return Ok(spec);
+        return Ok(0);
     }
+    let n = ops.len();
     let mut txn = NbTxn::new();
     txn.extend(ops);
     nb.transact(&txn).await.with_context(|| {
@@ -370,7 +390,23 @@ async fn program_nb(
             names::gateway_router(node)
         )
     })?;
-    Ok(spec)
+    Ok(n)
+}
+
+/// The periodic re-check of a running node: brings the gateway's NB objects back to `spec`
+/// if they were lost or changed. The join address is read back (or, when the join port is
+/// gone, asked from OVN IPAM again) first, so `lb_force_snat_ip` and the cluster-router
+/// routes follow it. Returns the number of operations written (0: nothing was wrong).
+pub async fn recheck(nb: &dyn Nb, spec: &mut GatewaySpec) -> Result<usize> {
+    let join_ip = ensure_join_ip(nb, &spec.node).await?;
+    if join_ip != spec.join_ip {
+        tracing::info!(
+            node = %spec.node, old = %spec.join_ip, new = %join_ip,
+            "gateway router {} has a new join address", names::gateway_router(&spec.node)
+        );
+        spec.join_ip = join_ip;
+    }
+    apply_nb(nb, spec).await
 }
 
 /// The gateway router's join address: the one its join port has, else the one OVN IPAM

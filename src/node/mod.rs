@@ -39,6 +39,10 @@ pub const SUBNET_TIMEOUT_ENV: &str = "OVNKUBE_NODE_SUBNET_TIMEOUT";
 const DEFAULT_SUBNET_TIMEOUT: Duration = Duration::from_secs(300);
 const POLL: Duration = Duration::from_secs(1);
 const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// A running node re-checks its NB objects this often (and soon after its switch reappears).
+const RECHECK: Duration = Duration::from_secs(12);
+/// How often a running node looks whether its switch is (still) there: one small read.
+const SWITCH_POLL: Duration = Duration::from_secs(2);
 
 /// Initialise node `node`. Returns once the CNI config is written; any failure is an error
 /// (never a silent success).
@@ -47,19 +51,171 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
     configure_ovs(ctx, &vs, node).await?;
     let subnet = wait_for_subnet(ctx, node, subnet_timeout(), cancel.clone()).await?;
     tracing::info!(%node, %subnet, "Node {node} ready for ovn initialization with subnet {subnet}");
-    mgmt_port(ctx, &vs, node, subnet).await?;
+    let mac = mgmt_port(ctx, &vs, node, subnet).await?;
+    let mut gw_spec = None;
     if ctx.cfg.gateway.init {
-        let flows = gateway::init(ctx, node, subnet)
+        let gw = gateway::init(ctx, node, subnet)
             .await
             .with_context(|| format!("initialising the gateway of node {node}"))?;
         // The process stays alive with -nodeport (app.rs); the flow watcher lives in it.
-        if let (Some(f), true) = (flows, ctx.cfg.nodeport) {
-            tokio::spawn(f.run(ctx.client.clone(), cancel));
+        if let (Some(f), true) = (gw.flows, ctx.cfg.nodeport) {
+            tokio::spawn(f.run(ctx.client.clone(), cancel.clone()));
         }
+        gw_spec = Some(gw.spec);
     }
     let path = write_cni_conf(&ctx.cfg)?;
     tracing::info!(%node, path = %path.display(), "node initialised; CNI config written");
+    // A process that stays alive (app.rs) keeps the NB objects it created in place.
+    if ctx.cfg.nodeport || ctx.cfg.ha {
+        let keeper = NbKeeper {
+            ctx: ctx.clone(),
+            node: node.to_string(),
+            subnet,
+            mac,
+            gateway: gw_spec,
+        };
+        tokio::spawn(keeper.run(cancel));
+    }
     Ok(())
+}
+
+/// Keeps the NB objects a running node owns (the management port's logical port and, with
+/// `-init-gateways`, the gateway) as the init made them: if the NB database is lost or
+/// someone deletes them, they come back without restarting the node. Each re-check is the
+/// init's own read-diff-write, so a healthy system sees reads only, no NB transaction.
+struct NbKeeper {
+    ctx: Ctx,
+    node: String,
+    subnet: Ipv4Net,
+    mac: String,
+    gateway: Option<gateway_plan::GatewaySpec>,
+}
+
+impl NbKeeper {
+    async fn run(mut self, mut cancel: CancelToken) {
+        let mut since_check = Duration::ZERO;
+        let mut switch_was_there = true;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(SWITCH_POLL) => {}
+                _ = cancel.cancelled() => return,
+            }
+            since_check += SWITCH_POLL;
+            let there = tokio::select! {
+                r = self.switch_ready() => r,
+                _ = cancel.cancelled() => return,
+            };
+            // The master just (re)created the switch: repair now rather than at the period.
+            let due = since_check >= RECHECK || (there && !switch_was_there);
+            switch_was_there = there;
+            if !due || !there {
+                continue;
+            }
+            since_check = Duration::ZERO;
+            tokio::select! {
+                r = self.recheck() => if let Err(e) = r {
+                    tracing::warn!(
+                        node = %self.node, error = %format!("{e:#}"),
+                        "re-checking the node's NB objects failed; retrying in {RECHECK:?}"
+                    );
+                },
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Whether the node switch exists with this node's subnet (what the LSP needs).
+    async fn switch_ready(&self) -> bool {
+        match check_switch(self.ctx.nb.as_ref(), &self.node, self.subnet).await {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::debug!(node = %self.node, "not re-checking the NB objects: {why}");
+                false
+            }
+        }
+    }
+
+    async fn recheck(&mut self) -> Result<()> {
+        let nb = self.ctx.nb.as_ref();
+        let node = self.node.as_str();
+        if ensure_mgmt_lsp(nb, node, &self.mac, self.subnet).await? {
+            tracing::info!(
+                %node, port = %crate::ovn::names::mgmt_port(node),
+                "repaired the management port's logical port in the NB database"
+            );
+        }
+        if let Some(spec) = self.gateway.as_mut() {
+            let n = gateway::recheck(nb, spec)
+                .await
+                .with_context(|| format!("re-checking the gateway of node {node}"))?;
+            if n > 0 {
+                tracing::info!(
+                    %node, ops = n, join_ip = %spec.join_ip,
+                    "repaired gateway router {} in the NB database",
+                    crate::ovn::names::gateway_router(node)
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `Ok` when logical switch `node` exists with `subnet`; `Err` says what is not right.
+async fn check_switch(nb: &dyn Nb, node: &str, subnet: Ipv4Net) -> Result<(), String> {
+    let sw = node_switch(node);
+    let rows = nb
+        .query(&[Query::find(
+            "Logical_Switch",
+            &["name", "other_config"],
+            vec![ColVal::set("name", Val::str(sw.as_str()))],
+        )])
+        .await
+        .map_err(|e| format!("cannot read the NB database: {e:#}"))?;
+    let Some(row) = rows.first().and_then(|t| t.first()) else {
+        return Err(format!("logical switch {sw} is not in the NB database"));
+    };
+    match row.map_get("other_config", "subnet") {
+        Some(s) if s == subnet.to_string() => Ok(()),
+        other => Err(format!(
+            "logical switch {sw} has subnet {other:?}, this node was set up with {subnet}"
+        )),
+    }
+}
+
+/// Writes the management port's logical port when it is missing or differs. Returns whether
+/// it wrote.
+async fn ensure_mgmt_lsp(nb: &dyn Nb, node: &str, mac: &str, subnet: Ipv4Net) -> Result<bool> {
+    let addrs = NodeAddrs::new(subnet);
+    let port = crate::ovn::names::mgmt_port(node);
+    let by_name = |t: &str, cols: &[&str], n: &str| {
+        Query::find(t, cols, vec![ColVal::set("name", Val::str(n))])
+    };
+    let t = nb
+        .query(&[
+            by_name("Logical_Switch_Port", &["name", "addresses"], &port),
+            by_name("Logical_Switch", &["name", "ports"], &node_switch(node)),
+        ])
+        .await
+        .context("reading the management port's logical port from the NB database")?;
+    let lsp = t.first().and_then(|r| r.first());
+    let lsp_addrs = lsp.map(|r| r.set("addresses")).unwrap_or_default();
+    let ports = t
+        .get(1)
+        .and_then(|r| r.first())
+        .map(|r| r.set("ports"))
+        .unwrap_or_default();
+    let want = plan::mgmt_lsp_address(mac, &addrs);
+    if plan::mgmt_lsp_current(
+        lsp.map(|r| (r.uuid.as_str(), &lsp_addrs[..])),
+        &ports,
+        &want,
+    ) {
+        return Ok(false);
+    }
+    nb.transact(&plan::mgmt_nb_txn(node, mac, &addrs))
+        .await
+        .with_context(|| format!("creating the management port's logical port on switch {node}"))?;
+    Ok(true)
 }
 
 fn subnet_timeout() -> Duration {
@@ -243,8 +399,9 @@ async fn check_subnet(api: &Api<Node>, nb: &dyn Nb, node: &str) -> Result<Ipv4Ne
 }
 
 /// Step 3: the management port `k8s-<node>` (OVS internal interface + LSP), its address,
-/// MAC and routes. Every step is idempotent, so re-running the node init is safe.
-async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result<()> {
+/// MAC and routes. Every step is idempotent, so re-running the node init is safe. Returns
+/// the port's MAC.
+async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result<String> {
     let addrs = NodeAddrs::new(subnet);
     let mac = mac_from_ip(addrs.mgmt.addr());
     let iface = mgmt_iface(node);
@@ -322,7 +479,7 @@ async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result
         %node, %iface, %mac, address = %addrs.mgmt, gateway = %gw,
         "management port configured"
     );
-    Ok(())
+    Ok(mac)
 }
 
 /// Step 4: the CNI config, written atomically (temp file + rename, §11 item 40). Returns

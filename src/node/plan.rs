@@ -133,9 +133,26 @@ pub fn mgmt_nb_txn(node: &str, mac: &str, addrs: &NodeAddrs) -> NbTxn {
     })
     .push(NbOp::LspSetAddresses {
         name: port,
-        addresses: vec![format!("{mac} {}", addrs.mgmt.addr())],
+        addresses: vec![mgmt_lsp_address(mac, addrs)],
     });
     txn
+}
+
+/// The address the management port's logical port carries (`<mac> <ip>`).
+pub fn mgmt_lsp_address(mac: &str, addrs: &NodeAddrs) -> String {
+    format!("{mac} {}", addrs.mgmt.addr())
+}
+
+/// Whether the management port's logical port is as `mgmt_nb_txn` makes it: `lsp` is its
+/// (uuid, addresses) when it exists, `switch_ports` the node switch's ports.
+pub fn mgmt_lsp_current(
+    lsp: Option<(&str, &[String])>,
+    switch_ports: &[String],
+    want: &str,
+) -> bool {
+    lsp.is_some_and(|(uuid, addrs)| {
+        addrs.len() == 1 && addrs[0] == want && switch_ports.iter().any(|p| p == uuid)
+    })
 }
 
 /// Destinations routed through the management port via the node's gateway (`.1`): every
@@ -250,6 +267,19 @@ mod tests {
                 .join(" "),
             "-- --may-exist lsp-add n1 k8s-n1 -- lsp-set-addresses k8s-n1 0a:58:0a:01:03:02 10.1.3.2"
         );
+    }
+
+    #[test]
+    fn management_lsp_check() {
+        let want = "0a:58:0a:01:03:02 10.1.3.2";
+        let ok = [want.to_string()];
+        let ports = ["u1".to_string(), "u2".to_string()];
+        assert!(mgmt_lsp_current(Some(("u2", &ok)), &ports, want));
+        assert!(!mgmt_lsp_current(None, &ports, want));
+        assert!(!mgmt_lsp_current(Some(("u3", &ok)), &ports, want));
+        let stale = ["0a:58:0a:01:04:02 10.1.4.2".to_string()];
+        assert!(!mgmt_lsp_current(Some(("u2", &stale)), &ports, want));
+        assert!(!mgmt_lsp_current(Some(("u2", &[])), &ports, want));
     }
 
     #[test]
