@@ -565,68 +565,44 @@ impl PolicyController {
             tracing::info!("removed the stale objects of the {u}");
         }
 
-        // 4. Follow changes; everything that arrived together goes into one transaction.
+        // 4. Follow changes. Events that arrive right behind one another (a namespace's
+        // policies applied together, a relist) are gathered into one transaction: a burst ends
+        // after BURST_QUIET without an event, or after BURST_MAX. Polling the streams once is
+        // not enough: the HTTP client hands a watch over one chunk at a time.
+        let mut burst_end: Option<Instant> = None;
         loop {
             let wake = st.next_retry();
-            tokio::select! {
+            let far = Instant::now() + Duration::from_secs(3600);
+            let flush = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 ch = ns_ch.next() => match ch {
                     None => bail!("namespace watch ended"),
-                    Some(ch) => st.on_namespace(ch),
+                    Some(ch) => { st.on_namespace(ch); false }
                 },
                 ch = pod_ch.next() => match ch {
                     None => bail!("pod watch ended"),
-                    Some(ch) => st.on_pod(ch),
+                    Some(ch) => { st.on_pod(ch); false }
                 },
                 ch = np_ch.next() => match ch {
                     None => bail!("network policy watch ended"),
-                    Some(ch) => st.on_policy(ch),
+                    Some(ch) => { st.on_policy(ch); false }
                 },
                 ch = node_ch.next() => match ch {
                     None => bail!("node watch ended"),
-                    Some(ch) => st.on_node(ch),
+                    Some(ch) => { st.on_node(ch); false }
                 },
                 ev = self.ports.recv() => match ev {
-                    Some(ev) => st.on_port(ev),
+                    Some(ev) => { st.on_port(ev); false }
                     // The pod controller stopped; the process is going down.
                     None => return Ok(()),
                 },
-                _ = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if wake.is_some() => {}
+                _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() && burst_end.is_none() => true,
+                _ = tokio::time::sleep(BURST_QUIET), if burst_end.is_some() => true,
+            };
+            if !flush && Instant::now() < *burst_end.get_or_insert(Instant::now() + BURST_MAX) {
+                continue;
             }
-            // Gather what arrives right behind this event, so a burst (a namespace's policies
-            // applied together, a relist) becomes one transaction. Polling the streams only
-            // once is not enough: the HTTP client hands a watch over one chunk at a time.
-            let burst_end = Instant::now() + BURST_MAX;
-            loop {
-                let quiet = tokio::time::sleep(BURST_QUIET);
-                tokio::select! {
-                    biased;
-                    ch = ns_ch.next() => match ch {
-                        None => bail!("namespace watch ended"),
-                        Some(ch) => st.on_namespace(ch),
-                    },
-                    ch = pod_ch.next() => match ch {
-                        None => bail!("pod watch ended"),
-                        Some(ch) => st.on_pod(ch),
-                    },
-                    ch = np_ch.next() => match ch {
-                        None => bail!("network policy watch ended"),
-                        Some(ch) => st.on_policy(ch),
-                    },
-                    ch = node_ch.next() => match ch {
-                        None => bail!("node watch ended"),
-                        Some(ch) => st.on_node(ch),
-                    },
-                    ev = self.ports.recv() => match ev {
-                        Some(ev) => st.on_port(ev),
-                        None => return Ok(()),
-                    },
-                    _ = quiet => break,
-                }
-                if Instant::now() >= burst_end {
-                    break;
-                }
-            }
+            burst_end = None;
             st.reconcile().await;
         }
     }
