@@ -4,12 +4,14 @@
 //! groups, address sets and ACLs.
 
 mod common;
+mod gwbed;
+mod nodebed;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::Duration;
 
 use common::{Env, eventually};
+use gwbed::wipe_nb;
 use k8s_openapi::api::core::v1::{
     Container, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, Pod, PodSpec,
     Service, ServicePort, ServiceSpec,
@@ -111,25 +113,6 @@ fn projection(env: &Env) -> BTreeMap<String, String> {
         p.insert(format!("as {}", r.str("name")), format!("{a:?}"));
     }
     p
-}
-
-/// Stop the NB server, replace its database with an empty one, start it again.
-fn wipe_nb(env: &mut Env) {
-    env.central.stop_nb();
-    let db = env.central.dir().join("ovnnb_db.db");
-    std::fs::remove_file(&db).unwrap();
-    let ok = Command::new("ovsdb-tool")
-        .arg("create")
-        .arg(&db)
-        .arg("/usr/share/ovn/ovn-nb.ovsschema")
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    env.central.start_nb().unwrap();
-    assert!(
-        table(env, "Logical_Switch").is_empty(),
-        "the NB must be empty now"
-    );
 }
 
 fn pod(name: &str, node: &str, role: &str) -> Pod {
@@ -275,7 +258,7 @@ async fn everything_is_rebuilt_from_kubernetes_after_the_nb_is_lost() {
 
     // The database is lost while the master is down.
     assert_eq!(master.terminate().code(), Some(0));
-    wipe_nb(&mut env);
+    wipe_nb(&mut env, |env| table(env, "Logical_Switch").is_empty());
     let mut master = env.spawn("master2", &args);
     master.wait_log("initial policy sync done", WAIT);
     let after = eventually("NB rebuilt", WAIT, || async {

@@ -8,42 +8,23 @@
 //! `ovn-nbctl` command in its debug log (reads are `--format=json`), which the test counts.
 
 mod common;
+mod gwbed;
 mod nodebed;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Env, eventually};
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use gwbed::*;
 use nodebed::*;
-use ovn_testbed::{Chassis, ChassisOpts, Outside, TestPod};
+use ovn_testbed::{Chassis, ChassisOpts, Outside};
 
-const OUTSIDE: &str = "172.31.0.100/24";
 const NODE_IP: &str = "172.31.0.1";
-const WAIT: Duration = Duration::from_secs(60);
 const REPAIR: Duration = Duration::from_secs(40);
-const NODE_PORT: i32 = 30080;
 
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
-
+/// `ovn-nbctl` that reads a failure as empty output: this test loses the NB on purpose.
 fn nb(env: &Env, args: &[&str]) -> String {
-    env.central
-        .nbctl(args)
-        .unwrap_or_default()
-        .trim()
-        .trim_matches('"')
-        .to_string()
-}
-
-fn node_log(ns: &NodeSide) -> String {
-    std::fs::read_to_string(ns.dir.join("node.log")).unwrap_or_default()
+    nbctl(env, args, true)
 }
 
 /// The NB transactions the node made so far (`ovn-nbctl` runs that are not reads).
@@ -54,116 +35,6 @@ fn nb_writes(ns: &NodeSide) -> Vec<String> {
         .filter(|l| !l.contains("exec failed"))
         .map(str::to_string)
         .collect()
-}
-
-fn stop(child: &mut Child) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Kills the node process (by PID) even when an assertion fails.
-struct NodeProc(Child);
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        stop(&mut self.0);
-    }
-}
-
-/// Stop the NB server, replace its database with an empty one, start it again.
-fn wipe_nb(env: &mut Env) {
-    env.central.stop_nb();
-    let db = env.central.dir().join("ovnnb_db.db");
-    std::fs::remove_file(&db).unwrap();
-    let ok = Command::new("ovsdb-tool")
-        .arg("create")
-        .arg(&db)
-        .arg("/usr/share/ovn/ovn-nb.ovsschema")
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    env.central.start_nb().unwrap();
-    assert!(
-        nb(env, &["--bare", "--columns=name", "list", "Logical_Switch"]).is_empty(),
-        "the NB must be empty now"
-    );
-}
-
-fn server(port: u16, reply: &str) -> String {
-    let answer = if reply.is_empty() {
-        "a[0].encode()".to_string()
-    } else {
-        format!("b'{reply}'")
-    };
-    format!(
-        "import socket as S\ns=S.socket()\ns.setsockopt(S.SOL_SOCKET,S.SO_REUSEADDR,1)\n\
-         s.bind(('0.0.0.0',{port}))\ns.listen()\nwhile True:\n c,a=s.accept()\n try:\n  \
-         c.sendall({answer})\n  c.close()\n except OSError:\n  pass\n"
-    )
-}
-
-fn client(ip: &str, port: u16) -> String {
-    format!(
-        "import socket as S\nc=S.create_connection(('{ip}',{port}),3)\nprint(c.recv(100).decode())\n"
-    )
-}
-
-fn until_prints(what: &str, want: &str, mut f: impl FnMut() -> std::process::Output) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let o = f();
-        let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        if out == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: wanted {want:?}, last got {out:?} / {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn gr_vips(env: &Env) -> String {
-    nb(
-        env,
-        &[
-            "--bare",
-            "--columns=vips",
-            "find",
-            "Load_Balancer",
-            "external_ids:TCP_lb_gateway_router=GR_n1",
-        ],
-    )
-}
-
-/// The pod's logical port (made by the test, as the pod controller would).
-fn pod_lsp(env: &Env, node: &str, port: &str, mac: &str, ip: &str) {
-    nb(
-        env,
-        &[
-            "--may-exist",
-            "lsp-add",
-            node,
-            port,
-            "--",
-            "lsp-set-addresses",
-            port,
-            &format!("{mac} {ip}"),
-        ],
-    );
 }
 
 /// What must be in the NB for node n1 (master's and node's objects); `Err` says what is not.
@@ -273,25 +144,14 @@ async fn a_running_node_rebuilds_its_nb_objects_after_the_nb_is_lost() {
     out.attach(&ch, "eth1", &format!("{NODE_IP}/24"), true)
         .unwrap();
     let n1 = NodeSide::new(&env, ch);
-    let mut argv = vec![
-        "env".to_string(),
-        "OVNKUBE_NB_BACKEND=exec".to_string(),
-        env!("CARGO_BIN_EXE_ovnkube").to_string(),
-    ];
-    argv.extend(n1.node_args(&env, "127.0.0.1"));
-    argv.extend(["-init-gateways".to_string(), "-nodeport".to_string()]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let mut node = NodeProc(n1.chassis.spawn_gateway(&argv).unwrap());
-    blocking(|| {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !node_log(&n1).contains("CNI config written") {
-            if let Ok(Some(st)) = node.0.try_wait() {
-                panic!("node exited ({st}):\n{}", node_log(&n1));
-            }
-            assert!(Instant::now() < deadline, "node not up:\n{}", node_log(&n1));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    });
+    let mut node = NodeProc(spawn_node(
+        &env,
+        &n1,
+        "127.0.0.1",
+        &["OVNKUBE_NB_BACKEND=exec"],
+        GATEWAY_FLAGS,
+    ));
+    blocking(|| wait_init(&n1, &mut node.0, 1));
     eprintln!("gateway up after {:?}", t0.elapsed());
 
     let subnet = node_subnet(&env, "n1").await;
@@ -305,78 +165,14 @@ async fn a_running_node_rebuilds_its_nb_objects_after_the_nb_is_lost() {
     .await;
 
     // A pod with SNAT egress, and a NodePort service backed by it.
-    let pod_ip = std::net::Ipv4Addr::from(base + 10);
-    let pod_mac = ovnkube::ovn::addrs::mac_from_ip(pod_ip);
-    pod_lsp(&env, "n1", "default_p1", &pod_mac, &pod_ip.to_string());
-    let gw = std::net::Ipv4Addr::from(base + 1).to_string();
-    let p1 = TestPod::create(
-        &n1.chassis,
-        "p1",
-        "default_p1",
-        &pod_mac,
-        &format!("{pod_ip}/{}", net.prefix_len()),
-        &gw,
-    )
-    .unwrap();
+    let (p1, pod_ip) = pod(&env, &n1.chassis, "n1", &subnet, "p1", 10);
     let mut echo = out.spawn(&["python3", "-c", &server(9000, "")]).unwrap();
-    let egress = |what: &str| {
-        until_prints(what, NODE_IP, || {
-            p1.exec(&["python3", "-c", &client("172.31.0.100", 9000)])
-                .unwrap()
-        })
-    };
+    let egress = |what: &str| egress(what, NODE_IP, &String::new, &p1);
     blocking(|| egress("pod p1 -> outside (SNAT)"));
-    let svc = Service {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("NodePort".into()),
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                protocol: Some("TCP".into()),
-                port: 80,
-                node_port: Some(NODE_PORT),
-                target_port: Some(IntOrString::Int(8080)),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let eps = Endpoints {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        subsets: Some(vec![EndpointSubset {
-            addresses: Some(vec![EndpointAddress {
-                ip: pod_ip.to_string(),
-                ..Default::default()
-            }]),
-            ports: Some(vec![EndpointPort {
-                name: Some("http".into()),
-                protocol: Some("TCP".into()),
-                port: 8080,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }]),
-    };
-    Api::<Service>::namespaced(env.client.clone(), "default")
-        .create(&PostParams::default(), &svc)
-        .await
-        .unwrap();
-    Api::<Endpoints>::namespaced(env.client.clone(), "default")
-        .create(&PostParams::default(), &eps)
-        .await
-        .unwrap();
+    create_nodeport(&env, &pod_ip).await;
     let vip = format!("{NODE_IP}:{NODE_PORT}");
     eventually("the NodePort VIP on GR_n1", WAIT, || async {
-        gr_vips(&env).contains(&vip).then_some(())
+        gr_vips(&env, true).contains(&vip).then_some(())
     })
     .await;
 
@@ -412,7 +208,9 @@ async fn a_running_node_rebuilds_its_nb_objects_after_the_nb_is_lost() {
 
     // The NB is lost while the master is down; only the master is restarted.
     assert_eq!(master.terminate().code(), Some(0));
-    wipe_nb(&mut env);
+    wipe_nb(&mut env, |env| {
+        nb(env, &["--bare", "--columns=name", "list", "Logical_Switch"]).is_empty()
+    });
     let lost = Instant::now();
     let mut master = env.spawn("master2", &args);
     master.wait_log("initial service sync done", WAIT);
@@ -435,10 +233,10 @@ async fn a_running_node_rebuilds_its_nb_objects_after_the_nb_is_lost() {
     // The paths work again: the service controller refills the gateway's LB; the pod's own
     // port (the pod controller's job, made by hand here) put back, SNAT egress works.
     eventually("the NodePort VIP back on GR_n1", WAIT, || async {
-        gr_vips(&env).contains(&vip).then_some(())
+        gr_vips(&env, true).contains(&vip).then_some(())
     })
     .await;
-    pod_lsp(&env, "n1", "default_p1", &pod_mac, &pod_ip.to_string());
+    pod_lsp(&env, "n1", "p1", pod_ip.parse().unwrap());
     blocking(|| egress("pod p1 -> outside (SNAT) after the rebuild"));
 
     // Someone deletes the join port while its address is taken: the node asks OVN IPAM
