@@ -10,8 +10,6 @@ use common::{Env, eventually};
 use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use ovnkube::ovn::Row;
-use ovnkube::ovn::ovsdb::parse_tables;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -24,28 +22,6 @@ fn node(name: &str, subnet: Option<&str>) -> Node {
         },
         ..Default::default()
     }
-}
-
-async fn create_nodes(env: &Env, names: impl IntoIterator<Item = String>) {
-    let api: Api<Node> = Api::all(env.client.clone());
-    for n in names {
-        api.create(&PostParams::default(), &node(&n, None))
-            .await
-            .unwrap();
-    }
-}
-
-fn rows(env: &Env, table: &str) -> BTreeMap<String, Row> {
-    let out = env
-        .central
-        .nbctl(&["--format=json", "list", table])
-        .unwrap();
-    parse_tables(&out)
-        .unwrap()
-        .remove(0)
-        .into_iter()
-        .map(|r| (r.str("name"), r))
-        .collect()
 }
 
 async fn subnets(env: &Env) -> BTreeMap<String, String> {
@@ -68,7 +44,7 @@ async fn subnets(env: &Env) -> BTreeMap<String, String> {
 async fn wait_nodes_ready(env: &Env, names: &[&str]) -> BTreeMap<String, String> {
     eventually("node switches", WAIT, || async {
         let subs = subnets(env).await;
-        let switches = rows(env, "Logical_Switch");
+        let switches = env.nb_rows("Logical_Switch");
         let ok = names.iter().all(|n| {
             subs.get(*n).is_some_and(|s| {
                 switches
@@ -89,7 +65,7 @@ fn assert_node_topology(env: &Env, node: &str, subnet: &str) {
     let gw = std::net::Ipv4Addr::from(base + 1);
     let mgmt = std::net::Ipv4Addr::from(base + 2);
     let len = net.prefix_len();
-    let sw = &rows(env, "Logical_Switch")[node];
+    let sw = &env.nb_rows("Logical_Switch")[node];
     assert_eq!(
         sw.map_get("other_config", "exclude_ips"),
         Some(mgmt.to_string())
@@ -98,7 +74,7 @@ fn assert_node_topology(env: &Env, node: &str, subnet: &str) {
         sw.map_get("external_ids", "gateway_ip"),
         Some(format!("{gw}/{len}"))
     );
-    let lbs = rows(env, "Load_Balancer");
+    let lbs = env.nb_rows("Load_Balancer");
     let cluster_lbs: BTreeSet<String> = lbs
         .values()
         .filter(|lb| {
@@ -113,15 +89,15 @@ fn assert_node_topology(env: &Env, node: &str, subnet: &str) {
         sw.set("load_balancer").into_iter().collect::<BTreeSet<_>>(),
         cluster_lbs
     );
-    let lrp = &rows(env, "Logical_Router_Port")[&format!("rtos-{node}")];
+    let lrp = &env.nb_rows("Logical_Router_Port")[&format!("rtos-{node}")];
     assert_eq!(lrp.set("networks"), [format!("{gw}/{len}")]);
-    let routers = rows(env, "Logical_Router");
+    let routers = env.nb_rows("Logical_Router");
     assert!(
         routers["ovn_cluster_router"]
             .set("ports")
             .contains(&lrp.uuid)
     );
-    let lsp = &rows(env, "Logical_Switch_Port")[&format!("stor-{node}")];
+    let lsp = &env.nb_rows("Logical_Switch_Port")[&format!("stor-{node}")];
     assert_eq!(lsp.str("type"), "router");
     assert_eq!(
         lsp.map_get("options", "router-port"),
@@ -137,15 +113,15 @@ async fn three_nodes_topology_delete_and_restarts() {
     master.wait_log("cluster topology ready", WAIT);
 
     // Cluster-wide objects.
-    let routers = rows(&env, "Logical_Router");
+    let routers = env.nb_rows("Logical_Router");
     let cr = &routers["ovn_cluster_router"];
     assert_eq!(
         cr.map_get("external_ids", "k8s-cluster-router").as_deref(),
         Some("yes")
     );
-    let switches = rows(&env, "Logical_Switch");
+    let switches = env.nb_rows("Logical_Switch");
     assert!(switches.contains_key("join"));
-    let rtoj = &rows(&env, "Logical_Router_Port")["rtoj-ovn_cluster_router"];
+    let rtoj = &env.nb_rows("Logical_Router_Port")["rtoj-ovn_cluster_router"];
     assert_eq!(rtoj.set("networks"), ["100.64.0.1/16"]);
     assert_eq!(
         rtoj.map_get("external_ids", "connect_to_join").as_deref(),
@@ -158,7 +134,7 @@ async fn three_nodes_topology_delete_and_restarts() {
         "{conn}"
     );
 
-    create_nodes(&env, ["n1", "n2", "n3"].map(String::from)).await;
+    env.create_nodes(["n1", "n2", "n3"].map(String::from)).await;
     let subs = wait_nodes_ready(&env, &["n1", "n2", "n3"]).await;
     let distinct: BTreeSet<_> = subs.values().collect();
     assert_eq!(distinct.len(), 3, "{subs:?}");
@@ -203,10 +179,10 @@ async fn three_nodes_topology_delete_and_restarts() {
     let api: Api<Node> = Api::all(env.client.clone());
     api.delete("n3", &DeleteParams::default()).await.unwrap();
     eventually("n3 objects removed", WAIT, || async {
-        let sw = rows(&env, "Logical_Switch");
-        let lr = rows(&env, "Logical_Router");
-        let lrp = rows(&env, "Logical_Router_Port");
-        let lsp = rows(&env, "Logical_Switch_Port");
+        let sw = env.nb_rows("Logical_Switch");
+        let lr = env.nb_rows("Logical_Router");
+        let lrp = env.nb_rows("Logical_Router_Port");
+        let lsp = env.nb_rows("Logical_Switch_Port");
         let lbs = env
             .central
             .nbctl(&["--format=json", "list", "Load_Balancer"])
@@ -246,12 +222,12 @@ async fn three_nodes_topology_delete_and_restarts() {
     api.delete("n2", &DeleteParams::default()).await.unwrap();
     let mut master = env.spawn("master3", &env.master_args("10.1.0.0/16"));
     master.wait_log("initial node sync done", WAIT);
-    let sw = rows(&env, "Logical_Switch");
+    let sw = env.nb_rows("Logical_Switch");
     assert!(!sw.contains_key("n2"));
-    assert!(!rows(&env, "Logical_Router_Port").contains_key("rtos-n2"));
+    assert!(!env.nb_rows("Logical_Router_Port").contains_key("rtos-n2"));
     assert_node_topology(&env, "n1", &subs["n1"]);
     // A new node never gets a subnet another node holds.
-    create_nodes(&env, ["n4".to_string()]).await;
+    env.create_nodes(["n4".to_string()]).await;
     let subs2 = wait_nodes_ready(&env, &["n1", "n4"]).await;
     assert_ne!(subs2["n4"], subs2["n1"]);
     assert_eq!(master.terminate().code(), Some(0));
@@ -262,7 +238,7 @@ async fn host_length_form_gives_23s() {
     let env = Env::start("slash23").await;
     let mut master = env.spawn("master", &env.master_args("10.128.0.0/14/23"));
     master.wait_log("cluster topology ready", WAIT);
-    create_nodes(&env, ["a", "b"].map(String::from)).await;
+    env.create_nodes(["a", "b"].map(String::from)).await;
     let subs = wait_nodes_ready(&env, &["a", "b"]).await;
     for (n, s) in &subs {
         let net: ipnet::Ipv4Net = s.parse().unwrap();
@@ -347,7 +323,7 @@ async fn exhaustion_with_300_nodes_and_room_after_a_delete() {
     let mut master = env.spawn("master", &env.master_args("10.3.0.0/16"));
     master.wait_log("cluster topology ready", WAIT);
     let names: Vec<String> = (0..300).map(|i| format!("node{i:03}")).collect();
-    create_nodes(&env, names.clone()).await;
+    env.create_nodes(names.clone()).await;
     let long = Duration::from_secs(180);
     let subs = eventually("256 nodes allocated", long, || async {
         let s = subnets(&env).await;
@@ -373,7 +349,8 @@ async fn exhaustion_with_300_nodes_and_room_after_a_delete() {
     assert_eq!(log.matches("no free subnet for node").count(), 44);
     // Switches exist for exactly the allocated nodes.
     eventually("256 node switches", long, || async {
-        let n = rows(&env, "Logical_Switch")
+        let n = env
+            .nb_rows("Logical_Switch")
             .values()
             .filter(|s| s.map_get("external_ids", "k8s-node").is_some())
             .count();

@@ -16,7 +16,6 @@ use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use ovnkube::ovn::Row;
-use ovnkube::ovn::ovsdb::parse_tables;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -56,36 +55,9 @@ async fn delete_pods(env: &Env, names: &[String]) {
     }
 }
 
-async fn create_nodes(env: &Env, names: &[&str]) {
-    let api: Api<Node> = Api::all(env.client.clone());
-    for n in names {
-        let node = Node {
-            metadata: ObjectMeta {
-                name: Some(n.to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        api.create(&PostParams::default(), &node).await.unwrap();
-    }
-}
-
-fn rows(env: &Env, table: &str) -> BTreeMap<String, Row> {
-    let out = env
-        .central
-        .nbctl(&["--format=json", "list", table])
-        .unwrap();
-    parse_tables(&out)
-        .unwrap()
-        .remove(0)
-        .into_iter()
-        .map(|r| (r.str("name"), r))
-        .collect()
-}
-
 /// Pod ports (external_ids:pod=true) by name.
 fn pod_ports(env: &Env) -> BTreeMap<String, Row> {
-    rows(env, "Logical_Switch_Port")
+    env.nb_rows("Logical_Switch_Port")
         .into_iter()
         .filter(|(_, r)| r.map_get("external_ids", "pod").as_deref() == Some("true"))
         .collect()
@@ -96,7 +68,7 @@ async fn wait_nodes_ready(env: &Env, names: &[&str]) -> BTreeMap<String, ipnet::
     eventually("node switches", WAIT, || async {
         let api: Api<Node> = Api::all(env.client.clone());
         let nodes = api.list(&ListParams::default()).await.unwrap().items;
-        let switches = rows(env, "Logical_Switch");
+        let switches = env.nb_rows("Logical_Switch");
         let subs: BTreeMap<String, ipnet::Ipv4Net> = nodes
             .iter()
             .filter_map(|n| {
@@ -243,7 +215,7 @@ async fn hundred_pods_trace_delete_and_reuse() {
     let env = Env::start("pods100").await;
     let mut master = env.spawn("master", &env.master_args("10.5.0.0/16"));
     master.wait_log("cluster topology ready", WAIT);
-    create_nodes(&env, &["n1", "n2"]).await;
+    env.create_nodes(&["n1", "n2"]).await;
     let subs = wait_nodes_ready(&env, &["n1", "n2"]).await;
 
     let names: Vec<String> = (0..50)
@@ -264,7 +236,7 @@ async fn hundred_pods_trace_delete_and_reuse() {
     // ovn-trace: a00 on n1 → b00's IP on n2, through the cluster router.
     env.central.nbctl(&["--wait=sb", "sync"]).unwrap();
     let (a, b) = (&anns["a00"], &anns["b00"]);
-    let rtos = &rows(&env, "Logical_Router_Port")["rtos-n1"];
+    let rtos = &env.nb_rows("Logical_Router_Port")["rtos-n1"];
     let flow = format!(
         "inport==\"default_a00\" && eth.src=={} && eth.dst=={} && ip4.src=={} && ip4.dst=={} && ip.ttl==64 && icmp4.type==8",
         a.mac,
@@ -319,7 +291,7 @@ async fn kill9_while_creating_100_pods_annotates_each_once() {
     let env = Env::start("podcrash").await;
     let mut master = env.spawn("master", &env.master_args("10.6.0.0/16"));
     master.wait_log("cluster topology ready", WAIT);
-    create_nodes(&env, &["n1", "n2"]).await;
+    env.create_nodes(&["n1", "n2"]).await;
     let subs = wait_nodes_ready(&env, &["n1", "n2"]).await;
     let writes = AnnotationWrites::start(&env);
 
@@ -400,7 +372,7 @@ async fn host_network_late_node_and_preset_annotations() {
         ],
     )
     .await;
-    create_nodes(&env, &["n1"]).await;
+    env.create_nodes(&["n1"]).await;
     let subs = wait_nodes_ready(&env, &["n1"]).await;
     let sub = subs["n1"];
     let ip = |n: u32| Ipv4Addr::from(u32::from(sub.network()) + n);
@@ -468,7 +440,7 @@ async fn host_network_late_node_and_preset_annotations() {
     assert!(log.contains("remove the annotation"), "{log}");
 
     // Late node: its pod is served once the subnet exists.
-    create_nodes(&env, &["late"]).await;
+    env.create_nodes(&["late"]).await;
     let subs = wait_nodes_ready(&env, &["n1", "late"]).await;
     let early = wait_annotated(&env, &["early".to_string()]).await;
     assert!(subs["late"].contains(&early["early"].ip));
@@ -489,7 +461,7 @@ async fn nb_outage_is_retried() {
     let mut env = Env::start("podnb").await;
     let mut master = env.spawn("master", &env.master_args("10.8.0.0/16"));
     master.wait_log("cluster topology ready", WAIT);
-    create_nodes(&env, &["n1"]).await;
+    env.create_nodes(&["n1"]).await;
     let subs = wait_nodes_ready(&env, &["n1"]).await;
     master.wait_log("initial pod sync done", WAIT);
     create_pods(&env, [pod("first", Some("n1"), false, None)]).await;
@@ -551,7 +523,8 @@ async fn bench_once(n: usize, rate: f64) -> (f64, f64, f64, f64) {
     let mut master = env.spawn("master", &args);
     master.wait_log("cluster topology ready", WAIT);
     let nodes: Vec<String> = (0..50).map(|i| format!("node{i:02}")).collect();
-    create_nodes(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    env.create_nodes(&nodes.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
     wait_nodes_ready(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
     master.wait_log("pod worker started", WAIT);
 
@@ -638,7 +611,7 @@ async fn full_subnet_reports_and_serves_when_room_appears_and_late_scheduling() 
     // /29 host subnets: .0 network, .1 gateway, .2 management, .7 broadcast -> 4 pod addresses.
     let mut master = env.spawn("master", &env.master_args("10.8.0.0/24/29"));
     master.wait_log("cluster topology ready", WAIT);
-    create_nodes(&env, &["tiny"]).await;
+    env.create_nodes(&["tiny"]).await;
     wait_nodes_ready(&env, &["tiny"]).await;
     let names: Vec<String> = (0..5).map(|i| format!("f{i}")).collect();
     create_pods(

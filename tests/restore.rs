@@ -20,20 +20,13 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
-use ovnkube::ovn::Row;
-use ovnkube::ovn::ovsdb::parse_tables;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn table(env: &Env, t: &str) -> Vec<Row> {
-    let out = env.central.nbctl(&["--format=json", "list", t]).unwrap();
-    parse_tables(&out).unwrap().remove(0)
-}
 
 /// What the NB holds, by name and content (UUIDs differ after a rebuild).
 fn projection(env: &Env) -> BTreeMap<String, String> {
     let mut p = BTreeMap::new();
-    let lsps = table(env, "Logical_Switch_Port");
+    let lsps = env.nb_table("Logical_Switch_Port");
     let lsp_name: BTreeMap<String, String> = lsps
         .iter()
         .map(|r| (r.uuid.clone(), r.str("name")))
@@ -46,7 +39,7 @@ fn projection(env: &Env) -> BTreeMap<String, String> {
         v.sort();
         v.join(",")
     };
-    for r in table(env, "Logical_Switch") {
+    for r in env.nb_table("Logical_Switch") {
         p.insert(
             format!("ls {}", r.str("name")),
             format!(
@@ -64,21 +57,22 @@ fn projection(env: &Env) -> BTreeMap<String, String> {
             format!("type={} addresses={addrs:?}", r.str("type")),
         );
     }
-    for r in table(env, "Logical_Router_Port") {
+    for r in env.nb_table("Logical_Router_Port") {
         p.insert(
             format!("lrp {}", r.str("name")),
             format!("{:?}", r.set("networks")),
         );
     }
-    for r in table(env, "Logical_Router") {
+    for r in env.nb_table("Logical_Router") {
         p.insert(format!("lr {}", r.str("name")), String::new());
     }
-    for r in table(env, "Load_Balancer") {
+    for r in env.nb_table("Load_Balancer") {
         for (vip, backends) in r.map("vips") {
             p.insert(format!("vip {vip}"), backends);
         }
     }
-    let acls: BTreeMap<String, String> = table(env, "ACL")
+    let acls: BTreeMap<String, String> = env
+        .nb_table("ACL")
         .into_iter()
         .map(|r| {
             (
@@ -95,7 +89,7 @@ fn projection(env: &Env) -> BTreeMap<String, String> {
             )
         })
         .collect();
-    for r in table(env, "Port_Group") {
+    for r in env.nb_table("Port_Group") {
         let mut a: Vec<String> = r
             .set("acls")
             .iter()
@@ -107,7 +101,7 @@ fn projection(env: &Env) -> BTreeMap<String, String> {
             format!("ports={} acls={a:?}", names(r.set("ports"))),
         );
     }
-    for r in table(env, "Address_Set") {
+    for r in env.nb_table("Address_Set") {
         let mut a = r.set("addresses");
         a.sort();
         p.insert(format!("as {}", r.str("name")), format!("{a:?}"));
@@ -258,7 +252,7 @@ async fn everything_is_rebuilt_from_kubernetes_after_the_nb_is_lost() {
 
     // The database is lost while the master is down.
     assert_eq!(master.terminate().code(), Some(0));
-    wipe_nb(&mut env, |env| table(env, "Logical_Switch").is_empty());
+    wipe_nb(&mut env, |env| env.nb_table("Logical_Switch").is_empty());
     let mut master = env.spawn("master2", &args);
     master.wait_log("initial policy sync done", WAIT);
     let after = eventually("NB rebuilt", WAIT, || async {

@@ -3,12 +3,18 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
 use kube_sandbox::{Sandbox, SandboxConfig};
 use ovn_testbed::Central;
+use ovnkube::ovn::Row;
+use ovnkube::ovn::ovsdb::parse_tables;
 
 pub struct Env {
     pub central: Central,
@@ -75,6 +81,38 @@ impl Env {
             .spawn()
             .expect("spawn ovnkube");
         Daemon { child, log }
+    }
+
+    /// All rows of an NB table.
+    pub fn nb_table(&self, table: &str) -> Vec<Row> {
+        let out = self
+            .central
+            .nbctl(&["--format=json", "list", table])
+            .unwrap();
+        parse_tables(&out).unwrap().remove(0)
+    }
+
+    /// All rows of an NB table, by name.
+    pub fn nb_rows(&self, table: &str) -> BTreeMap<String, Row> {
+        self.nb_table(table)
+            .into_iter()
+            .map(|r| (r.str("name"), r))
+            .collect()
+    }
+
+    /// Kubernetes Node objects with just a name, as a kubelet would register them.
+    pub async fn create_nodes<S: AsRef<str>>(&self, names: impl IntoIterator<Item = S>) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        for n in names {
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some(n.as_ref().to_string()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &node).await.unwrap();
+        }
     }
 
     /// Every row of the tables the controller writes, for before/after comparisons.
