@@ -1,32 +1,174 @@
-//! Per-key retry with exponential backoff: a failed object is retried later without blocking
-//! the others, and forgotten once it succeeds.
+//! The one retry policy: capped exponential backoff with jitter. Used per key (a failed object
+//! is retried later without blocking the others, and forgotten once it succeeds), per
+//! connection (the OVSDB client's reconnects) and for start-up dependencies (the NB/SB
+//! servers, OVS, the API server), so that a dependency that is restarting is waited for
+//! instead of ending the process; only configuration errors end it.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::config::ConfigError;
+use crate::util::cancel::CancelToken;
+
+/// Capped exponential backoff: attempt 1 waits about `base`, each further attempt twice as
+/// long, never more than `max`. The actual delay is jittered into `[d/2, d]` so that many
+/// clients that failed together do not retry together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+/// Dependencies and connections: 100 ms doubling to 10 s (so 5-10 s between attempts once
+/// capped).
+pub const DEPENDENCY: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(10));
+
+impl Policy {
+    pub const fn new(base: Duration, max: Duration) -> Self {
+        Policy { base, max }
+    }
+
+    /// The un-jittered delay after failed attempt `attempt` (1-based).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        self.base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+            .min(self.max)
+    }
+
+    /// The jittered delay after failed attempt `attempt`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        jittered(self.ceiling(attempt), random_u64())
+    }
+}
+
+/// `d` scaled into `[d/2, d]` by `r` (uniform when `r` is).
+pub fn jittered(d: Duration, r: u64) -> Duration {
+    let half = d / 2;
+    let span = d.saturating_sub(half).as_nanos() as u64;
+    half + Duration::from_nanos(if span == 0 { 0 } else { r % (span + 1) })
+}
+
+/// Randomness good enough for jitter, without a crate: std's per-process random hash keys
+/// over a counter and the clock.
+fn random_u64() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// Backoff state of one thing being retried (a connection, a start-up step).
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    policy: Policy,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(policy: Policy) -> Self {
+        Backoff {
+            policy,
+            failures: 0,
+        }
+    }
+
+    /// Record a failure; returns the delay before the next attempt.
+    pub fn failed(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        self.policy.delay(self.failures)
+    }
+
+    /// Failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Success: the next failure starts from the base delay again.
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// Whether an error is a configuration error (retrying cannot help; the process should end).
+pub fn is_config_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some())
+}
+
+/// Runs `op` until it succeeds, waiting per `policy` between attempts. A configuration error
+/// (see [`is_config_error`]) is returned at once, and so is the last error when `cancel`
+/// fires. Logs the first failure and every change of the error at WARN (each attempt only at
+/// DEBUG), and the recovery at INFO.
+pub async fn until_ok<T, F, Fut>(
+    what: &str,
+    policy: Policy,
+    cancel: &CancelToken,
+    mut op: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let mut backoff = Backoff::new(policy);
+    let mut last_logged: Option<String> = None;
+    loop {
+        let e = match op().await {
+            Ok(v) => {
+                if backoff.failures() > 0 {
+                    tracing::info!(
+                        what,
+                        attempts = backoff.failures() + 1,
+                        "succeeded after retrying"
+                    );
+                }
+                return Ok(v);
+            }
+            Err(e) if is_config_error(&e) => return Err(e),
+            Err(e) => e,
+        };
+        let delay = backoff.failed();
+        let msg = format!("{e:#}");
+        if last_logged.as_deref() != Some(msg.as_str()) {
+            tracing::warn!(what, error = %msg, retry_in = ?delay, "failed; retrying with backoff");
+            last_logged = Some(msg);
+        } else {
+            tracing::debug!(what, attempt = backoff.failures(), retry_in = ?delay, "still failing");
+        }
+        let mut c = cancel.clone();
+        tokio::select! {
+            _ = c.cancelled() => return Err(e.context(format!("{what}: cancelled while retrying"))),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Per-key retries: a failed key becomes due again after its (jittered) backoff.
 #[derive(Debug, Clone)]
 pub struct Retries {
     pending: BTreeMap<String, (Instant, u32)>,
-    base: Duration,
-    max: Duration,
+    policy: Policy,
 }
 
 impl Retries {
     pub fn new(base: Duration, max: Duration) -> Self {
         Retries {
             pending: BTreeMap::new(),
-            base,
-            max,
+            policy: Policy::new(base, max),
         }
     }
 
     /// Record a failure; returns the attempt number and the delay before the next try.
     pub fn failed(&mut self, key: &str) -> (u32, Duration) {
         let attempts = self.pending.get(key).map(|(_, a)| a + 1).unwrap_or(1);
-        let delay = self
-            .base
-            .saturating_mul(1u32 << (attempts - 1).min(16))
-            .min(self.max);
+        let delay = self.policy.delay(attempts);
         self.pending
             .insert(key.to_string(), (Instant::now() + delay, attempts));
         (attempts, delay)
@@ -61,16 +203,114 @@ impl Retries {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
-    fn backs_off_exponentially_up_to_the_cap() {
-        let mut r = Retries::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<_> = (0..6).map(|_| r.failed("a").1.as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
+    fn ceiling_doubles_up_to_the_cap() {
+        let p = Policy::new(ms(100), ms(1000));
+        let got: Vec<u128> = (1..=6).map(|a| p.ceiling(a).as_millis()).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
+        // Huge attempt counts neither overflow nor exceed the cap.
+        assert_eq!(p.ceiling(u32::MAX), ms(1000));
+        assert_eq!(DEPENDENCY.ceiling(1), ms(100));
+        assert_eq!(DEPENDENCY.ceiling(30), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for (d, r, want) in [
+            (ms(1000), 0, ms(500)),
+            (ms(1000), 500_000_000, ms(1000)),
+            (ms(1000), 250_000_000, ms(750)),
+            (Duration::ZERO, 7, Duration::ZERO),
+        ] {
+            assert_eq!(jittered(d, r), want, "{d:?} {r}");
+        }
+        // Real randomness: in range, and not one constant.
+        let p = Policy::new(ms(100), ms(1000));
+        let samples: Vec<Duration> = (0..200).map(|_| p.delay(4)).collect();
+        assert!(samples.iter().all(|d| *d >= ms(400) && *d <= ms(800)));
+        let first = samples[0];
+        assert!(samples.iter().any(|d| *d != first), "no jitter: {first:?}");
+    }
+
+    #[test]
+    fn backoff_resets_after_success() {
+        let mut b = Backoff::new(Policy::new(ms(100), ms(1000)));
+        for want in [100, 200, 400, 800, 1000, 1000] {
+            let d = b.failed();
+            assert!(d >= ms(want / 2) && d <= ms(want), "{d:?} vs {want}");
+        }
+        assert_eq!(b.failures(), 6);
+        b.reset();
+        assert!(b.failed() <= ms(100));
+    }
+
+    #[test]
+    fn retries_per_key_back_off_and_forget() {
+        let mut r = Retries::new(ms(100), Duration::from_secs(1));
+        let delays: Vec<_> = (0..6).map(|_| r.failed("a").1).collect();
+        for (d, cap) in delays.iter().zip([100, 200, 400, 800, 1000, 1000]) {
+            assert!(*d >= ms(cap / 2) && *d <= ms(cap), "{d:?} vs {cap}");
+        }
         assert!(r.due(Instant::now()).is_empty());
         assert_eq!(r.due(Instant::now() + Duration::from_secs(2)), ["a"]);
         assert!(!r.ready("a", Instant::now()));
         r.forget("a");
         assert!(r.ready("a", Instant::now()));
         assert!(r.next_at().is_none());
+    }
+
+    const FAST: Policy = Policy::new(Duration::from_millis(1), Duration::from_millis(4));
+
+    #[tokio::test]
+    async fn until_ok_retries_transient_errors_and_stops_on_config_errors() {
+        let (_src, cancel) = crate::util::cancel::cancel_pair();
+        let mut calls = 0;
+        let v = until_ok("flaky", FAST, &cancel, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 4 {
+                    anyhow::bail!("connection refused")
+                }
+                Ok(n)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 4);
+
+        let mut calls = 0;
+        let e = until_ok("bad config", FAST, &cancel, || {
+            calls += 1;
+            async {
+                Err::<(), _>(
+                    anyhow::Error::new(ConfigError::new("key file missing"))
+                        .context("setting up the NB"),
+                )
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(calls, 1);
+        assert!(format!("{e:#}").contains("key file missing"));
+    }
+
+    #[tokio::test]
+    async fn until_ok_gives_up_when_cancelled() {
+        let (src, cancel) = crate::util::cancel::cancel_pair();
+        let task = tokio::spawn(async move {
+            until_ok("never", FAST, &cancel, || async {
+                Err::<(), _>(anyhow::anyhow!("down"))
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        src.cancel();
+        let e = task.await.unwrap().unwrap_err();
+        assert!(format!("{e:#}").contains("cancelled"), "{e:#}");
     }
 }
