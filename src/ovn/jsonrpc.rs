@@ -1,6 +1,6 @@
 //! A persistent OVSDB JSON-RPC (RFC 7047) connection: one tokio task owns the socket, numbers
 //! the requests, routes each response to its caller by id, answers the server's `echo`, and
-//! reconnects with backoff when the connection fails.
+//! reconnects with the shared capped, jittered backoff whatever way the connection fails.
 //!
 //! Requests made while the connection is down fail at once with the last connect error: the
 //! callers (controllers) already retry with their own backoff, and a request must never be
@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+use crate::util::retry::{self, Backoff};
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the database listens. Only plain stream sockets: `ssl:` needs certificates and is
@@ -142,44 +142,110 @@ impl Client {
     }
 }
 
-/// Owns the connection for its whole life: connect, serve, reconnect with backoff.
+/// What the connection log says, decided from the sequence of attempts: one line per change
+/// of state (up, lost, failing), never one per attempt, so a peer that keeps
+/// failing the same way costs one log line, not thousands.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct LinkState {
+    up: bool,
+    ever_up: bool,
+    /// The first error since the connection was last up.
+    failing: Option<String>,
+}
+
+/// A log line [`LinkState`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LinkLog {
+    /// The server answered on a new connection (`reconnect` = it had been up before).
+    Established { reconnect: bool },
+    /// A working connection failed.
+    Lost(String),
+    /// Not up (or never up) and failing: the first error.
+    Failing(String),
+}
+
+impl LinkState {
+    /// The server answered on the current connection.
+    pub(crate) fn answered(&mut self) -> Option<LinkLog> {
+        if self.up {
+            return None;
+        }
+        let reconnect = self.ever_up;
+        self.up = true;
+        self.ever_up = true;
+        self.failing = None;
+        Some(LinkLog::Established { reconnect })
+    }
+
+    /// An attempt or a connection failed with `why`. Only the change of state is logged: the
+    /// same peer can fail in alternating ways (closed, reset, broken pipe) from one attempt
+    /// to the next, and each attempt is logged at DEBUG anyway.
+    pub(crate) fn failed(&mut self, why: &str) -> Option<LinkLog> {
+        if std::mem::take(&mut self.up) {
+            self.failing = Some(why.to_string());
+            return Some(LinkLog::Lost(why.to_string()));
+        }
+        if self.failing.is_some() {
+            return None;
+        }
+        self.failing = Some(why.to_string());
+        Some(LinkLog::Failing(why.to_string()))
+    }
+}
+
+fn emit(remote: &Remote, log: Option<LinkLog>, retry_in: Duration) {
+    match log {
+        None => {}
+        Some(LinkLog::Established { reconnect }) => {
+            tracing::info!(%remote, reconnect, "OVSDB connection established")
+        }
+        Some(LinkLog::Lost(e)) => {
+            tracing::warn!(%remote, error = %e, ?retry_in, "OVSDB connection lost; reconnecting with backoff")
+        }
+        Some(LinkLog::Failing(e)) => {
+            tracing::warn!(%remote, error = %e, ?retry_in, "OVSDB server unavailable; retrying with backoff (logged again once it is up)")
+        }
+    }
+}
+
+/// Owns the connection for its whole life: connect, serve, reconnect with the shared backoff.
+/// Every failure waits (a peer that accepts and closes, or answers something that is not
+/// JSON-RPC, is retried as slowly as one that refuses); the backoff starts over only after the
+/// server has answered on a connection.
 async fn run(
     remote: Remote,
     mut rx: mpsc::UnboundedReceiver<Req>,
     timeout: Duration,
     events: Option<mpsc::UnboundedSender<Event>>,
 ) {
-    let mut delay = MIN_BACKOFF;
+    let mut backoff = Backoff::new(retry::DEPENDENCY);
+    let mut link = LinkState::default();
     let mut retry_at = Instant::now();
     let mut last_err = String::from("not connected yet");
-    let mut was_up = false;
     loop {
         if Instant::now() >= retry_at {
-            match connect(&remote).await {
+            let why = match connect(&remote).await {
                 Ok(io) => {
-                    tracing::info!(%remote, reconnect = was_up, "OVSDB connection established");
-                    was_up = true;
-                    delay = MIN_BACKOFF;
+                    tracing::debug!(%remote, "OVSDB socket connected; probing with echo");
                     if let Some(ev) = &events {
                         let _ = ev.send(Event::Connected);
                     }
-                    match serve(io, &mut rx, timeout, events.as_ref()).await {
+                    let mut answered = || {
+                        backoff.reset();
+                        emit(&remote, link.answered(), Duration::ZERO);
+                    };
+                    match serve(io, &mut rx, timeout, events.as_ref(), &mut answered).await {
                         None => return,
-                        Some(e) => {
-                            tracing::warn!(%remote, error = %e, "OVSDB connection lost; reconnecting");
-                            last_err = e;
-                            retry_at = Instant::now();
-                            continue;
-                        }
+                        Some(e) => e,
                     }
                 }
-                Err(e) => {
-                    last_err = format!("{e:#}");
-                    tracing::debug!(%remote, error = %last_err, ?delay, "OVSDB connect failed");
-                    retry_at = Instant::now() + delay;
-                    delay = (delay * 2).min(MAX_BACKOFF);
-                }
-            }
+                Err(e) => format!("{e:#}"),
+            };
+            let delay = backoff.failed();
+            tracing::debug!(%remote, error = %why, ?delay, attempt = backoff.failures(), "OVSDB attempt failed");
+            emit(&remote, link.failed(&why), delay);
+            last_err = why;
+            retry_at = Instant::now() + delay;
         }
         tokio::select! {
             r = rx.recv() => match r {
@@ -204,11 +270,14 @@ struct Pending {
 /// Serve one connection until it fails (`Some(why)`) or every handle is dropped (`None`).
 /// In-flight requests of a failed connection get the failure: they may or may not have been
 /// committed, which only the caller can sort out (by retrying an idempotent change).
+/// The connection counts as working once the server answered something well-formed: an `echo`
+/// is sent first so that a real server answers at once.
 async fn serve(
     io: Box<dyn Io>,
     rx: &mut mpsc::UnboundedReceiver<Req>,
     timeout: Duration,
     events: Option<&mpsc::UnboundedSender<Event>>,
+    answered: &mut (dyn FnMut() + Send),
 ) -> Option<String> {
     let (mut rd, mut wr) = tokio::io::split(io);
     // A separate writer so a large request never stalls reading (and vice versa).
@@ -225,6 +294,20 @@ async fn serve(
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut next_id: u64 = 1;
     let mut framer = Framer::default();
+    let mut healthy = false;
+    // The probe: its reply only marks the connection as working (nobody waits for it).
+    let (probe, _) = oneshot::channel();
+    pending.insert(
+        0,
+        Pending {
+            reply: probe,
+            method: "echo",
+            deadline: Instant::now() + timeout,
+        },
+    );
+    let _ = wtx.send(
+        serde_json::to_vec(&json!({"method": "echo", "params": [], "id": 0})).unwrap_or_default(),
+    );
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let failure = loop {
         tokio::select! {
@@ -247,11 +330,14 @@ async fn serve(
             n = rd.read_buf(&mut framer.buf) => match n {
                 Ok(0) => break Some("the server closed the connection".to_string()),
                 Err(e) => break Some(format!("reading: {e}")),
-                Ok(_) => {
-                    if let Err(e) = on_input(&mut framer, &mut pending, &wtx, events) {
-                        break Some(format!("{e:#}"));
+                Ok(_) => match on_input(&mut framer, &mut pending, &wtx, events) {
+                    Err(e) => break Some(format!("{e:#}")),
+                    Ok(n) if n > 0 && !healthy => {
+                        healthy = true;
+                        answered();
                     }
-                }
+                    Ok(_) => {}
+                },
             },
             e = &mut werr_rx => break Some(e.unwrap_or_else(|_| "the writer stopped".into())),
             _ = tick.tick() => {
@@ -280,11 +366,12 @@ fn on_input(
     pending: &mut HashMap<u64, Pending>,
     wtx: &mpsc::UnboundedSender<Vec<u8>>,
     events: Option<&mpsc::UnboundedSender<Event>>,
-) -> Result<()> {
+) -> Result<usize> {
     let mut msgs = Vec::new();
     framer.frames(|bytes| {
         msgs.push(serde_json::from_slice::<Value>(bytes).context("malformed JSON-RPC message"));
     })?;
+    let n = msgs.len();
     for m in msgs {
         let m = m?;
         if let Some(method) = m.get("method").and_then(Value::as_str) {
@@ -312,7 +399,7 @@ fn on_input(
         };
         let _ = p.reply.send(res);
     }
-    Ok(())
+    Ok(n)
 }
 
 /// Splits a byte stream of concatenated JSON objects (OVSDB does not delimit messages) by
@@ -442,14 +529,15 @@ mod tests {
                 .unwrap();
             let mut f = Framer::default();
             let mut got: Vec<Value> = Vec::new();
-            while got.len() < 3 {
+            // Our own echo probe, the two requests, and the answer to the server's echo.
+            while got.len() < 4 {
                 s.read_buf(&mut f.buf).await.unwrap();
                 f.frames(|b| got.push(serde_json::from_slice(b).unwrap()))
                     .unwrap();
             }
             let echo = got.iter().find(|m| m["id"] == "echo").unwrap();
             assert_eq!(echo["result"], json!(["p"]));
-            let reqs: Vec<&Value> = got.iter().filter(|m| m["method"].is_string()).collect();
+            let reqs: Vec<&Value> = got.iter().filter(|m| m["method"] == "transact").collect();
             let ids: Vec<u64> = reqs.iter().map(|m| m["id"].as_u64().unwrap()).collect();
             let r1 = json!({"id": ids[1], "result": reqs[1]["params"], "error": null});
             let r0 = json!({"id": ids[0], "result": null, "error": "boom"});
@@ -469,5 +557,162 @@ mod tests {
         assert!(second.unwrap().is_array());
         drop(server.await.unwrap());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn link_state_logs_once_per_change_of_state() {
+        use LinkLog::*;
+        let mut l = LinkState::default();
+        let steps: Vec<Option<LinkLog>> = vec![
+            l.failed("refused"),
+            l.failed("refused"),
+            l.failed("closed"),
+            l.answered(),
+            l.answered(),
+            l.failed("closed"),
+            l.failed("reset"),
+            l.answered(),
+        ];
+        assert_eq!(
+            steps,
+            [
+                Some(Failing("refused".into())),
+                None,
+                None,
+                Some(Established { reconnect: false }),
+                None,
+                Some(Lost("closed".into())),
+                None,
+                Some(Established { reconnect: true }),
+            ]
+        );
+    }
+
+    /// A log sink for one test (the subscriber is per thread; `#[tokio::test]` runs the
+    /// connection task on that thread).
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Logs {
+        fn install(&self) -> tracing::subscriber::DefaultGuard {
+            let me = self.clone();
+            let sub = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(move || me.clone())
+                .finish();
+            tracing::subscriber::set_default(sub)
+        }
+        fn lines(&self, needle: &str) -> Vec<String> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(str::to_string)
+                .collect()
+        }
+    }
+
+    /// A loopback peer that answers every connection with `reply` (after reading what the
+    /// client sent first) and closes it; counts the connections.
+    async fn bad_peer(
+        reply: &'static [u8],
+    ) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let n = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = n.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                if !reply.is_empty() {
+                    let mut buf = [0u8; 512];
+                    let _ = tokio::time::timeout(Duration::from_secs(1), s.read(&mut buf)).await;
+                    let _ = s.write_all(reply).await;
+                }
+                drop(s);
+            }
+        });
+        (addr, n)
+    }
+
+    /// Watch a client against `addr` for `secs`; returns (requests that failed, logs).
+    async fn watch(addr: SocketAddr, secs: u64) -> Logs {
+        let logs = Logs::default();
+        let _guard = logs.install();
+        let c = Client::start(Remote::Tcp(addr), Duration::from_secs(2));
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            // Callers keep asking meanwhile; they must get errors, not hangs.
+            let r = c.call("list_dbs", json!([])).await;
+            assert!(r.is_err(), "a bad peer cannot answer: {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(c);
+        logs
+    }
+
+    fn assert_backed_off(what: &str, attempts: usize, logs: &Logs) {
+        // 3 s of 100 ms doubling (jittered to half..full): 5 or 6 attempts; without backoff
+        // a peer that closes at once sees tens of thousands.
+        assert!(
+            (3..=8).contains(&attempts),
+            "{what}: {attempts} connection attempts in 3 s"
+        );
+        let warns = logs.lines("WARN");
+        assert_eq!(
+            warns.len(),
+            1,
+            "{what}: one log line per state change: {warns:#?}"
+        );
+        assert!(
+            warns[0].contains("OVSDB server unavailable"),
+            "{}",
+            warns[0]
+        );
+        assert!(logs.lines("connection established").is_empty());
+    }
+
+    #[tokio::test]
+    async fn backs_off_from_a_peer_that_accepts_and_closes() {
+        let (addr, n) = bad_peer(b"").await;
+        let logs = watch(addr, 3).await;
+        assert_backed_off(
+            "accept+close",
+            n.load(std::sync::atomic::Ordering::SeqCst),
+            &logs,
+        );
+    }
+
+    #[tokio::test]
+    async fn backs_off_from_a_peer_that_answers_http() {
+        let (addr, n) = bad_peer(b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+        let logs = watch(addr, 3).await;
+        assert_backed_off(
+            "HTTP 400",
+            n.load(std::sync::atomic::Ordering::SeqCst),
+            &logs,
+        );
+    }
+
+    #[tokio::test]
+    async fn backs_off_from_a_refused_port_and_logs_once() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let logs = watch(addr, 2).await;
+        let warns = logs.lines("WARN");
+        assert_eq!(warns.len(), 1, "{warns:#?}");
+        assert!(warns[0].contains("refused"), "{}", warns[0]);
     }
 }

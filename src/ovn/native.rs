@@ -799,12 +799,15 @@ async fn keep_replica(
     replica: Arc<RwLock<Replica>>,
 ) {
     let write = || replica.write().unwrap_or_else(|e| e.into_inner());
+    // A peer that keeps failing fails every monitor: warn once until one works again.
+    let mut monitor_failing = false;
     while let Some(ev) = events.recv().await {
         match ev {
             Event::Connected => {
                 write().synced = false;
                 match client.call("monitor_cond", replica_monitor()).await {
                     Ok(initial) => {
+                        monitor_failing = false;
                         let mut fresh = Replica::default();
                         match fresh.apply(&initial) {
                             Ok(()) => {
@@ -815,7 +818,11 @@ async fn keep_replica(
                         }
                     }
                     // The next connection tries again; meanwhile the server checks.
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "NB monitor failed"),
+                    Err(e) if !monitor_failing => {
+                        monitor_failing = true;
+                        tracing::warn!(error = %format!("{e:#}"), "NB monitor failed; retried on every reconnection")
+                    }
+                    Err(e) => tracing::debug!(error = %format!("{e:#}"), "NB monitor failed again"),
                 }
             }
             Event::Notification(m) => {
