@@ -52,8 +52,7 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
 
     // Roles, in the reference's order: master first, then node, then the net-controller.
     if ctx.cfg.init_master.is_some() {
-        let sb_ctl = ovn::db_ctl(ctx.exec.clone(), "ovn-sbctl", &ctx.cfg.ovn_south.client);
-        master::setup_db_servers(&ctx.cfg, &ctx.nb_ctl, &sb_ctl).await?;
+        master::setup_db_servers(&ctx.cfg, ctx.exec.clone(), &cancel).await?;
         let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets);
         let c = cancel.clone();
         tasks.spawn(async move { m.run(c).await.context("master") });

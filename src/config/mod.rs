@@ -10,6 +10,8 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use ovn::{DEFAULT_OVN_RUNDIR, ServerSetup, ServerSsl, local_db_socket};
+
 use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -40,7 +42,7 @@ pub enum Invocation {
 pub struct ConfigError(String);
 
 impl ConfigError {
-    pub(crate) fn new(msg: impl Into<String>) -> Self {
+    pub fn new(msg: impl Into<String>) -> Self {
         ConfigError(msg.into())
     }
 

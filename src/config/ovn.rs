@@ -33,6 +33,85 @@ impl OvnEndpoint {
     }
 }
 
+/// Where the installed `ovn-nbctl`/`ovn-sbctl` look for the local databases when `OVN_RUNDIR`
+/// is not set (today's Debian/Ubuntu packages).
+pub const DEFAULT_OVN_RUNDIR: &str = "/var/run/ovn";
+
+/// `unix:<rundir>/<stem>.sock`, the local database socket the installed tools use by default:
+/// `rundir` is `$OVN_RUNDIR` (unset or empty: [`DEFAULT_OVN_RUNDIR`]); `stem` is `ovnnb_db`
+/// or `ovnsb_db`.
+pub fn local_db_socket(rundir: Option<&str>, stem: &str) -> String {
+    let dir = rundir
+        .filter(|d| !d.is_empty())
+        .unwrap_or(DEFAULT_OVN_RUNDIR);
+    format!("unix:{}/{stem}.sock", dir.trim_end_matches('/'))
+}
+
+/// Certificates the database server presents for an `ssl:` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSsl {
+    pub privkey: PathBuf,
+    pub cert: PathBuf,
+    pub cacert: PathBuf,
+}
+
+/// What ovnkube configures on a database server (over its local socket) for an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSetup {
+    /// A unix socket (or no address): the server needs no listener from us.
+    Nothing,
+    /// A list of cluster members. The `Connection` table is replicated to every member, so one
+    /// member's address written there would make every member try to bind it: the operator
+    /// configures each member's listener (e.g. `ovn-ctl --db-nb-addr=...`).
+    Clustered { members: usize },
+    /// Listen on `remote` (`ptcp:PORT:IP` / `pssl:PORT:IP`), with `ssl` certificates.
+    Listen {
+        remote: String,
+        ssl: Option<ServerSsl>,
+    },
+}
+
+impl ServerSetup {
+    /// The `ovn-nbctl`/`ovn-sbctl` arguments (one transaction, so it applies all or nothing
+    /// and can be retried as a whole); empty when there is nothing to configure.
+    pub fn ctl_args(&self) -> Vec<String> {
+        let ServerSetup::Listen { remote, ssl } = self else {
+            return Vec::new();
+        };
+        let mut args = Vec::new();
+        if let Some(s) = ssl {
+            args.extend([
+                "del-ssl".to_string(),
+                "--".to_string(),
+                "set-ssl".to_string(),
+            ]);
+            args.extend([&s.privkey, &s.cert, &s.cacert].map(|p| p.display().to_string()));
+            args.push("--".to_string());
+        }
+        args.extend(["set-connection".to_string(), remote.clone()]);
+        args
+    }
+
+    /// Whether the server must be told: `current` is what `get-connection` printed. Writing
+    /// the same connection again makes ovsdb-server reopen its listener under live clients,
+    /// so an unchanged plain listener is left alone (ssl is always re-applied: the
+    /// certificates may have changed on disk under the same names).
+    pub fn needs_update(&self, current: &str) -> bool {
+        match self {
+            ServerSetup::Listen { remote, ssl: None } => {
+                let lines: Vec<&str> = current
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                lines != [remote.as_str()]
+            }
+            ServerSetup::Listen { .. } => true,
+            _ => false,
+        }
+    }
+}
+
 impl OvnAuth {
     /// A local-unix-socket auth object (the built-in default).
     pub fn local_unix() -> Self {
@@ -60,13 +139,41 @@ impl OvnAuth {
         )
     }
 
-    /// ovsdb server remote, e.g. `ptcp:6641` (listens on all addresses); `None` for unix.
-    /// With a list of addresses (clustered DB) the first entry's port is used.
+    /// The passive remote the database server should listen on for this address, e.g.
+    /// `ptcp:6641:192.168.33.11` (the given address only, not every address of the host).
+    /// `None` for unix sockets and for lists of cluster members (see [`ServerSetup`]).
     pub fn server_target(&self) -> Option<String> {
-        match (&self.scheme, self.endpoints.first()) {
-            (OvnScheme::Unix, _) | (_, None) | (_, Some(OvnEndpoint::Unix(_))) => None,
-            (scheme, Some(OvnEndpoint::Inet(sa))) => Some(format!("p{scheme}:{}", sa.port())),
+        match (&self.scheme, self.endpoints.as_slice()) {
+            (OvnScheme::Tcp | OvnScheme::Ssl, [OvnEndpoint::Inet(sa)]) => {
+                let ip = match sa.ip() {
+                    IpAddr::V4(v4) => v4.to_string(),
+                    IpAddr::V6(v6) => format!("[{v6}]"),
+                };
+                Some(format!("p{}:{}:{ip}", self.scheme, sa.port()))
+            }
+            _ => None,
         }
+    }
+
+    /// What ovnkube configures on the database server for this (server-side) address.
+    pub fn server_setup(&self) -> ServerSetup {
+        if matches!(self.scheme, OvnScheme::Tcp | OvnScheme::Ssl) && self.endpoints.len() > 1 {
+            return ServerSetup::Clustered {
+                members: self.endpoints.len(),
+            };
+        }
+        let Some(remote) = self.server_target() else {
+            return ServerSetup::Nothing;
+        };
+        let ssl = match (&self.scheme, &self.privkey, &self.cert, &self.cacert) {
+            (OvnScheme::Ssl, Some(k), Some(c), Some(ca)) => Some(ServerSsl {
+                privkey: k.clone(),
+                cert: c.clone(),
+                cacert: ca.clone(),
+            }),
+            _ => None,
+        };
+        ServerSetup::Listen { remote, ssl }
     }
 
     /// Extra ovn-nbctl/ovn-sbctl arguments for ssl; empty otherwise.
@@ -194,4 +301,98 @@ fn split_host_port(hp: &str) -> Result<(&str, u16), String> {
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("address {hp}: invalid port {port:?} (must be 1-65535)"))?;
     Ok((host, port))
+}
+
+#[cfg(test)]
+mod server_tests {
+    use super::*;
+
+    fn auth(value: &str, certs: bool) -> OvnAuth {
+        let (scheme, endpoints) = parse_address(value).unwrap();
+        let p = |s: &str| certs.then(|| PathBuf::from(s));
+        OvnAuth {
+            scheme,
+            endpoints,
+            privkey: p("/k.pem"),
+            cert: p("/c.pem"),
+            cacert: p("/ca.pem"),
+        }
+    }
+
+    #[test]
+    fn local_socket_follows_ovn_rundir() {
+        for (rundir, want) in [
+            (None, "unix:/var/run/ovn/ovnnb_db.sock"),
+            (Some(""), "unix:/var/run/ovn/ovnnb_db.sock"),
+            (Some("/tmp/c"), "unix:/tmp/c/ovnnb_db.sock"),
+            (Some("/tmp/c/"), "unix:/tmp/c/ovnnb_db.sock"),
+        ] {
+            assert_eq!(local_db_socket(rundir, "ovnnb_db"), want, "{rundir:?}");
+        }
+    }
+
+    #[test]
+    fn server_setup_per_address_form() {
+        let listen = |remote: &str, ssl: bool| ServerSetup::Listen {
+            remote: remote.into(),
+            ssl: ssl.then(|| ServerSsl {
+                privkey: "/k.pem".into(),
+                cert: "/c.pem".into(),
+                cacert: "/ca.pem".into(),
+            }),
+        };
+        for (value, certs, want, args) in [
+            (
+                "tcp://10.0.0.5:6631",
+                false,
+                listen("ptcp:6631:10.0.0.5", false),
+                "set-connection ptcp:6631:10.0.0.5",
+            ),
+            (
+                "tcp://[fd00::1]:6641",
+                false,
+                listen("ptcp:6641:[fd00::1]", false),
+                "set-connection ptcp:6641:[fd00::1]",
+            ),
+            (
+                "ssl://10.0.0.5:6632",
+                true,
+                listen("pssl:6632:10.0.0.5", true),
+                "del-ssl -- set-ssl /k.pem /c.pem /ca.pem -- set-connection pssl:6632:10.0.0.5",
+            ),
+            (
+                "tcp://10.0.0.5:6641,tcp://10.0.0.6:6641,tcp://10.0.0.7:6641",
+                false,
+                ServerSetup::Clustered { members: 3 },
+                "",
+            ),
+            (
+                "unix:/var/run/ovn/ovnnb_db.sock",
+                false,
+                ServerSetup::Nothing,
+                "",
+            ),
+        ] {
+            let got = auth(value, certs).server_setup();
+            assert_eq!(got, want, "{value}");
+            assert_eq!(got.ctl_args().join(" "), args, "{value}");
+        }
+        assert_eq!(OvnAuth::local_unix().server_setup(), ServerSetup::Nothing);
+    }
+
+    #[test]
+    fn an_unchanged_plain_listener_is_left_alone() {
+        let tcp = auth("tcp://10.0.0.5:6631", false).server_setup();
+        for (current, needed) in [
+            ("ptcp:6631:10.0.0.5\n", false),
+            ("", true),
+            ("ptcp:6631\n", true),
+            ("ptcp:6631:10.0.0.5\nptcp:6699\n", true),
+        ] {
+            assert_eq!(tcp.needs_update(current), needed, "{current:?}");
+        }
+        let ssl = auth("ssl://10.0.0.5:6631", true).server_setup();
+        assert!(ssl.needs_update("pssl:6631:10.0.0.5\n"));
+        assert!(!ServerSetup::Clustered { members: 2 }.needs_update(""));
+    }
 }

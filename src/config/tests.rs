@@ -331,7 +331,7 @@ fn guide_master_command_line() {
     );
     assert_eq!(
         c.ovn_south.server.server_target().as_deref(),
-        Some("ptcp:6632")
+        Some("ptcp:6632:10.0.0.5")
     );
 }
 
@@ -425,7 +425,10 @@ fn vagrant_master_with_ssl_args() {
         nb.client.client_target().as_deref(),
         Some("ssl:192.168.33.11:6631")
     );
-    assert_eq!(nb.server.server_target().as_deref(), Some("pssl:6631"));
+    assert_eq!(
+        nb.server.server_target().as_deref(),
+        Some("pssl:6631:192.168.33.11")
+    );
     assert_eq!(
         nb.client.ssl_args(),
         vec![
@@ -439,7 +442,10 @@ fn vagrant_master_with_ssl_args() {
         Some(Path::new("/vagrant/pki/switchca/cacert.pem"))
     );
     let sb = &c.ovn_south;
-    assert_eq!(sb.server.server_target().as_deref(), Some("pssl:6632"));
+    assert_eq!(
+        sb.server.server_target().as_deref(),
+        Some("pssl:6632:192.168.33.11")
+    );
     assert_eq!(
         sb.server.privkey.as_deref(),
         Some(Path::new("/etc/openvswitch/ovnsb-privkey.pem"))
@@ -721,7 +727,7 @@ fn reference_sample_file() {
     );
     assert_eq!(
         c.ovn_south.server.server_target().as_deref(),
-        Some("pssl:6642")
+        Some("pssl:6642:1.2.3.4")
     );
 }
 
@@ -958,7 +964,7 @@ fn connection_strings_appendix_b() {
     );
     assert_eq!(
         c.ovn_north.server.server_target().as_deref(),
-        Some("ptcp:6631")
+        Some("ptcp:6631:192.168.33.11")
     );
     assert!(c.ovn_north.client.ssl_args().is_empty());
     // Scheme is case-insensitive like Go's url.Parse; a trailing path is ignored.
@@ -976,10 +982,8 @@ fn ovn_address_lists() {
         c.ovn_north.client.client_target().as_deref(),
         Some("ssl:1.2.3.4:6641,ssl:1.2.3.5:6641,ssl:[fd00::1]:6641")
     );
-    assert_eq!(
-        c.ovn_north.server.server_target().as_deref(),
-        Some("pssl:6641")
-    );
+    // A cluster: no single member's address for the replicated Connection table.
+    assert_eq!(c.ovn_north.server.server_target(), None);
     assert_eq!(c.ovn_north.client.endpoints.len(), 3);
     assert_eq!(
         err(&["-nb-address=tcp://1.2.3.4:6641,ssl://1.2.3.5:6641"]),

@@ -22,11 +22,13 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
-use crate::config::{ClusterSubnet, Config, OvnEndpoint, OvnScheme};
+use crate::config::{ClusterSubnet, Config, ConfigError, ServerSetup, ServerSsl, local_db_socket};
+use crate::exec::Exec;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer};
+use crate::ovn::{Ctl, CtlTarget};
 use crate::ovn::{Nb, NbTxn};
-use crate::util::retry::Retries;
+use crate::util::retry::{self, Retries, Retrying, until_ok};
 use subnets::SubnetAllocator;
 use topology::Snapshot;
 
@@ -271,7 +273,12 @@ impl Master {
 
     /// Run until `cancel` fires.
     pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
-        self.ensure_cluster().await?;
+        // The NB may be (re)starting: wait for it rather than end the process.
+        let mut r = Retrying::new("creating the cluster topology", retry::DEPENDENCY);
+        while let Err(e) = self.ensure_cluster().await {
+            r.failed(e, &cancel).await?;
+        }
+        r.succeeded();
         tracing::info!("cluster topology ready");
         let api: Api<Node> = Api::all(self.client.clone());
         let mut changes = informer(api, watcher::Config::default()).boxed();
@@ -301,7 +308,11 @@ impl Master {
                         Change::Synced => {
                             if !synced {
                                 synced = true;
-                                self.initial_sync().await?;
+                                let mut r = Retrying::new("the initial node sync", retry::DEPENDENCY);
+                                while let Err(e) = self.initial_sync().await {
+                                    r.failed(e, &cancel).await?;
+                                }
+                                r.succeeded();
                                 tracing::info!(nodes = self.nodes.len(), "initial node sync done");
                             }
                         }
@@ -312,50 +323,82 @@ impl Master {
     }
 }
 
-/// Server-side database connections, as the reference does when addresses are given: the NB
-/// and SB listen on the given address (not on every address) and use the given certificates.
+/// Server-side database listeners, configured over each database's LOCAL socket (the one the
+/// installed `ovn-nbctl`/`ovn-sbctl` use by default: `$OVN_RUNDIR`, else `/var/run/ovn`): a
+/// stock central listens on its unix sockets only, so the tcp/ssl address cannot be used to
+/// open itself. The client connections to that address come up once this is done (they retry
+/// with backoff meanwhile). A cluster address list is left to the operator (see
+/// [`ServerSetup::Clustered`]). A server that is not up yet is waited for; missing certificate
+/// files are configuration errors.
 pub async fn setup_db_servers(
     cfg: &Config,
-    nb: &crate::ovn::Ctl,
-    sb: &crate::ovn::Ctl,
+    exec: Arc<dyn Exec>,
+    cancel: &CancelToken,
 ) -> Result<()> {
-    for (db, auth, ctl) in [
-        ("NB", &cfg.ovn_north.server, nb),
-        ("SB", &cfg.ovn_south.server, sb),
+    let rundir = std::env::var("OVN_RUNDIR").ok();
+    for (db, program, stem, auth) in [
+        ("NB", "ovn-nbctl", "ovnnb_db", &cfg.ovn_north.server),
+        ("SB", "ovn-sbctl", "ovnsb_db", &cfg.ovn_south.server),
     ] {
-        // Listen on the address we were given, not on every address of the host.
-        let target = match (&auth.scheme, auth.endpoints.first()) {
-            (OvnScheme::Tcp | OvnScheme::Ssl, Some(OvnEndpoint::Inet(sa))) => {
-                format!("p{}:{}:{}", auth.scheme, sa.port(), sa.ip())
+        let setup = auth.server_setup();
+        let remote = match &setup {
+            ServerSetup::Nothing => continue,
+            ServerSetup::Clustered { members } => {
+                tracing::info!(
+                    db,
+                    members,
+                    "clustered {db} address list: not configuring the servers' listeners \
+                     (the Connection table is shared by all members); configure each member's \
+                     listener yourself, see docs/install.md"
+                );
+                continue;
             }
-            _ => continue,
-        };
-        if let (Some(k), Some(c), Some(ca)) = (&auth.privkey, &auth.cert, &auth.cacert) {
-            for (what, p) in [
-                ("private key", k),
-                ("certificate", c),
-                ("CA certificate", ca),
-            ] {
-                if !p.exists() {
-                    anyhow::bail!("{db} server {what} file {} not found", p.display());
+            ServerSetup::Listen { remote, ssl } => {
+                if let Some(ssl) = ssl {
+                    check_server_certs(db, ssl)?;
                 }
+                remote.clone()
             }
-            ctl.run_raw(&["del-ssl"])
+        };
+        let local = local_db_socket(rundir.as_deref(), stem);
+        let mut target = CtlTarget::new(program);
+        target.db_args = vec![format!("--db={local}")];
+        let ctl = Ctl::new(exec.clone(), target);
+        let what = format!("configuring the {db} server's listener {remote} over {local}");
+        let changed = until_ok(&what, retry::DEPENDENCY, cancel, || async {
+            let current = ctl
+                .run_raw(&["get-connection"])
                 .await
-                .with_context(|| format!("{db} del-ssl"))?;
-            let (k, c, ca) = (
-                k.display().to_string(),
-                c.display().to_string(),
-                ca.display().to_string(),
-            );
-            ctl.run_raw(&["set-ssl", &k, &c, &ca])
-                .await
-                .with_context(|| format!("{db} set-ssl"))?;
+                .with_context(|| format!("reading the {db} server's connections over {local}"))?;
+            if !setup.needs_update(&current) {
+                return Ok(false);
+            }
+            let args = setup.ctl_args();
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ctl.run_raw(&args).await.with_context(|| {
+                format!("error setting the {db} API connection {remote} over {local}")
+            })?;
+            Ok(true)
+        })
+        .await?;
+        tracing::info!(db, %remote, %local, changed, "database server listener configured");
+    }
+    Ok(())
+}
+
+fn check_server_certs(db: &str, ssl: &ServerSsl) -> Result<()> {
+    for (what, p) in [
+        ("private key", &ssl.privkey),
+        ("certificate", &ssl.cert),
+        ("CA certificate", &ssl.cacert),
+    ] {
+        if !p.exists() {
+            return Err(ConfigError::new(format!(
+                "{db} server {what} file {} not found",
+                p.display()
+            ))
+            .into());
         }
-        ctl.run_raw(&["set-connection", &target])
-            .await
-            .with_context(|| format!("error setting the {db} API connection {target}"))?;
-        tracing::info!(db, %target, "database connection configured");
     }
     Ok(())
 }

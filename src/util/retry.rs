@@ -5,7 +5,6 @@
 //! instead of ending the process; only configuration errors end it.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -103,6 +102,60 @@ pub fn is_config_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some())
 }
 
+/// One thing being retried until it works, for loops that cannot hand [`until_ok`] a closure
+/// (e.g. a method on `&mut self`): call [`Retrying::failed`] with each error, then try again.
+#[derive(Debug)]
+pub struct Retrying {
+    what: String,
+    backoff: Backoff,
+    last_logged: Option<String>,
+}
+
+impl Retrying {
+    pub fn new(what: impl Into<String>, policy: Policy) -> Self {
+        Retrying {
+            what: what.into(),
+            backoff: Backoff::new(policy),
+            last_logged: None,
+        }
+    }
+
+    /// Success: logs the recovery (if there were failures).
+    pub fn succeeded(&mut self) {
+        if self.backoff.failures() > 0 {
+            tracing::info!(
+                what = %self.what,
+                attempts = self.backoff.failures() + 1,
+                "succeeded after retrying"
+            );
+        }
+        self.backoff.reset();
+        self.last_logged = None;
+    }
+
+    /// A failure: returns it at once when it is a configuration error (or when `cancel`
+    /// fires during the wait); otherwise logs it (WARN for the first failure and every new
+    /// error, DEBUG for repeats), waits the backoff and returns `Ok` to try again.
+    pub async fn failed(&mut self, e: anyhow::Error, cancel: &CancelToken) -> anyhow::Result<()> {
+        if is_config_error(&e) {
+            return Err(e);
+        }
+        let delay = self.backoff.failed();
+        let msg = format!("{e:#}");
+        if self.last_logged.as_deref() != Some(msg.as_str()) {
+            tracing::warn!(what = %self.what, error = %msg, retry_in = ?delay, "failed; retrying with backoff");
+            self.last_logged = Some(msg);
+        } else {
+            tracing::debug!(what = %self.what, attempt = self.backoff.failures(), retry_in = ?delay, "still failing");
+        }
+        let mut c = cancel.clone();
+        tokio::select! {
+            _ = c.cancelled() => Err(e.context(format!("{}: cancelled while retrying", self.what))),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
+    }
+}
+
 /// Runs `op` until it succeeds, waiting per `policy` between attempts. A configuration error
 /// (see [`is_config_error`]) is returned at once, and so is the last error when `cancel`
 /// fires. Logs the first failure and every change of the error at WARN (each attempt only at
@@ -115,37 +168,16 @@ pub async fn until_ok<T, F, Fut>(
 ) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<T>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
-    let mut backoff = Backoff::new(policy);
-    let mut last_logged: Option<String> = None;
+    let mut r = Retrying::new(what, policy);
     loop {
-        let e = match op().await {
+        match op().await {
             Ok(v) => {
-                if backoff.failures() > 0 {
-                    tracing::info!(
-                        what,
-                        attempts = backoff.failures() + 1,
-                        "succeeded after retrying"
-                    );
-                }
+                r.succeeded();
                 return Ok(v);
             }
-            Err(e) if is_config_error(&e) => return Err(e),
-            Err(e) => e,
-        };
-        let delay = backoff.failed();
-        let msg = format!("{e:#}");
-        if last_logged.as_deref() != Some(msg.as_str()) {
-            tracing::warn!(what, error = %msg, retry_in = ?delay, "failed; retrying with backoff");
-            last_logged = Some(msg);
-        } else {
-            tracing::debug!(what, attempt = backoff.failures(), retry_in = ?delay, "still failing");
-        }
-        let mut c = cancel.clone();
-        tokio::select! {
-            _ = c.cancelled() => return Err(e.context(format!("{what}: cancelled while retrying"))),
-            _ = tokio::time::sleep(delay) => {}
+            Err(e) => r.failed(e, cancel).await?,
         }
     }
 }
