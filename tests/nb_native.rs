@@ -28,9 +28,9 @@ fn nbctl(central: &Central) -> Arc<dyn Nb> {
     Arc::new(Nbctl(Ctl::new(Arc::new(RealExec::new(4)), t)))
 }
 
-fn native(central: &Central, tcp: bool) -> NativeNb {
+async fn native(central: &Central, tcp: bool) -> NativeNb {
     let target = if tcp {
-        central.nb_tcp_db()
+        format!("tcp:{}", common::open_nb_tcp(central).await)
     } else {
         central.nb_db()
     };
@@ -118,7 +118,7 @@ async fn native_and_nbctl_leave_the_same_rows() {
         }
     }
     let exec_nb = nbctl(&a);
-    let nat = native(&b, false);
+    let nat = native(&b, false).await;
     // The duplicate-IP check runs on the replica once it is in sync (the server otherwise).
     let start = Instant::now();
     while !nat.replica_synced() {
@@ -258,7 +258,7 @@ fn sorted(mut rows: Vec<Row>) -> Vec<Row> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_read_the_same_rows() {
     let c = Central::start().unwrap();
-    let nat = native(&c, true);
+    let nat = native(&c, true).await;
     c.nbctl(&["ls-add", "n1"]).unwrap();
     nat.transact(&txn([
         port_ops("n1", "default", "q1", &net([10, 1, 0, 5])),
@@ -309,7 +309,7 @@ async fn reconnects_after_an_nb_restart() {
     let mut c = Central::start().unwrap();
     c.nbctl(&["ls-add", "n1"]).unwrap();
     for tcp in [false, true] {
-        let nat = native(&c, tcp);
+        let nat = native(&c, tcp).await;
         let pfx = if tcp { "tcp" } else { "unix" };
         let add = |i: u8| {
             txn(port_ops(

@@ -9,10 +9,11 @@ use ovn_testbed::Central;
 use ovnkube::exec::RealExec;
 use ovnkube::ovn::{ColVal, Ctl, CtlTarget, DbOp, Nb, NbOp, NbTxn, Nbctl, Query, RoutePolicy, Val};
 
-fn nb_for(central: &Central) -> Nbctl {
+async fn nb_for(central: &Central) -> Nbctl {
     let mut t = CtlTarget::new("ovn-nbctl");
     // Exercise the TCP remote the way `-nb-address=tcp://...` does.
-    t.db_args = vec![format!("--db={}", central.nb_tcp_db())];
+    let addr = common::open_nb_tcp(central).await;
+    t.db_args = vec![format!("--db=tcp:{addr}")];
     Nbctl(Ctl::new(Arc::new(RealExec::default()), t))
 }
 
@@ -72,7 +73,7 @@ fn topology_txn() -> NbTxn {
 #[tokio::test]
 async fn batch_runs_as_one_transaction_and_reads_back() {
     let central = Central::start().unwrap();
-    let nb = nb_for(&central);
+    let nb = nb_for(&central).await;
     nb.transact(&topology_txn()).await.unwrap();
 
     let t = nb
@@ -126,7 +127,7 @@ async fn batch_runs_as_one_transaction_and_reads_back() {
 #[tokio::test]
 async fn a_failing_command_leaves_the_database_unchanged() {
     let central = Central::start().unwrap();
-    let nb = nb_for(&central);
+    let nb = nb_for(&central).await;
     let mut first = NbTxn::new();
     first.push(NbOp::LsAdd {
         name: "keep".into(),
@@ -161,7 +162,7 @@ async fn a_failing_command_leaves_the_database_unchanged() {
 #[tokio::test]
 async fn remove_and_set_members() {
     let central = Central::start().unwrap();
-    let nb = nb_for(&central);
+    let nb = nb_for(&central).await;
     nb.transact(&topology_txn()).await.unwrap();
     let lb = nb
         .query(&[Query::list("Load_Balancer", &["name"])])

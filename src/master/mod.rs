@@ -22,7 +22,9 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
-use crate::config::{ClusterSubnet, Config, ConfigError, ServerSetup, ServerSsl, local_db_socket};
+use crate::config::{
+    ClusterSubnet, Config, ConfigError, OvnAuth, ServerSetup, ServerSsl, local_db_socket,
+};
 use crate::exec::Exec;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer};
@@ -336,53 +338,87 @@ pub async fn setup_db_servers(
     cancel: &CancelToken,
 ) -> Result<()> {
     let rundir = std::env::var("OVN_RUNDIR").ok();
-    for (db, program, stem, auth) in [
-        ("NB", "ovn-nbctl", "ovnnb_db", &cfg.ovn_north.server),
-        ("SB", "ovn-sbctl", "ovnsb_db", &cfg.ovn_south.server),
+    for (server, auth) in [
+        (&NB_SERVER, &cfg.ovn_north.server),
+        (&SB_SERVER, &cfg.ovn_south.server),
     ] {
-        let setup = auth.server_setup();
-        let remote = match &setup {
-            ServerSetup::Nothing => continue,
-            ServerSetup::Clustered { members } => {
-                tracing::info!(
-                    db,
-                    members,
-                    "clustered {db} address list: not configuring the servers' listeners \
-                     (the Connection table is shared by all members); configure each member's \
-                     listener yourself, see docs/install.md"
-                );
-                continue;
-            }
-            ServerSetup::Listen { remote, ssl } => {
-                if let Some(ssl) = ssl {
-                    check_server_certs(db, ssl)?;
-                }
-                remote.clone()
-            }
-        };
-        let local = local_db_socket(rundir.as_deref(), stem);
-        let mut target = CtlTarget::new(program);
-        target.db_args = vec![format!("--db={local}")];
-        let ctl = Ctl::new(exec.clone(), target);
-        let what = format!("configuring the {db} server's listener {remote} over {local}");
-        let changed = until_ok(&what, retry::DEPENDENCY, cancel, || async {
-            let current = ctl
-                .run_raw(&["get-connection"])
-                .await
-                .with_context(|| format!("reading the {db} server's connections over {local}"))?;
-            if !setup.needs_update(&current) {
-                return Ok(false);
-            }
-            let args = setup.ctl_args();
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ctl.run_raw(&args).await.with_context(|| {
-                format!("error setting the {db} API connection {remote} over {local}")
-            })?;
-            Ok(true)
-        })
-        .await?;
-        tracing::info!(db, %remote, %local, changed, "database server listener configured");
+        configure_server(exec.clone(), server, auth, rundir.as_deref(), cancel).await?;
     }
+    Ok(())
+}
+
+/// One central database as its server-side tool sees it.
+#[derive(Debug)]
+pub struct DbServer {
+    pub db: &'static str,
+    pub program: &'static str,
+    /// Socket (and pid file, DB file) stem under `OVN_RUNDIR`.
+    pub stem: &'static str,
+}
+
+pub const NB_SERVER: DbServer = DbServer {
+    db: "NB",
+    program: "ovn-nbctl",
+    stem: "ovnnb_db",
+};
+pub const SB_SERVER: DbServer = DbServer {
+    db: "SB",
+    program: "ovn-sbctl",
+    stem: "ovnsb_db",
+};
+
+/// Makes `server` listen on `auth`'s address, over its local socket under `rundir` (`None`:
+/// the packages' default). See [`setup_db_servers`].
+pub async fn configure_server(
+    exec: Arc<dyn Exec>,
+    server: &DbServer,
+    auth: &OvnAuth,
+    rundir: Option<&str>,
+    cancel: &CancelToken,
+) -> Result<()> {
+    let db = server.db;
+    let setup = auth.server_setup();
+    let remote = match &setup {
+        ServerSetup::Nothing => return Ok(()),
+        ServerSetup::Clustered { members } => {
+            tracing::info!(
+                db,
+                members,
+                "clustered {db} address list: not configuring the servers' listeners \
+                 (the Connection table is shared by all members); configure each member's \
+                 listener yourself, see docs/install.md"
+            );
+            return Ok(());
+        }
+        ServerSetup::Listen { remote, ssl } => {
+            if let Some(ssl) = ssl {
+                check_server_certs(db, ssl)?;
+            }
+            remote.clone()
+        }
+    };
+    let local = local_db_socket(rundir, server.stem);
+    let mut target = CtlTarget::new(server.program);
+    target.db_args = vec![format!("--db={local}")];
+    let ctl = Ctl::new(exec, target);
+    let what = format!("configuring the {db} server's listener {remote} over {local}");
+    let changed = until_ok(&what, retry::DEPENDENCY, cancel, || async {
+        let current = ctl
+            .run_raw(&["get-connection"])
+            .await
+            .with_context(|| format!("reading the {db} server's connections over {local}"))?;
+        if !setup.needs_update(&current) {
+            return Ok(false);
+        }
+        let args = setup.ctl_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ctl.run_raw(&args).await.with_context(|| {
+            format!("error setting the {db} API connection {remote} over {local}")
+        })?;
+        Ok(true)
+    })
+    .await?;
+    tracing::info!(db, %remote, %local, changed, "database server listener configured");
     Ok(())
 }
 

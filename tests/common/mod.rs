@@ -18,6 +18,10 @@ use ovnkube::ovn::ovsdb::parse_tables;
 
 pub struct Env {
     pub central: Central,
+    /// The `tcp://` NB and SB addresses the master is given (a loopback address of this test's
+    /// own); the master opens these listeners itself, over the central's local sockets.
+    pub nb_addr: std::net::SocketAddr,
+    pub sb_addr: std::net::SocketAddr,
     pub sandbox: Sandbox,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
@@ -37,6 +41,8 @@ impl Env {
         let url: http::Uri = sandbox.url().parse().unwrap();
         let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
         Env {
+            nb_addr: ovn_testbed::free_loopback_addr().unwrap(),
+            sb_addr: ovn_testbed::free_loopback_addr().unwrap(),
             central,
             sandbox,
             dir,
@@ -54,8 +60,8 @@ impl Env {
             format!("-cluster-subnet={cluster_subnet}"),
             "-service-cluster-ip-range=172.16.1.0/24".into(),
             "-nodeport".into(),
-            format!("-nb-address=tcp://{}", self.central.nb_tcp()),
-            format!("-sb-address=tcp://{}", self.central.sb_tcp()),
+            format!("-nb-address=tcp://{}", self.nb_addr),
+            format!("-sb-address=tcp://{}", self.sb_addr),
             "-loglevel=5".into(),
             format!("-config-file={}", self.empty_config().display()),
         ]
@@ -69,11 +75,14 @@ impl Env {
         p
     }
 
+    /// Runs `ovnkube args -logfile=<dir>/<name>.log` with `OVN_RUNDIR` at the central's
+    /// directory, as on a host running the stock central (where it is `/var/run/ovn`).
     pub fn spawn(&self, name: &str, args: &[String]) -> Daemon {
         let log = self.dir.join(format!("{name}.log"));
         let mut all = args.to_vec();
         all.push(format!("-logfile={}", log.display()));
         let child = Command::new(env!("CARGO_BIN_EXE_ovnkube"))
+            .env("OVN_RUNDIR", self.central.ovn_rundir())
             .args(&all)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -195,6 +204,33 @@ fn unsafe_kill(pid: i32, sig: i32) {
         .arg(format!("-{sig}"))
         .arg(pid.to_string())
         .status();
+}
+
+/// Opens an NB TCP listener on a fresh loopback address with ovnkube's own server-side
+/// setup (over the central's local socket, as the master does), for tests of the client
+/// layers where TCP is the point; returns the address.
+pub async fn open_nb_tcp(central: &Central) -> std::net::SocketAddr {
+    use ovnkube::config::{OvnAuth, OvnEndpoint, OvnScheme};
+    let addr = ovn_testbed::free_loopback_addr().unwrap();
+    let auth = OvnAuth {
+        scheme: OvnScheme::Tcp,
+        endpoints: vec![OvnEndpoint::Inet(addr)],
+        privkey: None,
+        cert: None,
+        cacert: None,
+    };
+    let (_src, cancel) = ovnkube::util::cancel::cancel_pair();
+    let rundir = central.ovn_rundir().display().to_string();
+    ovnkube::master::configure_server(
+        std::sync::Arc::new(ovnkube::exec::RealExec::default()),
+        &ovnkube::master::NB_SERVER,
+        &auth,
+        Some(&rundir),
+        &cancel,
+    )
+    .await
+    .unwrap();
+    addr
 }
 
 /// Every row of the NB tables ovnkube writes, for before/after comparisons.

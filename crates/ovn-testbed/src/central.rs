@@ -1,13 +1,14 @@
-//! OVN central: NB + SB ovsdb-server and ovn-northd in a private directory.
+//! OVN central: NB + SB ovsdb-server and ovn-northd in a private directory, started the way
+//! the Debian `ovn-central` package starts them (`ovn-ctl start_northd`): each database on its
+//! unix socket plus the `db:` remotes that take listeners and certificates from the database
+//! itself. Nothing listens on TCP until someone writes a `Connection` row (`set-connection`),
+//! as on a stock install: that is ovnkube's job (or a test's, where TCP is the point).
 
 use crate::proc::{self, CMD_TIMEOUT};
 use anyhow::{Context, Result, anyhow, bail};
-use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
 const SB_SCHEMA: &str = "/usr/share/ovn/ovn-sb.ovsschema";
@@ -32,15 +33,21 @@ impl Db {
             Db::Sb => "ovsdb-server-sb.log",
         }
     }
+    /// The schema and its global table, as in `--remote=db:OVN_Northbound,NB_Global,connections`.
+    fn schema(self) -> (&'static str, &'static str) {
+        match self {
+            Db::Nb => ("OVN_Northbound", "NB_Global"),
+            Db::Sb => ("OVN_Southbound", "SB_Global"),
+        }
+    }
 }
 
-/// NB + SB `ovsdb-server` and `ovn-northd`, listening on unix sockets in a private dir and
-/// on `127.0.0.1:<free port>`. Dropping it stops the daemons and removes the dir.
+/// NB + SB `ovsdb-server` and `ovn-northd`, listening on unix sockets in a private dir (which
+/// is also their `OVN_RUNDIR`: `ovn-nbctl` run with `OVN_RUNDIR=<dir>` finds them by default).
+/// Dropping it stops the daemons and removes the dir.
 #[derive(Debug)]
 pub struct Central {
     dir: PathBuf,
-    nb_port: u16,
-    sb_port: u16,
 }
 
 impl Central {
@@ -49,11 +56,7 @@ impl Central {
         crate::sweep_dead();
         let dir = crate::new_private_dir()?;
         // From here on Drop cleans up whatever did start.
-        let mut c = Central {
-            dir,
-            nb_port: 0,
-            sb_port: 0,
-        };
+        let mut c = Central { dir };
         c.boot()
             .with_context(|| format!("starting OVN central in {}", c.dir.display()))?;
         Ok(c)
@@ -70,8 +73,8 @@ impl Central {
                 CMD_TIMEOUT,
             )?;
         }
-        self.nb_port = self.start_db(Db::Nb, 0)?;
-        self.sb_port = self.start_db(Db::Sb, 0)?;
+        self.start_db(Db::Nb)?;
+        self.start_db(Db::Sb)?;
         let log = self.dir.join("ovn-northd.log");
         proc::start_daemon(
             self.daemon_cmd("ovn-northd")
@@ -115,13 +118,12 @@ impl Central {
         c
     }
 
-    /// Starts one ovsdb-server. `port` 0 lets the kernel pick a free port atomically; the
-    /// chosen port is read back from the log ("listening on port N"), so there is no
-    /// bind-close-rebind race with parallel tests.
-    fn start_db(&self, db: Db, port: u16) -> Result<u16> {
+    /// Starts one ovsdb-server with `ovn-ctl`'s arguments: the unix socket, listeners and
+    /// certificates from the database (`db:` remotes), no TCP listener of its own.
+    fn start_db(&self, db: Db) -> Result<()> {
         let stem = db.stem();
+        let (schema, global) = db.schema();
         let log = self.dir.join(db.log());
-        let log_len = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
         proc::start_daemon(
             self.daemon_cmd("ovsdb-server")
                 .arg(format!(
@@ -137,40 +139,18 @@ impl Central {
                     "--remote=punix:{}",
                     self.dir.join(format!("{stem}.sock")).display()
                 ))
-                .arg(format!("--remote=ptcp:{port}:127.0.0.1"))
+                .arg(format!("--remote=db:{schema},{global},connections"))
+                .arg(format!("--private-key=db:{schema},SSL,private_key"))
+                .arg(format!("--certificate=db:{schema},SSL,certificate"))
+                .arg(format!("--ca-cert=db:{schema},SSL,ca_cert"))
+                .arg(format!("--ssl-protocols=db:{schema},SSL,ssl_protocols"))
+                .arg(format!("--ssl-ciphers=db:{schema},SSL,ssl_ciphers"))
                 .arg(self.dir.join(format!("{stem}.db"))),
             &self.dir,
             &format!("ovsdb-server-{stem}"),
             &log,
         )?;
-        // The ptcp listener is opened during start-up, before the launcher exits. Only an
-        // ephemeral port is logged ("listening on port N"); a failed fixed port logs
-        // "listen failed" while ovsdb-server keeps running, so check both explicitly.
-        let text = fs::read(&log).unwrap_or_default();
-        let new = String::from_utf8_lossy(&text[(log_len as usize).min(text.len())..]).into_owned();
-        let fail = |why: &str| {
-            anyhow!(
-                "ovsdb-server {stem}: {why} on 127.0.0.1:{port}; log tail:\n{}",
-                proc::log_tail(&log, 20)
-            )
-        };
-        if new.contains("listen failed") || new.contains("Address already in use") {
-            return Err(fail("TCP listen failed"));
-        }
-        if port == 0 {
-            return new
-                .lines()
-                .filter_map(|l| l.split("listening on port ").nth(1))
-                .filter_map(|p| p.trim().parse::<u16>().ok())
-                .next_back()
-                .ok_or_else(|| fail("no port logged"));
-        }
-        TcpStream::connect_timeout(
-            &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            Duration::from_secs(2),
-        )
-        .map_err(|e| fail(&format!("connect: {e}")))?;
-        Ok(port)
+        Ok(())
     }
 
     /// The private directory holding DBs, sockets, pidfiles and logs.
@@ -191,21 +171,29 @@ impl Central {
     pub fn sb_db(&self) -> String {
         format!("unix:{}", self.sb_sock().display())
     }
-    /// NB TCP listener on loopback (root netns only, G8).
-    pub fn nb_tcp(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.nb_port))
+    /// The `OVN_RUNDIR` under which the installed tools (and ovnkube's server-side setup)
+    /// find this central's databases by default: `<dir>/ovnnb_db.sock`, `<dir>/ovnsb_db.sock`.
+    pub fn ovn_rundir(&self) -> &Path {
+        &self.dir
     }
-    /// SB TCP listener on loopback (root netns only, G8).
-    pub fn sb_tcp(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.sb_port))
+
+    /// The passive remotes the NB server currently listens on (`get-connection`), e.g.
+    /// `["ptcp:6641:127.1.2.3"]`; empty on a fresh central.
+    pub fn nb_connections(&self) -> Result<Vec<String>> {
+        Ok(self
+            .nbctl(&["get-connection"])?
+            .lines()
+            .map(str::to_string)
+            .collect())
     }
-    /// `tcp:127.0.0.1:PORT` for the NB.
-    pub fn nb_tcp_db(&self) -> String {
-        format!("tcp:{}", self.nb_tcp())
-    }
-    /// `tcp:127.0.0.1:PORT` for the SB.
-    pub fn sb_tcp_db(&self) -> String {
-        format!("tcp:{}", self.sb_tcp())
+
+    /// The passive remotes the SB server currently listens on.
+    pub fn sb_connections(&self) -> Result<Vec<String>> {
+        Ok(self
+            .sbctl(&["get-connection"])?
+            .lines()
+            .map(str::to_string)
+            .collect())
     }
 
     /// PIDs of the running daemons (NB, SB, northd), for tests that check cleanup.
@@ -260,28 +248,17 @@ impl Central {
     /// Stops the NB ovsdb-server (DB file kept), e.g. to test "NB unavailable" handling.
     pub fn stop_nb(&mut self) {
         proc::kill_pidfile(&self.dir.join("ovnnb_db.pid"), &self.dir);
-        let _ = fs::remove_file(self.nb_sock());
+        let _ = std::fs::remove_file(self.nb_sock());
     }
 
-    /// Restarts the NB ovsdb-server on the same unix socket and TCP port.
+    /// Restarts the NB ovsdb-server on the same unix socket; it reopens whatever listeners
+    /// its `Connection` table names.
     pub fn start_nb(&mut self) -> Result<()> {
         if proc::read_pid(&self.dir.join("ovnnb_db.pid")).is_some_and(|p| proc::owns(p, &self.dir))
         {
             return Ok(());
         }
-        // Same port as before so TCP clients can reconnect; retry while it is still busy.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.start_db(Db::Nb, self.nb_port) {
-                Ok(_) => return Ok(()),
-                Err(_) if Instant::now() < deadline => {
-                    // Port not free yet: stop the half-started server and retry.
-                    proc::kill_pidfile(&self.dir.join("ovnnb_db.pid"), &self.dir);
-                    thread::sleep(Duration::from_millis(200));
-                }
-                Err(e) => return Err(e.context("restarting NB ovsdb-server")),
-            }
-        }
+        self.start_db(Db::Nb).context("restarting NB ovsdb-server")
     }
 }
 

@@ -55,6 +55,23 @@ fn my_pid() -> i32 {
     unsafe { libc::getpid() }
 }
 
+/// A TCP address on loopback that no other test is likely to use: a loopback address
+/// `127.A.B.C` unique to this process and call (the whole 127/8 is loopback on Linux), with a
+/// port the kernel reported free on it. For giving ovnkube (or a test where TCP is the point)
+/// a `tcp://` database address of its own; parallel tests never share one.
+pub fn free_loopback_addr() -> Result<std::net::SocketAddr> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_i32(my_pid());
+    h.write_u64(next_id());
+    let r = h.finish().to_le_bytes();
+    // Avoid 127.0.0.x (commonly used by hand) and .0/.255 host bytes.
+    let ip = std::net::Ipv4Addr::new(127, 1 + r[0] % 254, r[1], 1 + r[2] % 254);
+    let l = std::net::TcpListener::bind((ip, 0))
+        .with_context(|| format!("finding a free port on {ip}"))?;
+    Ok(l.local_addr()?)
+}
+
 /// A network namespace name unique to this process and call: `otb<pid>x<n>-<prefix>`.
 pub fn netns_name(prefix: &str) -> String {
     format!("{NETNS_PREFIX}{}x{}-{prefix}", my_pid(), next_id())

@@ -15,8 +15,29 @@ fn wait_all_gone(pids: &[i32]) -> bool {
     true
 }
 
+/// `ovs-appctl ovsdb-server/list-remotes` of one of the central's servers.
+fn remotes(c: &Central, stem: &str) -> String {
+    let out = Command::new("ovs-appctl")
+        .arg("-t")
+        .arg(c.dir().join(format!("{stem}.ctl")))
+        .arg("ovsdb-server/list-remotes")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn nbctl_tcp(addr: std::net::SocketAddr, args: &[&str]) -> std::process::Output {
+    Command::new("ovn-nbctl")
+        .arg(format!("--db=tcp:{addr}"))
+        .arg("--timeout=5")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 #[test]
-fn central_starts_serves_tcp_and_cleans_up() {
+fn central_starts_like_the_stock_package_and_cleans_up() {
     let c = Central::start().expect("central");
     c.nbctl(&["ls-add", "x"]).unwrap();
     assert!(
@@ -24,31 +45,58 @@ fn central_starts_serves_tcp_and_cleans_up() {
         "show lists x"
     );
     assert!(c.nbctl(&["ls-list"]).unwrap().contains("(x)"));
-
-    // The TCP remote serves the same DB.
-    let out = Command::new("ovn-nbctl")
-        .arg(format!("--db=tcp:{}", c.nb_tcp()))
-        .args(["--timeout=10", "ls-list"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("(x)"));
-    let out = Command::new("ovn-sbctl")
-        .arg(format!("--db=tcp:{}", c.sb_tcp()))
-        .args(["--timeout=10", "list", "SB_Global"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(c.nb_tcp().port(), c.sb_tcp().port());
     assert!(c.nb_db().starts_with("unix:/") && c.sb_db().ends_with("ovnsb_db.sock"));
+
+    // ovn-ctl's remotes: the unix socket and the database's own Connection table, no TCP.
+    for (stem, schema) in [
+        ("ovnnb_db", "db:OVN_Northbound,NB_Global,connections"),
+        ("ovnsb_db", "db:OVN_Southbound,SB_Global,connections"),
+    ] {
+        let r = remotes(&c, stem);
+        assert!(r.contains(schema), "{stem}: {r}");
+        assert!(
+            r.contains(&format!(
+                "punix:{}",
+                c.dir().join(format!("{stem}.sock")).display()
+            )),
+            "{r}"
+        );
+        assert!(!r.contains("ptcp"), "{stem} must not pre-open TCP: {r}");
+    }
+    assert!(c.nb_connections().unwrap().is_empty());
+    assert!(c.sb_connections().unwrap().is_empty());
+
+    // The installed tools find the databases under OVN_RUNDIR by default.
+    let out = Command::new("ovn-nbctl")
+        .env("OVN_RUNDIR", c.ovn_rundir())
+        .args(["--timeout=5", "ls-list"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(x)"),
+        "{out:?}"
+    );
+
+    // A Connection row (what an operator or ovnkube writes) opens the listener.
+    let addr = ovn_testbed::free_loopback_addr().unwrap();
+    assert!(!nbctl_tcp(addr, &["ls-list"]).status.success());
+    c.nbctl(&[
+        "set-connection",
+        &format!("ptcp:{}:{}", addr.port(), addr.ip()),
+    ])
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        let out = nbctl_tcp(addr, &["ls-list"]);
+        if out.status.success() || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("(x)"),
+        "{out:?}"
+    );
 
     let pids = c.pids();
     assert_eq!(pids.len(), 3);
@@ -67,7 +115,7 @@ fn two_centrals_do_not_interfere() {
         (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
     });
     assert_ne!(a.dir(), b.dir());
-    assert_ne!(a.nb_tcp(), b.nb_tcp());
+    assert_ne!(a.nb_sock(), b.nb_sock());
     a.nbctl(&["ls-add", "only-in-a"]).unwrap();
     b.nbctl(&["ls-add", "only-in-b"]).unwrap();
     let la = a.nbctl(&["ls-list"]).unwrap();
@@ -86,21 +134,25 @@ fn two_centrals_do_not_interfere() {
 fn nb_can_be_stopped_and_restarted() {
     let mut c = Central::start().unwrap();
     c.nbctl(&["ls-add", "persist"]).unwrap();
-    let port = c.nb_tcp();
+    let addr = ovn_testbed::free_loopback_addr().unwrap();
+    c.nbctl(&[
+        "set-connection",
+        &format!("ptcp:{}:{}", addr.port(), addr.ip()),
+    ])
+    .unwrap();
     c.stop_nb();
     let err = c.nbctl(&["--timeout=1", "ls-list"]);
     assert!(err.is_err(), "NB should be unavailable");
     c.start_nb().unwrap();
-    assert_eq!(c.nb_tcp(), port);
     assert!(c.nbctl(&["ls-list"]).unwrap().contains("persist"));
     // northd reconnects: a new switch reaches the SB.
     c.nbctl(&["--wait=sb", "ls-add", "after"]).unwrap();
-    let out = Command::new("ovn-nbctl")
-        .arg(format!("--db=tcp:{port}"))
-        .args(["--timeout=10", "ls-list"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("after"));
+    // The restarted server reopened the listener its Connection table names.
+    let out = nbctl_tcp(addr, &["ls-list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("after"),
+        "{out:?}"
+    );
 }
 
 #[test]
