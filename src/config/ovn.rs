@@ -92,19 +92,20 @@ impl ServerSetup {
         args
     }
 
-    /// Whether the server must be told: `current` is what `get-connection` printed. Writing
+    /// Whether the server must be told: `current` is what `get-connection` printed (one
+    /// target per line, after the role for the SB). Writing
     /// the same connection again makes ovsdb-server reopen its listener under live clients,
     /// so an unchanged plain listener is left alone (ssl is always re-applied: the
     /// certificates may have changed on disk under the same names).
     pub fn needs_update(&self, current: &str) -> bool {
         match self {
             ServerSetup::Listen { remote, ssl: None } => {
-                let lines: Vec<&str> = current
+                // `ovn-sbctl` prefixes each target with its role (`read-write role="" ptcp:...`).
+                let targets: Vec<&str> = current
                     .lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
+                    .filter_map(|l| l.split_whitespace().last())
                     .collect();
-                lines != [remote.as_str()]
+                targets != [remote.as_str()]
             }
             ServerSetup::Listen { .. } => true,
             _ => false,
@@ -388,6 +389,8 @@ mod server_tests {
             ("", true),
             ("ptcp:6631\n", true),
             ("ptcp:6631:10.0.0.5\nptcp:6699\n", true),
+            ("read-write role=\"\" ptcp:6631:10.0.0.5\n", false),
+            ("read-write role=\"\" ptcp:6631:10.0.0.6\n", true),
         ] {
             assert_eq!(tcp.needs_update(current), needed, "{current:?}");
         }

@@ -170,8 +170,11 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     p.ok(&central.dir().display().to_string());
     let nb_sock = central.nb_sock();
     let sb_sock = central.sb_sock();
-    let nb_tcp = central.nb_tcp();
-    let sb_tcp = central.sb_tcp();
+    // A stock central listens on its unix sockets only: the master opens these TCP
+    // listeners itself (over the local sockets under OVN_RUNDIR), as on a real host.
+    let nb_tcp = ovn_testbed::free_loopback_addr()?;
+    let sb_tcp = ovn_testbed::free_loopback_addr()?;
+    let ovn_rundir = central.ovn_rundir().to_path_buf();
     w.central = Some(central);
 
     let p = Progress::begin(2, "two nodes: OVS (userspace) + ovn-controller, geneve");
@@ -217,6 +220,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     std::fs::write(&empty_conf, "# the demo passes everything as flags\n")?;
     let master_log = dir.join("ovnkube-master.log");
     let master = Command::new(&ovnkube)
+        .env("OVN_RUNDIR", &ovn_rundir)
         .args([
             format!("-k8s-kubeconfig={}", kubeconfig.display()),
             "-net-controller".into(),

@@ -187,11 +187,13 @@ impl Central {
             .collect())
     }
 
-    /// The passive remotes the SB server currently listens on.
+    /// The passive remotes the SB server currently listens on (without the role that
+    /// `ovn-sbctl get-connection` prints first).
     pub fn sb_connections(&self) -> Result<Vec<String>> {
         Ok(self
             .sbctl(&["get-connection"])?
             .lines()
+            .filter_map(|l| l.split_whitespace().last())
             .map(str::to_string)
             .collect())
     }

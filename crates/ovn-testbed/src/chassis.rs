@@ -336,6 +336,14 @@ impl Chassis {
     /// `/etc/default/openvswitch-switch` is a copy kept in the chassis dir (G17): gateway code
     /// under test edits that file (`--delete-transient-ports`), the host's stays untouched.
     pub fn gateway_command(&self, argv: &[&str]) -> Result<Command> {
+        self.host_command(argv, &[])
+    }
+
+    /// [`Chassis::gateway_command`] with more host files or directories replaced inside the
+    /// private mount namespace: each `(source, target)` is bind-mounted over the existing
+    /// `target` (e.g. a per-node `/etc/hosts` or `/etc/openvswitch`), so a process run with
+    /// the guide's default paths sees this node's files and the host's stay untouched.
+    pub fn host_command(&self, argv: &[&str], binds: &[(&Path, &Path)]) -> Result<Command> {
         if argv.is_empty() {
             bail!("empty argv");
         }
@@ -344,16 +352,38 @@ impl Chassis {
             let text = std::fs::read(OVS_DEFAULTS).unwrap_or_default();
             std::fs::write(&copy, text).with_context(|| format!("creating {}", copy.display()))?;
         }
+        for (src, dst) in binds {
+            if !src.exists() || !dst.exists() {
+                bail!(
+                    "bind mount {} over {}: both must exist",
+                    src.display(),
+                    dst.display()
+                );
+            }
+        }
+        // Paths travel as arguments ($0, then pairs after the count), never inside the script.
         let mut c = Command::new("unshare");
         c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg(format!(
-                "if [ -e {OVS_DEFAULTS} ]; then mount --bind \"$0\" {OVS_DEFAULTS} || exit 1; fi; exec \"$@\""
+                "if [ -e {OVS_DEFAULTS} ]; then mount --bind \"$0\" {OVS_DEFAULTS} || exit 1; fi; \
+                 n=$1; shift; while [ \"$n\" -gt 0 ]; do mount --bind \"$1\" \"$2\" || exit 1; \
+                 shift 2; n=$((n-1)); done; exec \"$@\""
             ))
             .arg(&copy)
-            .args(["ip", "netns", "exec", &self.netns])
+            .arg(binds.len().to_string());
+        for (src, dst) in binds {
+            c.arg(src).arg(dst);
+        }
+        c.args(["ip", "netns", "exec", &self.netns])
             .args(argv)
             .envs(self.env());
         Ok(c)
+    }
+
+    /// Spawns `cmd` (e.g. from [`Chassis::host_command`], with its output redirected) and
+    /// tracks it like [`Chassis::spawn_in_netns`].
+    pub fn spawn_tracked(&self, cmd: &mut Command) -> Result<Child> {
+        spawn_tracked(cmd, &self.spawned)
     }
 
     /// [`Chassis::gateway_command`], spawned and tracked like [`Chassis::spawn_in_netns`].

@@ -1,0 +1,73 @@
+//! Start-up never dies on a transient dependency: the NB ovsdb-server of a stock central is
+//! restarted while the master (the README's flags, `tcp://` addresses it opens itself) is
+//! starting, at a different moment each time; every start must come up and none may exit.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+
+const STARTS: usize = 50;
+
+/// Waits for `needle` in the daemon's log; `Err` with the exit status if it exited first.
+fn up_or_exit(d: &mut common::Daemon, needle: &str, timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if d.log_text().contains(needle) {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = d.child.try_wait() {
+            return Err(format!("exited ({st}):\n{}", d.log_text()));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("not up after {timeout:?}:\n{}", d.log_text()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_survives_nb_restarts_during_start_up() {
+    let mut env = Env::start("startup").await;
+    env.create_nodes(["n1", "n2"]).await;
+    let t0 = Instant::now();
+    let mut failures = Vec::new();
+    let mut restarted_before_up = 0;
+    for i in 0..STARTS {
+        let mut m = env.spawn(&format!("master-{i}"), &env.master_args("10.9.0.0/16"));
+        // Spread the restart over start-up: server setup, topology, node sync.
+        std::thread::sleep(Duration::from_millis((i as u64 * 37) % 700));
+        if !m.log_text().contains("initial node sync done") {
+            restarted_before_up += 1;
+        }
+        env.central.stop_nb();
+        env.central.start_nb().unwrap();
+        let res = up_or_exit(&mut m, "initial node sync done", Duration::from_secs(60));
+        if let Err(why) = res {
+            failures.push(format!("start {i}: {why}"));
+            continue;
+        }
+        let st = m.terminate();
+        if !st.success() {
+            failures.push(format!("start {i}: SIGTERM exit {st}:\n{}", m.log_text()));
+        }
+    }
+    let took = t0.elapsed();
+    eprintln!(
+        "{STARTS} starts, {restarted_before_up} with the NB restarted before the master was up, {took:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // Most restarts must really hit start-up, or the test proves little.
+    assert!(restarted_before_up >= STARTS / 2, "{restarted_before_up}");
+    // The master opened the listeners once; restarts kept them (the Connection table).
+    assert_eq!(
+        env.central.nb_connections().unwrap(),
+        [format!("ptcp:{}:{}", env.nb_addr.port(), env.nb_addr.ip())]
+    );
+}
