@@ -336,14 +336,18 @@ impl Chassis {
     /// `/etc/default/openvswitch-switch` is a copy kept in the chassis dir (G17): gateway code
     /// under test edits that file (`--delete-transient-ports`), the host's stays untouched.
     pub fn gateway_command(&self, argv: &[&str]) -> Result<Command> {
-        self.host_command(argv, &[])
+        self.host_command::<&Path, &Path>(argv, &[])
     }
 
     /// [`Chassis::gateway_command`] with more host files or directories replaced inside the
     /// private mount namespace: each `(source, target)` is bind-mounted over the existing
     /// `target` (e.g. a per-node `/etc/hosts` or `/etc/openvswitch`), so a process run with
     /// the guide's default paths sees this node's files and the host's stay untouched.
-    pub fn host_command(&self, argv: &[&str], binds: &[(&Path, &Path)]) -> Result<Command> {
+    pub fn host_command<S: AsRef<Path>, D: AsRef<Path>>(
+        &self,
+        argv: &[&str],
+        binds: &[(S, D)],
+    ) -> Result<Command> {
         if argv.is_empty() {
             bail!("empty argv");
         }
@@ -353,6 +357,7 @@ impl Chassis {
             std::fs::write(&copy, text).with_context(|| format!("creating {}", copy.display()))?;
         }
         for (src, dst) in binds {
+            let (src, dst) = (src.as_ref(), dst.as_ref());
             if !src.exists() || !dst.exists() {
                 bail!(
                     "bind mount {} over {}: both must exist",
@@ -372,7 +377,7 @@ impl Chassis {
             .arg(&copy)
             .arg(binds.len().to_string());
         for (src, dst) in binds {
-            c.arg(src).arg(dst);
+            c.arg(src.as_ref()).arg(dst.as_ref());
         }
         c.args(["ip", "netns", "exec", &self.netns])
             .args(argv)
