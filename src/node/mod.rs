@@ -17,19 +17,20 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
 use crate::app::Ctx;
-use crate::config::{Config, KubernetesConfig};
+use crate::config::{Config, ConfigError, KubernetesConfig};
 use crate::exec::Cmd;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
 use crate::ovn::names::{mgmt_iface, node_switch};
 use crate::ovn::{ColVal, Nb, Query, Val, Vs, Vsctl};
 use crate::util::cancel::CancelToken;
+use crate::util::retry::{self, Retrying};
 use iproute::Ip;
 use plan::{BR_INT, CNI_CONF_FILE};
 
@@ -48,10 +49,29 @@ const SWITCH_POLL: Duration = Duration::from_secs(2);
 /// (never a silent success).
 pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
     let vs = Vsctl(crate::ovn::vs_ctl(ctx.exec.clone()));
-    configure_ovs(ctx, &vs, node).await?;
+    // The local OVS and the NB may be (re)starting: wait for them; configuration errors
+    // (e.g. no encap IP) still end the process.
+    let mut r = Retrying::new(
+        format!("configuring Open vSwitch for node {node}"),
+        retry::DEPENDENCY,
+    );
+    while let Err(e) = configure_ovs(ctx, &vs, node).await {
+        r.failed(e, &cancel).await?;
+    }
+    r.succeeded();
     let subnet = wait_for_subnet(ctx, node, subnet_timeout(), cancel.clone()).await?;
     tracing::info!(%node, %subnet, "Node {node} ready for ovn initialization with subnet {subnet}");
-    let mac = mgmt_port(ctx, &vs, node, subnet).await?;
+    let mut r = Retrying::new(
+        format!("creating the management port of node {node}"),
+        retry::DEPENDENCY,
+    );
+    let mac = loop {
+        match mgmt_port(ctx, &vs, node, subnet).await {
+            Ok(mac) => break mac,
+            Err(e) => r.failed(e, &cancel).await?,
+        }
+    };
+    r.succeeded();
     let mut gw_spec = None;
     if ctx.cfg.gateway.init {
         let gw = gateway::init(ctx, node, subnet)
@@ -294,10 +314,10 @@ async fn encap_ip(cfg: &Config, node: &str) -> Result<IpAddr> {
                 ),
                 Err(e) => format!("does not resolve ({e})"),
             };
-            anyhow!(
+            anyhow::Error::new(ConfigError::new(format!(
                 "cannot determine the tunnel (encap) IP of node {node}: its name {what}, and a \
                  non-loopback IPv4 address is needed; pass -encap-ip=<node IP>"
-            )
+            )))
         })
 }
 
@@ -307,11 +327,17 @@ async fn api_server_url(k: &KubernetesConfig) -> Result<String> {
     let Some(path) = &k.kubeconfig else {
         return Ok(k.apiserver.clone());
     };
-    let kc = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    // A kubeconfig that cannot be read or loaded is a configuration error.
+    let config_err = |what: &str, e: &dyn std::fmt::Display| {
+        anyhow::Error::new(ConfigError::new(format!(
+            "{what} kubeconfig {}: {e}",
+            path.display()
+        )))
+    };
+    let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| config_err("reading", &e))?;
     let c = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
-        .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+        .map_err(|e| config_err("loading", &e))?;
     Ok(c.cluster_url.to_string().trim_end_matches('/').to_string())
 }
 

@@ -168,8 +168,6 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     let p = Progress::begin(1, "OVN central: NB and SB ovsdb-server, ovn-northd");
     let central = Central::start().map_err(|e| p.fail_ref(e))?;
     p.ok(&central.dir().display().to_string());
-    let nb_sock = central.nb_sock();
-    let sb_sock = central.sb_sock();
     // A stock central listens on its unix sockets only: the master opens these TCP
     // listeners itself (over the local sockets under OVN_RUNDIR), as on a real host.
     let nb_tcp = ovn_testbed::free_loopback_addr()?;
@@ -281,6 +279,12 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         let nkc = ndir.join("kubeconfig.yaml");
         std::fs::write(&nkc, kube_sandbox::kubeconfig_yaml(&fwd.http_url()))?;
         w.forwarders.push(fwd);
+        // As on the guide's hosts, the node reaches the central over TCP (the listeners the
+        // master opened): here through its own loopback, on the same port numbers.
+        for a in [nb_tcp, sb_tcp] {
+            let f = ch.forward_tcp(a.port(), a).map_err(|e| p.fail_ref(e))?;
+            w.forwarders.push(f);
+        }
         let cni_dir = ndir.join("cni");
         let log = ndir.join("ovnkube-node.log");
         let args = [
@@ -288,8 +292,8 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
             format!("-init-node={name}"),
             "-init-gateways".into(),
             "-nodeport".into(),
-            format!("-nb-address=unix:{}", nb_sock.display()),
-            format!("-sb-address=unix:{}", sb_sock.display()),
+            format!("-nb-address=tcp://127.0.0.1:{}", nb_tcp.port()),
+            format!("-sb-address=tcp://127.0.0.1:{}", sb_tcp.port()),
             "-k8s-token=demo".into(),
             format!("-cluster-subnet={CLUSTER_SUBNET}"),
             format!("-service-cluster-ip-range={SERVICE_CIDR}"),
@@ -542,10 +546,10 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         std::fs::write(
             &envf,
             format!(
-                "export KUBECONFIG={}\nalias ovn-nbctl='ovn-nbctl --db=unix:{}'\nalias ovn-sbctl='ovn-sbctl --db=unix:{}'\n",
+                // The installed ovn-nbctl/ovn-sbctl find the central's sockets by default.
+                "export KUBECONFIG={}\nexport OVN_RUNDIR={}\n",
                 kubeconfig.display(),
-                nb_sock.display(),
-                sb_sock.display()
+                ovn_rundir.display()
             ),
         )?;
         println!();
