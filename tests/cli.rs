@@ -19,7 +19,7 @@ fn help_flags() -> Vec<String> {
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .filter_map(|l| l.strip_prefix("   --"))
+        .filter_map(|l| l.strip_prefix("   -"))
         .map(|l| l.split([' ', ',']).next().unwrap_or_default().to_string())
         .collect()
 }
@@ -63,10 +63,19 @@ fn version() {
     for form in ["-version", "--version", "-v"] {
         let out = ovnkube(&[form]);
         assert!(out.status.success());
-        assert_eq!(
-            String::from_utf8(out.stdout).unwrap().trim(),
-            format!("ovnkube version {}", env!("CARGO_PKG_VERSION"))
-        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let commit = text
+            .trim()
+            .strip_prefix(&format!("ovnkube version {} (commit ", env!("CARGO_PKG_VERSION")))
+            .and_then(|r| r.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{form}: {text:?}"));
+        // Tests run from the git checkout, so the commit is known and is the checkout's HEAD.
+        let head = Command::new("git")
+            .args(["rev-parse", "--short=12", "HEAD"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("git");
+        assert_eq!(commit, String::from_utf8(head.stdout).unwrap().trim());
     }
 }
 

@@ -26,6 +26,7 @@ use crate::config::{ClusterSubnet, Config, OvnEndpoint, OvnScheme};
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer};
 use crate::ovn::{Nb, NbTxn};
+use crate::util::ready::Pending;
 use crate::util::retry::Retries;
 use subnets::SubnetAllocator;
 use topology::Snapshot;
@@ -45,6 +46,8 @@ pub struct Master {
     retry: Retries,
     snap: Snapshot,
     snap_dirty: bool,
+    /// Reported once the initial node list has been processed.
+    ready: Option<Pending>,
 }
 
 impl Master {
@@ -59,7 +62,14 @@ impl Master {
             retry: Retries::new(Duration::from_secs(1), Duration::from_secs(30)),
             snap: Snapshot::default(),
             snap_dirty: true,
+            ready: None,
         }
+    }
+
+    /// Report the end of the initial node sync on `ready`.
+    pub fn with_ready(mut self, ready: Pending) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     async fn snapshot(&mut self) -> Result<&Snapshot> {
@@ -303,6 +313,9 @@ impl Master {
                                 synced = true;
                                 self.initial_sync().await?;
                                 tracing::info!(nodes = self.nodes.len(), "initial node sync done");
+                                if let Some(p) = self.ready.take() {
+                                    p.done();
+                                }
                             }
                         }
                     }
