@@ -515,3 +515,83 @@ async fn logrotate_loses_no_line_across_three_rotations() {
     );
     assert_eq!(d.terminate().code(), Some(0));
 }
+
+/// Under `Type=notify`, `READY=1` arrives on `NOTIFY_SOCKET` only after every role's initial
+/// sync: the master's node list and the net-controller's pods, policies and services.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_notified_after_the_initial_sync() {
+    use std::os::unix::net::UnixDatagram;
+    let env = common::Env::start("notify").await;
+    env.create_nodes(["n1", "n2"]).await;
+    let sock_path = env.dir.join("notify.sock");
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let log = env.dir.join("notify-master.log");
+    let empty = env.dir.join("ovn_k8s.conf");
+    std::fs::write(&empty, "").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ovnkube"))
+        .args([
+            format!("-k8s-kubeconfig={}", env.kubeconfig.display()),
+            "-init-master=master".to_string(),
+            "-net-controller".to_string(),
+            "-cluster-subnet=10.8.0.0/16".to_string(),
+            format!("-nb-address={}", env.central.nb_db()),
+            format!("-sb-address={}", env.central.sb_db()),
+            format!("-config-file={}", empty.display()),
+            format!("-logfile={}", log.display()),
+        ])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut d = common::Daemon {
+        child,
+        log: log.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut buf = [0u8; 4096];
+    let (msg, log_at_ready) = loop {
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                break (
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    d.log_text(),
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("notify socket: {e}"),
+        }
+        if let Ok(Some(s)) = d.child.try_wait() {
+            panic!("ovnkube exited ({s}) before READY=1:\n{}", d.log_text());
+        }
+        assert!(Instant::now() < deadline, "no READY=1:\n{}", d.log_text());
+    };
+    assert!(msg.lines().any(|l| l == "READY=1"), "{msg:?}");
+    for synced in [
+        "initial node sync done",
+        "initial pod sync done",
+        "initial policy sync done",
+    ] {
+        assert!(
+            log_at_ready.contains(synced),
+            "READY=1 before {synced:?}:\n{log_at_ready}"
+        );
+    }
+    for component in ["master", "pods", "network policies", "services"] {
+        assert!(
+            log_at_ready.contains(&format!("component=\"{component}\""))
+                || log_at_ready.contains(&format!("component={component}")),
+            "READY=1 before {component} reported:\n{log_at_ready}"
+        );
+    }
+    // The nodes existed before the start, so their subnets were part of the initial sync.
+    assert!(log_at_ready.contains("node{node=n1}") && log_at_ready.contains("node{node=n2}"));
+    // SIGTERM: STOPPING=1, then exit 0.
+    assert_eq!(d.terminate().code(), Some(0));
+    let n = sock.recv(&mut buf).expect("STOPPING=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+}
