@@ -595,3 +595,61 @@ async fn ready_is_notified_after_the_initial_sync() {
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
 }
+
+/// `make install` installs what `make release` built and never builds (it runs as root);
+/// without a release binary it stops with an error saying what to run. The units it installs
+/// point at `$(PREFIX)`.
+#[test]
+fn make_install_uses_the_release_build_and_prefix() {
+    let base = std::env::temp_dir().join(format!("ovnkube-install-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (target, dest) = (base.join("target"), base.join("dest"));
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    let make = |extra: &[String]| {
+        Command::new("make")
+            .arg("--no-print-directory")
+            .arg("-C")
+            .arg(ROOT)
+            .arg("install")
+            .arg(format!("TARGET_DIR={}", target.display()))
+            .arg(format!("DESTDIR={}", dest.display()))
+            .arg("PREFIX=/usr/local")
+            .arg("CARGO=false")
+            .args(extra)
+            .output()
+            .expect("make")
+    };
+    let out = make(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("release/ovnkube is missing: run 'make release'"),
+        "{err}"
+    );
+    assert!(!dest.exists(), "installed something without a binary");
+
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_ovnkube"),
+        target.join("release/ovnkube"),
+    )
+    .unwrap();
+    // CARGO=false: any attempt to build would fail the install.
+    let out = make(&["SYSTEMD_DIR=/lib/systemd/system".to_string()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dest.join("usr/local/bin/ovnkube").is_file());
+    let unit =
+        std::fs::read_to_string(dest.join("lib/systemd/system/ovnkube-node.service")).unwrap();
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/ovnkube -init-node="),
+        "{unit}"
+    );
+    assert!(!unit.contains("/usr/bin/ovnkube"), "{unit}");
+    assert!(dest.join("etc/logrotate.d/ovnkube").is_file());
+    assert!(dest.join("etc/default/ovnkube-node").is_file());
+    let _ = std::fs::remove_dir_all(&base);
+}
