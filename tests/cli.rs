@@ -219,7 +219,8 @@ fn a_log_file_that_cannot_be_opened_is_a_start_up_error() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-/// Logging to a redirected stderr (nohup, a pipe, a file) carries no colour codes.
+/// Logging to a redirected stderr (nohup, a pipe, a file) carries no colour codes, and SIGHUP
+/// does not stop the daemon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_colour_codes_on_a_redirected_stderr() {
     let env = common::Env::start("nocolour").await;
@@ -248,6 +249,17 @@ async fn no_colour_codes_on_a_redirected_stderr() {
         log: stderr_path.clone(),
     };
     d.wait_log("initial node sync done", Duration::from_secs(60));
+    // SIGHUP (logrotate, `systemctl reload`) never kills the daemon, with or without -logfile.
+    let hup = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    d.wait_log("SIGHUP: no -logfile to reopen", Duration::from_secs(30));
+    assert!(
+        d.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the daemon"
+    );
     assert_eq!(d.terminate().code(), Some(0));
     let text = std::fs::read_to_string(&stderr_path).unwrap();
     assert!(
