@@ -59,6 +59,32 @@ fn docs_cover_every_flag() {
 }
 
 #[test]
+fn docs_describe_every_flag_as_the_help_does() {
+    let out = ovnkube(&["-h"]);
+    let help = String::from_utf8(out.stdout).unwrap();
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ovnkube.md")).unwrap();
+    let options = help.split("GLOBAL OPTIONS:\n").nth(1).unwrap();
+    for line in options.lines() {
+        let rest = line
+            .strip_prefix("   -")
+            .unwrap_or_else(|| panic!("{line:?}"));
+        let name = rest.split([' ', ',']).next().unwrap();
+        let desc = rest[rest.find("  ").unwrap()..].trim_start();
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `-{name}` |")))
+            .unwrap_or_else(|| panic!("docs/ovnkube.md lacks -{name}"));
+        let cells: Vec<&str> = row.trim_end_matches(" |").splitn(5, " | ").collect();
+        assert_eq!(cells.len(), 4, "{row}");
+        assert_eq!(
+            cells[3], desc,
+            "docs/ovnkube.md describes -{name} differently from -h"
+        );
+    }
+}
+
+#[test]
 fn version() {
     for form in ["-version", "--version", "-v"] {
         let out = ovnkube(&[form]);
