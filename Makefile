@@ -1,6 +1,14 @@
 # ovnkube — build, test, install.
-#   make demo   the whole system on an embedded local sandbox (arrives with the sandbox work)
-#   make test   deps (when missing), lint, unit and integration tests on real OVN/OVS
+#   make build     debug build of every binary in the workspace
+#   make release   release build of ovnkube (what `make install` installs)
+#   make test      deps (when missing), lint, then every unit and integration test on real OVN/OVS
+#   make unit      unit tests only (no root, no OVN)
+#   make lint      shellcheck + `vagrant validate` on vagrant/, `cargo fmt --check`, clippy -D warnings
+#   make demo      the whole system on an embedded local sandbox (needs root; KEEP=1 leaves it up)
+#   make bench     release-profile benchmarks (pods, policies)
+#   make deps      install the Debian packages the daemon, the tests and lint need
+#   make install   install what `make release` built (no build as root): binary, links, units,
+#                  env files (kept if present), logrotate file, docs; honours DESTDIR and PREFIX
 
 CARGO   ?= cargo
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
@@ -10,7 +18,7 @@ PREFIX  ?= /usr
 CNI_BIN ?= /opt/cni/bin
 
 # What the daemon, the demo and the tests run; then what `lint` checks the vagrant files with.
-RUNTIME_PACKAGES = ovn-central ovn-host openvswitch-switch iproute2 ethtool iputils-ping netcat-openbsd python3 util-linux
+RUNTIME_PACKAGES = ovn-central ovn-host openvswitch-switch iproute2 ethtool iputils-ping netcat-openbsd python3 util-linux logrotate systemd
 LINT_PACKAGES = shellcheck vagrant
 DEMO_DIR ?= /tmp/ovnkube-demo
 
@@ -31,9 +39,9 @@ deps: deps-runtime
 deps-runtime:
 	@$(MAKE) --no-print-directory apt-install PKGS="$(RUNTIME_PACKAGES)"
 	@command -v kubectl >/dev/null 2>&1 || { \
-	  echo "installing kubectl"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl || \
-	  echo "warning: kubectl could not be installed; the kubectl tests and the demo need it"; }
+	  echo "note: kubectl is missing and Debian 12 does not package it. The kubectl tests and the"; \
+	  echo "demo need it: install it from the Kubernetes apt repository (pkgs.k8s.io, package"; \
+	  echo "kubectl) or put the static kubectl binary from dl.k8s.io in /usr/local/bin."; }
 
 apt-install:
 	@missing=""; for p in $(PKGS); do \
@@ -64,10 +72,18 @@ unit:
 
 SYSTEMD_DIR ?= /lib/systemd/system
 
-# The binary, the CNI plugin link, systemd units and (only when absent) their environment files.
-install: release install-bin
-	install -D -m 0644 dist/ovnkube-master.service $(DESTDIR)$(SYSTEMD_DIR)/ovnkube-master.service
-	install -D -m 0644 dist/ovnkube-node.service $(DESTDIR)$(SYSTEMD_DIR)/ovnkube-node.service
+# The binary, the CNI plugin link, systemd units (ExecStart pointing at $(PREFIX)/bin), the
+# logrotate file and (only when absent) the environment files. It installs what `make release`
+# built and never builds: `sudo make install` must not compile as root.
+install: install-bin
+	@for r in master node; do \
+	  install -d $(DESTDIR)$(SYSTEMD_DIR); \
+	  sed -e 's|/usr/bin/ovnkube|$(PREFIX)/bin/ovnkube|g' -e 's|/usr/share/doc/ovnkube|$(PREFIX)/share/doc/ovnkube|g' \
+	    dist/ovnkube-$$r.service \
+	    > $(DESTDIR)$(SYSTEMD_DIR)/ovnkube-$$r.service; \
+	  chmod 0644 $(DESTDIR)$(SYSTEMD_DIR)/ovnkube-$$r.service; done
+	install -D -m 0644 dist/ovnkube.logrotate $(DESTDIR)/etc/logrotate.d/ovnkube
+	install -d -m 0750 $(DESTDIR)/etc/ovnkube
 	@for r in master node; do \
 	  f=$(DESTDIR)/etc/default/ovnkube-$$r; \
 	  if [ -e $$f ]; then echo "keeping existing $$f"; \
@@ -77,6 +93,9 @@ install: release install-bin
 # Only the binary and its links (CNI plugin, ovn-kube-util; what the vagrant provisioning uses
 # after a host-side build).
 install-bin:
+	@test -x $(TARGET_DIR)/release/ovnkube || { \
+	  echo "error: $(TARGET_DIR)/release/ovnkube is missing: run 'make release' as your user first, then 'sudo make install'" >&2; \
+	  exit 1; }
 	install -D -m 0755 $(TARGET_DIR)/release/ovnkube $(DESTDIR)$(PREFIX)/bin/ovnkube
 	install -d $(DESTDIR)$(CNI_BIN)
 	ln -sf $(PREFIX)/bin/ovnkube $(DESTDIR)$(CNI_BIN)/ovn-k8s-cni-overlay

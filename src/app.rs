@@ -9,6 +9,7 @@ use crate::exec::{Exec, RealExec};
 use crate::master::{self, Master};
 use crate::ovn::{self, Ctl, Nb, NbTxn};
 use crate::util::cancel::CancelToken;
+use crate::util::ready::Readiness;
 
 /// What every role gets: configuration, the exec seam, the NB database, the Kubernetes client.
 #[derive(Clone)]
@@ -21,8 +22,9 @@ pub struct Ctx {
     pub client: kube::Client,
 }
 
-/// Run the roles the flags ask for until `cancel` fires (daemons) or the work is done.
-pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
+/// Run the roles the flags ask for until `cancel` fires (daemons) or the work is done. Each
+/// role registers in `ready` before it starts and reports when its initial sync is done.
+pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<()> {
     let exec: Arc<dyn Exec> = Arc::new(RealExec::new(8));
     let nb_ctl = ovn::db_ctl(exec.clone(), "ovn-nbctl", &cfg.ovn_north.client);
     // A persistent OVSDB connection where the target allows it, ovn-nbctl otherwise.
@@ -53,20 +55,24 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
     // Roles, in the reference's order: master first, then node, then the net-controller.
     if ctx.cfg.init_master.is_some() {
         master::setup_db_servers(&ctx.cfg, ctx.exec.clone(), &cancel).await?;
-        let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets);
+        let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets)
+            .with_ready(ready.register("master"));
         let c = cancel.clone();
         tasks.spawn(async move { m.run(c).await.context("master") });
     }
     if ctx.cfg.net_controller {
         let svc =
-            crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport);
+            crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport)
+                .with_ready(ready.register("services"));
         let (client, c) = (ctx.client.clone(), cancel.clone());
         tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
     }
     if let Some(node) = ctx.cfg.init_node.clone() {
+        let node_ready = ready.register("node");
         crate::node::run(&ctx, &node, cancel.clone())
             .await
             .with_context(|| format!("initialising node {node}"))?;
+        node_ready.done();
         // The reference stays alive after node init only with -nodeport or -ha (§1.7).
         if ctx.cfg.nodeport || ctx.cfg.ha {
             let mut c = cancel.clone();
@@ -78,8 +84,15 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
     }
     if ctx.cfg.net_controller {
         let (c, x) = (cancel.clone(), ctx.clone());
-        tasks.spawn(async move { crate::controller::run(x, c).await.context("net-controller") });
+        let r = crate::controller::Ready::register(&ready);
+        tasks.spawn(async move {
+            crate::controller::run(x, c, r)
+                .await
+                .context("net-controller")
+        });
     }
+    // Every role has registered: from here on "all registered components done" means ready.
+    ready.seal();
 
     if tasks.is_empty() {
         return Ok(());

@@ -6,7 +6,11 @@ use std::process::ExitCode;
 
 use ovnkube::config::{self, Invocation};
 use ovnkube::util::cancel::cancel_pair;
-use ovnkube::util::{logging, pidfile::PidFile};
+use ovnkube::util::logging::{self, Logging};
+use ovnkube::util::pidfile::PidFile;
+use ovnkube::util::ready::Readiness;
+use sd_notify::NotifyState;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -40,7 +44,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    logging::init(cfg.logging.level, cfg.logging.file.as_deref());
+    // Configuration errors end the process before anything starts; so does a -logfile that
+    // cannot be opened (a daemon told to log to a file must not log elsewhere).
+    if let Err(e) = config::check_runnable(&cfg) {
+        eprintln!("ovnkube: {e}");
+        return ExitCode::from(1);
+    }
+    let logging = match logging::init(cfg.logging.level, cfg.logging.file.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ovnkube: {e}");
+            return ExitCode::from(1);
+        }
+    };
 
     let daemon = cfg.init_master.is_some() || cfg.net_controller || cfg.init_node.is_some();
     // Only daemons keep a pid file (the later fix; one-shot commands leave none behind).
@@ -66,13 +82,18 @@ fn main() -> ExitCode {
         }
     };
     let (cancel_src, cancel) = cancel_pair();
+    let ready = Readiness::new();
     let result = rt.block_on(async move {
-        let run = ovnkube::app::run(cfg, cancel);
+        // Before any role starts, so an early SIGHUP (logrotate) cannot kill the process.
+        let mut signals = Signals::install();
+        tokio::spawn(notify_when_ready(ready.clone()));
+        let run = ovnkube::app::run(cfg, cancel, ready);
         tokio::pin!(run);
         tokio::select! {
             r = &mut run => r,
-            sig = shutdown_signal() => {
+            sig = signals.shutdown(&logging) => {
                 tracing::info!(signal = sig, "shutting down");
+                notify_systemd(&[NotifyState::Stopping]);
                 cancel_src.cancel();
                 // Give the roles a moment to stop; their child commands are killed on drop.
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), run).await;
@@ -91,19 +112,67 @@ fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => {
-            std::future::pending::<()>().await;
-            "none"
+/// The signals a daemon handles: SIGTERM/SIGINT stop it, SIGHUP reopens `-logfile`.
+struct Signals {
+    term: Option<Signal>,
+    int: Option<Signal>,
+    hup: Option<Signal>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        let get = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(signal = name, error = %e, "cannot handle the signal; it keeps its default action");
+                None
+            }
+        };
+        Signals {
+            term: get(SignalKind::terminate(), "SIGTERM"),
+            int: get(SignalKind::interrupt(), "SIGINT"),
+            hup: get(SignalKind::hangup(), "SIGHUP"),
         }
     }
+
+    /// Serve SIGHUP (reopen the log file) until SIGTERM or SIGINT arrives; returns its name.
+    async fn shutdown(&mut self, logging: &Logging) -> &'static str {
+        async fn recv(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        loop {
+            tokio::select! {
+                _ = recv(&mut self.term) => return "SIGTERM",
+                _ = recv(&mut self.int) => return "SIGINT",
+                _ = recv(&mut self.hup) => match logging.reopen() {
+                    Ok(Some(path)) => tracing::info!(path = %path.display(), "SIGHUP: log file reopened"),
+                    Ok(None) => tracing::info!("SIGHUP: no -logfile to reopen"),
+                    // Logging goes on into the old file; the operator sees why here.
+                    Err(e) => tracing::error!("SIGHUP: {e}"),
+                },
+            }
+        }
+    }
+}
+
+/// Tell systemd (only when it asked: `NOTIFY_SOCKET` is set) about a state change.
+fn notify_systemd(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify systemd (NOTIFY_SOCKET)");
+    }
+}
+
+/// `READY=1` once every role has finished its initial sync (Type=notify units).
+async fn notify_when_ready(ready: Readiness) {
+    ready.wait().await;
+    tracing::info!("initial sync done; ready");
+    notify_systemd(&[NotifyState::Ready, NotifyState::Status("initial sync done")]);
 }

@@ -47,7 +47,11 @@ pub async fn dispatch(
     let vs = Vsctl(crate::ovn::vs_ctl(exec.clone()));
     let cfg = match load_config(&vs, conf).await {
         Ok(c) => {
-            crate::util::logging::init(c.logging.level, c.logging.file.as_deref());
+            // A pod's network must not fail over the plugin's log file: warn, log to stderr.
+            if let Err(e) = crate::util::logging::init(c.logging.level, c.logging.file.as_deref()) {
+                eprintln!("{}: warning: {e}", super::PLUGIN_NAME);
+                let _ = crate::util::logging::init(c.logging.level, None);
+            }
             c
         }
         Err(e) if env.command == Command::Add => return Err(e),

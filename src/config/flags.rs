@@ -2,8 +2,10 @@
 //!
 //! clap cannot parse single-dash long flags (`-init-master=x` becomes the short cluster `-i -n …`),
 //! so argv is first rewritten into `--name=value` form using the clap `Command`'s own metadata,
-//! reproducing Go's `flag.Parse` rules: stop at the first positional or `--`, booleans never take
-//! a separate value, non-booleans take the next argument verbatim (even `-1`).
+//! following Go's `flag.Parse` rules (booleans never take a separate value, non-booleans take the
+//! next argument verbatim, even `-1`) except one: ovnkube takes no arguments, so a positional
+//! argument is an error naming it instead of silently ending parsing (`-nodeport false -ha`
+//! would otherwise drop `-ha`). The only positional accepted is the `help`/`h` command.
 
 use std::ffi::OsString;
 
@@ -95,11 +97,11 @@ pub(crate) struct Flags {
         help = "configuration file path (default: /etc/openvswitch/ovn_k8s.conf)"
     )]
     pub config_file: Option<String>,
-    #[arg(long, value_parser = parse_go_int, help = "MTU value used for the overlay networks (default: 1400)")]
+    #[arg(long, value_parser = parse_int_flag, help = "MTU value used for the overlay networks (default: 1400)")]
     pub mtu: Option<i64>,
     #[arg(
         long,
-        value_parser = parse_go_int,
+        value_parser = parse_int_flag,
         help = "For gateway nodes, the conntrack zone used for conntrack flow rules (default: 64000)"
     )]
     pub conntrack_zone: Option<i64>,
@@ -115,7 +117,7 @@ pub(crate) struct Flags {
     pub encap_ip: Option<String>,
     #[arg(
         long,
-        value_parser = parse_go_int,
+        value_parser = parse_int_flag,
         help = "log verbosity and level: 5=debug, 4=info, 3=warn, 2=error, 1=fatal (default: 4)"
     )]
     pub loglevel: Option<i64>,
@@ -138,22 +140,22 @@ pub(crate) struct Flags {
     pub win_hnsnetwork_id: Option<String>,
     #[arg(
         long,
-        help = "absolute path to the Kubernetes kubeconfig file (not required if the --k8s-apiserver, --k8s-ca-cert, and --k8s-token are given)"
+        help = "absolute path to the Kubernetes kubeconfig file (not required if the -k8s-apiserver, -k8s-cacert, and -k8s-token are given)"
     )]
     pub k8s_kubeconfig: Option<String>,
     #[arg(
         long,
-        help = "URL of the Kubernetes API server (not required if --k8s-kubeconfig is given) (default: http://localhost:8080)"
+        help = "URL of the Kubernetes API server (not required if -k8s-kubeconfig is given) (default: http://localhost:8080)"
     )]
     pub k8s_apiserver: Option<String>,
     #[arg(
         long,
-        help = "the absolute path to the Kubernetes API CA certificate (not required if --k8s-kubeconfig is given)"
+        help = "the absolute path to the Kubernetes API CA certificate (not required if -k8s-kubeconfig is given)"
     )]
     pub k8s_cacert: Option<String>,
     #[arg(
         long,
-        help = "the Kubernetes API authentication token (not required if --k8s-kubeconfig is given)"
+        help = "the Kubernetes API authentication token (not required if -k8s-kubeconfig is given)"
     )]
     pub k8s_token: Option<String>,
     #[arg(
@@ -289,6 +291,28 @@ pub(crate) fn parse_go_int(s: &str) -> Result<i64, String> {
     i64::try_from(signed).map_err(|_| "value out of range".to_string())
 }
 
+/// An int flag's value: empty means "not given", as 0 does and as an empty key in the config
+/// file does (the environment files of the systemd units leave values empty).
+pub(crate) fn parse_int_flag(s: &str) -> Result<i64, String> {
+    if s.is_empty() {
+        return Ok(0);
+    }
+    parse_go_int(s)
+}
+
+/// The error for an argument that is not a flag.
+fn stray_argument(arg: &str, prev_bool_flag: Option<&str>) -> ConfigError {
+    let hint = match prev_bool_flag {
+        Some(flag) => format!(
+            "; a boolean flag takes its value after '=' (write -{flag}={arg}, not -{flag} {arg})"
+        ),
+        None => String::new(),
+    };
+    ConfigError::new(format!(
+        "unexpected argument {arg:?}: ovnkube takes only flags{hint} (see ovnkube -h)"
+    ))
+}
+
 /// Parses argv (without argv[0]) with Go `flag` semantics.
 pub(crate) fn parse_command_line<I, T>(args: I) -> Result<Parsed, ConfigError>
 where
@@ -325,28 +349,34 @@ fn normalize(cmd: &clap::Command, args: Vec<OsString>) -> Result<Normalized, Con
         pending: None,
         first_positional: None,
     };
-    let mut it = args.into_iter();
+    let mut it = args.into_iter().peekable();
+    // The previous argument, when it was a boolean flag without `=` (for the stray-value hint).
+    let mut prev_bool: Option<String> = None;
     while let Some(raw) = it.next() {
         let Some(s) = raw.to_str() else {
-            // Positionals are ignored, but a non-UTF-8 argument here would have been a flag.
-            if raw.to_string_lossy().starts_with('-') {
-                out.pending = Some(ConfigError::new(format!(
-                    "argument {:?} is not valid UTF-8",
-                    raw.to_string_lossy()
-                )));
-            } else {
-                out.first_positional = Some(raw.to_string_lossy().into_owned());
-            }
+            out.pending = Some(ConfigError::new(format!(
+                "argument {:?} is not valid UTF-8",
+                raw.to_string_lossy()
+            )));
             return Ok(out);
         };
-        if s.len() < 2 || !s.starts_with('-') {
-            out.first_positional = Some(s.to_string());
-            return Ok(out);
-        }
         if s == "--" {
-            out.first_positional = it.next().map(|a| a.to_string_lossy().into_owned());
+            // Nothing may follow: everything after `--` would be a positional argument.
+            if let Some(next) = it.next() {
+                out.pending = Some(stray_argument(&next.to_string_lossy(), None));
+            }
             return Ok(out);
         }
+        if s.len() < 2 || !s.starts_with('-') {
+            // A trailing `help` / `h` is urfave/cli's help command (`ovnkube help`).
+            if it.peek().is_none() && matches!(s, "help" | "h") {
+                out.first_positional = Some(s.to_string());
+            } else {
+                out.pending = Some(stray_argument(s, prev_bool.as_deref()));
+            }
+            return Ok(out);
+        }
+        prev_bool = None;
         let body = s.strip_prefix("--").unwrap_or(&s[1..]);
         if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
             out.pending = Some(ConfigError::new(format!(
@@ -372,7 +402,10 @@ fn normalize(cmd: &clap::Command, args: Vec<OsString>) -> Result<Normalized, Con
         let is_bool = arg.get_num_args().is_some_and(|r| r.min_values() == 0);
         match (value, is_bool) {
             (Some(v), _) => out.argv.push(format!("--{long}={v}")),
-            (None, true) => out.argv.push(format!("--{long}")),
+            (None, true) => {
+                out.argv.push(format!("--{long}"));
+                prev_bool = Some(name.to_string());
+            }
             (None, false) => match it.next() {
                 Some(next) => match next.to_str() {
                     Some(v) => out.argv.push(format!("--{long}={v}")),

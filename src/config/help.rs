@@ -1,4 +1,6 @@
-//! `ovnkube -h`, rendered in the reference (urfave/cli v1) layout from the clap declarations.
+//! `ovnkube -h`, rendered in the reference (urfave/cli v1) layout from the clap declarations,
+//! with the single-dash spellings the docs and the guide use (`-init-master`; `--init-master`
+//! works too).
 
 use clap::CommandFactory;
 
@@ -12,7 +14,7 @@ pub(crate) fn render() -> String {
         .filter_map(|a| {
             let long = a.get_long()?;
             let is_bool = a.get_num_args().is_some_and(|r| r.min_values() == 0);
-            let mut name = format!("--{long}");
+            let mut name = format!("-{long}");
             if !is_bool {
                 name.push_str(" value");
             }
@@ -25,7 +27,8 @@ pub(crate) fn render() -> String {
             ))
         })
         .collect();
-    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0) + 2;
+    // Descriptions start in the reference's column (34).
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0) + 3;
     let mut out = format!(
         "NAME:\n   ovnkube - run ovnkube to start master, node, and gateway services\n\n\
          USAGE:\n   ovnkube [global options] command [command options] [arguments...]\n\n\

@@ -5,7 +5,10 @@ mod file;
 mod flags;
 mod help;
 mod ovn;
+mod roles;
 mod validate;
+
+pub use roles::{CertFile, ROLE_FLAGS, cert_files, check_cert_files, check_runnable, require_role};
 
 #[cfg(test)]
 mod tests;
@@ -24,8 +27,17 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/openvswitch/ovn_k8s.conf";
 /// Built-in `-cluster-subnet` (evaluated at compile time, so it cannot fail at run time).
 const DEFAULT_CLUSTER_SUBNET: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(11, 11, 0, 0), 16);
 
+/// The git commit this binary was built from (build.rs), or "unknown".
+pub const GIT_COMMIT: &str = env!("OVNKUBE_GIT_COMMIT");
+
 /// What `-v` prints.
-pub const VERSION_TEXT: &str = concat!("ovnkube version ", env!("CARGO_PKG_VERSION"));
+pub const VERSION_TEXT: &str = concat!(
+    "ovnkube version ",
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("OVNKUBE_GIT_COMMIT"),
+    ")"
+);
 
 /// Outcome of command-line parsing.
 #[derive(Debug, Clone, PartialEq)]

@@ -258,8 +258,14 @@ fn parse_inet_url(entry: &str) -> Result<(OvnScheme, SocketAddr), String> {
             "failed to parse OVN DB URL {entry:?}: invalid scheme {scheme:?}"
         ));
     }
-    // The path (if any) is ignored, as the reference did.
+    // An OVSDB address has no path: reject one rather than drop it silently.
     let hostport = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let extra = &rest[hostport.len()..];
+    if !extra.is_empty() && extra != "/" {
+        return Err(format!(
+            "failed to parse OVN DB URL {entry:?}: unexpected {extra:?} after the port (an OVN DB address is scheme://IP:PORT)"
+        ));
+    }
     let (host, port) = split_host_port(hostport)
         .map_err(|e| format!("failed to parse OVN DB host/port {hostport:?}: {e}"))?;
     let ip: IpAddr = host

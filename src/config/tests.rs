@@ -137,21 +137,34 @@ fn bad_bool_value() {
 }
 
 #[test]
-fn bool_with_separate_false_stops_parsing() {
-    // Go: "-nodeport false" sets true and "false" is the first positional; -ha is never seen.
-    let c = run(&["-nodeport", "false", "-ha"]);
-    assert!(c.nodeport);
-    assert!(!c.ha);
+fn bool_with_separate_value_is_a_stray_argument() {
+    // Go would set -init-gateways, stop at "false" and silently drop -nodeport.
+    assert_eq!(
+        err(&["-init-gateways", "false", "-nodeport"]),
+        "unexpected argument \"false\": ovnkube takes only flags; a boolean flag takes its value after '=' (write -init-gateways=false, not -init-gateways false) (see ovnkube -h)"
+    );
 }
 
 #[test]
-fn double_dash_and_positional_stop_parsing() {
-    let c = run(&["-ha", "--", "-nodeport", "-bogus"]);
-    assert!(c.ha && !c.nodeport);
-    let c = run(&["-ha", "extra", "-nodeport", "-bogus"]);
-    assert!(c.ha && !c.nodeport);
-    let c = run(&["-ha", "-", "-nodeport"]);
-    assert!(c.ha && !c.nodeport);
+fn positional_arguments_are_errors_naming_them() {
+    for (args, stray) in [
+        (vec!["foo", "-bogus"], "foo"),
+        (vec!["-ha", "extra", "-nodeport"], "extra"),
+        (vec!["-ha", "-", "-nodeport"], "-"),
+        (vec!["-ha", "--", "-nodeport"], "-nodeport"),
+        (vec!["-mtu", "1500", "x"], "x"),
+        (vec!["help", "-ha"], "help"),
+    ] {
+        let e = err(&args);
+        assert!(
+            e.starts_with(&format!(
+                "unexpected argument {stray:?}: ovnkube takes only flags"
+            )),
+            "{args:?}: {e}"
+        );
+    }
+    // A trailing `--` has nothing after it and is fine.
+    assert!(run(&["-ha", "--"]).ha);
 }
 
 #[test]
@@ -219,8 +232,8 @@ fn missing_value_and_bad_syntax() {
 #[test]
 fn separate_value_starting_with_dash_is_taken_verbatim() {
     assert_eq!(
-        run(&["-init-master", "-nodeport"]).init_master.as_deref(),
-        Some("-nodeport")
+        run(&["-cni-conf-dir", "-nodeport"]).cni.conf_dir,
+        PathBuf::from("-nodeport")
     );
     assert_eq!(
         err(&["-loglevel", "-1"]),
@@ -266,7 +279,17 @@ fn version_forms() {
     }
     assert_eq!(
         VERSION_TEXT,
-        format!("ovnkube version {}", env!("CARGO_PKG_VERSION"))
+        format!(
+            "ovnkube version {} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            env!("OVNKUBE_GIT_COMMIT")
+        )
+    );
+    // A hex commit id from git, or "unknown" outside a checkout; never empty.
+    let commit = env!("OVNKUBE_GIT_COMMIT");
+    assert!(
+        commit == "unknown" || (commit.len() >= 7 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{commit}"
     );
 }
 
@@ -277,10 +300,7 @@ fn non_utf8_argument_before_stop_is_an_error() {
     let bad = OsString::from_vec(vec![b'-', b'x', 0xff]);
     assert!(parse_args_with_default_file(vec![bad], &t.missing()).is_err());
     let bad = OsString::from_vec(vec![b'x', 0xff]);
-    assert!(matches!(
-        parse_args_with_default_file(vec![OsString::from("-ha"), bad], &t.missing()),
-        Ok(Invocation::Run(c)) if c.ha
-    ));
+    assert!(parse_args_with_default_file(vec![OsString::from("-ha"), bad], &t.missing()).is_err());
 }
 
 // ---------------------------------------------------------------- the guide's command lines
@@ -649,10 +669,13 @@ fn file_case_insensitive_comments_quotes_hex() {
                 [KUBERNETES]\n  Token = \"a \\\"quoted\\\" \\\\ tok\\tx\"\n\
                 [OvnNorth]\naddress=tcp://1.2.3.4:6641\n\
                 [ovnsouth]\nADDRESS = tcp://1.2.3.4:6642\n";
-    let c = with_file(file, &[]).unwrap();
+    // The quoted value keeps its space and ";#" (shown in the error: not a tunnel type).
+    let e = with_file(file, &[]).unwrap_err().to_string();
+    assert!(e.contains("\"gen eve;#\" for [default] encap-type"), "{e}");
+    let c = with_file(&file.replace("gen eve;#", "vxlan"), &[]).unwrap();
     assert_eq!(c.mtu, 1500);
     assert_eq!(c.conntrack_zone, 64321);
-    assert_eq!(c.encap_type, "gen eve;#");
+    assert_eq!(c.encap_type, "vxlan");
     assert_eq!(
         c.kubernetes.token.as_deref(),
         Some("a \"quoted\" \\ tok\tx")
@@ -676,6 +699,11 @@ fn file_value_details() {
     )
     .unwrap();
     assert_eq!(c.cni.plugin, "my   plugin");
+    let e = with_file("[cni]\nplugin = /opt/cni/bin/x\n", &[]).unwrap_err();
+    assert!(
+        e.to_string().contains("for [cni] plugin in config file"),
+        "{e}"
+    );
     assert_eq!(c.cni.conf_dir, PathBuf::from("/a/b"));
     assert_eq!(c.cni.win_hnsnetwork_id.as_deref(), Some("y"));
     // Quoted whitespace survives trimming; escapes \n and negative/decimal ints.
@@ -683,8 +711,17 @@ fn file_value_details() {
         "[default]\nencap-type=\" x \"\n[logging]\nlogfile=\"a\\nb\"\n",
         &[],
     )
+    .unwrap_err();
+    assert!(
+        c.to_string().contains("\" x \" for [default] encap-type"),
+        "{c}"
+    );
+    let c = with_file(
+        "[default]\nencap-type=\"stt\"\n[logging]\nlogfile=\"a\\nb\"\n",
+        &[],
+    )
     .unwrap();
-    assert_eq!(c.encap_type, " x ");
+    assert_eq!(c.encap_type, "stt");
     assert_eq!(c.logging.file.as_deref(), Some(Path::new("a\nb")));
 }
 
@@ -1026,13 +1063,23 @@ fn ovn_unix_extension() {
 fn encap_ip_must_be_ip() {
     assert_eq!(
         err(&["-encap-ip=node1"]),
-        "invalid value \"node1\" for -encap-ip: must be an IP address"
+        "invalid value \"node1\" for -encap-ip: must be the IPv4 address of this node's tunnel endpoint"
     );
     assert_eq!(
         run(&["-encap-ip=192.168.33.12"]).encap_ip,
         Some(IpAddr::V4(Ipv4Addr::new(192, 168, 33, 12)))
     );
-    assert!(run(&["-encap-ip=fd00::1"]).encap_ip.is_some());
+    // Loopback is unicast (the single-host test beds tunnel over it).
+    assert!(run(&["-encap-ip=127.0.0.1"]).encap_ip.is_some());
+    for (bad, why) in [
+        ("fd00::1", "must be an IPv4 address"),
+        ("0.0.0.0", "must be a unicast IPv4 address"),
+        ("255.255.255.255", "must be a unicast IPv4 address"),
+        ("224.0.0.1", "must be a unicast IPv4 address"),
+    ] {
+        let e = err(&[&format!("-encap-ip={bad}")]);
+        assert!(e.contains(bad) && e.contains(why), "{bad}: {e}");
+    }
     let e = with_file("[default]\nencap-ip=bad\n", &[])
         .unwrap_err()
         .to_string();
@@ -1226,49 +1273,49 @@ fn errors_are_one_line() {
 // ---------------------------------------------------------------- help
 
 const ORDER: [&str; 43] = [
-    "--cluster-subnet value",
-    "--service-cluster-ip-range value",
-    "--net-controller",
-    "--init-master value",
-    "--init-node value",
-    "--remove-node value",
-    "--pidfile value",
-    "--init-gateways",
-    "--gateway-interface value",
-    "--gateway-nexthop value",
-    "--gateway-spare-interface",
-    "--nodeport",
-    "--ha",
-    "--config-file value",
-    "--mtu value",
-    "--conntrack-zone value",
-    "--encap-type value",
-    "--encap-ip value",
-    "--loglevel value",
-    "--logfile value",
-    "--cni-conf-dir value",
-    "--cni-plugin value",
-    "--win-hnsnetwork-id value",
-    "--k8s-kubeconfig value",
-    "--k8s-apiserver value",
-    "--k8s-cacert value",
-    "--k8s-token value",
-    "--nb-address value",
-    "--nb-server-privkey value",
-    "--nb-server-cert value",
-    "--nb-server-cacert value",
-    "--nb-client-privkey value",
-    "--nb-client-cert value",
-    "--nb-client-cacert value",
-    "--sb-address value",
-    "--sb-server-privkey value",
-    "--sb-server-cert value",
-    "--sb-server-cacert value",
-    "--sb-client-privkey value",
-    "--sb-client-cert value",
-    "--sb-client-cacert value",
-    "--help, -h",
-    "--version, -v",
+    "-cluster-subnet value",
+    "-service-cluster-ip-range value",
+    "-net-controller",
+    "-init-master value",
+    "-init-node value",
+    "-remove-node value",
+    "-pidfile value",
+    "-init-gateways",
+    "-gateway-interface value",
+    "-gateway-nexthop value",
+    "-gateway-spare-interface",
+    "-nodeport",
+    "-ha",
+    "-config-file value",
+    "-mtu value",
+    "-conntrack-zone value",
+    "-encap-type value",
+    "-encap-ip value",
+    "-loglevel value",
+    "-logfile value",
+    "-cni-conf-dir value",
+    "-cni-plugin value",
+    "-win-hnsnetwork-id value",
+    "-k8s-kubeconfig value",
+    "-k8s-apiserver value",
+    "-k8s-cacert value",
+    "-k8s-token value",
+    "-nb-address value",
+    "-nb-server-privkey value",
+    "-nb-server-cert value",
+    "-nb-server-cacert value",
+    "-nb-client-privkey value",
+    "-nb-client-cert value",
+    "-nb-client-cacert value",
+    "-sb-address value",
+    "-sb-server-privkey value",
+    "-sb-server-cert value",
+    "-sb-server-cacert value",
+    "-sb-client-privkey value",
+    "-sb-client-cert value",
+    "-sb-client-cacert value",
+    "-help, -h",
+    "-version, -v",
 ];
 
 #[test]
@@ -1304,12 +1351,16 @@ fn help_layout_and_fixed_quirks() {
     assert!(!h.contains("8443"));
     assert!(h.contains("(default: http://localhost:8080)"));
     assert!(h.contains(
-        "   --cluster-subnet value            Cluster wide IP subnet to use (default: \"11.11.0.0/16\")\n"
+        "   -cluster-subnet value             Cluster wide IP subnet to use (default: \"11.11.0.0/16\")\n"
     ));
     assert!(h.contains(
-        "   --mtu value                       MTU value used for the overlay networks (default: 1400)\n"
+        "   -mtu value                        MTU value used for the overlay networks (default: 1400)\n"
     ));
-    assert!(h.ends_with("   --version, -v                     print the version\n"));
+    assert!(h.ends_with("   -version, -v                      print the version\n"));
+    // The docs' spellings: single dash everywhere, -k8s-cacert (not --k8s-ca-cert).
+    assert!(!h.contains("   --"));
+    assert!(!h.contains("--k8s"));
+    assert!(h.contains("-k8s-apiserver, -k8s-cacert, and -k8s-token are given"));
 }
 
 #[test]
@@ -1318,9 +1369,206 @@ fn help_matches_reference_except_fixed_quirks() {
     let Ok(reference) = std::fs::read_to_string("/work/shared/spec/reference-flags.txt") else {
         return;
     };
-    let expected = reference
+    // Fixed since: single-dash names (one more space keeps the description column) and the
+    // flag names in the Kubernetes descriptions.
+    let expected: String = reference
+        .lines()
+        .map(|l| match l.strip_prefix("   --") {
+            Some(rest) => match rest.find("  ") {
+                Some(i) => format!("   -{} {}\n", &rest[..i], &rest[i..]),
+                None => format!("   -{rest}\n"),
+            },
+            None => format!("{l}\n"),
+        })
+        .collect::<String>()
         .replace("0.3.0", env!("CARGO_PKG_VERSION"))
         .replace(" (default: 0)", "")
-        .replace("http://localhost:8443", "http://localhost:8080");
+        .replace("http://localhost:8443", "http://localhost:8080")
+        .replace("--k8s-ca-cert", "-k8s-cacert")
+        .replace("--k8s-", "-k8s-");
     assert_eq!(help_text().trim_end(), expected.trim_end());
+}
+
+// ---------------------------------------------------------------- strict command line
+
+#[test]
+fn empty_integers_mean_unset_on_the_command_line_as_in_the_file() {
+    let c = run(&["-loglevel=", "-mtu=", "-conntrack-zone", ""]);
+    assert_eq!(c.logging.level, 4);
+    assert_eq!(c.mtu, 1400);
+    assert_eq!(c.conntrack_zone, 64000);
+    // Unset on the command line lets the file's value through.
+    let c = with_file("[logging]\nloglevel=5\n", &["-loglevel="]).unwrap();
+    assert_eq!(c.logging.level, 5);
+}
+
+#[test]
+fn node_names_from_flags_are_kubernetes_node_names() {
+    assert_eq!(
+        err(&["-init-master", "-net-controller"]),
+        "invalid value \"-net-controller\" for flag -init-master: not a Kubernetes node name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit); did you forget the node name after -init-master?"
+    );
+    for flag in ["init-master", "init-node", "remove-node"] {
+        for bad in [
+            "Node1",
+            "node_1",
+            "node-",
+            "-node",
+            "a..b",
+            ".a",
+            &"x".repeat(64),
+        ] {
+            let e = err(&[&format!("-{flag}={bad}")]);
+            assert!(
+                e.starts_with(&format!(
+                    "invalid value {bad:?} for flag -{flag}: not a Kubernetes node name"
+                )),
+                "{flag}={bad}: {e}"
+            );
+        }
+        for good in ["k8smaster", "node-1", "n1.example.com", "1"] {
+            let c = run(&[&format!("-{flag}={good}")]);
+            let got = match flag {
+                "init-master" => c.init_master,
+                "init-node" => c.init_node,
+                _ => c.remove_node,
+            };
+            assert_eq!(got.as_deref(), Some(good), "{flag}={good}");
+        }
+    }
+}
+
+#[test]
+fn encap_type_is_one_ovn_supports() {
+    for t in ["geneve", "vxlan", "stt"] {
+        assert_eq!(run(&[&format!("-encap-type={t}")]).encap_type, t);
+    }
+    assert_eq!(
+        err(&["-encap-type=gre"]),
+        "invalid value \"gre\" for -encap-type: must be geneve, vxlan or stt (the tunnel types OVN supports)"
+    );
+    assert!(err(&["-encap-type=GENEVE"]).contains("-encap-type"));
+}
+
+#[test]
+fn cni_plugin_is_a_name_not_a_path() {
+    assert_eq!(run(&["-cni-plugin=my-plugin"]).cni.plugin, "my-plugin");
+    assert_eq!(
+        err(&["-cni-plugin=/opt/cni/bin/ovn-k8s-cni-overlay"]),
+        "invalid value \"/opt/cni/bin/ovn-k8s-cni-overlay\" for -cni-plugin: must be a plugin name (a file in the CNI bin directory), not a path"
+    );
+}
+
+#[test]
+fn ovn_address_with_a_path_is_rejected() {
+    let e = err(&["-nb-address=tcp://1.2.3.4:66/foo"]);
+    assert!(
+        e.contains("tcp://1.2.3.4:66/foo") && e.contains("unexpected \"/foo\" after the port"),
+        "{e}"
+    );
+    assert!(err(&["-sb-address=tcp://1.2.3.4:66?x=1"]).contains("unexpected \"?x=1\""));
+    // A bare trailing slash carries nothing and is accepted.
+    assert_eq!(
+        run(&["-nb-address=tcp://1.2.3.4:66/"])
+            .ovn_north
+            .client
+            .client_target()
+            .as_deref(),
+        Some("tcp:1.2.3.4:66")
+    );
+}
+
+#[test]
+fn a_role_is_required() {
+    let e = crate::config::require_role(&run(&[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "nothing to do: give a role with -init-master NAME, -init-node NAME, -net-controller or -remove-node NAME (see ovnkube -h)"
+    );
+    for args in [
+        vec!["-init-master=m"],
+        vec!["-init-node=n"],
+        vec!["-net-controller"],
+        vec!["-remove-node=n"],
+    ] {
+        assert!(crate::config::require_role(&run(&args)).is_ok(), "{args:?}");
+    }
+    // Flags that only modify a role are not a role.
+    assert!(crate::config::require_role(&run(&["-nodeport", "-ha", "-init-gateways"])).is_err());
+}
+
+#[test]
+fn ssl_files_each_role_uses() {
+    use crate::config::cert_files;
+    let ssl = [
+        "-nb-address=ssl://1.2.3.4:6641",
+        "-sb-address=ssl://1.2.3.4:6642",
+    ];
+    let flags = |role: &[&str]| -> Vec<String> {
+        let mut args: Vec<&str> = ssl.to_vec();
+        args.extend_from_slice(role);
+        cert_files(&run(&args))
+            .into_iter()
+            .map(|f| f.flag)
+            .collect()
+    };
+    let set = |prefixes: &[&str]| -> Vec<String> {
+        prefixes
+            .iter()
+            .flat_map(|p| ["privkey", "cert", "cacert"].map(|w| format!("-{p}-{w}")))
+            .collect()
+    };
+    assert_eq!(
+        flags(&["-init-master=m"]),
+        set(&["nb-client", "nb-server", "sb-server", "sb-client"])
+    );
+    assert_eq!(flags(&["-init-node=n"]), set(&["nb-client", "sb-client"]));
+    assert_eq!(flags(&["-net-controller"]), set(&["nb-client"]));
+    assert_eq!(flags(&["-remove-node=n"]), set(&["nb-client"]));
+    // tcp and unix use no files.
+    assert!(cert_files(&run(&["-init-master=m", "-nb-address=tcp://1.2.3.4:6641"])).is_empty());
+}
+
+#[test]
+fn missing_ssl_files_are_a_start_up_error_naming_the_flag() {
+    let t = Tmp::new();
+    let k = t.file("k.pem", "key");
+    let c = t.file("c.pem", "cert");
+    let ca = t.file("ca.pem", "ca");
+    let cfg = run(&[
+        "-init-node=n",
+        "-nb-address=ssl://1.2.3.4:6641",
+        &format!("-nb-client-privkey={k}"),
+        &format!("-nb-client-cert={c}"),
+        &format!("-nb-client-cacert={ca}"),
+    ]);
+    // The SB defaults to the local socket: no SB files needed.
+    crate::config::check_cert_files(&cfg).unwrap();
+    let cfg = run(&[
+        "-init-node=n",
+        "-nb-address=ssl://1.2.3.4:6641",
+        &format!("-nb-client-privkey={k}"),
+        &format!("-nb-client-cert={c}"),
+    ]);
+    let e = crate::config::check_cert_files(&cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("-nb-client-cacert /etc/openvswitch/ovnnb-ca.cert: "),
+        "{e}"
+    );
+    // A directory is not a certificate.
+    let cfg = run(&[
+        "-net-controller",
+        "-nb-address=ssl://1.2.3.4:6641",
+        &format!("-nb-client-privkey={}", t.0.display()),
+        &format!("-nb-client-cert={c}"),
+        &format!("-nb-client-cacert={ca}"),
+    ]);
+    let e = crate::config::check_cert_files(&cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a regular file"), "{e}");
 }

@@ -242,8 +242,15 @@ pub(crate) fn build(
         "encap-type",
         "default",
         "encap-type",
-    )
-    .value;
+    );
+    if !ENCAP_TYPES.contains(&encap_type.value.as_str()) {
+        return Err(ctx.invalid(
+            &encap_type,
+            &encap_type.value,
+            "must be geneve, vxlan or stt (the tunnel types OVN supports)",
+        ));
+    }
+    let encap_type = encap_type.value;
     let encap_ip = match pick(
         &cli.encap_ip,
         &fl.encap_ip,
@@ -252,11 +259,9 @@ pub(crate) fn build(
         "encap-ip",
     ) {
         None => None,
-        Some(st) => Some(
-            st.value
-                .parse::<IpAddr>()
-                .map_err(|_| ctx.invalid(&st, &st.value, "must be an IP address"))?,
-        ),
+        Some(st) => Some(IpAddr::V4(
+            parse_unicast_v4(&st.value).map_err(|why| ctx.invalid(&st, &st.value, why))?,
+        )),
     };
     let logfile = pick(&cli.logfile, &fl.logfile, "logfile", "logging", "logfile")
         .map(|st| PathBuf::from(st.value));
@@ -273,15 +278,24 @@ pub(crate) fn build(
             )
             .value,
         ),
-        plugin: pick_or(
-            &cli.cni_plugin,
-            &fl.cni_plugin,
-            defaults.cni.plugin.clone(),
-            "cni-plugin",
-            "cni",
-            "plugin",
-        )
-        .value,
+        plugin: {
+            let st = pick_or(
+                &cli.cni_plugin,
+                &fl.cni_plugin,
+                defaults.cni.plugin.clone(),
+                "cni-plugin",
+                "cni",
+                "plugin",
+            );
+            if st.value.contains('/') {
+                return Err(ctx.invalid(
+                    &st,
+                    &st.value,
+                    "must be a plugin name (a file in the CNI bin directory), not a path",
+                ));
+            }
+            st.value
+        },
         win_hnsnetwork_id: pick(
             &cli.win_hnsnetwork_id,
             &fl.win_hnsnetwork_id,
@@ -314,13 +328,17 @@ pub(crate) fn build(
         })?),
     };
 
+    let init_master = node_name_flag(&flags.init_master, "init-master")?;
+    let init_node = node_name_flag(&flags.init_node, "init-node")?;
+    let remove_node = node_name_flag(&flags.remove_node, "remove-node")?;
+
     Ok(Config {
         cluster_subnets,
         service_cidr,
         net_controller: flags.net_controller,
-        init_master: s(&flags.init_master),
-        init_node: s(&flags.init_node),
-        remove_node: s(&flags.remove_node),
+        init_master,
+        init_node,
+        remove_node,
         pidfile: s(&flags.pidfile).map(PathBuf::from),
         gateway: GatewayConfig {
             init: flags.init_gateways,
@@ -344,6 +362,59 @@ pub(crate) fn build(
         ovn_north,
         ovn_south,
     })
+}
+
+/// The tunnel types OVN's `ovn-encap-type` accepts.
+const ENCAP_TYPES: [&str; 3] = ["geneve", "vxlan", "stt"];
+
+/// An address another host can send tunnel packets to: IPv4, not 0.0.0.0, broadcast or multicast.
+fn parse_unicast_v4(v: &str) -> Result<Ipv4Addr, &'static str> {
+    let ip: IpAddr = v
+        .parse()
+        .map_err(|_| "must be the IPv4 address of this node's tunnel endpoint")?;
+    let IpAddr::V4(ip) = ip else {
+        return Err("must be an IPv4 address (OVN tunnels here are IPv4 only)");
+    };
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+        return Err("must be a unicast IPv4 address (not 0.0.0.0, broadcast or multicast)");
+    }
+    Ok(ip)
+}
+
+/// Kubernetes node names are DNS-1123 subdomains: at most 253 characters of lower-case
+/// letters, digits, `-` and `.`, each dot-separated label starting and ending with a letter
+/// or digit.
+pub(crate) fn is_node_name(v: &str) -> bool {
+    v.len() <= 253
+        && v.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `-init-master`, `-init-node`, `-remove-node`: empty means not given; anything else must be a
+/// node name (so `-init-master -net-controller` is caught rather than naming a master
+/// "-net-controller").
+fn node_name_flag(v: &Option<String>, flag: &str) -> Result<Option<String>, ConfigError> {
+    let Some(name) = s(v) else {
+        return Ok(None);
+    };
+    if is_node_name(&name) {
+        return Ok(Some(name));
+    }
+    let hint = if name.starts_with('-') {
+        format!("; did you forget the node name after -{flag}?")
+    } else {
+        String::new()
+    };
+    Err(ConfigError::new(format!(
+        "invalid value {name:?} for flag -{flag}: not a Kubernetes node name (lower-case letters, digits, '-' and '.', starting and ending with a letter or digit){hint}"
+    )))
 }
 
 fn in_range(ctx: &Ctx<'_>, st: &Setting<i64>, lo: u32, hi: u32) -> Result<u32, ConfigError> {

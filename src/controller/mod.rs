@@ -14,16 +14,34 @@ use anyhow::{Context, Result};
 
 use crate::app::Ctx;
 use crate::util::cancel::CancelToken;
+use crate::util::ready::{Pending, Readiness};
+
+/// The net-controller's readiness: one entry per controller, registered before it starts.
+pub struct Ready {
+    pub pods: Pending,
+    pub policies: Pending,
+}
+
+impl Ready {
+    pub fn register(ready: &Readiness) -> Ready {
+        Ready {
+            pods: ready.register("pods"),
+            policies: ready.register("network policies"),
+        }
+    }
+}
 
 /// Run the net-controller until `cancel` fires.
-pub async fn run(ctx: Ctx, cancel: CancelToken) -> Result<()> {
+pub async fn run(ctx: Ctx, cancel: CancelToken, ready: Ready) -> Result<()> {
     // The pod controller tells the policy controller which pods have a logical port.
     let (ports_tx, ports_rx) = tokio::sync::mpsc::unbounded_channel();
     let pods = pods::PodController::new(ctx.nb.clone(), ctx.client.clone())
         .with_port_events(ports_tx)
+        .with_ready(ready.pods)
         .run(cancel.clone());
-    let policies =
-        policy::PolicyController::new(ctx.nb.clone(), ctx.client.clone(), ports_rx).run(cancel);
+    let policies = policy::PolicyController::new(ctx.nb.clone(), ctx.client.clone(), ports_rx)
+        .with_ready(ready.policies)
+        .run(cancel);
     tokio::try_join!(async { pods.await.context("pod controller") }, async {
         policies.await.context("policy controller")
     },)?;

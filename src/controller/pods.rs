@@ -648,6 +648,8 @@ pub struct PodController {
     nb: Arc<dyn Nb>,
     client: kube::Client,
     port_events: Option<mpsc::UnboundedSender<PortEvent>>,
+    /// Reported once the initial pod list has been dispatched and stale ports removed.
+    ready: Option<crate::util::ready::Pending>,
 }
 
 struct Running {
@@ -769,7 +771,14 @@ impl PodController {
             nb,
             client,
             port_events: None,
+            ready: None,
         }
+    }
+
+    /// Report the end of the initial pod sync on `ready`.
+    pub fn with_ready(mut self, ready: crate::util::ready::Pending) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     /// Report port creations and deletions on `tx` (for the policy controller).
@@ -779,7 +788,8 @@ impl PodController {
     }
 
     /// Run until `cancel` fires.
-    pub async fn run(self, mut cancel: CancelToken) -> Result<()> {
+    pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
+        let ready = self.ready.take();
         let mut pod_ch = informer(
             Api::<Pod>::all(self.client.clone()),
             watcher::Config::default(),
@@ -907,6 +917,9 @@ impl PodController {
             stale_ports = stale.len(),
             "initial pod sync done"
         );
+        if let Some(p) = ready {
+            p.done();
+        }
 
         // 5. Follow changes.
         loop {

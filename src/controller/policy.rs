@@ -434,6 +434,8 @@ pub struct PolicyController {
     nb: Arc<dyn Nb>,
     client: kube::Client,
     ports: mpsc::UnboundedReceiver<PortEvent>,
+    /// Reported once the initial policy sync has been applied.
+    ready: Option<crate::util::ready::Pending>,
 }
 
 async fn sleep_or_cancel(d: Duration, cancel: &mut CancelToken) -> bool {
@@ -449,7 +451,18 @@ impl PolicyController {
         client: kube::Client,
         ports: mpsc::UnboundedReceiver<PortEvent>,
     ) -> Self {
-        PolicyController { nb, client, ports }
+        PolicyController {
+            nb,
+            client,
+            ports,
+            ready: None,
+        }
+    }
+
+    /// Report the end of the initial policy sync on `ready`.
+    pub fn with_ready(mut self, ready: crate::util::ready::Pending) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     /// Run until `cancel` fires.
@@ -561,6 +574,9 @@ impl PolicyController {
             elapsed = ?started.elapsed(),
             "initial policy sync done"
         );
+        if let Some(p) = self.ready.take() {
+            p.done();
+        }
         for u in &stale {
             tracing::info!("removed the stale objects of the {u}");
         }

@@ -30,6 +30,7 @@ use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer};
 use crate::ovn::{Ctl, CtlTarget};
 use crate::ovn::{Nb, NbTxn};
+use crate::util::ready::Pending;
 use crate::util::retry::{self, Retries, Retrying, until_ok};
 use subnets::SubnetAllocator;
 use topology::Snapshot;
@@ -49,6 +50,8 @@ pub struct Master {
     retry: Retries,
     snap: Snapshot,
     snap_dirty: bool,
+    /// Reported once the initial node list has been processed.
+    ready: Option<Pending>,
 }
 
 impl Master {
@@ -63,7 +66,14 @@ impl Master {
             retry: Retries::new(Duration::from_secs(1), Duration::from_secs(30)),
             snap: Snapshot::default(),
             snap_dirty: true,
+            ready: None,
         }
+    }
+
+    /// Report the end of the initial node sync on `ready`.
+    pub fn with_ready(mut self, ready: Pending) -> Self {
+        self.ready = Some(ready);
+        self
     }
 
     async fn snapshot(&mut self) -> Result<&Snapshot> {
@@ -316,6 +326,9 @@ impl Master {
                                 }
                                 r.succeeded();
                                 tracing::info!(nodes = self.nodes.len(), "initial node sync done");
+                                if let Some(p) = self.ready.take() {
+                                    p.done();
+                                }
                             }
                         }
                     }

@@ -636,7 +636,8 @@ pub fn util_main(args: &[String]) -> std::process::ExitCode {
         nics-to-bridge  Create ovs bridge for nic interfaces\n   \
         bridges-to-nic  Delete ovs bridge and move IP/routes to underlying NIC\n   \
         help, h         Shows a list of commands or help for one command\n";
-    crate::util::logging::init(4, None);
+    // Logging to stderr cannot fail to open.
+    let _ = crate::util::logging::init(4, None);
     let (cmd, rest) = match args.split_first() {
         None => {
             print!("{HELP}");

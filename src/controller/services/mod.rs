@@ -94,6 +94,8 @@ pub struct ServiceController {
     vip_owner: HashMap<(String, String), String>,
     warned: HashMap<String, Vec<String>>,
     retry: Retries,
+    /// Reported once the initial service/endpoints lists have been programmed.
+    ready_signal: Option<crate::util::ready::Pending>,
 }
 
 impl ServiceController {
@@ -108,7 +110,14 @@ impl ServiceController {
             vip_owner: HashMap::new(),
             warned: HashMap::new(),
             retry: Retries::new(Duration::from_millis(500), Duration::from_secs(30)),
+            ready_signal: None,
         }
+    }
+
+    /// Report the end of the initial service sync on `ready`.
+    pub fn with_ready(mut self, ready: crate::util::ready::Pending) -> Self {
+        self.ready_signal = Some(ready);
+        self
     }
 
     fn desired(&mut self, key: &str) -> VipMap {
@@ -287,6 +296,9 @@ impl ServiceController {
                     continue;
                 }
                 ready = true;
+                if let Some(p) = self.ready_signal.take() {
+                    p.done();
+                }
                 continue;
             }
             if ready && let Some(k) = key_changed {
