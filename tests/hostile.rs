@@ -1,0 +1,169 @@
+//! Hostile and broken Kubernetes input, end to end: the real binary, a real NB/SB/northd, the
+//! Kubernetes API stand-in. Each test reproduces one attack and checks what an operator would
+//! look at (NB state, Events, the log, `ovn-trace`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, eventually};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Service};
+use kube::Api;
+use kube::api::{DynamicObject, ListParams, PostParams};
+use ovnkube::ovn::ovsdb::parse_tables;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The master's flags with the NB/SB given as unix sockets (the stock central layout).
+fn master_args(env: &Env, cluster_subnet: &str) -> Vec<String> {
+    env.master_args(cluster_subnet)
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-nb-address=") {
+                format!("-nb-address={}", env.central.nb_db())
+            } else if a.starts_with("-sb-address=") {
+                format!("-sb-address={}", env.central.sb_db())
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Every VIP of every load balancer, as `vip -> backends`.
+fn all_vips(env: &Env) -> std::collections::BTreeMap<String, String> {
+    let out = env
+        .central
+        .nbctl(&["--format=json", "list", "Load_Balancer"])
+        .unwrap();
+    parse_tables(&out)
+        .unwrap()
+        .remove(0)
+        .into_iter()
+        .flat_map(|r| r.map("vips"))
+        .collect()
+}
+
+/// Create an object from raw JSON, as a client of a non-validating API server could.
+async fn create_raw<K>(env: &Env, ns: &str, json: serde_json::Value)
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let ar = kube::api::ApiResource::erase::<K>(&());
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), ns, &ar);
+    let obj: DynamicObject = serde_json::from_value(json).unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap();
+}
+
+/// Warning Events in `ns` about the object named `name`: their messages.
+async fn events_about(env: &Env, ns: &str, name: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(env.client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+fn svc_json(name: &str, port: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"type": "ClusterIP", "ports": [{"name": "http", "protocol": "TCP", "port": port}]}
+    })
+}
+
+fn eps_json(name: &str, ip: &str, port: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": name, "namespace": "default"},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "http", "protocol": "TCP", "port": port}]}]
+    })
+}
+
+/// A Service stored with `port: "http"` (the API stand-in, like any non-validating server,
+/// keeps it) used to make the initial list fail forever, so no Service got a VIP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_undecodable_service_does_not_block_the_others_across_a_restart() {
+    let env = Env::start("hbadsvc").await;
+    let mut master = env.spawn("master", &master_args(&env, "10.40.0.0/16"));
+    master.wait_log("initial service sync done", WAIT);
+    create_raw::<Service>(&env, "default", svc_json("bad", "http".into())).await;
+    create_raw::<Endpoints>(&env, "default", eps_json("bad", "10.40.1.7", "http".into())).await;
+    create_raw::<Service>(&env, "default", svc_json("good", 80.into())).await;
+    create_raw::<Endpoints>(&env, "default", eps_json("good", "10.40.1.5", 8080.into())).await;
+    let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let good_ip = svcs
+        .get("good")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap();
+    let vip = format!("{good_ip}:80");
+    eventually("the good service's VIP", WAIT, || async {
+        (all_vips(&env).get(&vip).map(String::as_str) == Some("10.40.1.5:8080")).then_some(())
+    })
+    .await;
+    master.wait_log("cannot decode Service default/bad", WAIT);
+
+    // A restart lists everything at once: the bad object must not fail that list.
+    master.terminate();
+    create_raw::<Service>(&env, "default", svc_json("late", 81.into())).await;
+    create_raw::<Endpoints>(&env, "default", eps_json("late", "10.40.1.6", 8080.into())).await;
+    let late_ip = svcs
+        .get("late")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .unwrap();
+    let mut master = env.spawn("master2", &master_args(&env, "10.40.0.0/16"));
+    master.wait_log("initial service sync done", WAIT);
+    let late = format!("{late_ip}:81");
+    eventually(
+        "the service created while the master was down",
+        WAIT,
+        || async {
+            (all_vips(&env).get(&late).map(String::as_str) == Some("10.40.1.6:8080")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        all_vips(&env).get(&vip).map(String::as_str),
+        Some("10.40.1.5:8080")
+    );
+    let log = master.log_text();
+    assert!(
+        log.contains("ERROR") && log.contains("cannot decode Service default/bad"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("failed to perform initial object list"),
+        "{log}"
+    );
+    assert!(
+        !all_vips(&env).values().any(|b| b.contains("10.40.1.7")),
+        "{:?}",
+        all_vips(&env)
+    );
+    let evs = eventually("an Event on the bad Service", WAIT, || async {
+        let e = events_about(&env, "default", "bad").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert!(
+        evs.iter()
+            .any(|e| e.starts_with("InvalidObject: cannot decode Service default/bad")),
+        "{evs:?}"
+    );
+}
