@@ -264,11 +264,11 @@ where
             let out = match ev {
                 Ok(ev) => {
                     let (typed, bad) = translate(&cache, ev, &ar);
-                    if let Some(b) = bad {
-                        if reported.get(&b.key) != Some(&b.resource_version) {
-                            report(&client, &b);
-                            reported.insert(b.key.clone(), b.resource_version.clone());
-                        }
+                    if let Some(b) = bad
+                        && reported.get(&b.key) != Some(&b.resource_version)
+                    {
+                        report(&client, &b);
+                        reported.insert(b.key.clone(), b.resource_version.clone());
                     }
                     typed.map(|ev| cache.apply(ev)).unwrap_or_default()
                 }
