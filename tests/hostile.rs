@@ -167,3 +167,102 @@ async fn one_undecodable_service_does_not_block_the_others_across_a_restart() {
         "{evs:?}"
     );
 }
+
+/// The join switch and its ports on both sides, as `ovn-nbctl` lists them.
+fn join_state(env: &Env) -> String {
+    let mut s = String::new();
+    for (table, rec, cols) in [
+        (
+            "Logical_Switch",
+            "join",
+            "_uuid,name,ports,other_config,external_ids",
+        ),
+        (
+            "Logical_Router_Port",
+            "rtoj-ovn_cluster_router",
+            "_uuid,name,mac,networks,external_ids",
+        ),
+        (
+            "Logical_Switch_Port",
+            "jtor-ovn_cluster_router",
+            "_uuid,name,type,options,addresses",
+        ),
+    ] {
+        let cols = format!("--columns={cols}");
+        s.push_str(
+            &env.central
+                .nbctl(&[cols.as_str(), "list", table, rec])
+                .unwrap(),
+        );
+    }
+    s
+}
+
+/// A Node named `join` (a valid node name) used to take over the join switch: it got the
+/// node's subnet and `k8s-node=join`, and deleting the Node ran `ls-del join`. A Node named
+/// with the join switch's UUID reached the same row through `ovn-nbctl`'s UUID lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_named_like_infrastructure_is_refused_and_its_deletion_touches_nothing() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::DeleteParams;
+    let env = Env::start("hjoin").await;
+    let mut master = env.spawn("master", &master_args(&env, "10.41.0.0/16"));
+    master.wait_log("initial node sync done", WAIT);
+    let before = join_state(&env);
+    let join_uuid = env.nb_rows("Logical_Switch")["join"].uuid.clone();
+    env.create_nodes(["join", join_uuid.as_str(), "n1"]).await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    eventually("n1's switch", WAIT, || async {
+        let sw = env.nb_rows("Logical_Switch");
+        sw.get("n1")
+            .and_then(|s| s.map_get("other_config", "subnet"))
+            .map(|_| ())
+    })
+    .await;
+    master.wait_log("node join is not given a subnet or OVN objects", WAIT);
+    master.wait_log(
+        &format!("node {join_uuid} is not given a subnet or OVN objects"),
+        WAIT,
+    );
+    assert!(master.log_text().contains("ERROR"), "{}", master.log_text());
+    let evs = eventually("an Event on Node join", WAIT, || async {
+        let e = events_about(&env, "default", "join").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert!(
+        evs.iter()
+            .any(|e| e.starts_with("NodeNameCollision:") && e.contains("join switch")),
+        "{evs:?}"
+    );
+    for n in ["join", join_uuid.as_str()] {
+        let node = nodes.get(n).await.unwrap();
+        assert!(
+            !node
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("ovn_host_subnet"),
+            "{n} got a subnet"
+        );
+    }
+    assert_eq!(join_state(&env), before, "the join switch was changed");
+
+    // Deleting the Nodes must not delete infrastructure. The master handles node events in
+    // order, so once n1's switch is gone the two deletions before it were handled.
+    for n in ["join", join_uuid.as_str(), "n1"] {
+        nodes.delete(n, &DeleteParams::default()).await.unwrap();
+    }
+    eventually("n1's switch removed", WAIT, || async {
+        (!env.nb_rows("Logical_Switch").contains_key("n1")).then_some(())
+    })
+    .await;
+    assert_eq!(join_state(&env), before, "the join switch was changed");
+    let show = env.central.nbctl(&["show", "ovn_cluster_router"]).unwrap();
+    assert!(show.contains("port rtoj-ovn_cluster_router"), "{show}");
+    let lrps = env.nb_rows("Logical_Router_Port");
+    assert_eq!(
+        lrps["rtoj-ovn_cluster_router"].set("networks"),
+        ["100.64.0.1/16"]
+    );
+}

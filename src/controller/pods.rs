@@ -663,7 +663,12 @@ struct Running {
     cancel: CancelToken,
 }
 
+/// The node's subnet; none for a node the master refuses (its switch would be infrastructure,
+/// so pods there must not get ports), whatever its annotation says.
 fn node_subnet(node: &Node) -> Option<Ipv4Net> {
+    if crate::ovn::names::reserved_node_name(&node.name_any()).is_some() {
+        return None;
+    }
     parse_host_subnet(node.annotations().get(HOST_SUBNET)?).ok()
 }
 
