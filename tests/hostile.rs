@@ -266,3 +266,168 @@ async fn a_node_named_like_infrastructure_is_refused_and_its_deletion_touches_no
         ["100.64.0.1/16"]
     );
 }
+
+/// A logical port made by the test for a "pod" at host index `idx` of the node's subnet
+/// (the pods controller is not involved): `(port, ip, mac, gateway ip)`.
+fn add_port(
+    env: &Env,
+    node: &str,
+    subnet: &str,
+    name: &str,
+    idx: u32,
+) -> (String, String, String, String) {
+    use ovnkube::ovn::addrs::mac_from_ip;
+    let net: ipnet::Ipv4Net = subnet.parse().unwrap();
+    let base = u32::from(net.network());
+    let ip = std::net::Ipv4Addr::from(base + idx);
+    let gw = std::net::Ipv4Addr::from(base + 1);
+    let mac = mac_from_ip(ip);
+    let port = format!("default_{name}");
+    env.central
+        .nbctl(&[
+            "--",
+            "lsp-add",
+            node,
+            &port,
+            "--",
+            "lsp-set-addresses",
+            &port,
+            &format!("{mac} {ip}"),
+        ])
+        .unwrap();
+    (port, ip.to_string(), mac, gw.to_string())
+}
+
+async fn node_subnet(env: &Env, name: &str) -> String {
+    use k8s_openapi::api::core::v1::Node;
+    env.create_nodes([name]).await;
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    eventually(&format!("{name}'s subnet and switch"), WAIT, || async {
+        let n = nodes.get(name).await.ok()?;
+        let s = n.metadata.annotations?.get("ovn_host_subnet")?.clone();
+        env.nb_rows("Logical_Switch")
+            .contains_key(name)
+            .then_some(s)
+    })
+    .await
+}
+
+/// externalIPs used to become VIPs on the cluster load balancer whatever they were: another
+/// pod's address (traffic to it was redirected, CVE-2020-8554), 0.0.0.0, broadcast, loopback.
+/// Endpoint ports 0 and 65536 became backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_cannot_hijack_cluster_or_special_addresses() {
+    use ovnkube::ovn::addrs::mac_from_ip;
+    let env = Env::start("hhijack").await;
+    let mut master = env.spawn("master", &master_args(&env, "10.42.0.0/16"));
+    master.wait_log("initial service sync done", WAIT);
+    let subnet = node_subnet(&env, "n1").await;
+    let (victim_port, victim_ip, _, _) = add_port(&env, "n1", &subnet, "victim", 5);
+    let (client_port, client_ip, client_mac, gw) = add_port(&env, "n1", &subnet, "client", 6);
+    let (_, backend_ip, _, _) = add_port(&env, "n1", &subnet, "attacker", 7);
+    let mgmt_ip = {
+        let net: ipnet::Ipv4Net = subnet.parse().unwrap();
+        std::net::Ipv4Addr::from(u32::from(net.network()) + 2).to_string()
+    };
+    let forbidden = [
+        victim_ip.as_str(),
+        mgmt_ip.as_str(),
+        "0.0.0.0",
+        "255.255.255.255",
+        "127.0.0.1",
+        "100.64.0.1",
+        "224.0.0.251",
+        "169.254.169.254",
+        "172.16.1.50",
+    ];
+    let mut ext: Vec<&str> = forbidden.to_vec();
+    ext.push("203.0.113.10");
+    create_raw::<Service>(
+        &env,
+        "default",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "evil", "namespace": "default"},
+            "spec": {"type": "ClusterIP", "externalIPs": ext, "ports": [
+                {"name": "http", "protocol": "TCP", "port": 80},
+                {"name": "zero", "protocol": "TCP", "port": 81},
+                {"name": "big", "protocol": "TCP", "port": 82}
+            ]}
+        }),
+    )
+    .await;
+    create_raw::<Endpoints>(
+        &env,
+        "default",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Endpoints",
+            "metadata": {"name": "evil", "namespace": "default"},
+            "subsets": [{"addresses": [{"ip": backend_ip}], "ports": [
+                {"name": "http", "protocol": "TCP", "port": 8080},
+                {"name": "zero", "protocol": "TCP", "port": 0},
+                {"name": "big", "protocol": "TCP", "port": 65536}
+            ]}]
+        }),
+    )
+    .await;
+    // The allowed externalIP is programmed, so the service was processed.
+    eventually("the allowed externalIP VIP", WAIT, || async {
+        all_vips(&env).contains_key("203.0.113.10:80").then_some(())
+    })
+    .await;
+    let vips = all_vips(&env);
+    for ip in forbidden {
+        assert!(
+            !vips.keys().any(|v| v.starts_with(&format!("{ip}:"))),
+            "{ip} became a VIP: {vips:?}"
+        );
+    }
+    assert!(
+        !vips
+            .values()
+            .any(|b| b.ends_with(":0") || b.contains(":0,") || b.contains(":65536")),
+        "{vips:?}"
+    );
+    assert!(
+        !vips
+            .keys()
+            .any(|v| v.ends_with(":81") || v.ends_with(":82")),
+        "{vips:?}"
+    );
+
+    // ovn-trace: a new connection from the client to the victim pod reaches the victim
+    // itself, not the attacker's backend.
+    let flow = format!(
+        "inport==\"{client_port}\" && eth.src=={client_mac} && eth.dst=={} && ip4.src=={client_ip} \
+         && ip4.dst=={victim_ip} && ip.ttl==64 && tcp && tcp.src==33333 && tcp.dst==80 && tcp.flags==2",
+        mac_from_ip(gw.parse().unwrap())
+    );
+    let t = env.central.trace("n1", &flow, &["--ct=new"]).unwrap();
+    assert!(!t.contains("ct_lb_mark(backends="), "{t}");
+    assert!(t.contains(&format!("output to \"{victim_port}\"")), "{t}");
+    // ... while the allowed externalIP is load-balanced as usual.
+    let flow = flow.replace(&format!("ip4.dst=={victim_ip}"), "ip4.dst==203.0.113.10");
+    let t = env.central.trace("n1", &flow, &["--ct=new"]).unwrap();
+    assert!(
+        t.contains(&format!("ct_lb_mark(backends={backend_ip}:8080)")),
+        "{t}"
+    );
+
+    let evs = eventually("Events on the Service", WAIT, || async {
+        let e = events_about(&env, "default", "evil").await;
+        (e.len() >= forbidden.len() + 2).then_some(e)
+    })
+    .await;
+    assert!(
+        evs.iter().any(|e| e.starts_with("RejectedServiceInput:")
+            && e.contains(&format!(
+                "externalIP {victim_ip} is inside the cluster network"
+            ))),
+        "{evs:?}"
+    );
+    assert!(
+        evs.iter()
+            .any(|e| e.contains("endpoint port \"big\" (65536) is outside 1-65535")),
+        "{evs:?}"
+    );
+}
