@@ -431,3 +431,251 @@ async fn a_service_cannot_hijack_cluster_or_special_addresses() {
         "{evs:?}"
     );
 }
+
+fn test_pod(name: &str, ann: Option<&str>) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+    Pod {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            annotations: ann.map(|a| [("ovn".to_string(), a.to_string())].into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some("n1".into()),
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some("pause".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `(ip/len, mac, gateway)` of a pod's `ovn` annotation, once it has one.
+async fn wait_pod_net(env: &Env, name: &str) -> (String, String, String) {
+    use k8s_openapi::api::core::v1::Pod;
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    eventually(&format!("pod {name} annotated"), WAIT, || async {
+        let p = api.get(name).await.ok()?;
+        let v = p.metadata.annotations?.get("ovn")?.clone();
+        let j: serde_json::Value = serde_json::from_str(&v).ok()?;
+        Some((
+            j["ip_address"].as_str()?.to_string(),
+            j["mac_address"].as_str()?.to_string(),
+            j["gateway_ip"].as_str()?.to_string(),
+        ))
+    })
+    .await
+}
+
+/// How many UDP datagrams `to` receives from `from` (sending to `dst`) in a few seconds.
+fn udp_delivered(from: &ovn_testbed::TestPod, to: &ovn_testbed::TestPod, dst: &str) -> u32 {
+    let recv = "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+                s.bind(('0.0.0.0',9999))\ns.settimeout(0.3)\nn=0\nend=time.time()+4\n\
+                while time.time()<end:\n  try:\n    s.recv(100); n+=1\n  except socket.timeout:\n    pass\nprint(n)";
+    let send = format!(
+        "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         for i in range(25):\n  s.sendto(b'x',('{dst}',9999)); time.sleep(0.1)"
+    );
+    std::thread::scope(|sc| {
+        let r = sc.spawn(|| to.exec(&["python3", "-c", recv]).unwrap());
+        std::thread::sleep(Duration::from_millis(500));
+        let out = from.exec(&["python3", "-c", &send]).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = r.join().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    })
+}
+
+fn in_pod(p: &ovn_testbed::TestPod, argv: &[&str]) {
+    let out = p.exec(argv).unwrap();
+    assert!(out.status.success(), "{argv:?}: {out:?}");
+}
+
+/// Set the pod's eth0 to `mac` and `ip_cidr`, with a static neighbour entry for `peer` so
+/// ARP (itself subject to port security) is out of the picture.
+fn set_identity(p: &ovn_testbed::TestPod, mac: &str, ip_cidr: &str, peer: (&str, &str)) {
+    in_pod(p, &["ip", "link", "set", "eth0", "down"]);
+    in_pod(p, &["ip", "link", "set", "eth0", "address", mac]);
+    in_pod(p, &["ip", "addr", "flush", "dev", "eth0"]);
+    in_pod(p, &["ip", "addr", "add", ip_cidr, "dev", "eth0"]);
+    in_pod(p, &["ip", "link", "set", "eth0", "up"]);
+    in_pod(
+        p,
+        &[
+            "ip", "neigh", "replace", peer.0, "lladdr", peer.1, "dev", "eth0",
+        ],
+    );
+}
+
+/// Pod ports had no port security: a pod that took another pod's IP or MAC could send as it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_takes_another_pods_ip_or_mac_reaches_nobody() {
+    use k8s_openapi::api::core::v1::Pod;
+    let env = Env::start("hspoof").await;
+    let mut master = env.spawn("master", &master_args(&env, "10.43.0.0/16"));
+    master.wait_log("initial node sync done", WAIT);
+    node_subnet(&env, "n1").await;
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    for n in ["a", "b", "c"] {
+        pods.create(&PostParams::default(), &test_pod(n, None))
+            .await
+            .unwrap();
+    }
+    let (a_cidr, a_mac, gw) = wait_pod_net(&env, "a").await;
+    let (b_cidr, b_mac, _) = wait_pod_net(&env, "b").await;
+    let (c_cidr, c_mac, _) = wait_pod_net(&env, "c").await;
+    // What an operator sees: every pod port locks its MAC and IP.
+    let lsps = env.nb_rows("Logical_Switch_Port");
+    for (n, cidr, mac) in [
+        ("a", &a_cidr, &a_mac),
+        ("b", &b_cidr, &b_mac),
+        ("c", &c_cidr, &c_mac),
+    ] {
+        let ip = cidr.split('/').next().unwrap();
+        assert_eq!(
+            lsps[&format!("default_{n}")].set("port_security"),
+            [format!("{mac} {ip}")],
+            "{n}"
+        );
+    }
+    let chassis = ovn_testbed::Chassis::start(&env.central, "ch1", Default::default()).unwrap();
+    let mk = |n: &str, mac: &str, cidr: &str| {
+        ovn_testbed::TestPod::create(&chassis, n, &format!("default_{n}"), mac, cidr, &gw).unwrap()
+    };
+    let pa = mk("a", &a_mac, &a_cidr);
+    let _pb = mk("b", &b_mac, &b_cidr);
+    let pc = mk("c", &c_mac, &c_cidr);
+    env.central
+        .nbctl(&["--wait=hv", "--timeout=30", "sync"])
+        .unwrap();
+    let a_ip = a_cidr.split('/').next().unwrap().to_string();
+    let peer = (a_ip.as_str(), a_mac.as_str());
+
+    // As itself, c reaches a.
+    set_identity(&pc, &c_mac, &c_cidr, peer);
+    let n = eventually("c reaches a as itself", WAIT, || async {
+        let n = udp_delivered(&pc, &pa, &a_ip);
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(n > 0);
+    // With b's IP, nothing gets through.
+    set_identity(&pc, &c_mac, &b_cidr, peer);
+    assert_eq!(udp_delivered(&pc, &pa, &a_ip), 0, "c sent with b's IP");
+    // With b's MAC, nothing gets through.
+    set_identity(&pc, &b_mac, &c_cidr, peer);
+    assert_eq!(udp_delivered(&pc, &pa, &a_ip), 0, "c sent with b's MAC");
+    // With both of b's, nothing either.
+    set_identity(&pc, &b_mac, &b_cidr, peer);
+    assert_eq!(udp_delivered(&pc, &pa, &a_ip), 0, "c sent as b");
+    // Back to itself: it works again, so the drops were the spoofing, not a broken pod.
+    set_identity(&pc, &c_mac, &c_cidr, peer);
+    let n = eventually("c reaches a again", WAIT, || async {
+        let n = udp_delivered(&pc, &pa, &a_ip);
+        (n > 0).then_some(n)
+    })
+    .await;
+    assert!(n > 0);
+}
+
+/// A pre-set `ovn` annotation was accepted with another pod's MAC or the zero MAC, and an
+/// edited annotation of a served pod was only warned about (the CNI then set up the edited
+/// address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_owns_the_pod_annotation_and_macs_are_unique() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let env = Env::start("hann").await;
+    let mut master = env.spawn("master", &master_args(&env, "10.44.0.0/16"));
+    master.wait_log("initial node sync done", WAIT);
+    let subnet = node_subnet(&env, "n1").await;
+    let net: ipnet::Ipv4Net = subnet.parse().unwrap();
+    let at = |i: u32| std::net::Ipv4Addr::from(u32::from(net.network()) + i).to_string();
+    let gw = at(1);
+    let len = net.prefix_len();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    pods.create(&PostParams::default(), &test_pod("a", None))
+        .await
+        .unwrap();
+    let (a_cidr, a_mac, _) = wait_pod_net(&env, "a").await;
+    let ann = |ip: &str, mac: &str| {
+        format!(r#"{{"ip_address":"{ip}/{len}","mac_address":"{mac}","gateway_ip":"{gw}"}}"#)
+    };
+    let dup = ann(&at(40), &a_mac);
+    let zero = ann(&at(41), "00:00:00:00:00:00");
+    let own = ann(&at(42), "0a:58:0a:2c:99:42");
+    for (n, v) in [("dupmac", &dup), ("zeromac", &zero), ("own", &own)] {
+        pods.create(&PostParams::default(), &test_pod(n, Some(v)))
+            .await
+            .unwrap();
+    }
+    // The pod with its own MAC is served; the others are refused with an Event.
+    eventually("pod own's port", WAIT, || async {
+        env.nb_rows("Logical_Switch_Port")
+            .contains_key("default_own")
+            .then_some(())
+    })
+    .await;
+    for (n, why) in [
+        ("dupmac", "is already used by another pod"),
+        ("zeromac", "is not a MAC address"),
+    ] {
+        let evs = eventually(&format!("an Event on pod {n}"), WAIT, || async {
+            let e = events_about(&env, "default", n).await;
+            (!e.is_empty()).then_some(e)
+        })
+        .await;
+        assert!(evs.iter().any(|e| e.contains(why)), "{n}: {evs:?}");
+        assert!(
+            !env.nb_rows("Logical_Switch_Port")
+                .contains_key(&format!("default_{n}")),
+            "{n} got a port"
+        );
+    }
+    // Only one L2 entry for a's MAC in the southbound.
+    let sb = env
+        .central
+        .sbctl(&["--columns=mac", "list", "Port_Binding"])
+        .unwrap();
+    assert_eq!(sb.matches(a_mac.as_str()).count(), 1, "{sb}");
+
+    // Someone edits a served pod's annotation: the controller writes the port's truth back.
+    let forged = ann(&at(77), "0a:58:0a:2c:00:4d");
+    let patch = serde_json::json!({"metadata": {"annotations": {"ovn": forged}}});
+    pods.patch("a", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("a's annotation restored", WAIT, || async {
+        let (cidr, mac, _) = wait_pod_net(&env, "a").await;
+        (cidr == a_cidr && mac == a_mac).then_some(())
+    })
+    .await;
+    let lsp = &env.nb_rows("Logical_Switch_Port")["default_a"];
+    let a_ip = a_cidr.split('/').next().unwrap();
+    assert_eq!(lsp.set("addresses"), [format!("{a_mac} {a_ip}")]);
+    master.wait_log("restoring it from its logical port", WAIT);
+
+    // After a restart, a new pod is served at once (no duplicate address left behind).
+    master.terminate();
+    let mut master = env.spawn("master2", &master_args(&env, "10.44.0.0/16"));
+    master.wait_log("initial node sync done", WAIT);
+    pods.create(&PostParams::default(), &test_pod("late", None))
+        .await
+        .unwrap();
+    let (late_cidr, late_mac, _) = wait_pod_net(&env, "late").await;
+    assert_ne!(late_cidr, a_cidr);
+    assert_ne!(late_mac, a_mac);
+    eventually("late's port", WAIT, || async {
+        env.nb_rows("Logical_Switch_Port")
+            .contains_key("default_late")
+            .then_some(())
+    })
+    .await;
+}
