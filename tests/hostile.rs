@@ -662,8 +662,19 @@ async fn the_controller_owns_the_pod_annotation_and_macs_are_unique() {
     assert_eq!(lsp.set("addresses"), [format!("{a_mac} {a_ip}")]);
     master.wait_log("restoring it from its logical port", WAIT);
 
-    // After a restart, a new pod is served at once (no duplicate address left behind).
+    // After a restart, a new pod is served at once (no duplicate address left behind), and
+    // an undecodable Pod stored meanwhile does not block the pod list either.
     master.terminate();
+    create_raw::<Pod>(
+        &env,
+        "default",
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "broken", "namespace": "default"},
+            "spec": {"nodeName": "n1", "containers": "not-a-list"}
+        }),
+    )
+    .await;
     let mut master = env.spawn("master2", &master_args(&env, "10.44.0.0/16"));
     master.wait_log("initial node sync done", WAIT);
     pods.create(&PostParams::default(), &test_pod("late", None))
@@ -678,4 +689,5 @@ async fn the_controller_owns_the_pod_annotation_and_macs_are_unique() {
             .then_some(())
     })
     .await;
+    master.wait_log("cannot decode Pod default/broken", WAIT);
 }

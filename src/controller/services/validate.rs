@@ -77,10 +77,28 @@ pub fn forbidden_vip(ip: Ipv4Addr, r: &Reserved) -> Option<String> {
     None
 }
 
-/// `svc` without the externalIPs it may not claim, and one message per dropped address.
+/// `svc` without the addresses it may not claim, and one message per dropped address. The
+/// ClusterIP is the API server's choice from the service network, so only the other networks
+/// and the special ranges apply to it (a server that does not validate could hand out any).
 pub fn screen_service(key: &str, svc: &Service, r: &Reserved) -> (Service, Vec<String>) {
     let mut out = svc.clone();
     let mut msgs = Vec::new();
+    let for_cluster_ip = Reserved {
+        service: None,
+        ..r.clone()
+    };
+    if let Some(spec) = out.spec.as_mut()
+        && let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|s| s.parse::<Ipv4Addr>().ok())
+        && let Some(why) = forbidden_vip(ip, &for_cluster_ip)
+    {
+        msgs.push(format!(
+            "service {key}: clusterIP {ip} is {why}; no ClusterIP VIPs are programmed"
+        ));
+        spec.cluster_ip = None;
+    }
     if let Some(ips) = out.spec.as_mut().and_then(|s| s.external_ips.as_mut()) {
         ips.retain(|e| {
             // Unparsable addresses are left to the VIP planner, which reports them.
@@ -208,6 +226,24 @@ mod tests {
         assert!(msgs[0].starts_with("service default/evil: externalIP 10.128.1.5 is inside"));
         let plain = Service::default();
         assert_eq!(screen_service("a/b", &plain, &reserved()).1.len(), 0);
+        // A ClusterIP from a server that does not validate: only the service network is fine.
+        let with_cip = |ip: &str| Service {
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(ip.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (out, msgs) = screen_service("a/b", &with_cip("172.30.0.10"), &reserved());
+        assert!(msgs.is_empty());
+        assert_eq!(out.spec.unwrap().cluster_ip.as_deref(), Some("172.30.0.10"));
+        for bad in ["10.128.1.5", "127.0.0.1", "100.64.0.1", "0.0.0.0"] {
+            let (out, msgs) = screen_service("a/b", &with_cip(bad), &reserved());
+            assert_eq!(out.spec.unwrap().cluster_ip, None, "{bad}");
+            assert!(msgs[0].contains(&format!("clusterIP {bad} is")), "{msgs:?}");
+        }
+        let (_, msgs) = screen_service("a/b", &with_cip("None"), &reserved());
+        assert!(msgs.is_empty());
     }
 
     #[test]
