@@ -263,6 +263,9 @@ where
         .filter_map(move |ev| {
             let out = match ev {
                 Ok(ev) => {
+                    if let watcher::Event::Delete(o) = &ev {
+                        reported.remove(&key(o));
+                    }
                     let (typed, bad) = translate(&cache, ev, &ar);
                     if let Some(b) = bad
                         && reported.get(&b.key) != Some(&b.resource_version)
