@@ -210,7 +210,22 @@ async fn a_node_named_like_infrastructure_is_refused_and_its_deletion_touches_no
     master.wait_log("initial node sync done", WAIT);
     let before = join_state(&env);
     let join_uuid = env.nb_rows("Logical_Switch")["join"].uuid.clone();
-    env.create_nodes(["join", join_uuid.as_str(), "n1"]).await;
+    // Someone else's switch that happens to have a node's name.
+    env.central
+        .nbctl(&[
+            "--",
+            "ls-add",
+            "web",
+            "--",
+            "set",
+            "Logical_Switch",
+            "web",
+            "other_config:mcast_snoop=true",
+        ])
+        .unwrap();
+    let web_before = env.nb_rows("Logical_Switch")["web"].clone();
+    env.create_nodes(["join", join_uuid.as_str(), "web", "n1"])
+        .await;
     let nodes: Api<Node> = Api::all(env.client.clone());
     eventually("n1's switch", WAIT, || async {
         let sw = env.nb_rows("Logical_Switch");
@@ -224,6 +239,7 @@ async fn a_node_named_like_infrastructure_is_refused_and_its_deletion_touches_no
         &format!("node {join_uuid} is not given a subnet or OVN objects"),
         WAIT,
     );
+    master.wait_log("node web is not given a subnet or OVN objects: logical switch web exists and is not this node's", WAIT);
     assert!(master.log_text().contains("ERROR"), "{}", master.log_text());
     let evs = eventually("an Event on Node join", WAIT, || async {
         let e = events_about(&env, "default", "join").await;
@@ -235,7 +251,7 @@ async fn a_node_named_like_infrastructure_is_refused_and_its_deletion_touches_no
             .any(|e| e.starts_with("NodeNameCollision:") && e.contains("join switch")),
         "{evs:?}"
     );
-    for n in ["join", join_uuid.as_str()] {
+    for n in ["join", join_uuid.as_str(), "web"] {
         let node = nodes.get(n).await.unwrap();
         assert!(
             !node
@@ -250,7 +266,7 @@ async fn a_node_named_like_infrastructure_is_refused_and_its_deletion_touches_no
 
     // Deleting the Nodes must not delete infrastructure. The master handles node events in
     // order, so once n1's switch is gone the two deletions before it were handled.
-    for n in ["join", join_uuid.as_str(), "n1"] {
+    for n in ["join", join_uuid.as_str(), "web", "n1"] {
         nodes.delete(n, &DeleteParams::default()).await.unwrap();
     }
     eventually("n1's switch removed", WAIT, || async {
@@ -258,6 +274,11 @@ async fn a_node_named_like_infrastructure_is_refused_and_its_deletion_touches_no
     })
     .await;
     assert_eq!(join_state(&env), before, "the join switch was changed");
+    assert_eq!(
+        env.nb_rows("Logical_Switch").get("web"),
+        Some(&web_before),
+        "someone else's switch was changed or deleted"
+    );
     let show = env.central.nbctl(&["show", "ovn_cluster_router"]).unwrap();
     assert!(show.contains("port rtoj-ovn_cluster_router"), "{show}");
     let lrps = env.nb_rows("Logical_Router_Port");

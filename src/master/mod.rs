@@ -43,6 +43,8 @@ pub struct Master {
     waiting: BTreeSet<String>,
     /// Nodes refused because their OVN names collide with objects that are not theirs.
     refused: BTreeSet<String>,
+    /// Nodes whose objects were checked and written against a fresh read of the database.
+    served: BTreeSet<String>,
     /// Nodes whose last attempt failed.
     retry: Retries,
     snap: Snapshot,
@@ -59,6 +61,7 @@ impl Master {
             nodes: BTreeMap::new(),
             waiting: BTreeSet::new(),
             refused: BTreeSet::new(),
+            served: BTreeSet::new(),
             retry: Retries::new(Duration::from_secs(1), Duration::from_secs(30)),
             snap: Snapshot::default(),
             snap_dirty: true,
@@ -235,6 +238,11 @@ impl Master {
         };
         // The master changes only objects it owns: a node whose names collide with
         // infrastructure or with someone else's objects is refused before anything is written.
+        // A node not served yet is judged on a fresh read: others may have created objects
+        // since our snapshot (served nodes' updates, e.g. heartbeats, use the cached one).
+        if !self.served.contains(name) {
+            self.snap_dirty = true;
+        }
         let conflicts = topology::node_conflicts(self.snapshot().await?, name);
         if !conflicts.is_empty() {
             self.refuse(&node, &conflicts).await;
@@ -260,6 +268,7 @@ impl Master {
                 .with_context(|| format!("creating the logical switch of node {name}"))?;
             tracing::info!(subnet = %want, "node switch ready");
         }
+        self.served.insert(name.to_string());
         Ok(())
     }
 
@@ -269,6 +278,7 @@ impl Master {
         self.retry.forget(&name);
         self.waiting.remove(&name);
         self.refused.remove(&name);
+        self.served.remove(&name);
         if let Some(s) = self.owners.remove(&name) {
             self.alloc.release(s);
             tracing::info!(node = %name, subnet = %s, "released host subnet");
