@@ -63,7 +63,10 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     if ctx.cfg.net_controller {
         let svc =
             crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport)
-                .with_ready(ready.register("services"));
+                .with_ready(ready.register("services"))
+                .with_reserved(
+                    crate::controller::services::validate::Reserved::from_config(&ctx.cfg),
+                );
         let (client, c) = (ctx.client.clone(), cancel.clone());
         tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
     }

@@ -173,6 +173,19 @@ async fn native_and_nbctl_leave_the_same_rows() {
             true,
         ),
         (
+            "port security of an existing port, replaced whole",
+            txn([NbOp::Db(DbOp::Set {
+                table: lsp.clone(),
+                record: "default_p1".into(),
+                columns: vec![ColVal::set(
+                    "port_security",
+                    Val::str_set(["0a:58:0a:01:00:07 10.1.0.7"]),
+                )],
+                if_exists: false,
+            })]),
+            true,
+        ),
+        (
             "switch keys and a whole map",
             txn([NbOp::Db(DbOp::Set {
                 table: "Logical_Switch".into(),
@@ -237,16 +250,26 @@ async fn native_and_nbctl_leave_the_same_rows() {
             true,
         ),
     ];
-    for (what, t, ok) in &steps {
+    for (n, (what, t, ok)) in steps.iter().enumerate() {
         let ra = exec_nb.transact(t).await;
         let rb = nat.transact(t).await;
         assert_eq!(ra.is_ok(), *ok, "{what}: ovn-nbctl gave {ra:?}");
         assert_eq!(rb.is_ok(), *ok, "{what}: native gave {rb:?}");
         assert_eq!(dump(&a), dump(&b), "{what}: the databases differ");
+        if n == 0 {
+            // Pod ports carry port security (MAC + IP) on both backends: the equality above
+            // must not hold merely because neither wrote it.
+            for c in [&a, &b] {
+                let ps = c
+                    .nbctl(&["get", "Logical_Switch_Port", "default_p1", "port_security"])
+                    .unwrap();
+                assert_eq!(ps.trim(), "[\"0a:58:0a:01:00:05 10.1.0.5\"]", "{what}");
+            }
+        }
     }
     let s = nat.stats();
     // Fallbacks: the may-exist re-add, the three failures, the mixed batch.
-    assert_eq!((s.native, s.fallback), (6, 5), "{s:?}");
+    assert_eq!((s.native, s.fallback), (7, 5), "{s:?}");
     assert!(!dump(&b).is_empty());
 }
 
@@ -425,6 +448,22 @@ async fn the_binary_serves_pods_natively() {
             .split_whitespace()
             .count(),
         20
+    );
+    // Written natively, with port security.
+    let open = env
+        .central
+        .nbctl(&[
+            "--bare",
+            "--columns=name",
+            "find",
+            "Logical_Switch_Port",
+            "external_ids:pod=true",
+            "port_security=[]",
+        ])
+        .unwrap();
+    assert!(
+        open.trim().is_empty(),
+        "ports without port security: {open}"
     );
     master.terminate();
 }

@@ -8,6 +8,7 @@
 //! address is only freed after the NB transaction deleting the old port succeeded, so no
 //! logical port can still carry it when it is handed out again.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -30,6 +31,10 @@ pub enum ClaimError {
     InUse {
         ip: Ipv4Addr,
     },
+    /// Two ports with one MAC on a switch break L2 lookup for both.
+    MacInUse {
+        mac: String,
+    },
 }
 
 impl fmt::Display for ClaimError {
@@ -42,6 +47,9 @@ impl fmt::Display for ClaimError {
                 write!(f, "{ip} is the subnet's {what} address")
             }
             ClaimError::InUse { ip } => write!(f, "{ip} is already used by another pod"),
+            ClaimError::MacInUse { mac } => {
+                write!(f, "MAC {mac} is already used by another pod on this node")
+            }
         }
     }
 }
@@ -58,6 +66,9 @@ pub struct Ipam {
     /// No word before this one has a free bit.
     first_free_word: usize,
     used: u32,
+    /// MAC of each held address, and its reverse: a MAC is unique on the node switch.
+    mac_of: HashMap<Ipv4Addr, String>,
+    ip_of_mac: HashMap<String, Ipv4Addr>,
 }
 
 impl Ipam {
@@ -75,6 +86,8 @@ impl Ipam {
             size,
             first_free_word: 0,
             used: 0,
+            mac_of: HashMap::new(),
+            ip_of_mac: HashMap::new(),
         };
         for off in [0, 1, 2, size.saturating_sub(1)] {
             if off < size {
@@ -154,6 +167,44 @@ impl Ipam {
         Ok(())
     }
 
+    /// Take a specific address with its MAC: both must be free on this node.
+    pub fn reserve_with_mac(&mut self, ip: Ipv4Addr, mac: &str) -> Result<(), ClaimError> {
+        let mac = mac.to_ascii_lowercase();
+        if self.ip_of_mac.contains_key(&mac) {
+            return Err(ClaimError::MacInUse { mac });
+        }
+        self.reserve(ip)?;
+        self.hold_mac(ip, mac);
+        Ok(())
+    }
+
+    fn hold_mac(&mut self, ip: Ipv4Addr, mac: String) {
+        self.ip_of_mac.insert(mac.clone(), ip);
+        self.mac_of.insert(ip, mac);
+    }
+
+    /// The lowest free address whose derived MAC no other pod holds, taken with that MAC.
+    pub fn allocate_with_mac(&mut self) -> Option<(Ipv4Addr, String)> {
+        let mut skipped = Vec::new();
+        let found = loop {
+            let Some(ip) = self.allocate() else {
+                break None;
+            };
+            let mac = crate::ovn::addrs::mac_from_ip(ip);
+            if self.ip_of_mac.contains_key(&mac) {
+                // A pre-set annotation took this address's MAC: skip the address.
+                skipped.push(ip);
+                continue;
+            }
+            self.hold_mac(ip, mac.clone());
+            break Some((ip, mac));
+        };
+        for ip in skipped {
+            self.release(ip);
+        }
+        found
+    }
+
     /// The lowest free address, taken; `None` when the subnet is full.
     pub fn allocate(&mut self) -> Option<Ipv4Addr> {
         while self.first_free_word < self.bits.len() {
@@ -174,6 +225,9 @@ impl Ipam {
     /// Give an address back. Reserved or foreign addresses are ignored.
     pub fn release(&mut self, ip: Ipv4Addr) {
         let Ok(off) = self.offset(ip) else { return };
+        if let Some(mac) = self.mac_of.remove(&ip) {
+            self.ip_of_mac.remove(&mac);
+        }
         if self.is_set(off) {
             self.bits[(off / 64) as usize] &= !(1u64 << (off % 64));
             self.used -= 1;
@@ -281,6 +335,10 @@ pub fn parse_mac(s: &str) -> Option<String> {
     let first = u8::from_str_radix(parts[0], 16).ok()?;
     if first & 1 != 0 {
         // Multicast/broadcast MACs cannot be a port address.
+        return None;
+    }
+    if parts.iter().all(|p| *p == "00") {
+        // The all-zero MAC is no station's address.
         return None;
     }
     Some(s.to_ascii_lowercase())

@@ -246,9 +246,13 @@ impl Worker {
                 e.annotated = false;
                 self.enqueue(&k);
             }
-            Some(v) if old_ann.as_deref() != Some(v.as_str()) => {
-                tracing::warn!(pod = %k, annotation = %v, ip = %net.ip,
-                    "the {POD_NETWORK} annotation of a served pod was changed; the pod keeps its address (delete and re-create the pod to change it)");
+            // Edited by someone: the controller owns the annotation, and the CNI would set up
+            // whatever it says; write back what the logical port carries.
+            Some(v) if newer_than_patch && old_ann.as_deref() != Some(v.as_str()) => {
+                tracing::warn!(pod = %k, annotation = %v, ip = %net.ip, mac = %net.mac,
+                    "the {POD_NETWORK} annotation of a served pod was changed; restoring it from its logical port (delete and re-create the pod to change its address)");
+                e.annotated = false;
+                self.enqueue(&k);
             }
             None | Some(_) => {}
         }
@@ -665,7 +669,12 @@ struct Running {
     cancel: CancelToken,
 }
 
+/// The node's subnet; none for a node the master refuses (its switch would be infrastructure,
+/// so pods there must not get ports), whatever its annotation says.
 fn node_subnet(node: &Node) -> Option<Ipv4Net> {
+    if crate::ovn::names::reserved_node_name(&node.name_any()).is_some() {
+        return None;
+    }
     parse_host_subnet(node.annotations().get(HOST_SUBNET)?).ok()
 }
 

@@ -48,6 +48,8 @@ pub fn pod_annotation(pod: &Pod) -> Option<&str> {
 
 /// Create (or fix) the port of a pod with static addresses, in one transaction with the rest.
 /// `dynamic_addresses` is cleared so a port once made by northd's IPAM carries only ours.
+/// `port_security` holds the same MAC and IP: a pod that sends with another pod's MAC or IP
+/// (or answers ARP for it) has its packets dropped at its own port.
 pub fn port_ops(node: &str, ns: &str, name: &str, net: &PodNet) -> Vec<NbOp> {
     let port = pod_port(ns, name);
     vec![
@@ -68,6 +70,7 @@ pub fn port_ops(node: &str, ns: &str, name: &str, net: &PodNet) -> Vec<NbOp> {
                 ColVal::key("external_ids", EXT_LOGICAL_SWITCH, node),
                 ColVal::key("external_ids", EXT_POD_KEY, format!("{ns}/{name}")),
                 ColVal::set("dynamic_addresses", Val::Set(Vec::new())),
+                ColVal::set("port_security", Val::str_set([net.lsp_address()])),
             ],
             if_exists: false,
         }),
@@ -87,6 +90,7 @@ pub struct PortRow {
     pub switch: String,
     pub addresses: Vec<String>,
     pub dynamic: Vec<String>,
+    pub port_security: Vec<String>,
     pub external_ids: BTreeMap<String, String>,
 }
 
@@ -96,7 +100,13 @@ impl PortRow {
     pub fn query() -> Query {
         Query::find(
             LSP,
-            &["name", "addresses", "dynamic_addresses", "external_ids"],
+            &[
+                "name",
+                "addresses",
+                "dynamic_addresses",
+                "port_security",
+                "external_ids",
+            ],
             vec![ColVal::key("external_ids", EXT_POD, "true")],
         )
     }
@@ -111,6 +121,7 @@ impl PortRow {
                 .unwrap_or_default(),
             addresses: r.set("addresses"),
             dynamic: r.set("dynamic_addresses"),
+            port_security: r.set("port_security"),
             external_ids,
         }
     }
@@ -129,6 +140,7 @@ impl PortRow {
         self.switch == node
             && self.addresses == [net.lsp_address()]
             && self.dynamic.is_empty()
+            && self.port_security == [net.lsp_address()]
             && ext(EXT_NAMESPACE) == Some(ns)
             && ext(EXT_POD) == Some("true")
             && ext(EXT_POD_KEY) == Some(&format!("{ns}/{name}"))
@@ -231,17 +243,24 @@ pub fn claim(ipam: &mut Ipam, pod: &Pod) -> Claim {
                 };
             }
         };
-        return match ipam.reserve(net.ip) {
+        return match ipam.reserve_with_mac(net.ip, &net.mac) {
             Ok(()) => Claim::Annotated(net),
             Err(e) => Claim::Rejected {
                 value: v.to_string(),
-                retry_on_release: matches!(e, super::ipam::ClaimError::InUse { .. }),
+                retry_on_release: matches!(
+                    e,
+                    super::ipam::ClaimError::InUse { .. }
+                        | super::ipam::ClaimError::MacInUse { .. }
+                ),
                 why: e.to_string(),
             },
         };
     }
-    match ipam.allocate() {
-        Some(ip) => Claim::Allocated(PodNet::new(ip, &addrs)),
+    match ipam.allocate_with_mac() {
+        Some((ip, mac)) => Claim::Allocated(PodNet {
+            mac,
+            ..PodNet::new(ip, &addrs)
+        }),
         None => Claim::Full,
     }
 }
@@ -321,7 +340,7 @@ pub fn rebuild(
         let (node, ns, name) = (node_of(p), pod_ns(p), p.name_any());
         if let Some(r) = ports.get(&pod_port(&ns, &name))
             && let Some((mac, ip)) = r.static_address()
-            && ipam.reserve(ip).is_ok()
+            && ipam.reserve_with_mac(ip, &mac).is_ok()
         {
             let net = PodNet {
                 ip,
@@ -392,6 +411,7 @@ mod tests {
             switch: switch.into(),
             addresses: vec![addr.into()],
             dynamic: vec![],
+            port_security: vec![addr.into()],
             external_ids: [
                 (EXT_POD, "true"),
                 (EXT_NAMESPACE, "ns"),
@@ -424,13 +444,75 @@ mod tests {
              -- lsp-set-addresses ns_web 0a:58:0a:01:02:03 10.1.2.3 \
              -- set Logical_Switch_Port ns_web external_ids:\"namespace\"=\"ns\" \
              external_ids:\"pod\"=\"true\" external_ids:\"logical_switch\"=\"n1\" \
-             external_ids:\"k8s.ovn.org/pod\"=\"ns/web\" dynamic_addresses=[]"
+             external_ids:\"k8s.ovn.org/pod\"=\"ns/web\" dynamic_addresses=[] \
+             port_security=[\"0a:58:0a:01:02:03 10.1.2.3\"]"
         );
         assert!(t.validate().is_ok());
         let r = port("ns_web", "n1", "0a:58:0a:01:02:03 10.1.2.3", "ns/web");
         assert!(r.matches("n1", "ns", "web", &net("10.1.2.3")));
         assert!(!r.matches("n1", "ns", "web", &net("10.1.2.4")));
         assert!(!r.matches("n2", "ns", "web", &net("10.1.2.3")));
+        // A port without port security (made by an older release) is rewritten.
+        let open = PortRow {
+            port_security: vec![],
+            ..r
+        };
+        assert!(!open.matches("n1", "ns", "web", &net("10.1.2.3")));
+    }
+
+    #[test]
+    fn a_preset_mac_must_be_unicast_non_zero_and_unique_on_the_node() {
+        let mut ipam = Ipam::new(subnet());
+        let ann = |ip: &str, mac: &str| {
+            format!(r#"{{"ip_address":"{ip}/24","mac_address":"{mac}","gateway_ip":"10.1.2.1"}}"#)
+        };
+        let take = |ipam: &mut Ipam, name: &str, v: Option<String>| {
+            let p = pod(name, Some("n1"), None, 0);
+            let mut p = (*p).clone();
+            if let Some(v) = v {
+                p.metadata.annotations = Some([(POD_NETWORK.to_string(), v)].into());
+            }
+            claim(ipam, &p)
+        };
+        assert!(matches!(
+            take(&mut ipam, "a", Some(ann("10.1.2.10", "0a:58:0a:01:02:0a"))),
+            Claim::Annotated(_)
+        ));
+        for (mac, why) in [
+            ("0a:58:0a:01:02:0a", "already used by another pod"),
+            ("0A:58:0A:01:02:0A", "already used by another pod"),
+            ("00:00:00:00:00:00", "not a MAC address"),
+            ("01:00:5e:00:00:01", "not a MAC address"),
+            ("ff:ff:ff:ff:ff:ff", "not a MAC address"),
+        ] {
+            match take(&mut ipam, "b", Some(ann("10.1.2.11", mac))) {
+                Claim::Rejected { why: w, .. } => assert!(w.contains(why), "{mac}: {w}"),
+                other => panic!("{mac}: {other:?}"),
+            }
+        }
+        // An annotation that took the MAC an address would derive: that address is skipped
+        // by allocation (and stays free for later).
+        let mut ipam = Ipam::new(subnet());
+        assert!(matches!(
+            take(&mut ipam, "a", Some(ann("10.1.2.10", "0a:58:0a:01:02:03"))),
+            Claim::Annotated(_)
+        ));
+        match take(&mut ipam, "c", None) {
+            Claim::Allocated(n) => {
+                assert_eq!(
+                    (n.ip.to_string(), n.mac.as_str()),
+                    ("10.1.2.4".into(), "0a:58:0a:01:02:04")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(ipam.check("10.1.2.3".parse().unwrap()).is_ok());
+        // Releasing an address frees its MAC too.
+        ipam.release("10.1.2.10".parse().unwrap());
+        assert!(matches!(
+            take(&mut ipam, "d", Some(ann("10.1.2.12", "0a:58:0a:01:02:03"))),
+            Claim::Annotated(_)
+        ));
     }
 
     #[test]

@@ -10,22 +10,40 @@ pub async fn warn<K>(client: &kube::Client, component: &str, obj: &K, reason: &s
 where
     K: Resource<DynamicType = ()>,
 {
-    let ns = obj.namespace().unwrap_or_else(|| "default".to_string());
+    let involved = ObjectReference {
+        api_version: Some(K::api_version(&()).to_string()),
+        kind: Some(K::kind(&()).to_string()),
+        name: Some(obj.name_any()),
+        namespace: obj.namespace(),
+        uid: obj.uid(),
+        ..Default::default()
+    };
+    warn_ref(client, component, involved, reason, message).await;
+}
+
+/// Record a Warning event about the object `involved` names: for objects that could not be
+/// decoded into their type, whose name is all that is known.
+pub async fn warn_ref(
+    client: &kube::Client,
+    component: &str,
+    involved: ObjectReference,
+    reason: &str,
+    message: &str,
+) {
+    let name = involved.name.clone().unwrap_or_default();
+    let ns = involved
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".to_string());
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let ev = Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", obj.name_any())),
+            generate_name: Some(format!("{name}.")),
             namespace: Some(ns.clone()),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            api_version: Some(K::api_version(&()).to_string()),
-            kind: Some(K::kind(&()).to_string()),
-            name: Some(obj.name_any()),
-            namespace: obj.namespace(),
-            uid: obj.uid(),
-            ..Default::default()
-        },
+        involved_object: involved,
         reason: Some(reason.to_string()),
         message: Some(message.to_string()),
         type_: Some("Warning".to_string()),
@@ -40,6 +58,6 @@ where
     };
     let api: Api<Event> = Api::namespaced(client.clone(), &ns);
     if let Err(e) = api.create(&PostParams::default(), &ev).await {
-        tracing::warn!(object = %obj.name_any(), error = %e, "could not record event {reason}");
+        tracing::warn!(object = %name, error = %e, "could not record event {reason}");
     }
 }

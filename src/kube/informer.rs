@@ -1,15 +1,27 @@
 //! A watch that behaves like client-go's informer for our purposes: every change comes with the
 //! previous object, deletions that happened while the watch was down are reported after a
 //! relist (kube-runtime's reflector drops them), and `Synced` marks a complete view.
+//!
+//! Objects are listed and watched as raw JSON and decoded one by one: a single object that a
+//! non-validating API server holds in a shape our types reject (a Service with `port: "http"`)
+//! is reported (ERROR line and an Event on it) and skipped, instead of failing the whole list
+//! forever as a typed watcher would.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{ApiResource, DynamicObject, TypeMeta};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+
+use crate::kube::events;
+
+/// The Event source of decode failures (the informer serves every role).
+const COMPONENT: &str = "ovnkube";
 
 /// One change seen by an informer.
 #[derive(Debug, Clone)]
@@ -117,6 +129,15 @@ impl<K: Resource + Clone> Cache<K> {
         self.objects.get(key).cloned()
     }
 
+    /// The last state of `key` that decoded, including one seen in an unfinished relist.
+    fn last_good(&self, key: &str) -> Option<K> {
+        self.relist
+            .as_ref()
+            .and_then(|r| r.get(key))
+            .or_else(|| self.objects.get(key))
+            .map(|o| o.as_ref().clone())
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &Arc<K>> {
         self.objects.values()
     }
@@ -127,24 +148,143 @@ fn same_version<K: Resource>(a: &K, b: &K) -> bool {
     ra.is_some() && ra == rb
 }
 
+/// An object that did not decode into its type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Undecodable {
+    pub key: String,
+    pub resource_version: Option<String>,
+    pub reference: ObjectReference,
+    pub error: String,
+}
+
+/// Decode one raw object into `K`.
+fn decode<K: Resource + DeserializeOwned>(
+    obj: DynamicObject,
+    ar: &ApiResource,
+) -> Result<K, Box<Undecodable>> {
+    let bad = |obj: &DynamicObject, error: String| {
+        Box::new(Undecodable {
+            key: key(obj),
+            resource_version: obj.metadata.resource_version.clone(),
+            reference: ObjectReference {
+                api_version: Some(ar.api_version.clone()),
+                kind: Some(ar.kind.clone()),
+                name: obj.metadata.name.clone(),
+                namespace: obj.metadata.namespace.clone(),
+                uid: obj.metadata.uid.clone(),
+                ..Default::default()
+            },
+            error,
+        })
+    };
+    let mut obj = obj;
+    // List items come without apiVersion/kind; give the decoder the ones it checks against.
+    obj.types = Some(TypeMeta {
+        api_version: ar.api_version.clone(),
+        kind: ar.kind.clone(),
+    });
+    let value = serde_json::to_value(&obj).map_err(|e| bad(&obj, e.to_string()))?;
+    serde_json::from_value(value).map_err(|e| bad(&obj, e.to_string()))
+}
+
+/// Turn a raw watcher event into a typed one. An object that does not decode keeps its last
+/// good state: an update to it is dropped, a relist carries the old state (so it is not
+/// reported as deleted), and its deletion is reported with the last good state.
+fn translate<K>(
+    cache: &Cache<K>,
+    ev: watcher::Event<DynamicObject>,
+    ar: &ApiResource,
+) -> (Option<watcher::Event<K>>, Option<Box<Undecodable>>)
+where
+    K: Resource + Clone + DeserializeOwned,
+{
+    match ev {
+        watcher::Event::Init => (Some(watcher::Event::Init), None),
+        watcher::Event::InitDone => (Some(watcher::Event::InitDone), None),
+        watcher::Event::Apply(o) => match decode(o, ar) {
+            Ok(k) => (Some(watcher::Event::Apply(k)), None),
+            Err(b) => (None, Some(b)),
+        },
+        watcher::Event::InitApply(o) => match decode(o, ar) {
+            Ok(k) => (Some(watcher::Event::InitApply(k)), None),
+            Err(b) => (
+                cache.last_good(&b.key).map(watcher::Event::InitApply),
+                Some(b),
+            ),
+        },
+        watcher::Event::Delete(o) => {
+            let k = key(&o);
+            match decode(o, ar) {
+                Ok(obj) => (Some(watcher::Event::Delete(obj)), None),
+                // The object is gone: only the deletion matters, not why it did not decode.
+                Err(_) => (cache.last_good(&k).map(watcher::Event::Delete), None),
+            }
+        }
+    }
+}
+
+/// Report an undecodable object once per version: an ERROR line and a Warning Event on it.
+fn report(client: &kube::Client, b: &Undecodable) {
+    let kind = b.reference.kind.clone().unwrap_or_default();
+    let msg = format!(
+        "cannot decode {kind} {}: {}; it is ignored (its last good state, if any, stays in effect)          until it is fixed",
+        b.key, b.error
+    );
+    tracing::error!(kind = %kind, object = %b.key, "{msg}");
+    if b.reference.name.as_deref().is_some_and(|n| !n.is_empty()) {
+        let client = client.clone();
+        let reference = b.reference.clone();
+        tokio::spawn(async move {
+            events::warn_ref(&client, COMPONENT, reference, "InvalidObject", &msg).await;
+        });
+    }
+}
+
 /// Watch `api` forever (errors are logged and retried with backoff) and yield changes.
 pub fn informer<K>(api: Api<K>, cfg: watcher::Config) -> impl Stream<Item = Change<K>> + Send
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
-    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let dt = K::DynamicType::default();
+    let kind = K::kind(&dt).to_string();
+    let ar = ApiResource::erase::<K>(&dt);
+    let ns = api.namespace().map(str::to_string);
+    let client = api.into_client();
+    let raw: Api<DynamicObject> = match &ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
     let mut cache = Cache::<K>::default();
-    watcher(api, cfg)
+    // Versions already reported, so relists do not repeat the same complaint.
+    let mut reported: HashMap<String, Option<String>> = HashMap::new();
+    watcher(raw, cfg)
         .default_backoff()
         .filter_map(move |ev| {
             let out = match ev {
-                Ok(ev) => cache.apply(ev),
+                Ok(ev) => {
+                    if let watcher::Event::Delete(o) = &ev {
+                        reported.remove(&key(o));
+                    }
+                    let (typed, bad) = translate(&cache, ev, &ar);
+                    if let Some(b) = bad
+                        && reported.get(&b.key) != Some(&b.resource_version)
+                    {
+                        report(&client, &b);
+                        reported.insert(b.key.clone(), b.resource_version.clone());
+                    }
+                    typed.map(|ev| cache.apply(ev)).unwrap_or_default()
+                }
                 Err(e) => {
                     tracing::warn!(kind = %kind, error = %e, "watch error; retrying");
                     Vec::new()
                 }
             };
+            for ch in &out {
+                if let Change::Apply { new, .. } = ch {
+                    reported.remove(&key(new.as_ref()));
+                }
+            }
             futures::future::ready(Some(futures::stream::iter(out)))
         })
         .flatten()
@@ -208,5 +348,81 @@ mod tests {
         let del = c.apply(watcher::Event::Delete(node("c", "6")));
         assert_eq!(names(&del), ["delete c"]);
         assert!(c.get("c").is_none());
+    }
+
+    fn raw_service(name: &str, rv: &str, port: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default", "resourceVersion": rv, "uid": "u-1"},
+            "spec": {"ports": [{"port": port, "protocol": "TCP"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn undecodable_objects_are_skipped_one_by_one_and_keep_their_last_good_state() {
+        use k8s_openapi::api::core::v1::Service;
+        let ar = ApiResource::erase::<Service>(&());
+        let mut c: Cache<Service> = Cache::default();
+        let mut out = Vec::new();
+        let mut bad = Vec::new();
+        let feed = |c: &mut Cache<Service>, bad: &mut Vec<Undecodable>, ev| {
+            let (typed, b) = translate(c, ev, &ar);
+            bad.extend(b.map(|b| *b));
+            typed.map(|ev| c.apply(ev)).unwrap_or_default()
+        };
+        for ev in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(raw_service("bad", "1", "http".into())),
+            watcher::Event::InitApply(raw_service("good", "2", 80.into())),
+            watcher::Event::InitDone,
+        ] {
+            out.extend(feed(&mut c, &mut bad, ev));
+        }
+        let names = |ch: &[Change<Service>]| -> Vec<String> {
+            ch.iter()
+                .map(|c| match c {
+                    Change::Apply { new, .. } => format!("apply {}", new.name_any()),
+                    Change::Delete(o) => format!("delete {}", o.name_any()),
+                    Change::Synced => "synced".into(),
+                })
+                .collect()
+        };
+        assert_eq!(names(&out), ["apply good", "synced"]);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].key, "default/bad");
+        assert_eq!(bad[0].reference.kind.as_deref(), Some("Service"));
+        assert_eq!(bad[0].reference.name.as_deref(), Some("bad"));
+        assert!(bad[0].error.contains("http"), "{}", bad[0].error);
+
+        // A good object that turns bad keeps its last good state, through updates and relists.
+        out.clear();
+        out.extend(feed(
+            &mut c,
+            &mut bad,
+            watcher::Event::Apply(raw_service("good", "3", "x".into())),
+        ));
+        for ev in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(raw_service("good", "3", "x".into())),
+            watcher::Event::InitDone,
+        ] {
+            out.extend(feed(&mut c, &mut bad, ev));
+        }
+        assert_eq!(names(&out), ["synced"]);
+        assert!(c.get("default/good").is_some());
+        // Its deletion is still seen, with the last good state.
+        let del = feed(
+            &mut c,
+            &mut bad,
+            watcher::Event::Delete(raw_service("good", "4", "x".into())),
+        );
+        assert_eq!(names(&del), ["delete good"]);
+        // A bad object that was never served disappears silently.
+        let del = feed(
+            &mut c,
+            &mut bad,
+            watcher::Event::Delete(raw_service("bad", "5", "http".into())),
+        );
+        assert!(del.is_empty());
     }
 }

@@ -46,6 +46,10 @@ pub struct Master {
     nodes: BTreeMap<String, Arc<Node>>,
     /// Nodes that could not get a subnet because the pool is exhausted.
     waiting: BTreeSet<String>,
+    /// Nodes refused because their OVN names collide with objects that are not theirs.
+    refused: BTreeSet<String>,
+    /// Nodes whose objects were checked and written against a fresh read of the database.
+    served: BTreeSet<String>,
     /// Nodes whose last attempt failed.
     retry: Retries,
     snap: Snapshot,
@@ -63,6 +67,8 @@ impl Master {
             owners: HashMap::new(),
             nodes: BTreeMap::new(),
             waiting: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            served: BTreeSet::new(),
             retry: Retries::new(Duration::from_secs(1), Duration::from_secs(30)),
             snap: Snapshot::default(),
             snap_dirty: true,
@@ -117,6 +123,10 @@ impl Master {
             )
         });
         for n in &ordered {
+            // A refused node holds no subnet; it is reported when it is synced below.
+            if crate::ovn::names::reserved_node_name(&n.name_any()).is_some() {
+                continue;
+            }
             // Unusable claims are reported once, when the node is synced below.
             self.claim_annotation(n, false).await;
         }
@@ -221,10 +231,38 @@ impl Master {
         }
     }
 
+    /// Report, once per node, why the master will not serve it.
+    async fn refuse(&mut self, node: &Node, why: &[String]) {
+        if !self.refused.insert(node.name_any()) {
+            return;
+        }
+        let msg = format!(
+            "node {} is not given a subnet or OVN objects: {}; rename the node (or remove the \
+             conflicting OVN objects) and re-create it",
+            node.name_any(),
+            why.join("; ")
+        );
+        tracing::error!(node = %node.name_any(), "{msg}");
+        events::warn(&self.client, COMPONENT, node, "NodeNameCollision", &msg).await;
+    }
+
     async fn sync_node_inner(&mut self, name: &str) -> Result<()> {
         let Some(node) = self.nodes.get(name).cloned() else {
             return Ok(());
         };
+        // The master changes only objects it owns: a node whose names collide with
+        // infrastructure or with someone else's objects is refused before anything is written.
+        // A node not served yet is judged on a fresh read: others may have created objects
+        // since our snapshot (served nodes' updates, e.g. heartbeats, use the cached one).
+        if !self.served.contains(name) {
+            self.snap_dirty = true;
+        }
+        let conflicts = topology::node_conflicts(self.snapshot().await?, name);
+        if !conflicts.is_empty() {
+            self.refuse(&node, &conflicts).await;
+            return Ok(());
+        }
+        self.refused.remove(name);
         let Some(subnet) = self.claim(&node).await else {
             return Ok(());
         };
@@ -244,6 +282,7 @@ impl Master {
                 .with_context(|| format!("creating the logical switch of node {name}"))?;
             tracing::info!(subnet = %want, "node switch ready");
         }
+        self.served.insert(name.to_string());
         Ok(())
     }
 
@@ -252,6 +291,8 @@ impl Master {
         self.nodes.remove(&name);
         self.retry.forget(&name);
         self.waiting.remove(&name);
+        self.refused.remove(&name);
+        self.served.remove(&name);
         if let Some(s) = self.owners.remove(&name) {
             self.alloc.release(s);
             tracing::info!(node = %name, subnet = %s, "released host subnet");

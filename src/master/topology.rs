@@ -63,7 +63,7 @@ impl Snapshot {
             ),
             Query::find(
                 "Logical_Switch_Port",
-                &["name", "type", "options", "addresses"],
+                &["name", "type", "options", "addresses", "external_ids"],
                 vec![ColVal::set("type", "router")],
             ),
             Query::list("Load_Balancer", &["name", "protocol", "external_ids"]),
@@ -114,12 +114,14 @@ impl Snapshot {
     }
 }
 
-/// Ensure a router-type switch port `name` on `switch` pointing at `router_port`.
+/// Ensure a router-type switch port `name` on `switch` pointing at `router_port`, with `ext`
+/// in its external_ids.
 fn ensure_router_lsp(
     snap: &Snapshot,
     switch: &str,
     name: &str,
     router_port: &str,
+    ext: &[(&str, String)],
     out: &mut Vec<NbOp>,
 ) {
     let existing = snap.switch_ports.get(name);
@@ -146,6 +148,88 @@ fn ensure_router_lsp(
             if_exists: false,
         }));
     }
+    let ext = differing(
+        &existing.map(|p| p.map("external_ids")).unwrap_or_default(),
+        ext,
+    );
+    if !ext.is_empty() {
+        out.push(set_keys("Logical_Switch_Port", name, "external_ids", &ext));
+    }
+}
+
+/// Whether the switch `sw` is the one the master made for `node`: marked `k8s-node=<node>`,
+/// or unmarked (older releases did not mark it) but holding a node switch's configuration
+/// under a name that is no infrastructure's.
+fn owns_switch(sw: &Row, node: &str) -> bool {
+    match sw.map_get("external_ids", names::EXT_NODE) {
+        Some(n) => n == node,
+        None => {
+            names::reserved_node_name(node).is_none()
+                && sw.map_get("other_config", "subnet").is_some()
+                && sw.map_get("external_ids", names::EXT_GATEWAY_IP).is_some()
+        }
+    }
+}
+
+/// Whether `row` carries `external_ids:k8s-node=<node>`.
+fn marked_for(row: &Row, node: &str) -> bool {
+    row.map_get("external_ids", names::EXT_NODE).as_deref() == Some(node)
+}
+
+/// Whether the router port `rtos-<node>` is ours for `node`. Only this controller uses the
+/// `rtos-` names, so an unmarked one (older releases) is ours too.
+fn owns_rtos(p: &Row, node: &str) -> bool {
+    p.map_get("external_ids", names::EXT_NODE)
+        .is_none_or(|n| n == node)
+}
+
+/// Whether the switch port `stor-<node>` is ours: marked for the node, or unmarked and
+/// pointing at the node's router port.
+fn owns_stor(p: &Row, node: &str) -> bool {
+    match p.map_get("external_ids", names::EXT_NODE) {
+        Some(n) => n == node,
+        None => p.map_get("options", "router-port") == Some(names::rtos(node)),
+    }
+}
+
+/// Why the master must not create or change `node`'s OVN objects, if it must not: the name is
+/// reserved for infrastructure, or an object with one of its names exists and belongs to
+/// someone else. Empty when the node can be served.
+pub fn node_conflicts(snap: &Snapshot, node: &str) -> Vec<String> {
+    if let Some(why) = names::reserved_node_name(node) {
+        return vec![format!("the node name {node:?} is {why}")];
+    }
+    let mut out = Vec::new();
+    let sw = names::node_switch(node);
+    if let Some(row) = snap.switches.get(&sw).filter(|r| !owns_switch(r, node)) {
+        out.push(format!(
+            "logical switch {sw} exists and is not this node's (external_ids:{}={:?})",
+            names::EXT_NODE,
+            row.map_get("external_ids", names::EXT_NODE)
+                .unwrap_or_default()
+        ));
+    }
+    let rtos = names::rtos(node);
+    if snap
+        .router_ports
+        .get(&rtos)
+        .is_some_and(|r| !owns_rtos(r, node))
+    {
+        out.push(format!(
+            "logical router port {rtos} exists and belongs to another node"
+        ));
+    }
+    let stor = names::stor(node);
+    if snap
+        .switch_ports
+        .get(&stor)
+        .is_some_and(|r| !owns_stor(r, node))
+    {
+        out.push(format!(
+            "logical switch port {stor} exists and is not this node's"
+        ));
+    }
+    out
 }
 
 /// The cluster router, the join switch and its router port, and the cluster load balancers.
@@ -194,6 +278,17 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
             &ipam,
         ));
     }
+    // A node called `join` once marked the join switch as its own (a release that did not
+    // refuse that name); unmark it so node cleanup can never match it.
+    if join.is_some_and(|j| j.map_get("external_ids", names::EXT_NODE).is_some()) {
+        out.push(NbOp::Db(DbOp::Remove {
+            table: "Logical_Switch".into(),
+            record: JOIN_SWITCH.into(),
+            column: "external_ids".into(),
+            values: vec![Val::str(names::EXT_NODE)],
+            if_exists: false,
+        }));
+    }
     let rtoj = names::rtoj(CLUSTER_ROUTER);
     let jip = join_router_ip();
     ensure_lrp(
@@ -210,6 +305,7 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         JOIN_SWITCH,
         &names::jtor(CLUSTER_ROUTER),
         &rtoj,
+        &[],
         &mut out,
     );
     for (proto, key) in CLUSTER_LBS {
@@ -269,7 +365,14 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
         &[(names::EXT_NODE, node.to_string())],
         &mut out,
     );
-    ensure_router_lsp(snap, &sw, &names::stor(node), &rtos, &mut out);
+    ensure_router_lsp(
+        snap,
+        &sw,
+        &names::stor(node),
+        &rtos,
+        &[(names::EXT_NODE, node.to_string())],
+        &mut out,
+    );
     let have_lbs: BTreeSet<String> = existing
         .map(|s| s.set("load_balancer").into_iter().collect())
         .unwrap_or_default();
@@ -285,26 +388,49 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
 }
 
 /// Every NB object that belongs to `node` (switch, router ports, gateway router, external
-/// switch, join port, its routes on the cluster router, its gateway load balancers).
+/// switch, join port, its routes on the cluster router, its gateway load balancers), and only
+/// those: each is checked against its ownership mark in `snap`, which the caller reads fresh
+/// (node processes create gateway objects concurrently). A reserved name owns nothing.
 pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
+    if names::reserved_node_name(node).is_some() {
+        return Vec::new();
+    }
     let gr = names::gateway_router(node);
-    // Named objects are deleted with --if-exists whether or not this snapshot saw them: node
-    // processes create gateway objects concurrently.
-    let mut out = vec![
-        NbOp::LsDel {
-            name: names::node_switch(node),
-        },
-        NbOp::LrpDel {
-            name: names::rtos(node),
-        },
-        NbOp::LrDel { name: gr.clone() },
-        NbOp::LspDel {
-            name: names::jtor(&gr),
-        },
-        NbOp::LsDel {
-            name: names::ext_switch(node),
-        },
-    ];
+    let mut out = Vec::new();
+    let sw = names::node_switch(node);
+    if snap.switches.get(&sw).is_some_and(|r| owns_switch(r, node)) {
+        out.push(NbOp::LsDel { name: sw });
+    }
+    let rtos = names::rtos(node);
+    if snap
+        .router_ports
+        .get(&rtos)
+        .is_some_and(|r| owns_rtos(r, node))
+    {
+        out.push(NbOp::LrpDel { name: rtos });
+    }
+    // The node's gateway init marks its router; the join port and external switch it makes
+    // with the router belong to the node when the router does.
+    let gr_owned = snap.routers.get(&gr).is_some_and(|r| marked_for(r, node));
+    if gr_owned {
+        out.push(NbOp::LrDel { name: gr.clone() });
+    }
+    let jtor = names::jtor(&gr);
+    if snap
+        .switch_ports
+        .get(&jtor)
+        .is_some_and(|r| gr_owned || marked_for(r, node))
+    {
+        out.push(NbOp::LspDel { name: jtor });
+    }
+    let ext = names::ext_switch(node);
+    if snap
+        .switches
+        .get(&ext)
+        .is_some_and(|r| gr_owned || marked_for(r, node))
+    {
+        out.push(NbOp::LsDel { name: ext });
+    }
     if let Some(cr) = snap.routers.get(CLUSTER_ROUTER) {
         let mut mine: Vec<&String> = cr
             .set("static_routes")
@@ -350,8 +476,8 @@ pub fn nodes_in_nb(snap: &Snapshot) -> BTreeSet<String> {
     for (name, sw) in &snap.switches {
         if let Some(n) = sw.map_get("external_ids", names::EXT_NODE) {
             out.insert(n);
-        } else if sw.map_get("other_config", "subnet").is_some() && name != JOIN_SWITCH {
-            // Switches made by older releases carry no node id; the subnet marks them.
+        } else if owns_switch(sw, name) {
+            // Switches made by older releases carry no node id; their configuration marks them.
             out.insert(name.clone());
         }
     }
@@ -484,6 +610,7 @@ mod tests {
         assert!(s.contains("external_ids:\"gateway_ip\"=\"10.1.3.1/24\""));
         assert!(s.contains("lrp-add ovn_cluster_router rtos-n1 0a:58:0a:01:03:01 10.1.3.1/24"));
         assert!(s.contains("lsp-add n1 stor-n1"));
+        assert!(s.contains("set Logical_Switch_Port stor-n1 external_ids:\"k8s-node\"=\"n1\""));
         assert!(s.contains("ls-lb-add n1 lb-tcp") && s.contains("ls-lb-add n1 lb-udp"));
 
         snap.switches.insert(
@@ -529,6 +656,7 @@ mod tests {
                     ("type", Datum::Str("router".into())),
                     ("options", map(&[("router-port", "rtos-n1")])),
                     ("addresses", Datum::Str("router".into())),
+                    ("external_ids", map(&[("k8s-node", "n1")])),
                 ],
             ),
         );
@@ -543,16 +671,26 @@ mod tests {
     #[test]
     fn cleanup_removes_only_that_nodes_objects() {
         let mut snap = synced_snapshot();
+        // n1's switch as an older release made it: unmarked, with a node switch's settings.
         snap.switches.insert(
             "n1".into(),
-            row("n1", &[("other_config", map(&[("subnet", "10.1.3.0/24")]))]),
+            row(
+                "n1",
+                &[
+                    ("other_config", map(&[("subnet", "10.1.3.0/24")])),
+                    ("external_ids", map(&[("gateway_ip", "10.1.3.1/24")])),
+                ],
+            ),
         );
         snap.switches.insert(
             "n2".into(),
             row("n2", &[("external_ids", map(&[("k8s-node", "n2")]))]),
         );
         snap.switches.insert("ext_n1".into(), row("ext_n1", &[]));
-        snap.routers.insert("GR_n1".into(), row("GR_n1", &[]));
+        snap.routers.insert(
+            "GR_n1".into(),
+            row("GR_n1", &[("external_ids", map(&[("k8s-node", "n1")]))]),
+        );
         snap.router_ports
             .insert("rtos-n1".into(), row("rtos-n1", &[]));
         snap.switch_ports
@@ -590,9 +728,74 @@ mod tests {
              -- --if-exists remove Logical_Router ovn_cluster_router static_routes route-1 \
              -- --if-exists lb-del glb"
         );
+        // Without the router's mark, the gateway objects are not provably n1's: kept.
+        snap.routers.insert("GR_n1".into(), row("GR_n1", &[]));
+        let s = render(node_cleanup_ops(&snap, "n1"));
+        assert!(!s.contains("GR_n1 ") && !s.contains("ext_n1"), "{s}");
+        assert!(s.contains("ls-del n1 ") && s.contains("lb-del glb"), "{s}");
         assert_eq!(
             nodes_in_nb(&snap),
             ["n1", "n2"].iter().map(|s| s.to_string()).collect()
         );
+    }
+
+    #[test]
+    fn a_node_named_like_infrastructure_is_refused_and_owns_nothing() {
+        let mut snap = synced_snapshot();
+        // As the 2018-style attack left it: the join switch marked for a node called `join`.
+        snap.switches
+            .get_mut("join")
+            .unwrap()
+            .columns
+            .insert("external_ids".into(), map(&[("k8s-node", "join")]));
+        let join_uuid = snap.switches["join"].uuid.clone();
+        for name in ["join", "ovn_cluster_router", "GR_n1", "ext_n1"] {
+            assert!(!node_conflicts(&snap, name).is_empty(), "{name}");
+            assert!(node_cleanup_ops(&snap, name).is_empty(), "{name}");
+        }
+        let uuid = "0b3a2c4e-1f2d-4c5b-9a8e-7d6c5b4a3f21";
+        assert!(
+            node_conflicts(&snap, uuid)[0].contains("UUID"),
+            "{join_uuid}"
+        );
+        assert!(!nodes_in_nb(&snap).is_empty());
+        // The cluster sync takes the mark off the join switch again.
+        let s = render(cluster_ops(&snap));
+        assert_eq!(s, "-- remove Logical_Switch join external_ids \"k8s-node\"");
+    }
+
+    #[test]
+    fn objects_of_someone_else_block_a_node_instead_of_being_taken_over() {
+        let mut snap = synced_snapshot();
+        // An operator's switch that happens to have the node's name.
+        snap.switches.insert(
+            "web".into(),
+            row("web", &[("other_config", map(&[("mcast_snoop", "true")]))]),
+        );
+        let c = node_conflicts(&snap, "web");
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].contains("logical switch web exists"), "{c:?}");
+        assert!(node_cleanup_ops(&snap, "web").is_empty());
+        // Another node's marks.
+        snap.switches.insert(
+            "n1".into(),
+            row("n1", &[("external_ids", map(&[("k8s-node", "n9")]))]),
+        );
+        snap.router_ports.insert(
+            "rtos-n1".into(),
+            row("rtos-n1", &[("external_ids", map(&[("k8s-node", "n9")]))]),
+        );
+        snap.switch_ports.insert(
+            "stor-n1".into(),
+            row(
+                "stor-n1",
+                &[("options", map(&[("router-port", "rtos-n9")]))],
+            ),
+        );
+        assert_eq!(node_conflicts(&snap, "n1").len(), 3);
+        assert!(node_cleanup_ops(&snap, "n1").is_empty());
+        // The node's own objects are no conflict.
+        assert!(node_conflicts(&snap, "n9").is_empty() || snap.switches.contains_key("n9"));
+        assert!(node_conflicts(&snap, "n2").is_empty());
     }
 }

@@ -68,6 +68,37 @@ pub fn pod_port(namespace: &str, pod: &str) -> String {
     format!("{namespace}_{pod}")
 }
 
+/// Why a node called `node` must not get OVN objects, if it must not: its switch would take the
+/// name of infrastructure (the join switch, the cluster router, another node's gateway router
+/// or external switch; switches and routers share one datapath namespace in the southbound
+/// database and in `ovn-trace`), or the name reads as a UUID, which `ovn-nbctl` resolves to
+/// whatever row has that UUID. Management port names (`k8s-<node>`) are switch *ports*, a
+/// namespace a switch name cannot reach, so node names like `k8s-worker-1` stay usable.
+pub fn reserved_node_name(node: &str) -> Option<String> {
+    let why = if node.is_empty() {
+        "an empty name".to_string()
+    } else if node == JOIN_SWITCH {
+        "the name of the cluster join switch".to_string()
+    } else if node == CLUSTER_ROUTER {
+        "the name of the cluster router".to_string()
+    } else if node.starts_with("GR_") || node.starts_with("ext_") {
+        format!("the name of another node's gateway router or external switch ({node})")
+    } else if looks_like_uuid(node) {
+        "a UUID, which ovn-nbctl would resolve to an existing row".to_string()
+    } else {
+        return None;
+    };
+    Some(why)
+}
+
+fn looks_like_uuid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 /// Address-set name: "a" + decimal FNV-1a 64 of `s`. OVN identifiers must not start with a digit.
 pub fn hash_name(s: &str) -> String {
     format!("a{}", fnv1a64(s.as_bytes()))
@@ -107,6 +138,27 @@ mod tests {
         assert_eq!(mgmt_iface("kube-worker-node-1"), "k8s-kube-worker");
         assert_eq!(mgmt_port("kube-worker-node-1"), "k8s-kube-worker-node-1");
         assert!(mgmt_iface("a-very-long-node-name-indeed").len() <= 15);
+    }
+
+    #[test]
+    fn node_names_that_would_take_over_infrastructure() {
+        for (name, refused) in [
+            ("join", true),
+            ("ovn_cluster_router", true),
+            ("GR_n1", true),
+            ("ext_n1", true),
+            ("", true),
+            ("0b3a2c4e-1f2d-4c5b-9a8e-7d6c5b4a3f21", true),
+            ("0B3A2C4E-1F2D-4C5B-9A8E-7D6C5B4A3F21", true),
+            ("n1", false),
+            ("joiner", false),
+            ("k8s-worker-1", false),
+            ("gr-n1", false),
+            ("0b3a2c4e-1f2d-4c5b-9a8e-7d6c5b4a3f2", false),
+            ("worker.example.com", false),
+        ] {
+            assert_eq!(reserved_node_name(name).is_some(), refused, "{name:?}");
+        }
     }
 
     #[test]

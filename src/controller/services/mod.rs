@@ -5,6 +5,7 @@
 //! transaction. Gateway routers appear when nodes initialise their gateways, so the load
 //! balancer targets are re-read periodically and every service is reconciled when they change.
 
+pub mod validate;
 pub mod vips;
 
 use std::collections::{BTreeMap, HashMap};
@@ -96,6 +97,10 @@ pub struct ServiceController {
     retry: Retries,
     /// Reported once the initial service/endpoints lists have been programmed.
     ready_signal: Option<crate::util::ready::Pending>,
+    /// Networks Service-supplied addresses must stay out of.
+    reserved: validate::Reserved,
+    /// For Events on Services (set by `run`).
+    client: Option<kube::Client>,
 }
 
 impl ServiceController {
@@ -111,6 +116,8 @@ impl ServiceController {
             warned: HashMap::new(),
             retry: Retries::new(Duration::from_millis(500), Duration::from_secs(30)),
             ready_signal: None,
+            reserved: validate::Reserved::default(),
+            client: None,
         }
     }
 
@@ -120,26 +127,65 @@ impl ServiceController {
         self
     }
 
+    /// The cluster's networks, which Services may not claim addresses in.
+    pub fn with_reserved(mut self, reserved: validate::Reserved) -> Self {
+        self.reserved = reserved;
+        self
+    }
+
     fn desired(&mut self, key: &str) -> VipMap {
-        let Some(svc) = self.services.get(key) else {
+        let Some(svc) = self.services.get(key).cloned() else {
             self.warned.remove(key);
             return VipMap::new();
         };
+        // Hostile or broken input is taken out before planning, and reported on the Service.
+        let (screened, mut rejected) = validate::screen_service(key, &svc, &self.reserved);
+        let eps = self
+            .endpoints
+            .get(key)
+            .map(|e| validate::screen_endpoints(key, e));
+        if let Some((_, msgs)) = &eps {
+            rejected.extend(msgs.iter().cloned());
+        }
         let d = vips::service_vips(
             key,
-            svc,
-            self.endpoints.get(key).map(|e| e.as_ref()),
+            &screened,
+            eps.as_ref().map(|(e, _)| e),
             &self.targets,
             self.nodeport,
         );
+        let mut all = rejected.clone();
+        all.extend(d.warnings.iter().cloned());
         // Say each problem once, not on every event.
-        if self.warned.get(key) != Some(&d.warnings) {
-            for w in &d.warnings {
+        if self.warned.get(key) != Some(&all) {
+            let before = self.warned.get(key).cloned().unwrap_or_default();
+            for w in &all {
                 tracing::warn!(service = %key, "{w}");
             }
-            self.warned.insert(key.to_string(), d.warnings.clone());
+            for r in rejected.iter().filter(|r| !before.contains(r)) {
+                self.event(&svc, r);
+            }
+            self.warned.insert(key.to_string(), all);
         }
         d.vips
+    }
+
+    /// A Warning Event on `svc` (in the background: the controller does not wait for it).
+    fn event(&self, svc: &Arc<Service>, msg: &str) {
+        let Some(client) = self.client.clone() else {
+            return;
+        };
+        let (svc, msg) = (svc.clone(), msg.to_string());
+        tokio::spawn(async move {
+            crate::kube::events::warn(
+                &client,
+                "ovnkube-controller",
+                svc.as_ref(),
+                "RejectedServiceInput",
+                &msg,
+            )
+            .await;
+        });
     }
 
     /// Bring one service's VIPs to the desired set in one transaction.
@@ -258,6 +304,7 @@ impl ServiceController {
     }
 
     pub async fn run(mut self, client: kube::Client, mut cancel: CancelToken) -> Result<()> {
+        self.client = Some(client.clone());
         let mut svcs = informer(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
