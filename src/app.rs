@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use crate::config::Config;
 use crate::exec::{Exec, RealExec};
 use crate::master::{self, Master};
+use crate::metrics::ready;
 use crate::ovn::{self, Ctl, Nb, NbTxn};
 use crate::util::cancel::CancelToken;
 
@@ -41,6 +42,10 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
     }
 
     let client = crate::kube::client::build(&cfg.kubernetes).await?;
+    // Up before the roles, so probes answer (not ready yet) during the initial sync.
+    if let Some(addr) = cfg.metrics_bind_address {
+        tokio::spawn(crate::metrics::serve(addr, cancel.clone()).await?);
+    }
     let ctx = Ctx {
         cfg: Arc::new(cfg),
         exec,
@@ -48,7 +53,19 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
         nb,
         client,
     };
-    let mut tasks = tokio::task::JoinSet::new();
+    // Each task names the readiness roles it carries, so a failure shows on /healthz.
+    let mut tasks: tokio::task::JoinSet<(&'static [&'static str], Result<()>)> =
+        tokio::task::JoinSet::new();
+    let net_roles: &'static [&'static str] = &[ready::PODS, ready::POLICIES];
+    if ctx.cfg.init_master.is_some() {
+        ready::expect(ready::MASTER);
+    }
+    if ctx.cfg.net_controller {
+        net_roles
+            .iter()
+            .chain(&[ready::SERVICES])
+            .for_each(|r| ready::expect(r));
+    }
 
     // Roles, in the reference's order: master first, then node, then the net-controller.
     if ctx.cfg.init_master.is_some() {
@@ -56,30 +73,53 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
         master::setup_db_servers(&ctx.cfg, &ctx.nb_ctl, &sb_ctl).await?;
         let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets);
         let c = cancel.clone();
-        tasks.spawn(async move { m.run(c).await.context("master") });
+        // A lone master always leads; leader election will drive this gauge.
+        crate::metrics::get().set_leader(true);
+        tokio::spawn(crate::metrics::count_nb_objects(
+            ctx.nb.clone(),
+            cancel.clone(),
+        ));
+        tasks.spawn(async move { (&[ready::MASTER][..], m.run(c).await.context("master")) });
     }
     if ctx.cfg.net_controller {
         let svc =
             crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport);
         let (client, c) = (ctx.client.clone(), cancel.clone());
-        tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
+        tasks.spawn(async move {
+            let res = svc.run(client, c).await.context("service controller");
+            (&[ready::SERVICES][..], res)
+        });
     }
     if let Some(node) = ctx.cfg.init_node.clone() {
-        crate::node::run(&ctx, &node, cancel.clone())
-            .await
-            .with_context(|| format!("initialising node {node}"))?;
+        ready::expect(ready::NODE);
+        let stays = ctx.cfg.nodeport || ctx.cfg.ha;
+        // The plugin reports each request's duration to the long-running node agent.
+        if stays && ctx.cfg.metrics_bind_address.is_some() {
+            match crate::metrics::listen_cni(cancel.clone()) {
+                Ok(f) => drop(tokio::spawn(f)),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "CNI request metrics are off"),
+            }
+        }
+        if let Err(e) = crate::node::run(&ctx, &node, cancel.clone()).await {
+            ready::mark_failed(ready::NODE);
+            return Err(e).with_context(|| format!("initialising node {node}"));
+        }
+        ready::mark_ready(ready::NODE);
         // The reference stays alive after node init only with -nodeport or -ha (§1.7).
-        if ctx.cfg.nodeport || ctx.cfg.ha {
+        if stays {
             let mut c = cancel.clone();
             tasks.spawn(async move {
                 c.cancelled().await;
-                Ok(())
+                (&[ready::NODE][..], Ok(()))
             });
         }
     }
     if ctx.cfg.net_controller {
         let (c, x) = (cancel.clone(), ctx.clone());
-        tasks.spawn(async move { crate::controller::run(x, c).await.context("net-controller") });
+        tasks.spawn(async move {
+            let res = crate::controller::run(x, c).await.context("net-controller");
+            (net_roles, res)
+        });
     }
 
     if tasks.is_empty() {
@@ -87,7 +127,11 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
     }
     // Daemon roles run until cancelled; the first one to fail takes the process down.
     while let Some(res) = tasks.join_next().await {
-        res.context("task panicked")??;
+        let (roles, res) = res.context("task panicked")?;
+        if res.is_err() {
+            roles.iter().for_each(|r| ready::mark_failed(r));
+        }
+        res?;
     }
     Ok(())
 }

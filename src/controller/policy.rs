@@ -561,6 +561,7 @@ impl PolicyController {
             elapsed = ?started.elapsed(),
             "initial policy sync done"
         );
+        crate::metrics::ready::mark_ready(crate::metrics::ready::POLICIES);
         for u in &stale {
             tracing::info!("removed the stale objects of the {u}");
         }

@@ -134,12 +134,18 @@ where
     K::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).to_string();
+    let plural = K::plural(&K::DynamicType::default()).to_string();
     let mut cache = Cache::<K>::default();
+    let (started, mut synced_once) = (std::time::Instant::now(), false);
     watcher(api, cfg)
         .default_backoff()
         .filter_map(move |ev| {
             let out = match ev {
-                Ok(ev) => cache.apply(ev),
+                Ok(ev) => {
+                    let out = cache.apply(ev);
+                    record_metrics(&plural, &cache, &out, started, &mut synced_once);
+                    out
+                }
                 Err(e) => {
                     tracing::warn!(kind = %kind, error = %e, "watch error; retrying");
                     Vec::new()
@@ -148,6 +154,25 @@ where
             futures::future::ready(Some(futures::stream::iter(out)))
         })
         .flatten()
+}
+
+/// Object count and (once) the time to the first complete list, for `/metrics`.
+fn record_metrics<K>(
+    resource: &str,
+    cache: &Cache<K>,
+    out: &[Change<K>],
+    started: std::time::Instant,
+    synced_once: &mut bool,
+) {
+    if out.is_empty() {
+        return;
+    }
+    let m = crate::metrics::get();
+    m.watched_objects(resource, cache.objects.len());
+    if !*synced_once && out.iter().any(|c| matches!(c, Change::Synced)) {
+        *synced_once = true;
+        m.watch_synced(resource, started.elapsed());
+    }
 }
 
 #[cfg(test)]

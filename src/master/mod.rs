@@ -303,6 +303,7 @@ impl Master {
                                 synced = true;
                                 self.initial_sync().await?;
                                 tracing::info!(nodes = self.nodes.len(), "initial node sync done");
+                                crate::metrics::ready::mark_ready(crate::metrics::ready::MASTER);
                             }
                         }
                     }

@@ -167,6 +167,7 @@ async fn run(
                         None => return,
                         Some(e) => {
                             tracing::warn!(%remote, error = %e, "OVSDB connection lost; reconnecting");
+                            crate::metrics::get().nb_disconnected();
                             last_err = e;
                             retry_at = Instant::now();
                             continue;

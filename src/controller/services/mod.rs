@@ -210,6 +210,7 @@ impl ServiceController {
             stale_removed = removed,
             "initial service sync done"
         );
+        crate::metrics::ready::mark_ready(crate::metrics::ready::SERVICES);
         Ok(())
     }
 
