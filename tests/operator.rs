@@ -269,6 +269,7 @@ fn admin_client(env: &Env) -> kube::Client {
 async fn a_rotated_token_file_is_picked_up_without_a_restart() {
     let env = Env::start("token-rotation").await;
     let token = env.dir.join("token");
+    // With a trailing newline, as `echo $TOKEN > file` writes it.
     std::fs::write(&token, "token-one\n").unwrap();
     env.sandbox.require_tokens(&["test-admin", "token-one"]);
     let admin = admin_client(&env);
@@ -303,8 +304,7 @@ async fn a_rotated_token_file_is_picked_up_without_a_restart() {
     std::fs::write(&tmp, "token-two\n").unwrap();
     std::fs::rename(&tmp, &token).unwrap();
     env.sandbox.require_tokens(&["test-admin", "token-two"]);
-    // Annotating the new pod needs a request made with the new token (kube-rs re-reads the
-    // file at least once a minute; failed patches are retried).
+    // Annotating the new pod needs a request made with the new token.
     let api: Api<Pod> = Api::namespaced(admin.clone(), "default");
     api.create(&PostParams::default(), &pod("p2", "n1"))
         .await

@@ -2,14 +2,15 @@
 //! `-k8s-apiserver` with a token (`-k8s-token`, or `-k8s-token-file`) and CA for https, or plain
 //! http. In a pod with nothing configured, the configuration layer has already filled in the
 //! service account (API server from `KUBERNETES_SERVICE_HOST`/`PORT`, its CA and token file).
-//!
-//! A token file is handed to kube-rs as `token_file`: kube-rs re-reads it at least once a
-//! minute (keeping the last token if a read fails), which is how projected service-account
-//! tokens, rotated by the kubelet well before they expire, are followed without a restart.
+//! A token file is re-read whenever it changes (`token_file`), so rotated projected
+//! service-account tokens are followed without a restart.
+
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use kube::config::{AuthInfo, KubeConfigOptions, Kubeconfig};
 
+use super::token_file::{TokenFile, TokenFileLayer};
 use crate::config::KubernetesConfig;
 
 pub async fn build(cfg: &KubernetesConfig) -> Result<kube::Client> {
@@ -22,7 +23,16 @@ pub async fn build(cfg: &KubernetesConfig) -> Result<kube::Client> {
     } else {
         direct_config(cfg)?
     };
-    kube::Client::try_from(config).context("creating the Kubernetes client")
+    let builder =
+        kube::client::ClientBuilder::try_from(config).context("creating the Kubernetes client")?;
+    // The token file applies without a kubeconfig (a kubeconfig names its own credentials).
+    match cfg.token_file.as_ref().filter(|_| cfg.kubeconfig.is_none()) {
+        Some(path) => {
+            let layer = TokenFileLayer(Arc::new(TokenFile::open(path)?));
+            Ok(builder.with_layer(&layer).build())
+        }
+        None => Ok(builder.build()),
+    }
 }
 
 /// The client configuration without a kubeconfig.
@@ -43,17 +53,13 @@ fn direct_config(cfg: &KubernetesConfig) -> Result<kube::Config> {
     Ok(c)
 }
 
-/// The credentials: an inline token only over https (as the reference: plain http carries no
-/// authentication); a token file whenever one is configured, since naming a file is an
-/// explicit request to authenticate.
+/// The credentials kube-rs adds itself: an inline token, only over https (as the reference:
+/// plain http carries no authentication). A token file is not kube-rs's business here: the
+/// [`TokenFileLayer`] sets the header (for http and https alike, since naming a file is an
+/// explicit request to authenticate).
 fn auth_info(cfg: &KubernetesConfig, https: bool) -> Result<AuthInfo> {
     let mut v = serde_json::Map::new();
-    if let Some(file) = &cfg.token_file {
-        v.insert(
-            "tokenFile".into(),
-            serde_json::Value::String(file.display().to_string()),
-        );
-    } else if https {
+    if https && cfg.token_file.is_none() {
         let Some(token) = &cfg.token else {
             bail!(
                 "TLS-secured apiservers require a token (-k8s-token-file or -k8s-token) and a CA certificate (-k8s-cacert)"
@@ -82,7 +88,8 @@ mod tests {
 
     #[test]
     fn credentials_table() {
-        // (apiserver, token, token file) -> Ok((inline token?, token file?)) or an error.
+        // (apiserver, token, token file) -> Ok((inline token?, kube-rs token file?)) or an
+        // error; a token file is always left to the TokenFileLayer.
         type Case<'a> = (
             &'a str,
             Option<&'a str>,
@@ -92,15 +99,15 @@ mod tests {
         let cases: &[Case] = &[
             ("http://a:8080", None, None, Some((false, false))),
             ("http://a:8080", Some("t"), None, Some((false, false))),
-            ("http://a:8080", None, Some("/tok"), Some((false, true))),
+            ("http://a:8080", None, Some("/tok"), Some((false, false))),
             ("https://a:6443", Some("t"), None, Some((true, false))),
             (
                 "https://a:6443",
                 Some("t"),
                 Some("/tok"),
-                Some((false, true)),
+                Some((false, false)),
             ),
-            ("https://a:6443", None, Some("/tok"), Some((false, true))),
+            ("https://a:6443", None, Some("/tok"), Some((false, false))),
             ("https://a:6443", None, None, None),
         ];
         for (url, token, file, want) in cases {
@@ -111,7 +118,6 @@ mod tests {
             assert_eq!(got, *want, "{url} {token:?} {file:?}");
         }
         let c = direct_config(&kc("https://a:6443", None, Some("/tok"))).unwrap();
-        assert_eq!(c.auth_info.token_file.as_deref(), Some("/tok"));
         assert_eq!(c.root_cert_file, Some(PathBuf::from("/ca.crt")));
     }
 }
