@@ -254,6 +254,18 @@ async fn metrics_scraped_over_http_parse_and_count_pod_creation_latency() {
         (*lsp >= 1.0 && m.contains_key("ovnkube_master_nb_objects{table=\"ACL\"}")).then_some(())
     })
     .await;
+
+    // Losing the NB connection is counted; the process stays alive and ready.
+    let mut env = env;
+    env.central.stop_nb();
+    let disconnects = "ovnkube_nb_disconnects_total";
+    eventually("the NB disconnect to be counted", WAIT, || async {
+        (scrape(port).get(disconnects).copied().unwrap_or(0.0) >= 1.0).then_some(())
+    })
+    .await;
+    env.central.start_nb().unwrap();
+    assert_eq!(http_get(port, "/healthz").unwrap().0, 200);
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
     assert!(master.terminate().success());
 }
 
@@ -459,12 +471,30 @@ async fn cluster_role_covers_every_api_call_of_every_role_and_the_cni_plugin() {
     .await;
     assert!(m["ovnkube_node_cni_request_duration_seconds_sum{command=\"ADD\"}"] > 0.0);
 
+    // A pod ovnkube cannot serve (an unusable annotation) makes it post an Event.
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let mut bad = pod("bad", "n1");
+    bad.metadata.annotations = Some([("ovn".to_string(), "not json".to_string())].into());
+    api.create(&PostParams::default(), &bad).await.unwrap();
+    eventually("an Event about the bad pod", WAIT, || async {
+        let calls = env.sandbox.api_calls();
+        calls
+            .iter()
+            .any(|c| c.verb == "create" && c.resource == "events")
+            .then_some(())
+    })
+    .await;
+
     // Every (verb, group, resource) the sandbox served to ovnkube is granted by the role.
     // The test's own creates are not ovnkube's and are left out (its reads of pods and nodes
     // are calls ovnkube makes too, so they stay in).
     let test_calls = [("create", "", "nodes"), ("create", "", "pods")];
     let role = k8sdist::cluster_role();
     let calls = env.sandbox.api_calls();
+    eprintln!("API calls served during the run:");
+    for c in &calls {
+        eprintln!("  {} {}/{}", c.verb, c.group, c.resource);
+    }
     let mut missing = Vec::new();
     for c in &calls {
         let own = test_calls
