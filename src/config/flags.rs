@@ -231,7 +231,7 @@ pub(crate) struct Flags {
     #[arg(
         long,
         hide = true,
-        help = "HOST:PORT on which to serve /metrics (Prometheus), /healthz and /readyz over HTTP (default: off)"
+        help = "IP:PORT on which to serve /metrics (Prometheus), /healthz and /readyz over HTTP (default: off)"
     )]
     pub metrics_bind_address: Option<String>,
     #[arg(

@@ -1358,7 +1358,7 @@ fn metrics_bind_address_from_flag_or_file() {
         parse_args_with(["-metrics-bind-address=localhost:9409"], &t.missing(), None).unwrap_err();
     assert!(
         e.to_string().starts_with(
-            "invalid value \"localhost:9409\" for -metrics-bind-address: must be HOST:PORT"
+            "invalid value \"localhost:9409\" for -metrics-bind-address: must be IP:PORT"
         ),
         "{e}"
     );

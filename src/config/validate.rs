@@ -308,7 +308,7 @@ pub(crate) fn build(
             ctx.invalid(
                 &st,
                 &st.value,
-                "must be HOST:PORT with an IP address, e.g. 127.0.0.1:9409 or [::]:9409",
+                "must be IP:PORT, e.g. 127.0.0.1:9409 or [::]:9409",
             )
         })?),
     };
