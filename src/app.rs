@@ -53,19 +53,8 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
         nb,
         client,
     };
-    // Each task names the readiness roles it carries, so a failure shows on /healthz.
-    let mut tasks: tokio::task::JoinSet<(&'static [&'static str], Result<()>)> =
-        tokio::task::JoinSet::new();
-    let net_roles: &'static [&'static str] = &[ready::PODS, ready::POLICIES];
-    if ctx.cfg.init_master.is_some() {
-        ready::expect(ready::MASTER);
-    }
-    if ctx.cfg.net_controller {
-        net_roles
-            .iter()
-            .chain(&[ready::SERVICES])
-            .for_each(|r| ready::expect(r));
-    }
+    let mut tasks = tokio::task::JoinSet::new();
+    ready::expect_roles(&ctx.cfg);
 
     // Roles, in the reference's order: master first, then node, then the net-controller.
     if ctx.cfg.init_master.is_some() {
@@ -73,53 +62,33 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
         master::setup_db_servers(&ctx.cfg, &ctx.nb_ctl, &sb_ctl).await?;
         let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets);
         let c = cancel.clone();
-        // A lone master always leads; leader election will drive this gauge.
-        crate::metrics::get().set_leader(true);
-        tokio::spawn(crate::metrics::count_nb_objects(
-            ctx.nb.clone(),
-            cancel.clone(),
-        ));
-        tasks.spawn(async move { (&[ready::MASTER][..], m.run(c).await.context("master")) });
+        crate::metrics::master_started(ctx.nb.clone(), cancel.clone());
+        tasks.spawn(async move { m.run(c).await.context("master") });
     }
     if ctx.cfg.net_controller {
         let svc =
             crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport);
         let (client, c) = (ctx.client.clone(), cancel.clone());
-        tasks.spawn(async move {
-            let res = svc.run(client, c).await.context("service controller");
-            (&[ready::SERVICES][..], res)
-        });
+        tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
     }
     if let Some(node) = ctx.cfg.init_node.clone() {
-        ready::expect(ready::NODE);
-        let stays = ctx.cfg.nodeport || ctx.cfg.ha;
-        // The plugin reports each request's duration to the long-running node agent.
-        if stays && ctx.cfg.metrics_bind_address.is_some() {
-            match crate::metrics::listen_cni(cancel.clone()) {
-                Ok(f) => drop(tokio::spawn(f)),
-                Err(e) => tracing::warn!(error = %format!("{e:#}"), "CNI request metrics are off"),
-            }
-        }
-        if let Err(e) = crate::node::run(&ctx, &node, cancel.clone()).await {
-            ready::mark_failed(ready::NODE);
-            return Err(e).with_context(|| format!("initialising node {node}"));
-        }
+        crate::metrics::node_starting(&ctx.cfg, cancel.clone());
+        crate::node::run(&ctx, &node, cancel.clone())
+            .await
+            .with_context(|| format!("initialising node {node}"))?;
         ready::mark_ready(ready::NODE);
         // The reference stays alive after node init only with -nodeport or -ha (§1.7).
-        if stays {
+        if ctx.cfg.nodeport || ctx.cfg.ha {
             let mut c = cancel.clone();
             tasks.spawn(async move {
                 c.cancelled().await;
-                (&[ready::NODE][..], Ok(()))
+                Ok(())
             });
         }
     }
     if ctx.cfg.net_controller {
         let (c, x) = (cancel.clone(), ctx.clone());
-        tasks.spawn(async move {
-            let res = crate::controller::run(x, c).await.context("net-controller");
-            (net_roles, res)
-        });
+        tasks.spawn(async move { crate::controller::run(x, c).await.context("net-controller") });
     }
 
     if tasks.is_empty() {
@@ -127,9 +96,10 @@ pub async fn run(cfg: Config, cancel: CancelToken) -> Result<()> {
     }
     // Daemon roles run until cancelled; the first one to fail takes the process down.
     while let Some(res) = tasks.join_next().await {
-        let (roles, res) = res.context("task panicked")?;
+        let res = res.context("task panicked").and_then(|r| r);
         if res.is_err() {
-            roles.iter().for_each(|r| ready::mark_failed(r));
+            // /healthz answers 503 for the moment before the process exits.
+            ready::process_failed();
         }
         res?;
     }

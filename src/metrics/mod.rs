@@ -245,6 +245,29 @@ fn resource_label(resource: &str) -> ResourceLabel {
     }
 }
 
+/// The master role starts: a lone master leads (leader election will drive the gauge), and
+/// the NB row counts begin.
+pub fn master_started(
+    nb: std::sync::Arc<dyn crate::ovn::Nb>,
+    cancel: crate::util::cancel::CancelToken,
+) {
+    get().set_leader(true);
+    tokio::spawn(count_nb_objects(nb, cancel));
+}
+
+/// The node role starts: a node agent that stays running and serves metrics receives the
+/// CNI plugin's request durations.
+pub fn node_starting(cfg: &crate::config::Config, cancel: crate::util::cancel::CancelToken) {
+    let stays = cfg.nodeport || cfg.ha;
+    if !stays || cfg.metrics_bind_address.is_none() {
+        return;
+    }
+    match listen_cni(cancel) {
+        Ok(f) => drop(tokio::spawn(f)),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "CNI request metrics are off"),
+    }
+}
+
 /// The process-wide metrics.
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();

@@ -8,6 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::Config;
 
 /// The roles a process can run, as they appear in `/readyz` and `/healthz`.
 pub const MASTER: &str = "master";
@@ -24,8 +27,6 @@ pub enum State {
     Ready,
     /// Synced but not leading (reserved for leader election).
     Standby,
-    /// The role's task ended with an error; the process is about to exit.
-    Failed,
 }
 
 impl State {
@@ -34,12 +35,13 @@ impl State {
             State::Starting => "starting",
             State::Ready => "ready",
             State::Standby => "standby",
-            State::Failed => "failed",
         }
     }
 }
 
 static ROLES: Mutex<BTreeMap<&'static str, State>> = Mutex::new(BTreeMap::new());
+/// A role's task ended with an error; the process is about to exit.
+static FAILED: AtomicBool = AtomicBool::new(false);
 
 fn roles() -> std::sync::MutexGuard<'static, BTreeMap<&'static str, State>> {
     ROLES.lock().unwrap_or_else(|e| e.into_inner())
@@ -50,14 +52,27 @@ pub fn expect(role: &'static str) {
     roles().entry(role).or_insert(State::Starting);
 }
 
+/// Registers every role `cfg` starts.
+pub fn expect_roles(cfg: &Config) {
+    if cfg.init_master.is_some() {
+        expect(MASTER);
+    }
+    if cfg.net_controller {
+        [PODS, POLICIES, SERVICES].into_iter().for_each(expect);
+    }
+    if cfg.init_node.is_some() {
+        expect(NODE);
+    }
+}
+
 /// `role` finished its initial sync.
 pub fn mark_ready(role: &'static str) {
     set_state(role, State::Ready);
 }
 
-/// `role` failed (its task ended with an error).
-pub fn mark_failed(role: &'static str) {
-    set_state(role, State::Failed);
+/// A role's task failed and the process is going down: `/healthz` turns 503.
+pub fn process_failed() {
+    FAILED.store(true, Ordering::SeqCst);
 }
 
 pub fn set_state(role: &'static str, state: State) {
@@ -80,8 +95,8 @@ fn is_ready(roles: &BTreeMap<&'static str, State>) -> bool {
             .all(|s| matches!(s, State::Ready | State::Standby))
 }
 
-fn is_alive(roles: &BTreeMap<&'static str, State>) -> bool {
-    !roles.values().any(|s| *s == State::Failed)
+fn is_alive(failed: bool) -> bool {
+    !failed
 }
 
 /// The answer to a probe: HTTP status and a body listing every role's state.
@@ -108,7 +123,7 @@ pub fn readiness() -> Probe {
 /// `/healthz`: no role has failed (the listener answering shows the runtime is alive).
 pub fn liveness() -> Probe {
     let r = roles();
-    probe(&r, is_alive(&r))
+    probe(&r, is_alive(FAILED.load(Ordering::SeqCst)))
 }
 
 #[cfg(test)]
@@ -122,20 +137,18 @@ mod tests {
     #[test]
     fn readiness_and_liveness_table() {
         use State::*;
-        type Case = (&'static [(&'static str, State)], bool, bool);
+        type Case = (&'static [(&'static str, State)], bool);
         let cases: &[Case] = &[
-            (&[], false, true),
-            (&[(MASTER, Starting)], false, true),
-            (&[(MASTER, Ready)], true, true),
-            (&[(MASTER, Standby), (NODE, Ready)], true, true),
-            (&[(MASTER, Ready), (PODS, Starting)], false, true),
-            (&[(MASTER, Ready), (NODE, Failed)], false, false),
+            (&[], false),
+            (&[(MASTER, Starting)], false),
+            (&[(MASTER, Ready)], true),
+            (&[(MASTER, Standby), (NODE, Ready)], true),
+            (&[(MASTER, Ready), (PODS, Starting)], false),
         ];
-        for (states, ready, alive) in cases {
-            let m = map(states);
-            assert_eq!(is_ready(&m), *ready, "{states:?}");
-            assert_eq!(is_alive(&m), *alive, "{states:?}");
+        for (states, ready) in cases {
+            assert_eq!(is_ready(&map(states)), *ready, "{states:?}");
         }
+        assert!(is_alive(false) && !is_alive(true));
         let p = probe(&map(&[(MASTER, Ready), (NODE, Starting)]), false);
         assert_eq!(p.body, "not ok\nmaster: ready\nnode: starting\n");
     }
