@@ -195,8 +195,9 @@ fn systemd_units_parse_with_their_environment_files() {
     let n = parse(&unit_command("ovnkube-node.service", "ovnkube-node.env"));
     assert_eq!(n.init_node.as_deref(), Some("k8sminion1"));
     assert!(n.gateway.init);
-    // Empty GATEWAY_INTERFACE / K8S_TOKEN mean "not given".
+    // Empty GATEWAY_INTERFACE / K8S_TOKEN_FILE mean "not given"; no token on the command line.
     assert_eq!(n.gateway.interface, None);
+    assert_eq!(n.kubernetes.token_file, None);
     assert_eq!(n.kubernetes.token, None);
 }
 
