@@ -549,3 +549,80 @@ fn the_openmetrics_parser_really_rejects_bad_text() {
         .unwrap();
     assert!(!st.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_agent_and_cni_plugin_authenticate_with_the_token_file() {
+    let env = Env::start("node-token-file").await;
+    // The master keeps its kubeconfig's token; the node and the plugin only have the file.
+    env.sandbox
+        .require_tokens(&["test-admin", "sandbox-dummy-token", "tok-5f3a9c"]);
+    let admin = admin_client(&env);
+    let mut args = master_args(&env, &[]);
+    args.insert(0, format!("-k8s-kubeconfig={}", env.kubeconfig.display()));
+    let _master = env.spawn("master", &args);
+    let nodes: Api<Node> = Api::all(admin.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &Node {
+                metadata: ObjectMeta {
+                    name: Some("n1".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let chassis = Chassis::start(&env.central, "n1", ChassisOpts::default()).unwrap();
+    let ns = NodeSide::new(&env, chassis);
+    let token = ns.dir.join("token");
+    std::fs::write(&token, "tok-5f3a9c\n").unwrap();
+    let node_args: Vec<String> = ns
+        .node_args(&env, "127.0.0.1")
+        .into_iter()
+        .filter(|a| !a.starts_with("-k8s-kubeconfig="))
+        .chain([
+            format!("-k8s-apiserver={}", ns.fwd.http_url()),
+            format!("-k8s-token-file={}", token.display()),
+        ])
+        .collect();
+    let (st, log) =
+        tokio::task::block_in_place(|| ns.init_node(&node_args, &[], Duration::from_secs(90)));
+    assert!(st.success(), "{log}");
+    assert!(!log.contains("tok-5f3a9c"), "the token was logged");
+
+    // The plugin finds the API server and the token file in OVS and reads the pod with it.
+    create_pod_and_wait_annotation(&admin, "p1", "n1").await;
+    let netns = ovn_testbed::netns_name("tokf-p1");
+    assert!(
+        Command::new("ip")
+            .args(["netns", "add", &netns])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct DelNs(String);
+    impl Drop for DelNs {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = DelNs(netns.clone());
+    let path = format!("/var/run/netns/{netns}");
+    let conf = ns.cni_conf().to_string();
+    let rejected_before = env.sandbox.rejected_requests();
+    let vars = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "tokf-p1-container"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        (
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1;K8S_POD_INFRA_CONTAINER_ID=tokf-p1-container",
+        ),
+    ];
+    let (st, out, err) = tokio::task::block_in_place(|| ns.cni(&vars, &conf));
+    assert!(st.success(), "ADD: {out}\n{err}");
+    assert_eq!(env.sandbox.rejected_requests(), rejected_before);
+}
