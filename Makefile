@@ -19,6 +19,8 @@ CNI_BIN ?= /opt/cni/bin
 
 # What the daemon, the demo and the tests run; then what `lint` checks the vagrant files with.
 RUNTIME_PACKAGES = ovn-central ovn-host openvswitch-switch iproute2 ethtool iputils-ping netcat-openbsd python3 util-linux logrotate systemd
+# The metrics test parses /metrics with the Prometheus project's own OpenMetrics parser.
+RUNTIME_PACKAGES += python3-prometheus-client
 LINT_PACKAGES = shellcheck vagrant
 DEMO_DIR ?= /tmp/ovnkube-demo
 

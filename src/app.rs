@@ -9,7 +9,7 @@ use crate::exec::{Exec, RealExec};
 use crate::master::{self, Master};
 use crate::ovn::{self, Ctl, Nb, NbTxn};
 use crate::util::cancel::CancelToken;
-use crate::util::ready::Readiness;
+use crate::util::ready::{self, Readiness};
 
 /// What every role gets: configuration, the exec seam, the NB database, the Kubernetes client.
 #[derive(Clone)]
@@ -43,6 +43,10 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     }
 
     let client = crate::kube::client::build(&cfg.kubernetes).await?;
+    // Up before the roles, so probes answer (not ready yet) during the initial sync.
+    if let Some(addr) = cfg.metrics_bind_address {
+        tokio::spawn(crate::metrics::serve(addr, ready.clone(), cancel.clone()).await?);
+    }
     let ctx = Ctx {
         cfg: Arc::new(cfg),
         exec,
@@ -51,19 +55,21 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
         client,
     };
     let mut tasks = tokio::task::JoinSet::new();
+    crate::metrics::ready::record_ready_duration(ready.clone());
 
     // Roles, in the reference's order: master first, then node, then the net-controller.
     if ctx.cfg.init_master.is_some() {
         master::setup_db_servers(&ctx.cfg, ctx.exec.clone(), &cancel).await?;
         let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets)
-            .with_ready(ready.register("master"));
+            .with_ready(ready.register(ready::MASTER));
         let c = cancel.clone();
+        crate::metrics::master_started(ctx.nb.clone(), cancel.clone());
         tasks.spawn(async move { m.run(c).await.context("master") });
     }
     if ctx.cfg.net_controller {
         let svc =
             crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport)
-                .with_ready(ready.register("services"))
+                .with_ready(ready.register(ready::SERVICES))
                 .with_reserved(
                     crate::controller::services::validate::Reserved::from_config(&ctx.cfg),
                 );
@@ -71,7 +77,8 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
         tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
     }
     if let Some(node) = ctx.cfg.init_node.clone() {
-        let node_ready = ready.register("node");
+        let node_ready = ready.register(ready::NODE);
+        crate::metrics::node_starting(&ctx.cfg, cancel.clone());
         crate::node::run(&ctx, &node, cancel.clone())
             .await
             .with_context(|| format!("initialising node {node}"))?;
@@ -102,7 +109,12 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     }
     // Daemon roles run until cancelled; the first one to fail takes the process down.
     while let Some(res) = tasks.join_next().await {
-        res.context("task panicked")??;
+        let res = res.context("task panicked").and_then(|r| r);
+        if res.is_err() {
+            // /healthz answers 503 for the moment before the process exits.
+            ready.failed();
+        }
+        res?;
     }
     Ok(())
 }

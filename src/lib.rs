@@ -9,6 +9,7 @@ pub mod controller;
 pub mod exec;
 pub mod kube;
 pub mod master;
+pub mod metrics;
 pub mod node;
 pub mod ovn;
 pub mod util;

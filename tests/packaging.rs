@@ -92,16 +92,26 @@ fn parse(words: &[String]) -> Config {
         std::env::temp_dir().join(format!("ovnkube-packaging-{}-{n}.yaml", std::process::id()));
     std::fs::write(&kc_path, "apiVersion: v1\nkind: Config\n").unwrap();
     let kc = kc_path.display().to_string();
+    // Likewise a token file, when one is named (an empty value stays empty: "not given").
+    let tok_path = std::env::temp_dir().join(format!(
+        "ovnkube-packaging-{}-{n}.token",
+        std::process::id()
+    ));
+    std::fs::write(&tok_path, "t\n").unwrap();
+    let tok = tok_path.display().to_string();
     let mut words = words.to_vec();
     for i in 0..words.len() {
         if words[i].starts_with("-k8s-kubeconfig=") {
             words[i] = format!("-k8s-kubeconfig={kc}");
         } else if i > 0 && words[i - 1] == "-k8s-kubeconfig" {
             words[i] = kc.clone();
+        } else if words[i].starts_with("-k8s-token-file=") && words[i] != "-k8s-token-file=" {
+            words[i] = format!("-k8s-token-file={tok}");
         }
     }
     let parsed = parse_args_with_default_file(words.iter().cloned(), no_file);
     let _ = std::fs::remove_file(&kc_path);
+    let _ = std::fs::remove_file(&tok_path);
     match parsed {
         Ok(Invocation::Run(c)) => *c,
         other => panic!("{words:?} did not parse as a run: {other:?}"),
@@ -189,42 +199,37 @@ fn unit_command(unit: &str, env_file: &str) -> Vec<String> {
 
 #[test]
 fn systemd_units_parse_with_their_environment_files() {
-    let m = parse(&token_file_flag(unit_command(
-        "ovnkube-master.service",
-        "ovnkube-master.env",
-    )));
+    let words = unit_command("ovnkube-master.service", "ovnkube-master.env");
+    // The master's environment file leaves K8S_TOKEN_FILE empty: "not given".
+    assert_eq!(token_file_flag(&words), "");
+    let m = parse(&words);
     assert_eq!(m.init_master.as_deref(), Some("k8smaster"));
     assert!(m.net_controller);
     assert_eq!(m.cluster_subnets[0].host_prefix_len, 23);
-    let n = parse(&token_file_flag(unit_command(
-        "ovnkube-node.service",
-        "ovnkube-node.env",
-    )));
+    assert_eq!(m.kubernetes.token_file, None);
+    assert_eq!(m.kubernetes.token, None);
+    let words = unit_command("ovnkube-node.service", "ovnkube-node.env");
+    assert_eq!(token_file_flag(&words), "/etc/ovnkube/k8s-token");
+    let n = parse(&words);
     assert_eq!(n.init_node.as_deref(), Some("k8sminion1"));
     assert!(n.gateway.init);
     // Empty GATEWAY_INTERFACE means "not given"; no token is ever given on the command line.
     assert_eq!(n.gateway.interface, None);
+    assert!(n.kubernetes.token_file.is_some());
     assert_eq!(n.kubernetes.token, None);
 }
 
-/// The units take the API token from a file (`-k8s-token-file`). Where this binary does not
-/// know that flag yet, check that the unit uses it and parse the rest.
-fn token_file_flag(words: Vec<String>) -> Vec<String> {
-    assert!(
-        words.iter().any(|w| w.starts_with("-k8s-token-file=")),
-        "{words:?}"
-    );
+/// The units take the API token from a file (`-k8s-token-file`), never with `-k8s-token`:
+/// the file named (empty when the environment file leaves it unset).
+fn token_file_flag(words: &[String]) -> &str {
     assert!(
         !words.iter().any(|w| w.starts_with("-k8s-token=")),
         "{words:?}"
     );
-    if ovnkube::config::help_text().contains("-k8s-token-file") {
-        return words;
-    }
     words
-        .into_iter()
-        .filter(|w| !w.starts_with("-k8s-token-file="))
-        .collect()
+        .iter()
+        .find_map(|w| w.strip_prefix("-k8s-token-file="))
+        .unwrap_or_else(|| panic!("no -k8s-token-file in {words:?}"))
 }
 
 #[test]

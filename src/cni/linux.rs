@@ -19,7 +19,9 @@ use crate::config::{self, Config, DEFAULT_CONFIG_FILE, Invocation, KubernetesCon
 use crate::exec::{Exec, RealExec};
 use crate::kube::annotations::POD_NETWORK;
 use crate::node::iproute::Ip;
-use crate::node::plan::{BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN};
+use crate::node::plan::{
+    BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE,
+};
 use crate::ovn::names::{fnv1a64, pod_port};
 use crate::ovn::{ColVal, DbOp, Query, Val, Vs, VsOp, VsTxn, Vsctl};
 
@@ -127,6 +129,7 @@ async fn kube_defaults_from_ovs(vs: &Vsctl) -> Result<KubernetesConfig> {
     }
     k.cacert = get(EXT_K8S_CA).map(Into::into);
     k.token = get(EXT_K8S_TOKEN);
+    k.token_file = get(EXT_K8S_TOKEN_FILE).map(Into::into);
     Ok(k)
 }
 

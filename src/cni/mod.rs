@@ -20,7 +20,13 @@ pub const PLUGIN_NAME: &str = "ovn-k8s-cni-overlay";
 
 /// Run the plugin for this process's environment and stdin; the process exit code.
 pub fn main() -> ExitCode {
-    let (out, status) = match run() {
+    let started = std::time::Instant::now();
+    let result = run();
+    // Best effort, for the node agent's request-duration histogram (see metrics::cni).
+    if let Some(cmd) = std::env::var_os("CNI_COMMAND") {
+        crate::metrics::report_cni_request(&cmd.to_string_lossy(), started.elapsed());
+    }
+    let (out, status) = match result {
         Ok(Some(v)) => (Some(v), ExitCode::SUCCESS),
         Ok(None) => (None, ExitCode::SUCCESS),
         Err((e, version)) => {

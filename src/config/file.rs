@@ -226,6 +226,8 @@ fn assign(layer: &mut Layer, section: &str, key: &str, value: String) -> Result<
         ("kubernetes", "apiserver") => &mut layer.k8s_apiserver,
         ("kubernetes", "cacert") => &mut layer.k8s_cacert,
         ("kubernetes", "token") => &mut layer.k8s_token,
+        ("kubernetes", "token-file") => &mut layer.k8s_token_file,
+        ("default", "metrics-bind-address") => &mut layer.metrics_bind_address,
         ("ovnnorth", k) => ovn_slot(&mut layer.nb, k).ok_or_else(|| unknown(section, key))?,
         ("ovnsouth", k) => ovn_slot(&mut layer.sb, k).ok_or_else(|| unknown(section, key))?,
         _ => return Err(unknown(section, key)),
@@ -251,10 +253,16 @@ fn ovn_slot<'a>(o: &'a mut OvnLayer, key: &str) -> Option<&'a mut Option<String>
 
 fn unknown(section: &str, key: &str) -> String {
     let valid: &[&str] = match section {
-        "default" => &["mtu", "conntrack-zone", "encap-type", "encap-ip"],
+        "default" => &[
+            "mtu",
+            "conntrack-zone",
+            "encap-type",
+            "encap-ip",
+            "metrics-bind-address",
+        ],
         "logging" => &["loglevel", "logfile"],
         "cni" => &["conf-dir", "plugin", "win-hnsnetwork-id"],
-        "kubernetes" => &["kubeconfig", "apiserver", "cacert", "token"],
+        "kubernetes" => &["kubeconfig", "apiserver", "cacert", "token", "token-file"],
         _ => &[
             "address",
             "client-privkey",

@@ -228,6 +228,20 @@ pub(crate) struct Flags {
         help = "CA certificate that the client should use for talking to the OVN database.  Leave empty to use local unix socket. (default: /etc/openvswitch/ovnsb-ca.cert)"
     )]
     pub sb_client_cacert: Option<String>,
+    // Extensions (not in the 2018 reference): `hide` keeps them out of the reference listing;
+    // `-h` shows them in a section of their own.
+    #[arg(
+        long,
+        hide = true,
+        help = "IP:PORT on which to serve /metrics (Prometheus), /healthz and /readyz over HTTP (default: off)"
+    )]
+    pub metrics_bind_address: Option<String>,
+    #[arg(
+        long,
+        hide = true,
+        help = "file holding the Kubernetes API bearer token, re-read when it changes (projected service-account tokens rotate)"
+    )]
+    pub k8s_token_file: Option<String>,
     #[arg(
         long = "help", alias = "h",
         action = ArgAction::Set, num_args = 0..=1, require_equals = true,

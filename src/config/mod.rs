@@ -95,6 +95,9 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     pub ovn_north: OvnDbConfig,
     pub ovn_south: OvnDbConfig,
+    /// `-metrics-bind-address` (`[default] metrics-bind-address`): where `/metrics`,
+    /// `/healthz` and `/readyz` are served; `None` = off.
+    pub metrics_bind_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +136,9 @@ pub struct KubernetesConfig {
     pub apiserver: String,
     pub cacert: Option<PathBuf>,
     pub token: Option<String>,
+    /// `-k8s-token-file` (`[kubernetes] token-file`), or the service-account token in a pod:
+    /// re-read while running, so rotated tokens are picked up.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for KubernetesConfig {
@@ -142,6 +148,7 @@ impl Default for KubernetesConfig {
             apiserver: "http://localhost:8080".to_string(),
             cacert: None,
             token: None,
+            token_file: None,
         }
     }
 }
@@ -154,6 +161,7 @@ impl std::fmt::Debug for KubernetesConfig {
             .field("apiserver", &self.apiserver)
             .field("cacert", &self.cacert)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .finish()
     }
 }
@@ -229,6 +237,7 @@ impl Default for Config {
             kubernetes: KubernetesConfig::default(),
             ovn_north: OvnDbConfig::default(),
             ovn_south: OvnDbConfig::default(),
+            metrics_bind_address: None,
         }
     }
 }

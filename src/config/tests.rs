@@ -372,6 +372,7 @@ fn expected_node(kc: &str, spare: bool) -> Config {
         apiserver: "http://10.0.0.5:8080".into(),
         cacert: None,
         token: Some("test".into()),
+        token_file: None,
     };
     want.logging = LoggingConfig {
         level: 4,
@@ -804,6 +805,7 @@ fn kube_defaults_can_be_injected() {
         apiserver: "http://9.9.9.9:8080".into(),
         cacert: None,
         token: Some("ovs-token".into()),
+        token_file: None,
     };
     let r = parse_args_with(Vec::<String>::new(), &t.missing(), Some(injected)).unwrap();
     let Invocation::Run(c) = r else { panic!() };
@@ -1318,9 +1320,26 @@ const ORDER: [&str; 43] = [
     "-version, -v",
 ];
 
+/// `-h` up to the extensions section: what must match the 2018 reference.
+fn reference_help() -> String {
+    let h = help_text();
+    h.split(super::help::EXTENSIONS_HEADER)
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn help_lists_the_extensions_in_their_own_section() {
+    let h = help_text();
+    let ext = h.split(super::help::EXTENSIONS_HEADER).nth(1).unwrap();
+    assert!(ext.contains("   -metrics-bind-address value  "), "{ext}");
+    assert!(ext.contains("   -k8s-token-file value  "), "{ext}");
+}
+
 #[test]
 fn help_lists_all_43_reference_entries_in_order() {
-    let h = help_text();
+    let h = reference_help();
     let opts: Vec<&str> = h
         .split("GLOBAL OPTIONS:\n")
         .nth(1)
@@ -1339,7 +1358,7 @@ fn help_lists_all_43_reference_entries_in_order() {
 
 #[test]
 fn help_layout_and_fixed_quirks() {
-    let h = help_text();
+    let h = reference_help();
     assert!(h.starts_with(
         "NAME:\n   ovnkube - run ovnkube to start master, node, and gateway services\n\nUSAGE:\n   ovnkube [global options] command [command options] [arguments...]\n\nVERSION:\n   "
     ));
@@ -1386,7 +1405,105 @@ fn help_matches_reference_except_fixed_quirks() {
         .replace("http://localhost:8443", "http://localhost:8080")
         .replace("--k8s-ca-cert", "-k8s-cacert")
         .replace("--k8s-", "-k8s-");
-    assert_eq!(help_text().trim_end(), expected.trim_end());
+    assert_eq!(reference_help().trim_end(), expected.trim_end());
+}
+
+// ---------------------------------------------------------------- operator extensions
+
+#[test]
+fn metrics_bind_address_from_flag_or_file() {
+    assert_eq!(run(&[]).metrics_bind_address, None);
+    let c = run(&["-metrics-bind-address=127.0.0.1:9409"]);
+    assert_eq!(
+        c.metrics_bind_address,
+        Some("127.0.0.1:9409".parse().unwrap())
+    );
+    let t = Tmp::new();
+    let f = t.file("m.conf", "[default]\nmetrics-bind-address=[::1]:9410\n");
+    let c = run(&[&format!("-config-file={}", f)]);
+    assert_eq!(c.metrics_bind_address, Some("[::1]:9410".parse().unwrap()));
+    let e =
+        parse_args_with(["-metrics-bind-address=localhost:9409"], &t.missing(), None).unwrap_err();
+    assert!(
+        e.to_string().starts_with(
+            "invalid value \"localhost:9409\" for -metrics-bind-address: must be IP:PORT"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn token_file_flag_and_key() {
+    let t = Tmp::new();
+    let tok = t.file("token", "abc\n");
+    let c = run(&[&format!("-k8s-token-file={}", tok)]);
+    assert_eq!(c.kubernetes.token_file.as_deref(), Some(Path::new(&tok)));
+    let f = t.file("k.conf", &format!("[kubernetes]\ntoken-file={}\n", tok));
+    let c = run(&[&format!("-config-file={}", f)]);
+    assert_eq!(c.kubernetes.token_file.as_deref(), Some(Path::new(&tok)));
+    let e =
+        parse_args_with(["-k8s-token-file=/nonexistent/token"], &t.missing(), None).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "-k8s-token-file: kubernetes token file \"/nonexistent/token\" not found"
+    );
+}
+
+#[test]
+fn in_cluster_configuration_table() {
+    let t = Tmp::new();
+    let sa = t.0.join("sa");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(sa.join("token"), "t").unwrap();
+    std::fs::write(sa.join("ca.crt"), "c").unwrap();
+    let no_ca = t.0.join("no-ca");
+    std::fs::create_dir_all(&no_ca).unwrap();
+    std::fs::write(no_ca.join("token"), "t").unwrap();
+    let env = |host: Option<&'static str>, port: Option<&'static str>| {
+        move |k: &str| match k {
+            "KUBERNETES_SERVICE_HOST" => host.map(String::from),
+            "KUBERNETES_SERVICE_PORT" => port.map(String::from),
+            _ => None,
+        }
+    };
+    type Case<'a> = (
+        Option<&'static str>,
+        Option<&'static str>,
+        &'a Path,
+        Option<&'a str>,
+    );
+    let cases: &[Case] = &[
+        (
+            Some("10.96.0.1"),
+            Some("443"),
+            &sa,
+            Some("https://10.96.0.1:443"),
+        ),
+        (
+            Some("fd00::1"),
+            Some("6443"),
+            &sa,
+            Some("https://[fd00::1]:6443"),
+        ),
+        (None, Some("443"), &sa, None),
+        (Some("10.96.0.1"), None, &sa, None),
+        (Some("10.96.0.1"), Some("https"), &sa, None),
+        (Some(""), Some("443"), &sa, None),
+        (Some("10.96.0.1"), Some("443"), &no_ca, None),
+    ];
+    for (host, port, dir, want) in cases {
+        let got = validate::in_cluster_from(env(*host, *port), dir);
+        assert_eq!(
+            got.as_ref().map(|k| k.apiserver.as_str()),
+            *want,
+            "{host:?} {port:?}"
+        );
+        if let Some(k) = got {
+            assert_eq!(k.token_file, Some(dir.join("token")));
+            assert_eq!(k.cacert, Some(dir.join("ca.crt")));
+            assert_eq!((k.token, k.kubeconfig), (None, None));
+        }
+    }
 }
 
 // ---------------------------------------------------------------- strict command line

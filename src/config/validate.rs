@@ -29,6 +29,8 @@ pub(crate) struct Layer {
     pub k8s_apiserver: Option<String>,
     pub k8s_cacert: Option<String>,
     pub k8s_token: Option<String>,
+    pub k8s_token_file: Option<String>,
+    pub metrics_bind_address: Option<String>,
     pub nb: OvnLayer,
     pub sb: OvnLayer,
 }
@@ -83,6 +85,8 @@ impl Layer {
             k8s_apiserver: s(&f.k8s_apiserver),
             k8s_cacert: s(&f.k8s_cacert),
             k8s_token: s(&f.k8s_token),
+            k8s_token_file: s(&f.k8s_token_file),
+            metrics_bind_address: s(&f.metrics_bind_address),
             nb: ovn(
                 &f.nb_address,
                 &f.nb_client_privkey,
@@ -306,7 +310,34 @@ pub(crate) fn build(
         .map(|st| st.value),
     };
 
-    let kubernetes = build_kubernetes(&ctx, &cli, &fl, kube_defaults.unwrap_or_default())?;
+    let metrics_bind_address = match pick(
+        &cli.metrics_bind_address,
+        &fl.metrics_bind_address,
+        "metrics-bind-address",
+        "default",
+        "metrics-bind-address",
+    ) {
+        None => None,
+        Some(st) => Some(st.value.parse::<std::net::SocketAddr>().map_err(|_| {
+            ctx.invalid(
+                &st,
+                &st.value,
+                "must be IP:PORT, e.g. 127.0.0.1:9409 or [::]:9409",
+            )
+        })?),
+    };
+    // In a pod with nothing else configured, the service account is the default.
+    let in_cluster = match kube_defaults {
+        Some(_) => None,
+        None => in_cluster_from(|k| std::env::var(k).ok(), Path::new(SERVICE_ACCOUNT_DIR)),
+    };
+    let kubernetes = build_kubernetes(
+        &ctx,
+        &cli,
+        &fl,
+        kube_defaults.unwrap_or_default(),
+        in_cluster,
+    )?;
     let ovn_north = build_ovn(&ctx, &cli.nb, &fl.nb, "nb", "ovnnorth", "northbound")?;
     let ovn_south = build_ovn(&ctx, &cli.sb, &fl.sb, "sb", "ovnsouth", "southbound")?;
 
@@ -361,6 +392,7 @@ pub(crate) fn build(
         kubernetes,
         ovn_north,
         ovn_south,
+        metrics_bind_address,
     })
 }
 
@@ -430,11 +462,42 @@ fn in_range(ctx: &Ctx<'_>, st: &Setting<i64>, lo: u32, hi: u32) -> Result<u32, C
         })
 }
 
+/// Where a pod's service-account token, CA and namespace are mounted.
+pub(crate) const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The in-cluster configuration, if this process runs in a pod: `KUBERNETES_SERVICE_HOST`
+/// and `KUBERNETES_SERVICE_PORT` set (as the kubelet does) and the service-account token and
+/// CA present in `sa_dir`. The token is used as a file, so rotation is followed.
+pub(crate) fn in_cluster_from(
+    env: impl Fn(&str) -> Option<String>,
+    sa_dir: &Path,
+) -> Option<KubernetesConfig> {
+    let host = env("KUBERNETES_SERVICE_HOST").filter(|h| !h.is_empty())?;
+    let port = env("KUBERNETES_SERVICE_PORT").filter(|p| !p.is_empty())?;
+    port.parse::<u16>().ok()?;
+    let (token, ca) = (sa_dir.join("token"), sa_dir.join("ca.crt"));
+    if !token.is_file() || !ca.is_file() {
+        return None;
+    }
+    let host = match host.parse::<std::net::Ipv6Addr>() {
+        Ok(_) => format!("[{host}]"),
+        Err(_) => host,
+    };
+    Some(KubernetesConfig {
+        kubeconfig: None,
+        apiserver: format!("https://{host}:{port}"),
+        cacert: Some(ca),
+        token: None,
+        token_file: Some(token),
+    })
+}
+
 fn build_kubernetes(
     ctx: &Ctx<'_>,
     cli: &Layer,
     fl: &Layer,
     base: KubernetesConfig,
+    in_cluster: Option<KubernetesConfig>,
 ) -> Result<KubernetesConfig, ConfigError> {
     let base_path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
     let field = |c: &Option<String>,
@@ -480,7 +543,32 @@ fn build_kubernetes(
         "token",
     );
 
+    let token_file = field(
+        &cli.k8s_token_file,
+        &fl.k8s_token_file,
+        base_path(&base.token_file),
+        "k8s-token-file",
+        "token-file",
+    );
+    let nothing_given = kubeconfig.is_none()
+        && matches!(apiserver.origin, Origin::Default)
+        && cacert.is_none()
+        && token.is_none()
+        && token_file.is_none();
+    if let (true, Some(ic)) = (nothing_given, in_cluster) {
+        return Ok(ic);
+    }
+
     let prefix = |st: &Setting<String>| ctx.label(st);
+    if let Some(st) = &token_file
+        && !Path::new(&st.value).is_file()
+    {
+        return Err(ConfigError::new(format!(
+            "{}: kubernetes token file {:?} not found",
+            prefix(st),
+            st.value
+        )));
+    }
     if let Some(st) = &kubeconfig
         && !Path::new(&st.value).exists()
     {
@@ -531,6 +619,7 @@ fn build_kubernetes(
         apiserver: apiserver.value,
         cacert: cacert.map(|st| PathBuf::from(st.value)),
         token: token.map(|st| st.value),
+        token_file: token_file.map(|st| PathBuf::from(st.value)),
     })
 }
 

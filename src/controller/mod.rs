@@ -25,8 +25,8 @@ pub struct Ready {
 impl Ready {
     pub fn register(ready: &Readiness) -> Ready {
         Ready {
-            pods: ready.register("pods"),
-            policies: ready.register("network policies"),
+            pods: ready.register(crate::util::ready::PODS),
+            policies: ready.register(crate::util::ready::POLICIES),
         }
     }
 }

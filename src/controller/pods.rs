@@ -639,6 +639,7 @@ async fn annotate(shared: &Shared, pod: &Pod, net: &PodNet) -> Result<Option<u64
     {
         Ok(p) => {
             tracing::info!(ip = %net.ip, "annotated pod {ns}/{name}");
+            crate::metrics::get().pod_annotated(crate::metrics::creation_time(&pod.metadata));
             Ok(rv(&p))
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),

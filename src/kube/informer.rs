@@ -248,6 +248,7 @@ where
 {
     let dt = K::DynamicType::default();
     let kind = K::kind(&dt).to_string();
+    let plural = K::plural(&dt).to_string();
     let ar = ApiResource::erase::<K>(&dt);
     let ns = api.namespace().map(str::to_string);
     let client = api.into_client();
@@ -258,6 +259,7 @@ where
     let mut cache = Cache::<K>::default();
     // Versions already reported, so relists do not repeat the same complaint.
     let mut reported: HashMap<String, Option<String>> = HashMap::new();
+    let (started, mut synced_once) = (std::time::Instant::now(), false);
     watcher(raw, cfg)
         .default_backoff()
         .filter_map(move |ev| {
@@ -273,7 +275,9 @@ where
                         report(&client, &b);
                         reported.insert(b.key.clone(), b.resource_version.clone());
                     }
-                    typed.map(|ev| cache.apply(ev)).unwrap_or_default()
+                    let out = typed.map(|ev| cache.apply(ev)).unwrap_or_default();
+                    record_metrics(&plural, &cache, &out, started, &mut synced_once);
+                    out
                 }
                 Err(e) => {
                     tracing::warn!(kind = %kind, error = %e, "watch error; retrying");
@@ -288,6 +292,25 @@ where
             futures::future::ready(Some(futures::stream::iter(out)))
         })
         .flatten()
+}
+
+/// Object count and (once) the time to the first complete list, for `/metrics`.
+fn record_metrics<K>(
+    resource: &str,
+    cache: &Cache<K>,
+    out: &[Change<K>],
+    started: std::time::Instant,
+    synced_once: &mut bool,
+) {
+    if out.is_empty() {
+        return;
+    }
+    let m = crate::metrics::get();
+    m.watched_objects(resource, cache.objects.len());
+    if !*synced_once && out.iter().any(|c| matches!(c, Change::Synced)) {
+        *synced_once = true;
+        m.watch_synced(resource, started.elapsed());
+    }
 }
 
 #[cfg(test)]

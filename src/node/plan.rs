@@ -29,6 +29,8 @@ pub const EXT_SYSTEM_ID: &str = "system-id";
 pub const EXT_K8S_API_SERVER: &str = "k8s-api-server";
 pub const EXT_K8S_CA: &str = "k8s-ca-certificate";
 pub const EXT_K8S_TOKEN: &str = "k8s-api-token";
+/// The node's token file (`-k8s-token-file`), which the CNI plugin re-reads as the node does.
+pub const EXT_K8S_TOKEN_FILE: &str = "k8s-api-token-file";
 /// ovn-controller's own key for the datapath type of the br-int it creates.
 pub const EXT_BRIDGE_DATAPATH: &str = "ovn-bridge-datapath-type";
 
@@ -70,6 +72,9 @@ pub fn external_ids_txn(
     }
     if let Some(tok) = cfg.kubernetes.token.as_ref().filter(|t| !t.is_empty()) {
         put(EXT_K8S_TOKEN, tok.clone());
+    }
+    if let Some(f) = &cfg.kubernetes.token_file {
+        put(EXT_K8S_TOKEN_FILE, f.display().to_string());
     }
     if existing.get(EXT_SYSTEM_ID).is_none_or(|s| s.is_empty()) {
         put(EXT_SYSTEM_ID, node.to_string());
@@ -239,6 +244,35 @@ mod tests {
         assert!(!s.contains("ovn-remote"), "{s}");
         assert!(!s.contains("ovn-nb"), "{s}");
         assert!(!s.contains("k8s-api-token"), "{s}");
+    }
+
+    #[test]
+    fn the_token_file_path_is_published_for_the_cni_plugin() {
+        let dir = std::env::temp_dir().join(format!("ovnkube-plan-tok-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tok = dir.join("token");
+        std::fs::write(&tok, "t").unwrap();
+        let c = cfg(&[
+            "-init-node=n1",
+            &format!("-k8s-token-file={}", tok.display()),
+        ]);
+        let s = render(&external_ids_txn(
+            &c,
+            "n1",
+            "10.0.0.7".parse().unwrap(),
+            "http://localhost:8080",
+            &BTreeMap::new(),
+        ));
+        assert!(
+            s.contains(&format!(
+                "external_ids:\"k8s-api-token-file\"=\"{}\"",
+                tok.display()
+            )),
+            "{s}"
+        );
+        // The path only: the token itself is not copied into OVS.
+        assert!(!s.contains("\"k8s-api-token\"="), "{s}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -243,7 +243,11 @@ async fn run(
             };
             let delay = backoff.failed();
             tracing::debug!(%remote, error = %why, ?delay, attempt = backoff.failures(), "OVSDB attempt failed");
-            emit(&remote, link.failed(&why), delay);
+            let log = link.failed(&why);
+            if matches!(log, Some(LinkLog::Lost(_))) {
+                crate::metrics::get().nb_disconnected();
+            }
+            emit(&remote, log, delay);
             last_err = why;
             retry_at = Instant::now() + delay;
         }

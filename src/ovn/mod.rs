@@ -38,6 +38,11 @@ pub fn vs_ctl(exec: Arc<dyn Exec>) -> Ctl {
 /// tool's default socket. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
 /// Needs a tokio runtime (the connection is a task).
 pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Arc<dyn Nb> {
+    // Every NB transaction of every role is timed here, whichever backend runs it.
+    Arc::new(crate::metrics::MeteredNb(nb_backend_inner(exec, auth)))
+}
+
+fn nb_backend_inner(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Arc<dyn Nb> {
     let ctl = db_ctl(exec, "ovn-nbctl", auth);
     let timeout = ctl.target().timeout;
     let nbctl: Arc<dyn Nb> = Arc::new(Nbctl(ctl));

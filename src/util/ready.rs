@@ -1,28 +1,66 @@
 //! Readiness: "the initial sync is done". Each long-running role registers a component before
 //! it starts and marks it done when its first full sync has been applied; the process is ready
-//! once every registered component is done and registration is closed. systemd's `READY=1`
-//! and an HTTP `/readyz` both read this one signal.
+//! once every registered component is done and registration is closed. systemd's `READY=1`,
+//! `/readyz` and the ready-duration metric all read this one signal.
 //!
-//! Use: `let p = ready.register("master")` before the role starts, `p.done()` after its first
-//! sync, `ready.seal()` once every role has registered; `ready.wait().await` /
-//! `ready.is_ready()` / `ready.pending()` to observe.
+//! Use: `let p = ready.register(ready::MASTER)` before the role starts, `p.done()` after its
+//! first sync, `ready.seal()` once every role has registered; `ready.wait().await` /
+//! `ready.is_ready()` / `ready.pending()` / `ready.phases()` to observe.
+//!
+//! A synced component that is not leading (a warm standby master, once leader election exists)
+//! is put in [`Phase::Standby`] with [`Readiness::set_phase`]: that counts as ready, so a load
+//! balancer or a rollout keeps it. A role whose task failed marks the process
+//! [`Readiness::failed`], which `/healthz` reports until the process exits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
 
+/// The component names, as they appear in logs and in the `/readyz` body.
+pub const MASTER: &str = "master";
+pub const PODS: &str = "pods";
+pub const POLICIES: &str = "network policies";
+pub const SERVICES: &str = "services";
+pub const NODE: &str = "node";
+
+/// Where one component stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Registered, initial sync not done yet.
+    Starting,
+    /// Initial sync done; serving.
+    Ready,
+    /// Synced but not leading: counts as ready.
+    Standby,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Ready => "ready",
+            Phase::Standby => "standby",
+        }
+    }
+
+    fn synced(self) -> bool {
+        matches!(self, Phase::Ready | Phase::Standby)
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct State {
-    /// Component name -> done.
-    components: BTreeMap<&'static str, bool>,
+    components: BTreeMap<&'static str, Phase>,
     /// No more components will register.
     sealed: bool,
+    /// A role's task ended with an error; the process is going down.
+    failed: bool,
 }
 
 impl State {
     fn ready(&self) -> bool {
-        self.sealed && self.components.values().all(|done| *done)
+        self.sealed && self.components.values().all(|p| p.synced())
     }
 }
 
@@ -57,8 +95,8 @@ impl Pending {
         let name = self.name;
         self.tx
             .send_if_modified(|s| match s.components.get_mut(name) {
-                Some(done) if !*done => {
-                    *done = true;
+                Some(p) if *p == Phase::Starting => {
+                    *p = Phase::Ready;
                     true
                 }
                 _ => false,
@@ -78,7 +116,7 @@ impl Readiness {
     /// Registering a name twice returns a second promise for the same entry.
     pub fn register(&self, name: &'static str) -> Pending {
         self.tx.send_modify(|s| {
-            s.components.entry(name).or_insert(false);
+            s.components.entry(name).or_insert(Phase::Starting);
         });
         Pending {
             name,
@@ -104,9 +142,40 @@ impl Readiness {
             .borrow()
             .components
             .iter()
-            .filter(|(_, done)| !**done)
+            .filter(|(_, p)| !p.synced())
             .map(|(name, _)| *name)
             .collect()
+    }
+
+    /// Every registered component and its phase, by name.
+    pub fn phases(&self) -> Vec<(&'static str, Phase)> {
+        let s = self.tx.borrow();
+        s.components.iter().map(|(n, p)| (*n, *p)).collect()
+    }
+
+    /// Moves a registered component to `phase` (leader election: `Standby` when it loses the
+    /// lease, `Ready` when it takes it). An unregistered name is ignored: only a role this
+    /// process runs has a say in its readiness.
+    pub fn set_phase(&self, name: &'static str, phase: Phase) {
+        self.tx
+            .send_if_modified(|s| match s.components.get_mut(name) {
+                Some(p) if *p != phase => {
+                    *p = phase;
+                    true
+                }
+                _ => false,
+            });
+    }
+
+    /// A role's task failed and the process is about to exit.
+    pub fn failed(&self) {
+        self.tx
+            .send_if_modified(|s| !std::mem::replace(&mut s.failed, true));
+    }
+
+    /// No role has failed.
+    pub fn is_alive(&self) -> bool {
+        !self.tx.borrow().failed
     }
 
     /// Resolves once the process is ready (immediately if it already is).
@@ -162,6 +231,37 @@ mod tests {
         drop(b);
         assert_eq!(r.pending(), ["services"]);
         assert!(!r.is_ready());
+    }
+
+    #[test]
+    fn a_standby_counts_as_ready_and_unknown_names_change_nothing() {
+        use Phase::*;
+        // (phase set on "master" after "node" is done, ready)
+        let cases = [(Starting, false), (Ready, true), (Standby, true)];
+        for (phase, want) in cases {
+            let r = Readiness::new();
+            let _m = r.register(MASTER);
+            r.register(NODE).done();
+            r.seal();
+            r.set_phase(MASTER, phase);
+            r.set_phase("not registered", Starting);
+            assert_eq!(r.is_ready(), want, "{phase:?}");
+            assert_eq!(r.phases(), [(MASTER, phase), (NODE, Ready)]);
+        }
+        // done() after a standby does not undo it.
+        let r = Readiness::new();
+        let p = r.register(MASTER);
+        r.set_phase(MASTER, Standby);
+        p.done();
+        assert_eq!(r.phases(), [(MASTER, Standby)]);
+    }
+
+    #[test]
+    fn failed_is_not_alive() {
+        let r = Readiness::new();
+        assert!(r.is_alive());
+        r.clone().failed();
+        assert!(!r.is_alive());
     }
 
     #[tokio::test]

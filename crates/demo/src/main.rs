@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 const CLUSTER_SUBNET: &str = "10.128.0.0/14/23";
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const NODES: [&str; 2] = ["node1", "node2"];
-const STEPS: usize = 12;
+const STEPS: usize = 13;
 /// The "outside world" (a namespace on the nodes' gateway NICs) and the nodes' IPs on it.
 const OUTSIDE: &str = "172.31.0.100/24";
 const NODE_IPS: [&str; 2] = ["172.31.0.1", "172.31.0.2"];
@@ -107,6 +107,36 @@ impl World {
         self.chassis.clear();
         self.central.take();
     }
+}
+
+/// A free loopback port for the master's metrics listener.
+fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// The body of a plain-HTTP GET (the metrics listener speaks HTTP/1.1).
+fn http_get(url: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut s =
+        std::net::TcpStream::connect(host).with_context(|| format!("connecting to {url}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)
+        .with_context(|| format!("reading {url}"))?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no HTTP response from {url}"))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        anyhow::bail!("{url}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_string())
 }
 
 fn ovnkube_binary() -> Result<PathBuf> {
@@ -217,6 +247,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     let empty_conf = dir.join("ovn_k8s.conf");
     std::fs::write(&empty_conf, "# the demo passes everything as flags\n")?;
     let master_log = dir.join("ovnkube-master.log");
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", free_port()?);
     let master = Command::new(&ovnkube)
         .env("OVN_RUNDIR", &ovn_rundir)
         .args([
@@ -231,6 +262,12 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
             "-loglevel=4".into(),
             format!("-logfile={}", master_log.display()),
             format!("-config-file={}", empty_conf.display()),
+            format!(
+                "-metrics-bind-address={}",
+                metrics_url
+                    .trim_start_matches("http://")
+                    .trim_end_matches("/metrics")
+            ),
         ])
         .stdin(Stdio::null())
         .spawn()
@@ -541,6 +578,23 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
             .count()
     ));
 
+    let p = Progress::begin(13, "the master's /metrics (Prometheus)");
+    let text = http_get(&metrics_url).map_err(|e| p.fail_ref(e))?;
+    let sample = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    p.ok(&metrics_url);
+    println!(
+        "         pods annotated {} (latency sum {} s), NB transactions {}, leader {}",
+        sample("ovnkube_master_pod_creation_latency_seconds_count"),
+        sample("ovnkube_master_pod_creation_latency_seconds_sum"),
+        sample("ovnkube_nb_transaction_duration_seconds_count{result=\"ok\"}"),
+        sample("ovnkube_master_leader"),
+    );
+
     if keep {
         let envf = dir.join("demo.env");
         std::fs::write(
@@ -557,6 +611,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         println!("  source {}", envf.display());
         println!("  kubectl get pods,svc,endpoints -o wide");
         println!("  ovn-nbctl show");
+        println!("  curl -s {metrics_url}");
         println!("  ip netns exec {} ping {}", a.0, b.1);
         println!("  logs: {}", dir.display());
         println!("Stop it with: make demo-stop");

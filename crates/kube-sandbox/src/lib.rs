@@ -10,8 +10,10 @@
 //! retained event log and go live atomically (or report `410 Expired` as a 200 + ERROR event),
 //! selector-transition ADDED/DELETED, no-op writes that bump nothing, merge / strategic-merge /
 //! JSON / apply patches, finalizers, service clusterIP and nodePort allocation, and `Status`
-//! errors with the usual codes and reasons. There is no authentication, no schema validation
-//! and no admission beyond the defaults listed above.
+//! errors with the usual codes and reasons. There is no schema validation and no admission
+//! beyond the defaults listed above; authentication is off unless a test asks for a bearer
+//! token (`SandboxHandle::require_tokens`). Every (verb, group, resource) served is recorded
+//! (`SandboxHandle::api_calls`), for RBAC coverage checks.
 //!
 //! Request bodies are JSON, except that POST/PUT also accept Kubernetes protobuf
 //! (`application/vnd.kubernetes.protobuf`, as sent by `kubectl create namespace` and
@@ -36,6 +38,7 @@
 //! The binary `kube-sandbox --listen 127.0.0.1:PORT [--kubeconfig-out FILE] [--history N]
 //! [--service-cidr CIDR]` prints `kube-sandbox listening on http://127.0.0.1:PORT` once bound.
 
+mod audit;
 mod discovery;
 mod error;
 mod patch;
@@ -56,6 +59,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use crate::audit::ApiCall;
 use crate::server::Shared;
 use crate::store::Store;
 
@@ -117,6 +121,23 @@ impl SandboxHandle {
     pub fn resource_version(&self) -> u64 {
         self.shared.store.resource_version()
     }
+
+    /// From now on, answer every request without `Authorization: Bearer <one of tokens>` with
+    /// 401 Unauthorized (an empty list turns the check off again). Open watches are not cut.
+    pub fn require_tokens(&self, tokens: &[&str]) {
+        self.shared.audit.require_tokens(tokens);
+    }
+
+    /// Requests refused by [`SandboxHandle::require_tokens`] so far.
+    pub fn rejected_requests(&self) -> u64 {
+        self.shared.audit.rejected()
+    }
+
+    /// Every distinct (verb, group, resource) served so far (including requests that then
+    /// failed, e.g. a 404 on get: RBAC is checked before the object is looked up).
+    pub fn api_calls(&self) -> std::collections::BTreeSet<ApiCall> {
+        self.shared.audit.calls()
+    }
 }
 
 impl Sandbox {
@@ -130,6 +151,7 @@ impl Sandbox {
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             store: Store::new(cfg.history_limit, cidr, &cfg.namespaces),
+            audit: Default::default(),
             server_address: addr.to_string(),
             shutdown: rx.clone(),
         });
@@ -196,6 +218,21 @@ impl Sandbox {
     /// The current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.store.resource_version()
+    }
+
+    /// See [`SandboxHandle::require_tokens`].
+    pub fn require_tokens(&self, tokens: &[&str]) {
+        self.handle().require_tokens(tokens);
+    }
+
+    /// See [`SandboxHandle::rejected_requests`].
+    pub fn rejected_requests(&self) -> u64 {
+        self.handle().rejected_requests()
+    }
+
+    /// See [`SandboxHandle::api_calls`].
+    pub fn api_calls(&self) -> std::collections::BTreeSet<ApiCall> {
+        self.handle().api_calls()
     }
 
     /// Stops accepting, ends all watches and connections, and waits for the server tasks.

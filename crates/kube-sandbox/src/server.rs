@@ -38,6 +38,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Shared {
     pub store: Store,
+    pub audit: crate::audit::Audit,
     pub server_address: String,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -174,6 +175,17 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .unwrap_or("")
         .to_string();
     tracing::debug!("{method} {}", req.uri());
+    let auth = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !shared.audit.authorized(auth) {
+        return Ok(error_response(&ApiError::new(
+            401,
+            "Unauthorized",
+            "Unauthorized",
+        )));
+    }
     let resp = match read_body(req.into_body()).await {
         Err(e) => error_response(&e),
         Ok(body) => {
@@ -321,12 +333,30 @@ fn group_version(
         _ => (None, None, Target::Collection),
     };
     let res = res.ok_or_else(ApiError::unknown_path)?;
+    record_call(shared, res, &target, rq);
     let ns = ns.map(str::to_string);
     match target {
         Target::Collection => collection(shared, res, ns.as_deref(), rq),
         Target::Object(name) => object(shared, res, ns.as_deref(), name, false, rq),
         Target::Status(name) => object(shared, res, ns.as_deref(), name, true, rq),
     }
+}
+
+fn record_call(shared: &Shared, res: usize, target: &Target<'_>, rq: &Req) {
+    let collection = matches!(target, Target::Collection);
+    let Some(verb) = crate::audit::verb(&rq.method, collection, rq.flag("watch")) else {
+        return;
+    };
+    let def = &RESOURCES[res];
+    let resource = match target {
+        Target::Status(_) => format!("{}/status", def.plural),
+        _ => def.plural.to_string(),
+    };
+    shared.audit.record(crate::audit::ApiCall {
+        verb: verb.to_string(),
+        group: def.group.to_string(),
+        resource,
+    });
 }
 
 fn filter_from(res: usize, ns: Option<&str>, rq: &Req) -> ApiResult<Filter> {
