@@ -136,7 +136,9 @@ where
     let kind = K::kind(&K::DynamicType::default()).to_string();
     let mut cache = Cache::<K>::default();
     watcher(api, cfg)
-        .default_backoff()
+        .backoff(crate::util::retry::Backoff::new(
+            crate::util::retry::DEPENDENCY,
+        ))
         .filter_map(move |ev| {
             let out = match ev {
                 Ok(ev) => cache.apply(ev),
