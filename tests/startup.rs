@@ -97,3 +97,48 @@ async fn master_survives_nb_restarts_during_start_up() {
         [format!("ptcp:{}:{}", env.nb_addr.port(), env.nb_addr.ip())]
     );
 }
+
+/// A clustered (comma-separated) address list: the master writes no member's address into
+/// the replicated Connection table, says so at INFO, and keeps running (waiting for the
+/// listeners the operator configures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clustered_address_lists_leave_the_connection_table_alone() {
+    let env = Env::start("clustered").await;
+    let members = |n: usize| {
+        (0..n)
+            .map(|_| format!("tcp://{}", ovn_testbed::free_loopback_addr().unwrap()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let args: Vec<String> = env
+        .master_args("10.9.0.0/16")
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-nb-address=") {
+                format!("-nb-address={}", members(3))
+            } else if a.starts_with("-sb-address=") {
+                format!("-sb-address={}", members(3))
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut m = env.spawn("master", &args);
+    m.wait_log("clustered SB address list", Duration::from_secs(60));
+    let log = m.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("clustered NB address list"))
+        .unwrap_or_else(|| panic!("no INFO line for the NB:\n{log}"));
+    assert!(line.contains("INFO"), "{line}");
+    // Still running a moment later (waiting for the NB), and nothing was written.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        m.child.try_wait().unwrap().is_none(),
+        "exited:\n{}",
+        m.log_text()
+    );
+    assert!(env.central.nb_connections().unwrap().is_empty());
+    assert!(env.central.sb_connections().unwrap().is_empty());
+    assert!(!m.log_text().contains("set-connection"), "{}", m.log_text());
+}
