@@ -3,6 +3,7 @@
 //! starting, at a different moment each time; every start must come up and none may exit.
 
 mod common;
+mod nodebed;
 
 use std::time::{Duration, Instant};
 
@@ -141,4 +142,46 @@ async fn clustered_address_lists_leave_the_connection_table_alone() {
     assert!(env.central.nb_connections().unwrap().is_empty());
     assert!(env.central.sb_connections().unwrap().is_empty());
     assert!(!m.log_text().contains("set-connection"), "{}", m.log_text());
+}
+
+/// The node's local OVS database is down when `ovnkube -init-node` starts: the node waits for
+/// it (with the shared backoff) instead of exiting, and finishes once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_waits_for_its_ovs_at_start_up() {
+    use ovn_testbed::{Chassis, ChassisOpts};
+    let env = Env::start("node-ovs").await;
+    let mut master = env.spawn("master", &nodebed::master_args(&env));
+    master.wait_log("initial node sync done", Duration::from_secs(60));
+    nodebed::create_node(&env, "n1").await;
+    let ch = Chassis::start(&env.central, "n1", ChassisOpts::default()).unwrap();
+    let ns = nodebed::NodeSide::new(&env, ch);
+    ns.chassis.stop_ovsdb();
+    let args = ns.node_args(&env, "127.0.0.1");
+    let (st, log) = std::thread::scope(|s| {
+        let init = s.spawn(|| ns.init_node(&args, &[], Duration::from_secs(120)));
+        // Down long enough for several attempts to fail.
+        let log_path = ns.dir.join("node.log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("retrying with backoff")
+        {
+            assert!(Instant::now() < deadline, "the node never retried");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        ns.chassis.start_ovsdb().unwrap();
+        init.join().unwrap()
+    });
+    assert!(st.success(), "node init failed ({st}):\n{log}");
+    assert!(
+        log.contains("configuring Open vSwitch for node n1"),
+        "{log}"
+    );
+    assert!(log.contains("CNI config written"), "{log}");
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("configuring Open vSwitch"))
+        .count();
+    assert_eq!(warns, 1, "one WARN while the error stays the same:\n{log}");
 }
