@@ -3,6 +3,7 @@
 //! starting, at a different moment each time; every start must come up and none may exit.
 
 mod common;
+mod nodebed;
 
 use std::time::{Duration, Instant};
 
@@ -96,4 +97,91 @@ async fn master_survives_nb_restarts_during_start_up() {
         env.central.nb_connections().unwrap(),
         [format!("ptcp:{}:{}", env.nb_addr.port(), env.nb_addr.ip())]
     );
+}
+
+/// A clustered (comma-separated) address list: the master writes no member's address into
+/// the replicated Connection table, says so at INFO, and keeps running (waiting for the
+/// listeners the operator configures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clustered_address_lists_leave_the_connection_table_alone() {
+    let env = Env::start("clustered").await;
+    let members = |n: usize| {
+        (0..n)
+            .map(|_| format!("tcp://{}", ovn_testbed::free_loopback_addr().unwrap()))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let args: Vec<String> = env
+        .master_args("10.9.0.0/16")
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-nb-address=") {
+                format!("-nb-address={}", members(3))
+            } else if a.starts_with("-sb-address=") {
+                format!("-sb-address={}", members(3))
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut m = env.spawn("master", &args);
+    m.wait_log("clustered SB address list", Duration::from_secs(60));
+    let log = m.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("clustered NB address list"))
+        .unwrap_or_else(|| panic!("no INFO line for the NB:\n{log}"));
+    assert!(line.contains("INFO"), "{line}");
+    // Still running a moment later (waiting for the NB), and nothing was written.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        m.child.try_wait().unwrap().is_none(),
+        "exited:\n{}",
+        m.log_text()
+    );
+    assert!(env.central.nb_connections().unwrap().is_empty());
+    assert!(env.central.sb_connections().unwrap().is_empty());
+    assert!(!m.log_text().contains("set-connection"), "{}", m.log_text());
+}
+
+/// The node's local OVS database is down when `ovnkube -init-node` starts: the node waits for
+/// it (with the shared backoff) instead of exiting, and finishes once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_waits_for_its_ovs_at_start_up() {
+    use ovn_testbed::{Chassis, ChassisOpts};
+    let env = Env::start("node-ovs").await;
+    let mut master = env.spawn("master", &nodebed::master_args(&env));
+    master.wait_log("initial node sync done", Duration::from_secs(60));
+    nodebed::create_node(&env, "n1").await;
+    let ch = Chassis::start(&env.central, "n1", ChassisOpts::default()).unwrap();
+    let ns = nodebed::NodeSide::new(&env, ch);
+    ns.chassis.stop_ovsdb();
+    let args = ns.node_args(&env, "127.0.0.1");
+    let (st, log) = std::thread::scope(|s| {
+        let init = s.spawn(|| ns.init_node(&args, &[], Duration::from_secs(120)));
+        // Down long enough for several attempts to fail.
+        let log_path = ns.dir.join("node.log");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("retrying with backoff")
+        {
+            assert!(Instant::now() < deadline, "the node never retried");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        ns.chassis.start_ovsdb().unwrap();
+        init.join().unwrap()
+    });
+    assert!(st.success(), "node init failed ({st}):\n{log}");
+    assert!(
+        log.contains("configuring Open vSwitch for node n1"),
+        "{log}"
+    );
+    assert!(log.contains("CNI config written"), "{log}");
+    let warns = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("configuring Open vSwitch"))
+        .count();
+    assert_eq!(warns, 1, "one WARN while the error stays the same:\n{log}");
 }

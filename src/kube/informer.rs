@@ -261,7 +261,9 @@ where
     let mut reported: HashMap<String, Option<String>> = HashMap::new();
     let (started, mut synced_once) = (std::time::Instant::now(), false);
     watcher(raw, cfg)
-        .default_backoff()
+        .backoff(crate::util::retry::Backoff::new(
+            crate::util::retry::DEPENDENCY,
+        ))
         .filter_map(move |ev| {
             let out = match ev {
                 Ok(ev) => {

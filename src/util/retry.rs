@@ -97,6 +97,21 @@ impl Backoff {
     }
 }
 
+/// The Kubernetes watches back off with the same policy: kube-runtime asks for the next delay
+/// after each watch error and resets after each successful event.
+impl Iterator for Backoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(self.failed())
+    }
+}
+
+impl kube::runtime::utils::Backoff for Backoff {
+    fn reset(&mut self) {
+        Backoff::reset(self)
+    }
+}
+
 /// Whether an error is a configuration error (retrying cannot help; the process should end).
 pub fn is_config_error(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some())
@@ -278,6 +293,12 @@ mod tests {
         assert_eq!(b.failures(), 6);
         b.reset();
         assert!(b.failed() <= ms(100));
+        // As kube-runtime's watch backoff: an endless iterator of the same delays.
+        let mut it = Backoff::new(Policy::new(ms(100), ms(1000)));
+        let d: Vec<Duration> = it.by_ref().take(3).collect();
+        assert!(d[2] >= ms(200) && d[2] <= ms(400), "{d:?}");
+        kube::runtime::utils::Backoff::reset(&mut it);
+        assert_eq!(it.failures(), 0);
     }
 
     #[test]

@@ -91,19 +91,7 @@ impl Chassis {
                 .arg(OVS_SCHEMA),
             CMD_TIMEOUT,
         )?;
-        let log = self.dir.join("ovsdb-server.log");
-        proc::start_daemon(
-            self.netns_cmd("ovsdb-server")
-                .args(["--detach", "--no-chdir"])
-                .arg(format!("--pidfile={}", self.path("ovsdb-server.pid")))
-                .arg(format!("--log-file={}", log.display()))
-                .arg(format!("--unixctl={}", self.path("ovsdb-server.ctl")))
-                .arg(format!("--remote=punix:{}", self.path("db.sock")))
-                .arg(&db),
-            &self.dir,
-            "ovsdb-server",
-            &log,
-        )?;
+        self.start_ovsdb()?;
         self.vsctl(&["--no-wait", "init"])?;
         let log = self.dir.join("ovs-vswitchd.log");
         proc::start_daemon(
@@ -134,6 +122,31 @@ impl Chassis {
         .map_err(|e| self.with_log(e, "ovs-vswitchd.log"))?;
         self.check_bridge("br-int")?;
         Ok(())
+    }
+
+    /// (Re)starts the chassis's OVS ovsdb-server on its database file and socket.
+    pub fn start_ovsdb(&self) -> Result<()> {
+        let log = self.dir.join("ovsdb-server.log");
+        proc::start_daemon(
+            self.netns_cmd("ovsdb-server")
+                .args(["--detach", "--no-chdir"])
+                .arg(format!("--pidfile={}", self.path("ovsdb-server.pid")))
+                .arg(format!("--log-file={}", log.display()))
+                .arg(format!("--unixctl={}", self.path("ovsdb-server.ctl")))
+                .arg(format!("--remote=punix:{}", self.path("db.sock")))
+                .arg(self.dir.join("conf.db")),
+            &self.dir,
+            "ovsdb-server",
+            &log,
+        )
+    }
+
+    /// Stops the chassis's OVS ovsdb-server (database kept), e.g. to test start-up while
+    /// the local OVS is not up yet; vswitchd and ovn-controller reconnect after
+    /// [`Chassis::start_ovsdb`].
+    pub fn stop_ovsdb(&self) {
+        proc::kill_pidfile(&self.dir.join("ovsdb-server.pid"), &self.dir);
+        let _ = std::fs::remove_file(self.dir.join("db.sock"));
     }
 
     /// Fails (with the vswitchd log) if a bridge's datapath did not come up.
