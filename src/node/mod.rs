@@ -12,9 +12,7 @@ pub mod nic;
 pub mod plan;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -482,7 +480,7 @@ async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result
     Ok(mac)
 }
 
-/// Step 4: the CNI config, written atomically (temp file + rename, §11 item 40). Returns
+/// Step 4: the CNI config, written atomically (exclusive temp file + rename). Returns
 /// its path.
 pub fn write_cni_conf(cfg: &Config) -> Result<std::path::PathBuf> {
     let dir = &cfg.cni.conf_dir;
@@ -493,42 +491,16 @@ pub fn write_cni_conf(cfg: &Config) -> Result<std::path::PathBuf> {
     }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the CNI config directory {}", dir.display()))?;
-    write_atomic(&path, text.as_bytes())
+    crate::util::files::write_atomic(&path, text.as_bytes(), 0o644)
         .with_context(|| format!("writing the CNI config {}", path.display()))?;
     Ok(path)
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // A dot-name kubelet ignores (it only loads *.conf/*.conflist/*.json).
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let res = (|| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Invocation, parse_args_with};
+    use std::path::Path;
 
     #[test]
     fn cni_conf_is_written_atomically_and_only_when_changed() {
