@@ -7,7 +7,7 @@
 mod linux;
 pub mod types;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use serde_json::Value;
@@ -42,13 +42,16 @@ fn run() -> Result<Option<Value>, (CniError, String)> {
     let plugin_v = || PLUGIN_VERSION.to_string();
     let env = CniEnv::from_vars(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
         .map_err(|e| (e, plugin_v()))?;
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
+    let read = crate::util::files::read_capped(
+        std::io::stdin().lock(),
+        crate::util::files::MAX_INPUT_BYTES,
+        "the network configuration on stdin",
+    );
     if env.command == Command::Version {
         // The config on stdin only names the runtime's version; the answer does not depend on it.
         return Ok(Some(version_info()));
     }
-    read.map_err(|e| {
+    let stdin = read.map_err(|e| {
         (
             CniError::new(
                 code::IO,
