@@ -22,7 +22,6 @@ use kube::Api;
 
 use crate::app::Ctx;
 use crate::config::{Config, KubernetesConfig};
-use crate::exec::Cmd;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
 use crate::ovn::names::{mgmt_iface, node_switch};
@@ -240,23 +239,10 @@ async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
     let api_server = api_server_url(&ctx.cfg.kubernetes).await?;
     let txn = plan::external_ids_txn(&ctx.cfg, node, encap_ip, &api_server, &existing);
     txn.validate()?;
-    // Built here rather than by `Vsctl` so the token is masked in logs and errors.
-    let t = vs.0.target();
-    let mut cmd = Cmd::new(t.program.clone())
-        .args(t.db_args.iter().cloned())
-        .arg(format!("--timeout={}", t.timeout.as_secs().max(1)))
-        .args(txn.render())
-        .timeout(t.timeout + Duration::from_secs(5));
-    for (k, v) in &t.env {
-        cmd = cmd.env(k.clone(), v.clone());
-    }
-    if let Some(tok) = &ctx.cfg.kubernetes.token {
-        cmd = cmd.redact(tok.clone());
-    }
-    ctx.exec
-        .run(&cmd)
+    vs.transact(&txn)
         .await
         .context("error setting OVS external IDs")?;
+    write_token(ctx.cfg.kubernetes.token.as_deref()).await?;
     // The token is a secret: log which keys were written, never their values.
     tracing::info!(
         %node, %encap_ip, api_server = %api_server,
@@ -264,6 +250,27 @@ async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
         if ctx.cfg.ovn_south.client.client_target().is_some() { ", ovn-remote" } else { "" },
         if ctx.cfg.ovn_north.client.client_target().is_some() { ", ovn-nb" } else { "" },
     );
+    Ok(())
+}
+
+/// `external_ids:k8s-api-token` through an OVSDB connection to the local Open vSwitch
+/// database, never on a command line (any local user can read `/proc/PID/cmdline`).
+async fn write_token(token: Option<&str>) -> Result<()> {
+    let Some(ops) = plan::token_ops(token) else {
+        return Ok(());
+    };
+    let remote = crate::ovn::jsonrpc::Remote::local_ovs();
+    let client = crate::ovn::jsonrpc::Client::start(remote.clone(), API_TIMEOUT);
+    client
+        .transact("Open_vSwitch", ops)
+        .await
+        .with_context(|| {
+            format!(
+                "writing external_ids:{} to the Open vSwitch database at {remote} (is \
+                 ovsdb-server running? OVS_RUNDIR selects its directory)",
+                plan::EXT_K8S_TOKEN
+            )
+        })?;
     Ok(())
 }
 
