@@ -12,3 +12,6 @@ pub mod master;
 pub mod node;
 pub mod ovn;
 pub mod util;
+
+#[cfg(test)]
+mod props;

@@ -8,6 +8,8 @@ mod ovn;
 mod validate;
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 use std::ffi::OsString;
