@@ -9,6 +9,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -210,4 +211,153 @@ fn corpus_of_flags_config_cni_and_annotations() {
         bad.len(),
         bad.join("\n")
     );
+}
+
+#[derive(Deserialize)]
+struct ApiCase {
+    name: String,
+    object: serde_json::Value,
+    /// What the API server does with it: `accepted` or `rejected`.
+    api: String,
+    #[serde(default)]
+    why: String,
+}
+
+/// The collection URL of an object (`/api/v1/namespaces/default/pods`, ...).
+fn collection_path(obj: &serde_json::Value) -> String {
+    let api_version = obj["apiVersion"].as_str().unwrap_or("v1");
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let plural = match kind {
+        "Endpoints" => "endpoints".to_string(),
+        "NetworkPolicy" => "networkpolicies".to_string(),
+        k => format!("{}s", k.to_ascii_lowercase()),
+    };
+    let root = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{root}/namespaces/{ns}/{plural}"),
+        None => format!("{root}/{plural}"),
+    }
+}
+
+/// POST the raw object (typed structs could not even express some of them).
+async fn create_raw(client: &kube::Client, obj: &serde_json::Value) -> Result<(), String> {
+    let req = http::Request::post(collection_path(obj))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(obj).unwrap())
+        .unwrap();
+    client
+        .request::<serde_json::Value>(req)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// One master + net-controller on a real OVN central; a stream of hostile API objects, each
+/// accepted or rejected by the API as the corpus says; afterwards the daemon is still running,
+/// logged no panic, and a normal pod on a normal node gets its `ovn` annotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_of_api_objects_leaves_the_controller_serving() {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::{Api, ResourceExt};
+
+    let env = common::Env::start("corpus-api").await;
+    let args: Vec<String> = env
+        .master_args("10.128.0.0/16")
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-nb-address=") {
+                format!("-nb-address={}", env.central.nb_db())
+            } else if a.starts_with("-sb-address=") {
+                format!("-sb-address={}", env.central.sb_db())
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut master = env.spawn("master", &args);
+    let normal_node =
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+    create_raw(&env.client, &normal_node).await.unwrap();
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    common::eventually("n1 gets its subnet", Duration::from_secs(60), || async {
+        nodes
+            .get("n1")
+            .await
+            .ok()?
+            .annotations()
+            .get("ovn_host_subnet")
+            .cloned()
+    })
+    .await;
+
+    let cases = load::<ApiCase>("api.json");
+    let mut bad = Vec::new();
+    for c in &cases {
+        let got = create_raw(&env.client, &c.object).await;
+        let outcome = if got.is_ok() { "accepted" } else { "rejected" };
+        if outcome != c.api {
+            bad.push(format!(
+                "{}: the API {outcome} it ({got:?}), the corpus says {}",
+                c.name, c.api
+            ));
+        }
+        if c.api == "accepted" && c.why.is_empty() {
+            bad.push(format!(
+                "{}: an accepted object needs a \"why\" (what the controller does)",
+                c.name
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} API corpus entries failed:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
+
+    // The daemon survived all of it and still serves a normal pod.
+    let normal = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "normal", "namespace": "default"},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "pause"}]},
+    });
+    create_raw(&env.client, &normal).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let ann = common::eventually(
+        "the normal pod is annotated",
+        Duration::from_secs(90),
+        || async {
+            pods.get("normal")
+                .await
+                .ok()?
+                .annotations()
+                .get("ovn")
+                .cloned()
+        },
+    )
+    .await;
+    let addrs = ovnkube::ovn::addrs::NodeAddrs::new(
+        nodes.get("n1").await.unwrap().annotations()["ovn_host_subnet"]
+            .parse()
+            .unwrap(),
+    );
+    ovnkube::controller::ipam::parse_annotation(&ann, &addrs)
+        .unwrap_or_else(|e| panic!("the normal pod's annotation {ann:?} is invalid: {e}"));
+    assert!(
+        matches!(master.child.try_wait(), Ok(None)),
+        "the master exited during the corpus:\n{}",
+        master.log_text()
+    );
+    let log = master.log_text();
+    assert!(!log.contains("panicked"), "the master panicked:\n{log}");
+    eprintln!(
+        "{} hostile API objects streamed; the normal pod got {ann}",
+        cases.len()
+    );
+    master.terminate();
 }

@@ -11,9 +11,18 @@ pub fn is_dns1123_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-/// A DNS-1123 subdomain (pod names): at most 253 characters, dot-separated labels.
+/// A DNS-1123 subdomain as Kubernetes checks it (pod and node names): at most 253 of
+/// `[a-z0-9.-]`, dot-separated parts that start and end alphanumeric. Unlike DNS, Kubernetes
+/// sets no 63-character limit on each part.
 pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(part)
 }
 
 /// Why `ns`/`name` is not a valid namespaced object name, if it is not.
@@ -66,6 +75,8 @@ mod tests {
         let long = vec!["a".repeat(63); 4].join(".");
         assert_eq!(long.len(), 255);
         assert!(!is_dns1123_subdomain(&long));
+        assert!(is_dns1123_subdomain(&"p".repeat(253)));
+        assert!(!is_dns1123_subdomain(&"p".repeat(254)));
         assert!(is_dns1123_subdomain(long[..253].trim_end_matches('.')));
         assert!(check_namespaced("default", "web").is_ok());
         assert!(
