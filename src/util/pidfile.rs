@@ -52,7 +52,7 @@ impl PidFile {
                 let mut owner = String::new();
                 let _ = f.read_to_string(&mut owner);
                 bail!(
-                    "pidfile {} is locked by a running ovnkube (pid {}); stop it or use another -pidfile",
+                    "pidfile {} is locked: ovnkube is running (pid {}); stop it or use another -pidfile",
                     path.display(),
                     owner.trim()
                 );
@@ -115,7 +115,7 @@ mod tests {
         );
         // A second daemon (a separate open file description) is refused while we live.
         let err = PidFile::create(&p).unwrap_err().to_string();
-        assert!(err.contains("locked by a running ovnkube"), "{err}");
+        assert!(err.contains("is locked: ovnkube is running"), "{err}");
         assert!(err.contains(&std::process::id().to_string()), "{err}");
         drop(f);
         let again = PidFile::create(&p).unwrap();
