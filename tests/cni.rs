@@ -358,6 +358,7 @@ fn bad_input_gives_cni_error_objects_and_exit_1() {
         ("CNI_ARGS", "K8S_POD_NAMESPACE=..;K8S_POD_NAME=x"),
     ];
     let huge = format!("{good}{}", " ".repeat(2 << 20));
+    let endless_conf = r#"{"cniVersion":"1.0.0","name":"ovn-kubernetes","type":"ovn-k8s-cni-overlay","configFilePath":"/dev/zero"}"#;
     let cases: Vec<Case> = cases
         .into_iter()
         .chain([
@@ -374,6 +375,13 @@ fn bad_input_gives_cni_error_objects_and_exit_1() {
                 good,
                 4,
                 "namespace",
+            ),
+            (
+                "configFilePath /dev/zero",
+                full.to_vec(),
+                endless_conf,
+                7,
+                "larger than 1048576 bytes",
             ),
             (
                 "stdin over 1 MiB",

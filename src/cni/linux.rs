@@ -470,7 +470,14 @@ impl Plugin {
             )
         })?;
         let prev = PrevResult::parse(prev, &env.ifname)?;
-        let host_if = host_ifname(&env.container_id, &env.ifname);
+        // A pod attached before an upgrade still has its old host name.
+        let mut host_if = host_ifname(&env.container_id, &env.ifname);
+        for name in host_ifnames(&env.container_id, &env.ifname) {
+            if matches!(self.host.link(&name).await, Ok(Some(_))) {
+                host_if = name;
+                break;
+            }
+        }
         let ifname = env.ifname.as_str();
         let netns = env.netns.clone().unwrap_or_default();
         let mut problems: Vec<String> = Vec::new();
