@@ -582,6 +582,53 @@ async fn hostile_cni_environment_cannot_touch_the_host_or_other_pods() {
     blocking(|| b.wait_ping(&b.gw, Duration::from_secs(60)));
     let ports = ns.chassis.vsctl(&["list-ports", "br-int"]).unwrap();
     assert!(ports.lines().any(|l| l == hosts[1]), "{ports}");
+
+    // 5. A pod attached by an older release (host name = the id's first 15 characters, OVS
+    //    row stamped with the container id) is still torn down by DEL.
+    let mut old = PodNs::create(&env, "n1", &subnet, "legacy", 35).await;
+    old.container_id = format!("legacyattach{}", "7".repeat(52));
+    let legacy_if = old.container_id[..15].to_string();
+    blocking(|| {
+        let o = ns
+            .chassis
+            .run_in_netns(&[
+                "ip",
+                "link",
+                "add",
+                &legacy_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &old.netns_path(),
+            ])
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        ns.chassis
+            .vsctl(&[
+                "add-port",
+                "br-int",
+                &legacy_if,
+                "--",
+                "set",
+                "Interface",
+                &legacy_if,
+                &format!("external_ids:sandbox={}", old.container_id),
+            ])
+            .unwrap();
+    });
+    let (path, args) = (old.netns_path(), old.cni_args());
+    let (st, out, err) = blocking(|| ns.cni(&vars("DEL", &old, &path, &args), &conf));
+    assert!(st.success(), "DEL legacy: {out} {err}");
+    assert!(
+        !link_exists(&ns, &legacy_if),
+        "the legacy veth survived DEL"
+    );
+    let ports = ns.chassis.vsctl(&["list-ports", "br-int"]).unwrap();
+    assert!(!ports.lines().any(|l| l == legacy_if), "{ports}");
+
     let _ = blocking(|| {
         ns.chassis
             .run_in_netns(&["ip", "link", "del", "victimiface0123"])
