@@ -24,7 +24,7 @@ RUNTIME_PACKAGES += python3-prometheus-client
 LINT_PACKAGES = shellcheck vagrant
 DEMO_DIR ?= /tmp/ovnkube-demo
 
-.PHONY: all build release test unit integration lint fmt deps deps-runtime apt-install install install-bin demo demo-stop bench clean vagrant-check
+.PHONY: all build release test unit integration lint fmt deps deps-runtime apt-install install install-bin demo demo-stop bench clean vagrant-check fuzz
 
 all: build
 
@@ -112,6 +112,13 @@ install-bin:
 bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
+
+# Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
+# config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the
+# 1,000 `make test` runs; any panic or broken property fails.
+FUZZ_CASES ?= 100000
+fuzz:
+	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p ovnkube --lib -- props::
 
 # The whole system on an embedded local sandbox (needs root). KEEP=1 leaves it running.
 demo: deps-runtime build

@@ -13,3 +13,6 @@ pub mod metrics;
 pub mod node;
 pub mod ovn;
 pub mod util;
+
+#[cfg(test)]
+mod props;

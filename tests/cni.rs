@@ -340,6 +340,58 @@ fn bad_input_gives_cni_error_objects_and_exit_1() {
             "CNI_CONTAINERID",
         ),
     ];
+    let traversal = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "abc"),
+        ("CNI_NETNS", "/var/run/netns/none"),
+        ("CNI_IFNAME", "eth0"),
+        (
+            "CNI_ARGS",
+            "K8S_POD_NAMESPACE=default;K8S_POD_NAME=../../pods/kube-system/x",
+        ),
+    ];
+    let traversal_ns = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "abc"),
+        ("CNI_NETNS", "/var/run/netns/none"),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", "K8S_POD_NAMESPACE=..;K8S_POD_NAME=x"),
+    ];
+    let huge = format!("{good}{}", " ".repeat(2 << 20));
+    let endless_conf = r#"{"cniVersion":"1.0.0","name":"ovn-kubernetes","type":"ovn-k8s-cni-overlay","configFilePath":"/dev/zero"}"#;
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .chain([
+            (
+                "path traversal in K8S_POD_NAME",
+                traversal.to_vec(),
+                good,
+                4,
+                "K8S_POD_NAME",
+            ),
+            (
+                "path traversal in K8S_POD_NAMESPACE",
+                traversal_ns.to_vec(),
+                good,
+                4,
+                "namespace",
+            ),
+            (
+                "configFilePath /dev/zero",
+                full.to_vec(),
+                endless_conf,
+                7,
+                "larger than 1048576 bytes",
+            ),
+            (
+                "stdin over 1 MiB",
+                full.to_vec(),
+                huge.as_str(),
+                5,
+                "larger than",
+            ),
+        ])
+        .collect();
     for (what, vars, stdin, code, needle) in cases {
         let (status, out, err) = p.run(&vars, stdin);
         assert_eq!(status, Some(1), "{what}: {out} {err}");
@@ -359,4 +411,227 @@ fn bad_input_gives_cni_error_objects_and_exit_1() {
     let (status, out, _) = p.run(&[("CNI_COMMAND", "VERSION")], "");
     assert_eq!(status, Some(0));
     assert_eq!(out["cniVersion"], "1.1.0");
+}
+
+/// The chassis netns as the plugin sees it: link names and IPv4 routes.
+fn host_state(ns: &NodeSide) -> (BTreeSet<String>, String) {
+    let o = ns
+        .chassis
+        .run_in_netns(&["ip", "-j", "link", "show"])
+        .unwrap();
+    let links: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let names = links
+        .iter()
+        .filter_map(|l| l["ifname"].as_str().map(String::from))
+        .collect();
+    let r = ns
+        .chassis
+        .run_in_netns(&["ip", "-4", "route", "show"])
+        .unwrap();
+    (names, String::from_utf8_lossy(&r.stdout).into_owned())
+}
+
+fn link_exists(ns: &NodeSide, name: &str) -> bool {
+    let o = ns
+        .chassis
+        .run_in_netns(&["ip", "link", "show", "dev", name])
+        .unwrap();
+    o.status.success()
+}
+
+/// Attacks through the CNI environment, each against a real chassis: the plugin's own netns
+/// as CNI_NETNS, container ids that spell an existing host interface or share a prefix, and
+/// a DEL for a name that a foreign interface already holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_cni_environment_cannot_touch_the_host_or_other_pods() {
+    let env = Env::start("cni-hostile").await;
+    let _master = env.spawn("master", &master_args(&env));
+    create_node(&env, "n1").await;
+    let chassis = Chassis::start(&env.central, "n1", ChassisOpts::default()).unwrap();
+    let ns = NodeSide::new(&env, chassis);
+    let (st, log) = blocking(|| {
+        ns.init_node(
+            &ns.node_args(&env, "127.0.0.1"),
+            &[],
+            Duration::from_secs(90),
+        )
+    });
+    assert!(st.success(), "{log}");
+    let conf = conf_with(&ns.cni_conf(), "1.0.0", &[]);
+    let subnet = node_subnet(&env, "n1").await;
+
+    // 1. CNI_NETNS = the plugin's own namespace: refused, nothing on the host changes.
+    let pod = PodNs::create(&env, "n1", &subnet, "selfns", 30).await;
+    let before = host_state(&ns);
+    let args = pod.cni_args();
+    for netns in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
+        let (st, out, err) = blocking(|| ns.cni(&vars("ADD", &pod, netns, &args), &conf));
+        assert_eq!(st.code(), Some(1), "{netns}: {out} {err}");
+        assert_eq!(out["code"], 4, "{netns}: {out}");
+        assert!(
+            out["msg"]
+                .as_str()
+                .unwrap()
+                .contains("host's own network namespace"),
+            "{out}"
+        );
+    }
+    assert_eq!(host_state(&ns), before, "the host namespace was modified");
+
+    // 2. A host interface named like the old prefix scheme (the container id's first 15
+    //    characters) survives ADD and DEL of that container. (Foreign interfaces are veth
+    //    pairs inside the chassis netns: the test machine may lack the dummy module.)
+    blocking(|| {
+        let o = ns
+            .chassis
+            .run_in_netns(&[
+                "ip",
+                "link",
+                "add",
+                "victimiface0123",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "victimpeer",
+            ])
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    });
+    let mut v = PodNs::create(&env, "n1", &subnet, "victim", 31).await;
+    v.container_id = format!("victimiface0123{}", "4".repeat(49));
+    let (path, args) = (v.netns_path(), v.cni_args());
+    let (st, out, err) = blocking(|| ns.cni(&vars("ADD", &v, &path, &args), &conf));
+    assert!(st.success(), "ADD: {out} {err}");
+    assert_ne!(out["interfaces"][0]["name"], "victimiface0123");
+    let (st, out, err) = blocking(|| ns.cni(&vars("DEL", &v, &path, &args), &conf));
+    assert!(st.success(), "DEL: {out} {err}");
+    assert!(
+        link_exists(&ns, "victimiface0123"),
+        "DEL removed a foreign interface"
+    );
+    assert!(!link_exists(
+        &ns,
+        &ovnkube::cni::host_ifname(&v.container_id, "eth0")
+    ));
+
+    // 3. A foreign interface that already holds the name our scheme gives a container is
+    //    not ours either: DEL (and a failing ADD's cleanup) leave it alone.
+    let ghost = format!("ghost{}", "0".repeat(59));
+    let ghost_if = ovnkube::cni::host_ifname(&ghost, "eth0");
+    blocking(|| {
+        let o = ns
+            .chassis
+            .run_in_netns(&[
+                "ip",
+                "link",
+                "add",
+                &ghost_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "ghostpeer",
+            ])
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    });
+    let mut g = PodNs::create(&env, "n1", &subnet, "ghost", 32).await;
+    g.container_id = ghost.clone();
+    let (path, args) = (g.netns_path(), g.cni_args());
+    let (st, out, _) = blocking(|| ns.cni(&vars("ADD", &g, &path, &args), &conf));
+    assert_eq!(
+        st.code(),
+        Some(1),
+        "ADD over a foreign interface must fail: {out}"
+    );
+    let (st, out, err) = blocking(|| ns.cni(&vars("DEL", &g, &path, &args), &conf));
+    assert!(st.success(), "DEL: {out} {err}");
+    assert!(
+        link_exists(&ns, &ghost_if),
+        "a foreign {ghost_if} was deleted"
+    );
+
+    // 4. Two containers whose ids share their first 15 (here 63) characters: both attach,
+    //    reach each other, and deleting one leaves the other working.
+    let prefix = "twin0123456789abcdef".repeat(4);
+    let mut a = PodNs::create(&env, "n1", &subnet, "twina", 33).await;
+    let mut b = PodNs::create(&env, "n1", &subnet, "twinb", 34).await;
+    a.container_id = format!("{}a", &prefix[..63]);
+    b.container_id = format!("{}b", &prefix[..63]);
+    let mut hosts = Vec::new();
+    for p in [&a, &b] {
+        let (path, args) = (p.netns_path(), p.cni_args());
+        let (st, out, err) = blocking(|| ns.cni(&vars("ADD", p, &path, &args), &conf));
+        assert!(st.success(), "ADD {}: {out} {err}", p.name);
+        hosts.push(out["interfaces"][0]["name"].as_str().unwrap().to_string());
+    }
+    assert_ne!(hosts[0], hosts[1]);
+    blocking(|| {
+        a.wait_ping(&b.ip, Duration::from_secs(60));
+        b.wait_ping(&a.ip, Duration::from_secs(60));
+    });
+    let (path, args) = (a.netns_path(), a.cni_args());
+    let (st, out, err) = blocking(|| ns.cni(&vars("DEL", &a, &path, &args), &conf));
+    assert!(st.success(), "DEL a: {out} {err}");
+    assert!(!link_exists(&ns, &hosts[0]));
+    assert!(
+        link_exists(&ns, &hosts[1]),
+        "DEL of a removed b's interface"
+    );
+    blocking(|| b.wait_ping(&b.gw, Duration::from_secs(60)));
+    let ports = ns.chassis.vsctl(&["list-ports", "br-int"]).unwrap();
+    assert!(ports.lines().any(|l| l == hosts[1]), "{ports}");
+
+    // 5. A pod attached by an older release (host name = the id's first 15 characters, OVS
+    //    row stamped with the container id) is still torn down by DEL.
+    let mut old = PodNs::create(&env, "n1", &subnet, "legacy", 35).await;
+    old.container_id = format!("legacyattach{}", "7".repeat(52));
+    let legacy_if = old.container_id[..15].to_string();
+    blocking(|| {
+        let o = ns
+            .chassis
+            .run_in_netns(&[
+                "ip",
+                "link",
+                "add",
+                &legacy_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &old.netns_path(),
+            ])
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        ns.chassis
+            .vsctl(&[
+                "add-port",
+                "br-int",
+                &legacy_if,
+                "--",
+                "set",
+                "Interface",
+                &legacy_if,
+                &format!("external_ids:sandbox={}", old.container_id),
+            ])
+            .unwrap();
+    });
+    let (path, args) = (old.netns_path(), old.cni_args());
+    let (st, out, err) = blocking(|| ns.cni(&vars("DEL", &old, &path, &args), &conf));
+    assert!(st.success(), "DEL legacy: {out} {err}");
+    assert!(
+        !link_exists(&ns, &legacy_if),
+        "the legacy veth survived DEL"
+    );
+    let ports = ns.chassis.vsctl(&["list-ports", "br-int"]).unwrap();
+    assert!(!ports.lines().any(|l| l == legacy_if), "{ports}");
+
+    let _ = blocking(|| {
+        ns.chassis
+            .run_in_netns(&["ip", "link", "del", "victimiface0123"])
+            .and_then(|_| ns.chassis.run_in_netns(&["ip", "link", "del", &ghost_if]))
+    });
 }

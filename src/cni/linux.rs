@@ -18,7 +18,7 @@ use super::types::{
 use crate::config::{self, Config, DEFAULT_CONFIG_FILE, Invocation, KubernetesConfig};
 use crate::exec::{Exec, RealExec};
 use crate::kube::annotations::POD_NETWORK;
-use crate::node::iproute::Ip;
+use crate::node::iproute::{Ip, Link};
 use crate::node::plan::{
     BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE,
 };
@@ -29,15 +29,82 @@ use crate::ovn::{ColVal, DbOp, Query, Val, Vs, VsOp, VsTxn, Vsctl};
 const ANNOTATION_TIMEOUT: Duration = Duration::from_secs(30);
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The br-int side of a pod's veth. The reference's name (the first 15 characters of the
-/// container id) when that is well defined; otherwise a hash, so a short container id or a
-/// second interface works too (the reference crashed on ids shorter than 15).
+/// The br-int side of a pod's veth: `ovn` and 12 hex digits of a hash of the WHOLE container
+/// id and interface name. Never a prefix of the id: two ids sharing their first 15 characters
+/// must not share an interface, and an id must not be able to name an existing host interface.
 pub fn host_ifname(container_id: &str, ifname: &str) -> String {
-    if ifname == "eth0" && container_id.len() >= 15 && container_id.is_ascii() {
-        return container_id[..15].to_string();
-    }
     let h = fnv1a64(format!("{container_id}/{ifname}").as_bytes());
     format!("ovn{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// The name older releases gave the host side (the first 15 characters of the id), still
+/// looked at so pods attached before an upgrade are torn down and kept by GC. Only ever
+/// removed when OVS proves it is ours.
+fn legacy_host_ifname(container_id: &str, ifname: &str) -> Option<String> {
+    (ifname == "eth0" && container_id.len() >= 15 && container_id.is_ascii())
+        .then(|| container_id[..15].to_string())
+}
+
+/// The host interface names an attachment may have, newest scheme first.
+fn host_ifnames(container_id: &str, ifname: &str) -> Vec<String> {
+    let mut v = vec![host_ifname(container_id, ifname)];
+    v.extend(legacy_host_ifname(container_id, ifname));
+    v
+}
+
+/// What exists under a host interface name, read before anything is removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The OVS Interface of that name: `None` when there is none, else its
+    /// `external_ids:sandbox` (`Some(None)` when the row has no such key).
+    pub ovs_row: Option<Option<String>>,
+    /// A host link of that name exists.
+    pub link: bool,
+    /// The host link is a veth whose peer is `CNI_IFNAME` in the target namespace.
+    pub peer_in_pod: bool,
+}
+
+/// What may be removed: only what is provably this attachment's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removal {
+    pub ovs_port: bool,
+    pub link: bool,
+}
+
+/// An OVS row is ours when ADD stamped it with this container id; a link is ours when its OVS
+/// row is, or (no OVS row: an ADD that failed before the port was added) when its veth peer is
+/// the pod interface. Anything else with the same name belongs to someone else.
+pub fn removal(found: &Found, container_id: &str) -> Removal {
+    let ovs_ours = matches!(&found.ovs_row, Some(Some(s)) if s == container_id);
+    let link_ours = ovs_ours || (found.ovs_row.is_none() && found.peer_in_pod);
+    Removal {
+        ovs_port: ovs_ours,
+        link: found.link && link_ours,
+    }
+}
+
+/// Whether `peer` (read in the pod's namespace) is the other end of `host` (read in ours).
+fn is_veth_peer(host: &Link, peer: &Link) -> bool {
+    host.link_netnsid.is_some()
+        && host.link_index == Some(peer.ifindex)
+        && peer.link_index == Some(host.ifindex)
+        && peer.ifindex != 0
+}
+
+/// Whether `netns` is the namespace this process runs in or PID 1's (the host's): a pod is
+/// never either, and configuring it would rewrite the node's own interfaces and routes.
+fn is_host_netns(netns: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let target = std::fs::metadata(netns)?;
+    let id = |m: &std::fs::Metadata| (m.dev(), m.ino());
+    for own in ["/proc/self/ns/net", "/proc/1/ns/net"] {
+        if let Ok(m) = std::fs::metadata(own)
+            && id(&m) == id(&target)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub async fn dispatch(
@@ -144,11 +211,29 @@ impl Plugin {
     async fn add(&self, env: &CniEnv, conf: &NetConf, version: &str) -> Result<Value, CniError> {
         let (ns, pod) = env.pod()?;
         let netns = env.netns.clone().unwrap_or_default();
-        if !Path::new(&netns).exists() {
-            return Err(CniError::new(
-                code::UNKNOWN_CONTAINER,
-                format!("network namespace {netns} (CNI_NETNS) does not exist"),
-            ));
+        match is_host_netns(Path::new(&netns)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CniError::new(
+                    code::UNKNOWN_CONTAINER,
+                    format!("network namespace {netns} (CNI_NETNS) does not exist"),
+                ));
+            }
+            Err(e) => {
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!("network namespace {netns} (CNI_NETNS) cannot be read: {e}"),
+                ));
+            }
+            Ok(true) => {
+                return Err(CniError::new(
+                    code::INVALID_ENV,
+                    format!(
+                        "CNI_NETNS {netns} is the host's own network namespace, not a pod's; \
+                         refusing to configure it"
+                    ),
+                ));
+            }
+            Ok(false) => {}
         }
         let client = crate::kube::client::build(&self.cfg.kubernetes)
             .await
@@ -174,8 +259,8 @@ impl Plugin {
                 Ok(r.to_json(version))
             }
             Err(e) => {
-                // No half-plumbed pod left behind (§11 item 41).
-                if let Err(ce) = self.unplug(&host_if).await {
+                // No half-plumbed pod left behind.
+                if let Err(ce) = self.unplug(env).await {
                     tracing::warn!("cleanup after a failed ADD: {ce:#}");
                 }
                 Err(CniError::generic(&e.context(format!(
@@ -198,7 +283,7 @@ impl Plugin {
         mtu: u32,
     ) -> Result<AddResult> {
         // A retried ADD starts from nothing, so it ends exactly like a first one.
-        self.unplug(host_if).await?;
+        self.unplug(env).await?;
         let ifname = env.ifname.as_str();
         let m = mtu.to_string();
         // The pod end is created directly inside the pod's netns with its final name and
@@ -308,29 +393,78 @@ impl Plugin {
         })
     }
 
-    /// Remove the br-int port and the veth (its pod end goes with it). Missing is fine.
-    async fn unplug(&self, host_if: &str) -> Result<()> {
-        let mut txn = VsTxn::new();
-        txn.push(VsOp::DelPort {
-            bridge: None,
-            port: host_if.into(),
-        });
-        self.vs
-            .transact(&txn)
+    /// Remove this attachment's br-int port and veth (its pod end goes with it), under every
+    /// name it may have, but only what is provably ours (see [`removal`]). Missing is fine.
+    async fn unplug(&self, env: &CniEnv) -> Result<()> {
+        for name in host_ifnames(&env.container_id, &env.ifname) {
+            let found = self.found(&name, env).await?;
+            let r = removal(&found, &env.container_id);
+            if (found.link && !r.link) || (found.ovs_row.is_some() && !r.ovs_port) {
+                tracing::warn!(
+                    container = %env.container_id, interface = %name, ?found,
+                    "not removing interface {name}: it is not provably this container's"
+                );
+            }
+            if r.ovs_port {
+                let mut txn = VsTxn::new();
+                txn.push(VsOp::DelPort {
+                    bridge: None,
+                    port: name.clone(),
+                });
+                self.vs
+                    .transact(&txn)
+                    .await
+                    .with_context(|| format!("removing port {name} from OVS"))?;
+            }
+            if r.link {
+                self.host.link_del(&name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What exists under host interface `name`: its OVS row, the link, and whether the link's
+    /// veth peer is the pod interface in `CNI_NETNS`.
+    async fn found(&self, name: &str, env: &CniEnv) -> Result<Found> {
+        let rows = self
+            .vs
+            .query(&[Query::find(
+                "Interface",
+                &["name", "external_ids"],
+                vec![ColVal::set("name", Val::str(name))],
+            )])
             .await
-            .with_context(|| format!("removing port {host_if} from OVS"))?;
-        self.host.link_del(host_if).await
+            .with_context(|| format!("reading OVS interface {name}"))?;
+        let ovs_row = rows
+            .first()
+            .and_then(|t| t.first())
+            .map(|r| r.map_get("external_ids", "sandbox"));
+        let link = self.host.link(name).await?;
+        let mut peer_in_pod = false;
+        if let (Some(l), Some(netns)) = (&link, env.netns.as_deref())
+            && l.link_netnsid.is_some()
+            && Path::new(netns).exists()
+        {
+            let in_pod = Ip::in_netns(self.exec.clone(), netns);
+            if let Ok(Some(peer)) = in_pod.link(&env.ifname).await {
+                peer_in_pod = is_veth_peer(l, &peer);
+            }
+        }
+        Ok(Found {
+            ovs_row,
+            link: link.is_some(),
+            peer_in_pod,
+        })
     }
 
     async fn del(&self, env: &CniEnv) -> Result<(), CniError> {
-        let host_if = host_ifname(&env.container_id, &env.ifname);
-        self.unplug(&host_if).await.map_err(|e| {
+        self.unplug(env).await.map_err(|e| {
             CniError::generic(&e.context(format!(
                 "removing the network of container {}",
                 env.container_id
             )))
         })?;
-        tracing::info!(container = %env.container_id, %host_if, "pod network detached");
+        tracing::info!(container = %env.container_id, "pod network detached");
         Ok(())
     }
 
@@ -343,7 +477,14 @@ impl Plugin {
             )
         })?;
         let prev = PrevResult::parse(prev, &env.ifname)?;
-        let host_if = host_ifname(&env.container_id, &env.ifname);
+        // A pod attached before an upgrade still has its old host name.
+        let mut host_if = host_ifname(&env.container_id, &env.ifname);
+        for name in host_ifnames(&env.container_id, &env.ifname) {
+            if matches!(self.host.link(&name).await, Ok(Some(_))) {
+                host_if = name;
+                break;
+            }
+        }
         let ifname = env.ifname.as_str();
         let netns = env.netns.clone().unwrap_or_default();
         let mut problems: Vec<String> = Vec::new();
@@ -499,7 +640,7 @@ impl Plugin {
         };
         let keep: BTreeSet<String> = valid
             .iter()
-            .map(|a| host_ifname(&a.container_id, &a.ifname))
+            .flat_map(|a| host_ifnames(&a.container_id, &a.ifname))
             .collect();
         let rows = self
             .vs
@@ -586,15 +727,122 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_interface_names() {
+    fn host_interface_names_hash_the_whole_id() {
         let long = "0123456789abcdef0123456789abcdef";
-        assert_eq!(host_ifname(long, "eth0"), "0123456789abcde");
-        for (id, ifn) in [("a", "eth0"), (long, "net1"), ("abc.def_g-h", "eth0")] {
+        // Two ids sharing their first 15 (and more) characters.
+        let twin = "0123456789abcdef0123456789abcdeX";
+        assert_ne!(host_ifname(long, "eth0"), host_ifname(twin, "eth0"));
+        assert_ne!(host_ifname(long, "eth0"), &long[..15]);
+        for (id, ifn) in [
+            ("a", "eth0"),
+            (long, "net1"),
+            (long, "eth0"),
+            ("abc.def_g-h", "eth0"),
+        ] {
             let n = host_ifname(id, ifn);
-            assert!(n.len() <= 15, "{n}");
+            assert_eq!(n.len(), 15, "{n}");
             assert!(n.starts_with("ovn"), "{n}");
+            assert!(n[3..].chars().all(|c| c.is_ascii_hexdigit()), "{n}");
         }
         assert_ne!(host_ifname("a", "eth0"), host_ifname("b", "eth0"));
+        assert_ne!(host_ifname("a", "eth0"), host_ifname("a", "net1"));
         assert_eq!(host_ifname("a", "eth0"), host_ifname("a", "eth0"));
+        assert_eq!(
+            host_ifnames(long, "eth0"),
+            [host_ifname(long, "eth0"), long[..15].to_string()]
+        );
+        assert_eq!(host_ifnames(long, "net1").len(), 1);
+        assert_eq!(host_ifnames("short", "eth0").len(), 1);
+    }
+
+    #[test]
+    fn only_provably_owned_interfaces_are_removed() {
+        let id = "c1";
+        let f = |ovs_row: Option<Option<&str>>, link, peer_in_pod| Found {
+            ovs_row: ovs_row.map(|s| s.map(String::from)),
+            link,
+            peer_in_pod,
+        };
+        let r = |ovs_port, link| Removal { ovs_port, link };
+        let cases = [
+            ("nothing there", f(None, false, false), r(false, false)),
+            (
+                "our OVS port and veth",
+                f(Some(Some("c1")), true, false),
+                r(true, true),
+            ),
+            (
+                "our OVS port, veth gone",
+                f(Some(Some("c1")), false, false),
+                r(true, false),
+            ),
+            (
+                "another sandbox's port",
+                f(Some(Some("c2")), true, true),
+                r(false, false),
+            ),
+            (
+                "a port without sandbox",
+                f(Some(None), true, true),
+                r(false, false),
+            ),
+            (
+                "half-made ADD: veth to the pod",
+                f(None, true, true),
+                r(false, true),
+            ),
+            (
+                "a host interface of that name",
+                f(None, true, false),
+                r(false, false),
+            ),
+        ];
+        for (what, found, want) in cases {
+            assert_eq!(removal(&found, id), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn veth_peers_match_both_ways() {
+        let l = |ifindex, link_index: Option<u32>, nsid: Option<i32>| Link {
+            ifname: "x".into(),
+            ifindex,
+            link_index,
+            link_netnsid: nsid,
+            address: String::new(),
+            mtu: 1500,
+            flags: vec![],
+        };
+        assert!(is_veth_peer(
+            &l(7, Some(2), Some(0)),
+            &l(2, Some(7), Some(0))
+        ));
+        // Same indices but the host link's peer is in our own namespace.
+        assert!(!is_veth_peer(&l(7, Some(2), None), &l(2, Some(7), Some(0))));
+        assert!(!is_veth_peer(
+            &l(7, Some(2), Some(0)),
+            &l(2, Some(8), Some(0))
+        ));
+        assert!(!is_veth_peer(
+            &l(7, Some(3), Some(0)),
+            &l(2, Some(7), Some(0))
+        ));
+        // A dummy has no peer at all.
+        assert!(!is_veth_peer(&l(7, None, None), &l(2, None, None)));
+    }
+
+    #[test]
+    fn the_host_namespace_is_recognised() {
+        assert!(is_host_netns(Path::new("/proc/self/ns/net")).unwrap());
+        assert!(is_host_netns(Path::new("/proc/thread-self/ns/net")).unwrap());
+        // PID 1's namespace is the host's even when the plugin runs elsewhere; where it cannot
+        // be read (a sandbox), ADD refuses it as unreadable. Either way it is never a pod's.
+        assert!(!matches!(
+            is_host_netns(Path::new("/proc/1/ns/net")),
+            Ok(false)
+        ));
+        assert!(is_host_netns(Path::new("/nonexistent/ns")).is_err());
+        // Not a namespace at all, and certainly not ours.
+        assert!(!is_host_netns(Path::new("/proc/self/ns/mnt")).unwrap());
     }
 }

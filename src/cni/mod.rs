@@ -44,17 +44,41 @@ pub fn main() -> ExitCode {
     status
 }
 
-fn run() -> Result<Option<Value>, (CniError, String)> {
+/// What the environment and stdin ask for, once both are validated.
+#[derive(Debug)]
+pub enum Request {
+    /// VERSION: answered without a config.
+    Version,
+    Run(Box<Prepared>),
+}
+
+/// A validated ADD/DEL/CHECK/STATUS/GC request.
+#[derive(Debug)]
+pub struct Prepared {
+    pub env: CniEnv,
+    pub conf: NetConf,
+    pub version: String,
+}
+
+/// Validate the `CNI_*` environment (`get`) and the network config read from `stdin` (at
+/// most [`crate::util::files::MAX_INPUT_BYTES`]) before anything is touched. On error, the
+/// CNI error and the version to report it in.
+pub fn prepare(
+    get: impl Fn(&str) -> Option<String>,
+    stdin: impl Read,
+) -> Result<Request, (CniError, String)> {
     let plugin_v = || PLUGIN_VERSION.to_string();
-    let env = CniEnv::from_vars(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()))
-        .map_err(|e| (e, plugin_v()))?;
-    let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
+    let env = CniEnv::from_vars(get).map_err(|e| (e, plugin_v()))?;
+    let read = crate::util::files::read_capped(
+        stdin,
+        crate::util::files::MAX_INPUT_BYTES,
+        "the network configuration on stdin",
+    );
     if env.command == Command::Version {
         // The config on stdin only names the runtime's version; the answer does not depend on it.
-        return Ok(Some(version_info()));
+        return Ok(Request::Version);
     }
-    read.map_err(|e| {
+    let stdin = read.map_err(|e| {
         (
             CniError::new(
                 code::IO,
@@ -64,6 +88,22 @@ fn run() -> Result<Option<Value>, (CniError, String)> {
         )
     })?;
     let (conf, version) = NetConf::parse(&stdin, env.command).map_err(|e| (e, plugin_v()))?;
+    if env.command == Command::Add {
+        // The pod's names reach the API URL: reject bad ones before any work.
+        env.pod().map_err(|e| (e, version.clone()))?;
+    }
+    Ok(Request::Run(Box::new(Prepared { env, conf, version })))
+}
+
+fn run() -> Result<Option<Value>, (CniError, String)> {
+    let req = prepare(
+        |k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned()),
+        std::io::stdin().lock(),
+    )?;
+    let Request::Run(p) = req else {
+        return Ok(Some(version_info()));
+    };
+    let Prepared { env, conf, version } = *p;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

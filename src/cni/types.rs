@@ -147,7 +147,16 @@ impl CniEnv {
     pub fn pod(&self) -> Result<(String, String), CniError> {
         let get = |k: &str| self.args.get(k).filter(|v| !v.is_empty()).cloned();
         match (get("K8S_POD_NAMESPACE"), get("K8S_POD_NAME")) {
-            (Some(ns), Some(name)) => Ok((ns, name)),
+            (Some(ns), Some(name)) => {
+                // These go into the API URL path and OVN names: `../` must never get there.
+                crate::kube::names::check_namespaced(&ns, &name).map_err(|why| {
+                    CniError::new(
+                        code::INVALID_ENV,
+                        format!("CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME: {why}"),
+                    )
+                })?;
+                Ok((ns, name))
+            }
             _ => Err(CniError::new(
                 code::INVALID_ENV,
                 "CNI_ARGS must name the pod: K8S_POD_NAMESPACE and K8S_POD_NAME are required",
@@ -467,6 +476,28 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.pod().unwrap(), ("default".into(), "web".into()));
+        for (ns, name) in [
+            ("default", "../../pods/x"),
+            ("..", "web"),
+            ("default", "web/status"),
+            ("Default", "web"),
+            ("default", "web%2F.."),
+        ] {
+            let e = env(&[
+                ("CNI_COMMAND", "DEL"),
+                ("CNI_CONTAINERID", "a"),
+                ("CNI_IFNAME", "eth0"),
+                (
+                    "CNI_ARGS",
+                    &format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
+                ),
+            ])
+            .unwrap()
+            .pod()
+            .unwrap_err();
+            assert_eq!(e.code, code::INVALID_ENV, "{ns}/{name}");
+            assert!(e.msg.contains("K8S_POD_NAMESPACE/K8S_POD_NAME"), "{e}");
+        }
         let bad_args = env(&[
             ("CNI_COMMAND", "DEL"),
             ("CNI_CONTAINERID", "a"),

@@ -9,6 +9,12 @@ use std::path::Path;
 use super::ConfigError;
 use super::validate::{Layer, OvnLayer};
 
+/// The file's text, capped at [`crate::util::files::MAX_INPUT_BYTES`] (`-config-file=/dev/zero`
+/// fails at once instead of filling memory).
+pub(crate) fn read_config_file(path: &Path) -> std::io::Result<String> {
+    crate::util::files::read_text_capped(path)
+}
+
 /// The file's settings; `None` = absent or empty.
 pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Layer, ConfigError> {
     let err = |line: usize, msg: String| {
@@ -277,4 +283,37 @@ fn unknown(section: &str, key: &str) -> String {
         "unknown key {key:?} in section [{section}] (valid keys: {})",
         valid.join(", ")
     )
+}
+
+#[cfg(test)]
+mod size_cap_tests {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_endless_or_huge_config_file_fails_fast_with_its_name() {
+        let big = std::env::temp_dir().join(format!("ovnkube-bigconf-{}", std::process::id()));
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(crate::util::files::MAX_INPUT_BYTES + 1).unwrap();
+        for (arg, default) in [
+            (
+                "-config-file=/dev/zero".to_string(),
+                Path::new("/nonexistent"),
+            ),
+            (
+                format!("-config-file={}", big.display()),
+                Path::new("/nonexistent"),
+            ),
+            // The default file is capped the same way.
+            ("-init-master=m".to_string(), Path::new("/dev/zero")),
+        ] {
+            let t = Instant::now();
+            let e = crate::config::parse_args_with([arg.clone()], default, None).unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains("larger than 1048576 bytes"), "{arg}: {msg}");
+            assert!(msg.contains("config file"), "{arg}: {msg}");
+            assert!(t.elapsed() < Duration::from_secs(5), "{arg}");
+        }
+        let _ = std::fs::remove_file(&big);
+    }
 }

@@ -11,6 +11,8 @@ mod validate;
 pub use roles::{CertFile, ROLE_FLAGS, cert_files, check_cert_files, check_runnable, require_role};
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
 
 pub use ovn::{DEFAULT_OVN_RUNDIR, ServerSetup, ServerSsl, local_db_socket};
@@ -291,14 +293,14 @@ where
     let file = match f.config_file.as_deref().filter(|p| !p.is_empty()) {
         Some(explicit) => {
             let path = PathBuf::from(explicit);
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+            let text = file::read_config_file(&path).map_err(|e| {
                 ConfigError::new(format!(
                     "config file {explicit} (from -config-file) cannot be read: {e}"
                 ))
             })?;
             Some((path, text))
         }
-        None => match std::fs::read_to_string(default_file) {
+        None => match file::read_config_file(default_file) {
             Ok(text) => Some((default_file.to_path_buf(), text)),
             // A missing default file is fine; anything else about it is not.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod informer;
+pub mod names;
 pub mod token_file;
 
 pub use informer::{Change, informer, key};

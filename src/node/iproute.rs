@@ -26,6 +26,14 @@ pub struct Ip {
 pub struct Link {
     pub ifname: String,
     #[serde(default)]
+    pub ifindex: u32,
+    /// A veth's peer's ifindex (in the peer's namespace).
+    #[serde(default)]
+    pub link_index: Option<u32>,
+    /// Set when the peer lives in another network namespace.
+    #[serde(default)]
+    pub link_netnsid: Option<i32>,
+    #[serde(default)]
     pub address: String,
     #[serde(default)]
     pub mtu: u32,

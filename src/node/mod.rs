@@ -12,9 +12,7 @@ pub mod nic;
 pub mod plan;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -24,7 +22,6 @@ use kube::Api;
 
 use crate::app::Ctx;
 use crate::config::{Config, ConfigError, KubernetesConfig};
-use crate::exec::Cmd;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
 use crate::ovn::names::{mgmt_iface, node_switch};
@@ -262,23 +259,10 @@ async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
     let api_server = api_server_url(&ctx.cfg.kubernetes).await?;
     let txn = plan::external_ids_txn(&ctx.cfg, node, encap_ip, &api_server, &existing);
     txn.validate()?;
-    // Built here rather than by `Vsctl` so the token is masked in logs and errors.
-    let t = vs.0.target();
-    let mut cmd = Cmd::new(t.program.clone())
-        .args(t.db_args.iter().cloned())
-        .arg(format!("--timeout={}", t.timeout.as_secs().max(1)))
-        .args(txn.render())
-        .timeout(t.timeout + Duration::from_secs(5));
-    for (k, v) in &t.env {
-        cmd = cmd.env(k.clone(), v.clone());
-    }
-    if let Some(tok) = &ctx.cfg.kubernetes.token {
-        cmd = cmd.redact(tok.clone());
-    }
-    ctx.exec
-        .run(&cmd)
+    vs.transact(&txn)
         .await
         .context("error setting OVS external IDs")?;
+    write_token(ctx.cfg.kubernetes.token.as_deref()).await?;
     // The token is a secret: log which keys were written, never their values.
     tracing::info!(
         %node, %encap_ip, api_server = %api_server,
@@ -286,6 +270,27 @@ async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
         if ctx.cfg.ovn_south.client.client_target().is_some() { ", ovn-remote" } else { "" },
         if ctx.cfg.ovn_north.client.client_target().is_some() { ", ovn-nb" } else { "" },
     );
+    Ok(())
+}
+
+/// `external_ids:k8s-api-token` through an OVSDB connection to the local Open vSwitch
+/// database, never on a command line (any local user can read `/proc/PID/cmdline`).
+async fn write_token(token: Option<&str>) -> Result<()> {
+    let Some(ops) = plan::token_ops(token) else {
+        return Ok(());
+    };
+    let remote = crate::ovn::jsonrpc::Remote::local_ovs();
+    let client = crate::ovn::jsonrpc::Client::start(remote.clone(), API_TIMEOUT);
+    client
+        .transact("Open_vSwitch", ops)
+        .await
+        .with_context(|| {
+            format!(
+                "writing external_ids:{} to the Open vSwitch database at {remote} (is \
+                 ovsdb-server running? OVS_RUNDIR selects its directory)",
+                plan::EXT_K8S_TOKEN
+            )
+        })?;
     Ok(())
 }
 
@@ -508,7 +513,7 @@ async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result
     Ok(mac)
 }
 
-/// Step 4: the CNI config, written atomically (temp file + rename, §11 item 40). Returns
+/// Step 4: the CNI config, written atomically (exclusive temp file + rename). Returns
 /// its path.
 pub fn write_cni_conf(cfg: &Config) -> Result<std::path::PathBuf> {
     let dir = &cfg.cni.conf_dir;
@@ -519,42 +524,16 @@ pub fn write_cni_conf(cfg: &Config) -> Result<std::path::PathBuf> {
     }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("creating the CNI config directory {}", dir.display()))?;
-    write_atomic(&path, text.as_bytes())
+    crate::util::files::write_atomic(&path, text.as_bytes(), 0o644)
         .with_context(|| format!("writing the CNI config {}", path.display()))?;
     Ok(path)
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // A dot-name kubelet ignores (it only loads *.conf/*.conflist/*.json).
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let res = (|| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Invocation, parse_args_with};
+    use std::path::Path;
 
     #[test]
     fn cni_conf_is_written_atomically_and_only_when_changed() {

@@ -34,7 +34,9 @@ pub const EXT_K8S_TOKEN_FILE: &str = "k8s-api-token-file";
 /// ovn-controller's own key for the datapath type of the br-int it creates.
 pub const EXT_BRIDGE_DATAPATH: &str = "ovn-bridge-datapath-type";
 
-/// One `ovs-vsctl` transaction with every external_id ovn-controller and the CNI plugin need.
+/// One `ovs-vsctl` transaction with every external_id ovn-controller and the CNI plugin need,
+/// except the API token: a command line is readable by every local user
+/// (`/proc/PID/cmdline`), so the token goes through [`token_ops`] on an OVSDB connection.
 /// `existing` is the current `external_ids` map (system-id is only set when missing: OVS
 /// packaging usually sets it and ovn-controller's chassis name must not change under it).
 pub fn external_ids_txn(
@@ -70,9 +72,6 @@ pub fn external_ids_txn(
     if let Some(ca) = &cfg.kubernetes.cacert {
         put(EXT_K8S_CA, ca.display().to_string());
     }
-    if let Some(tok) = cfg.kubernetes.token.as_ref().filter(|t| !t.is_empty()) {
-        put(EXT_K8S_TOKEN, tok.clone());
-    }
     if let Some(f) = &cfg.kubernetes.token_file {
         put(EXT_K8S_TOKEN_FILE, f.display().to_string());
     }
@@ -86,6 +85,23 @@ pub fn external_ids_txn(
         if_exists: false,
     }));
     txn
+}
+
+/// The OVSDB operations (database `Open_vSwitch`) that set `external_ids:k8s-api-token` to
+/// `token`: a map `insert` keeps an existing key's old value, so the key is deleted first, in
+/// the same transaction. `None` when no token is configured (an existing one is left alone,
+/// as with every other key).
+pub fn token_ops(token: Option<&str>) -> Option<Vec<serde_json::Value>> {
+    let tok = token.filter(|t| !t.is_empty())?;
+    Some(vec![serde_json::json!({
+        "op": "mutate",
+        "table": "Open_vSwitch",
+        "where": [],
+        "mutations": [
+            ["external_ids", "delete", ["set", [EXT_K8S_TOKEN]]],
+            ["external_ids", "insert", ["map", [[EXT_K8S_TOKEN, tok]]]],
+        ],
+    })])
 }
 
 /// The management port in OVS: br-int (created with `datapath_type` only when it does not
@@ -224,9 +240,36 @@ mod tests {
              external_ids:\"ovn-encap-type\"=\"geneve\" \
              external_ids:\"ovn-encap-ip\"=\"10.0.0.7\" \
              external_ids:\"k8s-api-server\"=\"http://10.0.0.1:8080\" \
-             external_ids:\"k8s-api-token\"=\"secret\" \
              external_ids:\"system-id\"=\"n1\""
         );
+    }
+
+    #[test]
+    fn the_token_never_reaches_the_command_line_but_the_ovsdb_ops() {
+        let c = cfg(&["-init-node=n1", "-k8s-token=s3cr3t-tok"]);
+        let t = external_ids_txn(
+            &c,
+            "n1",
+            "10.0.0.7".parse().unwrap(),
+            "http://localhost:8080",
+            &BTreeMap::new(),
+        );
+        let argv = t.render();
+        assert!(argv.iter().all(|a| !a.contains("s3cr3t")), "{argv:?}");
+        assert!(argv.iter().all(|a| !a.contains(EXT_K8S_TOKEN)), "{argv:?}");
+        let ops = token_ops(c.kubernetes.token.as_deref()).unwrap();
+        assert_eq!(
+            serde_json::Value::Array(ops),
+            serde_json::json!([{
+                "op": "mutate", "table": "Open_vSwitch", "where": [],
+                "mutations": [
+                    ["external_ids", "delete", ["set", ["k8s-api-token"]]],
+                    ["external_ids", "insert", ["map", [["k8s-api-token", "s3cr3t-tok"]]]],
+                ],
+            }])
+        );
+        assert!(token_ops(None).is_none());
+        assert!(token_ops(Some("")).is_none());
     }
 
     #[test]

@@ -44,6 +44,38 @@ impl Remote {
     }
 }
 
+/// Where `ovs-vsctl` finds the local Open vSwitch database by default.
+const OVS_DEFAULT_RUNDIR: &str = "/var/run/openvswitch";
+
+impl Remote {
+    /// The local Open vSwitch database, as `ovs-vsctl` finds it without `--db`:
+    /// `$OVS_RUNDIR/db.sock`.
+    pub fn local_ovs() -> Remote {
+        let dir = std::env::var_os("OVS_RUNDIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(OVS_DEFAULT_RUNDIR));
+        Remote::Unix(dir.join("db.sock"))
+    }
+}
+
+/// The first error in a `transact` reply (one result per operation, then possibly one for
+/// the commit), or the reply's shape when it is not a list; `None` when every op succeeded.
+pub fn transact_error(reply: &Value) -> Option<String> {
+    let Some(results) = reply.as_array() else {
+        return Some(format!("OVSDB transact reply is not an array: {reply}"));
+    };
+    results.iter().enumerate().find_map(|(i, r)| {
+        let err = r.get("error").filter(|e| !e.is_null())?;
+        let details = r.get("details").and_then(Value::as_str).unwrap_or("");
+        Some(
+            format!("operation {i}: {err} {details}")
+                .trim_end()
+                .to_string(),
+        )
+    })
+}
+
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -121,6 +153,18 @@ impl Client {
 
     pub fn remote(&self) -> &Remote {
         &self.remote
+    }
+
+    /// One `transact` on database `db`; fails when the server rejects any operation (then
+    /// nothing was applied).
+    pub async fn transact(&self, db: &str, ops: Vec<Value>) -> Result<Vec<Value>> {
+        let mut params = vec![json!(db)];
+        params.extend(ops);
+        let reply = self.call("transact", Value::Array(params)).await?;
+        if let Some(e) = transact_error(&reply) {
+            bail!("{} rejected the transaction on {db}: {e}", self.remote);
+        }
+        Ok(reply.as_array().cloned().unwrap_or_default())
     }
 
     /// One request; returns the `result`, or the server's `error` as an error.
@@ -492,6 +536,25 @@ mod tests {
         let mut f = Framer::default();
         f.buf.extend_from_slice(b"x{}");
         assert!(f.frames(|_| {}).is_err());
+    }
+
+    #[test]
+    fn transact_errors() {
+        let cases = [
+            (json!([{"count": 1}, {}]), None),
+            (
+                json!([{"count": 1}, {"error": "constraint violation", "details": "x"}]),
+                Some("operation 1: \"constraint violation\" x"),
+            ),
+            (json!([{"error": null}]), None),
+            (
+                json!({"error": "e"}),
+                Some("OVSDB transact reply is not an array: {\"error\":\"e\"}"),
+            ),
+        ];
+        for (reply, want) in cases {
+            assert_eq!(transact_error(&reply).as_deref(), want, "{reply}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Process plumbing: logging, pid file, readiness, retry bookkeeping.
 
 pub mod cancel;
+pub mod files;
 pub mod logging;
 pub mod pidfile;
 pub mod ready;

@@ -1,0 +1,117 @@
+//! The API token reaches the local OVS database without ever being on a command line: every
+//! program ovnkube runs goes through a recording wrapper on PATH, and the token must be in
+//! `Open_vSwitch external_ids` yet in no recorded argv.
+
+mod common;
+mod nodebed;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use common::Env;
+use nodebed::*;
+use ovn_testbed::{Chassis, ChassisOpts};
+
+/// Programs ovnkube may run during a node init.
+const WRAPPED: &[&str] = &[
+    "ovs-vsctl",
+    "ovn-nbctl",
+    "ovn-sbctl",
+    "ovs-ofctl",
+    "ovs-appctl",
+    "ovn-appctl",
+    "ip",
+    "nsenter",
+    "ethtool",
+    "sysctl",
+];
+
+/// A directory of wrappers that append their argv (fields separated by 0x1f) to `log` and
+/// exec the real program.
+fn recorder(dir: &Path, log: &Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    for prog in WRAPPED {
+        let Some(real) = ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(prog))
+            .find(|p| p.exists())
+        else {
+            continue;
+        };
+        let w = dir.join(prog);
+        std::fs::write(
+            &w,
+            format!(
+                "#!/bin/sh\nprintf '%s\\037' \"$0\" \"$@\" >> '{}'\nprintf '\\n' >> '{}'\nexec '{}' \"$@\"\n",
+                log.display(),
+                log.display(),
+                real.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_token_is_written_over_ovsdb_never_on_a_command_line() {
+    const TOKEN: &str = "tok-Zq81-never-in-argv";
+    let env = Env::start("node-token").await;
+    let _master = env.spawn("master", &master_args(&env));
+    create_node(&env, "n1").await;
+    let chassis = Chassis::start(&env.central, "n1", ChassisOpts::default()).unwrap();
+    let ns = NodeSide::new(&env, chassis);
+    // The token comes from the config file, so not even ovnkube's own argv carries it.
+    let conf = ns.dir.join("token.conf");
+    std::fs::write(&conf, format!("[kubernetes]\ntoken={TOKEN}\n")).unwrap();
+    let args: Vec<String> = ns
+        .node_args(&env, "127.0.0.1")
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-config-file=") {
+                format!("-config-file={}", conf.display())
+            } else {
+                a
+            }
+        })
+        .collect();
+    let log = ns.dir.join("argv.log");
+    let path = recorder(&ns.dir.join("wrap"), &log);
+    // An old token is replaced, not kept (a map insert alone would keep it).
+    ns.chassis
+        .vsctl(&["set", "Open_vSwitch", ".", "external_ids:k8s-api-token=old"])
+        .unwrap();
+    let (st, out) = tokio::task::block_in_place(|| {
+        ns.init_node(&args, &[("PATH", path.as_str())], Duration::from_secs(90))
+    });
+    assert!(st.success(), "node init failed:\n{out}");
+    let stored = ns
+        .chassis
+        .vsctl(&["get", "Open_vSwitch", ".", "external_ids:k8s-api-token"])
+        .unwrap();
+    assert_eq!(stored.trim().trim_matches('"'), TOKEN);
+
+    let recorded = std::fs::read_to_string(&log).unwrap_or_default();
+    let calls: Vec<&str> = recorded.lines().collect();
+    // The recorder saw the node's OVS writes (so an argv with the token would have been seen).
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.contains("ovs-vsctl") && c.contains("external_ids")),
+        "the recorder saw no ovs-vsctl external_ids call: {recorded}"
+    );
+    for c in &calls {
+        assert!(!c.contains(TOKEN), "the token was on a command line: {c:?}");
+    }
+    assert!(!out.contains(TOKEN), "the token was logged:\n{out}");
+    eprintln!(
+        "{} child commands recorded, none with the token",
+        calls.len()
+    );
+}
