@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::{Env, eventually};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Event,
-    Namespace, Node, Pod, PodSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Namespace,
+    Node, Pod, PodSpec, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -1159,7 +1160,7 @@ async fn bad_input_is_reported_and_other_policies_keep_working() {
         let names: Vec<String> = evs
             .iter()
             .filter(|e| e.reason.as_deref() == Some("InvalidNetworkPolicy"))
-            .filter_map(|e| e.involved_object.name.clone())
+            .filter_map(|e| e.regarding.as_ref().and_then(|r| r.name.clone()))
             .collect();
         ["bad-cidr", "bad-proto", "bad-op"]
             .iter()
