@@ -11,4 +11,5 @@ pub mod kube;
 pub mod master;
 pub mod node;
 pub mod ovn;
+pub mod trace;
 pub mod util;
