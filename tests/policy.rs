@@ -382,25 +382,30 @@ const TRACED: &[&str] = &[
     "egress x/a to */b UDP 80",
 ];
 
-/// `ovn-kube-util trace ARGS --json` against this test bed (the NB and SB as unix sockets);
-/// returns the exit status and the JSON report.
-fn util_trace(env: &Env, args: &[String]) -> (Option<i32>, serde_json::Value) {
+/// `ovn-kube-util trace ARGS` against this test bed (the NB and SB as unix sockets).
+fn util_trace_output(env: &Env, args: &[String]) -> std::process::Output {
     use std::os::unix::process::CommandExt;
     let conf = env.dir.join("trace-tool.conf");
     if !conf.exists() {
         std::fs::write(&conf, "# empty: flags only\n").unwrap();
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ovnkube"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_ovnkube"))
         .arg0("ovn-kube-util")
         .arg("trace")
         .args(args)
-        .arg("--json")
         .arg(format!("-k8s-kubeconfig={}", env.kubeconfig.display()))
         .arg(format!("-nb-address={}", env.central.nb_db()))
         .arg(format!("-sb-address={}", env.central.sb_db()))
         .arg(format!("-config-file={}", conf.display()))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// The same with `--json`: the exit status and the report.
+fn util_trace(env: &Env, args: &[String]) -> (Option<i32>, serde_json::Value) {
+    let mut args = args.to_vec();
+    args.push("--json".into());
+    let out = util_trace_output(env, &args);
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "trace {args:?}: no JSON report ({e}): {}\n{}",
@@ -1163,6 +1168,20 @@ async fn reachability_matrix() {
         r["paths"][0]["dropped_by"]["isolated_by"],
         json!(["x/egress-yb"]),
         "{r:#}"
+    );
+    // What the operator reads.
+    let out = util_trace_output(
+        &env,
+        &["--src", "x/a", "--dst", "y/to-zc", "--tcp", "8080"].map(String::from),
+    );
+    let (cip, zc) = &vip["to-zc"];
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "x/a -> y/to-zc tcp/8080 via load-balancer VIP {cip}:8080: dropped\n  backend {}:80 (z/c): \
+             dropped by default deny (Egress) of namespace x, the pod being isolated by NetworkPolicy x/egress-yb\n",
+            zc.ip
+        )
     );
     // Missing objects are named.
     for (dst, l4, missing) in [

@@ -10,20 +10,24 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::plan::{Acl, Endpoint, Isolation, Target};
 use crate::cni::types::PodNetwork;
-use crate::controller::pods_plan::{EXT_POD_KEY, LSP, pod_annotation, pod_node};
+use crate::controller::pods_plan::{
+    EXT_LOGICAL_SWITCH, EXT_POD_KEY, LSP, pod_annotation, pod_node,
+};
 use crate::controller::policy_model::compile;
 use crate::controller::policy_plan::{ACL, PORT_GROUP, policy_pg};
 use crate::controller::services::vips::Proto;
 use crate::ovn::names::{pod_port, rtos};
 use crate::ovn::{Query, Row};
 
-/// A logical switch port: name, uuid, first `"<mac> <ip>"` address, owning pod.
+/// A logical switch port: name, uuid, first `"<mac> <ip>"` address, owning pod and its switch
+/// (as the pod controller tags its ports).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lsp {
     pub uuid: String,
     pub mac: String,
     pub ip: Option<Ipv4Addr>,
     pub pod: Option<String>,
+    pub switch: Option<String>,
 }
 
 /// The NB, as far as a trace cares.
@@ -80,6 +84,7 @@ impl Facts {
                     mac,
                     ip,
                     pod: r.map_get("external_ids", EXT_POD_KEY),
+                    switch: r.map_get("external_ids", EXT_LOGICAL_SWITCH),
                 };
                 (r.str("name"), lsp)
             })
@@ -156,18 +161,16 @@ pub fn pod_endpoint(id: &str, pod: Option<&Pod>, facts: &Facts) -> Result<Endpoi
     })
 }
 
-/// The endpoint of the pod owning `ip`'s logical port, if any (its switch from the API pod).
-fn endpoint_by_ip(ip: Ipv4Addr, facts: &Facts, pods: &[Pod]) -> Option<Endpoint> {
-    let (_, lsp) = facts.lsp_with_ip(ip)?;
-    let id = lsp.pod.as_deref()?;
-    let pod = pods.iter().find(|p| {
-        format!(
-            "{}/{}",
-            p.metadata.namespace.as_deref().unwrap_or_default(),
-            p.metadata.name.as_deref().unwrap_or_default()
-        ) == id
-    });
-    pod_endpoint(id, pod, facts).ok()
+/// The endpoint of the pod port holding `ip`, if any, from the NB alone.
+fn endpoint_by_ip(ip: Ipv4Addr, facts: &Facts) -> Option<Endpoint> {
+    let (port, lsp) = facts.lsp_with_ip(ip)?;
+    Some(Endpoint {
+        id: lsp.pod.clone()?,
+        port: port.clone(),
+        switch: lsp.switch.clone()?,
+        mac: lsp.mac.clone(),
+        ip,
+    })
 }
 
 /// A service's VIP for `proto`/`port` on the cluster load balancer, with its backends.
@@ -177,7 +180,6 @@ pub fn service_target(
     proto: Proto,
     port: u16,
     facts: &Facts,
-    pods: &[Pod],
 ) -> Result<Target, String> {
     let spec = svc.spec.clone().unwrap_or_default();
     let ip = spec
@@ -208,7 +210,7 @@ pub fn service_target(
         ));
     }
     let vip = SocketAddrV4::new(ip, port);
-    vip_target(vip, proto, facts, pods).ok_or_else(|| {
+    vip_target(vip, proto, facts).ok_or_else(|| {
         format!(
             "no VIP {vip} on the cluster {} load balancer for service {id}: the service has no ready endpoints, \
              or the net-controller has not programmed it",
@@ -217,23 +219,23 @@ pub fn service_target(
     })
 }
 
-fn vip_target(vip: SocketAddrV4, proto: Proto, facts: &Facts, pods: &[Pod]) -> Option<Target> {
+fn vip_target(vip: SocketAddrV4, proto: Proto, facts: &Facts) -> Option<Target> {
     let backends = facts.vips.get(&(proto, vip))?;
     Some(Target::Vip {
         vip,
         backends: backends
             .iter()
-            .map(|b| (*b, endpoint_by_ip(*b.ip(), facts, pods)))
+            .map(|b| (*b, endpoint_by_ip(*b.ip(), facts)))
             .collect(),
     })
 }
 
 /// A bare IP: a pod's port, a VIP, or an address outside the cluster's pods.
-pub fn ip_target(ip: Ipv4Addr, proto: Proto, port: u16, facts: &Facts, pods: &[Pod]) -> Target {
-    if let Some(e) = endpoint_by_ip(ip, facts, pods) {
+pub fn ip_target(ip: Ipv4Addr, proto: Proto, port: u16, facts: &Facts) -> Target {
+    if let Some(e) = endpoint_by_ip(ip, facts) {
         return Target::Pod(e);
     }
-    vip_target(SocketAddrV4::new(ip, port), proto, facts, pods).unwrap_or(Target::Ip(ip))
+    vip_target(SocketAddrV4::new(ip, port), proto, facts).unwrap_or(Target::Ip(ip))
 }
 
 /// `"10.1.1.3:8080,10.1.2.4:8080"` → backends.
@@ -281,7 +283,7 @@ mod tests {
     use serde_json::json;
 
     fn facts() -> Facts {
-        let out = r#"{"data":[[["uuid","u1"],"x_a",["set",["0a:58:0a:1e:01:03 10.30.1.3"]],["map",[["k8s.ovn.org/pod","x/a"]]]],[["uuid","u2"],"y_b",["set",["0a:58:0a:1e:02:04 10.30.2.4"]],["map",[["k8s.ovn.org/pod","y/b"]]]],[["uuid","u3"],"stor-n1",["set",["router"]],["map",[]]]],"headings":["_uuid","name","addresses","external_ids"]}
+        let out = r#"{"data":[[["uuid","u1"],"x_a",["set",["0a:58:0a:1e:01:03 10.30.1.3"]],["map",[["k8s.ovn.org/pod","x/a"],["logical_switch","n1"]]]],[["uuid","u2"],"y_b",["set",["0a:58:0a:1e:02:04 10.30.2.4"]],["map",[["k8s.ovn.org/pod","y/b"],["logical_switch","n2"]]]],[["uuid","u3"],"stor-n1",["set",["router"]],["map",[]]]],"headings":["_uuid","name","addresses","external_ids"]}
 {"data":[[["uuid","r1"],"rtos-n1","0A:58:0a:1e:01:01"]],"headings":["_uuid","name","mac"]}
 {"data":[[["uuid","acl1"],"to-lport",1000,"outport == @pg","drop",["map",[["k8s-netpol","default-deny"]]]]],"headings":["_uuid","direction","priority","match","action","external_ids"]}
 {"data":[[["uuid","pg1"],"PGNAME",["set",[["uuid","u1"]]]]],"headings":["_uuid","name","ports"]}
@@ -362,9 +364,8 @@ mod tests {
     #[test]
     fn services_resolve_to_their_vip_and_backends() {
         let f = facts();
-        let pods = vec![pod("y", "b", Some("n2"), Some(ANN))];
         let s = svc("172.16.1.10", json!([{"port": 80, "protocol": "TCP"}]));
-        match service_target("y/web", &s, Proto::Tcp, 80, &f, &pods).unwrap() {
+        match service_target("y/web", &s, Proto::Tcp, 80, &f).unwrap() {
             Target::Vip { vip, backends } => {
                 assert_eq!(vip.to_string(), "172.16.1.10:80");
                 assert_eq!(backends.len(), 2);
@@ -394,7 +395,7 @@ mod tests {
             ),
         ];
         for (s, proto, port, want) in cases {
-            let err = service_target("y/web", &s, proto, port, &f, &pods).unwrap_err();
+            let err = service_target("y/web", &s, proto, port, &f).unwrap_err();
             assert!(err.contains(want), "{err}");
         }
     }
@@ -402,17 +403,16 @@ mod tests {
     #[test]
     fn ips_are_pods_vips_or_outside() {
         let f = facts();
-        let pods = vec![pod("y", "b", Some("n2"), Some(ANN))];
         assert!(matches!(
-            ip_target([10, 30, 2, 4].into(), Proto::Tcp, 80, &f, &pods),
-            Target::Pod(e) if e.id == "y/b"
+            ip_target([10, 30, 2, 4].into(), Proto::Tcp, 80, &f),
+            Target::Pod(e) if e.id == "y/b" && e.switch == "n2"
         ));
         assert!(matches!(
-            ip_target([172, 16, 1, 10].into(), Proto::Tcp, 80, &f, &pods),
+            ip_target([172, 16, 1, 10].into(), Proto::Tcp, 80, &f),
             Target::Vip { .. }
         ));
         assert_eq!(
-            ip_target([172, 16, 1, 10].into(), Proto::Udp, 80, &f, &pods),
+            ip_target([172, 16, 1, 10].into(), Proto::Udp, 80, &f),
             Target::Ip([172, 16, 1, 10].into())
         );
     }

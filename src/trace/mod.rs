@@ -187,41 +187,25 @@ pub async fn run(req: &Request, cfg: &Config) -> Result<Report> {
     ));
     let client = crate::kube::client::build(&cfg.kubernetes).await?;
     let facts = read_facts(&nb).await?;
-    let pods: Vec<Pod> = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing pods")?
-        .items;
-    let find_pod = |id: &str| {
-        pods.iter()
-            .find(|p| {
-                id.split_once('/').is_some_and(|(ns, n)| {
-                    p.metadata.namespace.as_deref() == Some(ns)
-                        && p.metadata.name.as_deref() == Some(n)
-                })
-            })
-            .cloned()
-    };
+    let src_pod = pod(&client, &req.src).await?;
     let missing = |what: String| Report::missing(&req.src, &req.dst, req.proto, req.port, what);
 
-    let src = match facts::pod_endpoint(&req.src, find_pod(&req.src).as_ref(), &facts) {
+    let src = match facts::pod_endpoint(&req.src, src_pod.as_ref(), &facts) {
         Ok(e) => e,
         Err(m) => return Ok(missing(m)),
     };
     let target = match req.dst.parse::<Ipv4Addr>() {
-        Ok(ip) => facts::ip_target(ip, req.proto, req.port, &facts, &pods),
-        Err(_) => match find_pod(&req.dst) {
+        Ok(ip) => facts::ip_target(ip, req.proto, req.port, &facts),
+        Err(_) => match pod(&client, &req.dst).await? {
             Some(p) => match facts::pod_endpoint(&req.dst, Some(&p), &facts) {
                 Ok(e) => Target::Pod(e),
                 Err(m) => return Ok(missing(m)),
             },
             None => match service(&client, &req.dst).await? {
-                Some(s) => {
-                    match facts::service_target(&req.dst, &s, req.proto, req.port, &facts, &pods) {
-                        Ok(t) => t,
-                        Err(m) => return Ok(missing(m)),
-                    }
-                }
+                Some(s) => match facts::service_target(&req.dst, &s, req.proto, req.port, &facts) {
+                    Ok(t) => t,
+                    Err(m) => return Ok(missing(m)),
+                },
                 None => {
                     return Ok(missing(format!(
                         "no pod or service {} in the Kubernetes API",
@@ -240,11 +224,27 @@ pub async fn run(req: &Request, cfg: &Config) -> Result<Report> {
         Ok(m) => m,
         Err(m) => return Ok(missing(m)),
     };
-    let policies: Vec<NetworkPolicy> = Api::<NetworkPolicy>::all(client.clone())
-        .list(&ListParams::default())
-        .await
-        .context("listing network policies")?
-        .items;
+    // A default deny is explained by the policies isolating the pod: those of the namespaces
+    // of the pods at either end.
+    let mut namespaces = std::collections::BTreeSet::new();
+    let ends: Vec<&plan::Endpoint> = match &target {
+        Target::Pod(e) => vec![e],
+        Target::Vip { backends, .. } => backends.iter().filter_map(|(_, e)| e.as_ref()).collect(),
+        Target::Ip(_) => Vec::new(),
+    };
+    for e in std::iter::once(&src).chain(ends) {
+        if let Some((ns, _)) = e.id.split_once('/') {
+            namespaces.insert(ns.to_string());
+        }
+    }
+    let mut policies: Vec<NetworkPolicy> = Vec::new();
+    for ns in &namespaces {
+        let l = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .with_context(|| format!("listing the network policies of namespace {ns}"))?;
+        policies.extend(l.items);
+    }
     let iso = facts::isolation(&policies, &facts);
 
     let sb_args = ovn::db_ctl(exec.clone(), "ovn-trace", &cfg.ovn_south.client)
@@ -284,6 +284,16 @@ async fn read_facts(nb: &dyn Nb) -> Result<Facts> {
         }
     }
     Ok(Facts::from_tables(&tables, vips))
+}
+
+async fn pod(client: &kube::Client, id: &str) -> Result<Option<Pod>> {
+    let (ns, name) = id
+        .split_once('/')
+        .ok_or_else(|| anyhow!("{id:?} is not NAMESPACE/NAME"))?;
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading pod {id}"))
 }
 
 async fn service(client: &kube::Client, id: &str) -> Result<Option<Service>> {
