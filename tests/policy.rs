@@ -641,6 +641,17 @@ async fn reachability_matrix() {
         BOTH,
         &|f, t, _| !is(t, "x/a") || f.ns == "y",
     );
+    // The tool names the policy that lets it in.
+    let (_, r) = util_trace(
+        &env,
+        &["--src", "y/a", "--dst", "x/a", "--tcp", "80"].map(String::from),
+    );
+    assert!(
+        r["paths"][0]["allowed_by"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["policy"] == "x/from-y")),
+        "{r:#}"
+    );
 
     // 7. Allow to x/a from pod b of its own namespace.
     let from_xb = to_xa(

@@ -247,10 +247,11 @@ pub async fn run(req: &Request, cfg: &Config) -> Result<Report> {
     }
     let iso = facts::isolation(&policies, &facts);
 
-    let sb_args = ovn::db_ctl(exec.clone(), "ovn-trace", &cfg.ovn_south.client)
-        .target()
-        .db_args
-        .clone();
+    let sb_args = plan::trace_db_args(
+        &ovn::db_ctl(exec.clone(), "ovn-trace", &cfg.ovn_south.client)
+            .target()
+            .db_args,
+    );
     let mut paths = Vec::new();
     for leg in plan::legs(&src, &target, &router_mac, req.proto, req.port) {
         let text = ovn_trace(exec.as_ref(), &plan::trace_args(&sb_args, &leg)).await?;

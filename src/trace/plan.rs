@@ -131,6 +131,18 @@ pub fn trace_args(db_args: &[String], leg: &Leg) -> Vec<String> {
     v
 }
 
+/// The SB connection arguments as `ovn-trace` takes them: it has no `--bootstrap-ca-cert`
+/// (which the ctl tools get for ssl), only `--ca-cert`.
+pub fn trace_db_args(ctl_db_args: &[String]) -> Vec<String> {
+    ctl_db_args
+        .iter()
+        .map(|a| match a.strip_prefix("--bootstrap-ca-cert=") {
+            Some(ca) => format!("--ca-cert={ca}"),
+            None => a.clone(),
+        })
+        .collect()
+}
+
 /// One logical flow the packet matched, as `ovn-trace` prints it:
 /// ` 4. ls_out_acl (northd.c:6681): <match>, priority 2001, uuid 5a7d5d1b`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -560,6 +572,28 @@ mod tests {
             &args[args.len() - 3..],
             ["--lb-dst=10.1.1.1:8080", "n1", "M"]
         );
+    }
+
+    #[test]
+    fn ssl_arguments_for_ovn_trace() {
+        let ctl: Vec<String> = [
+            "--private-key=/k",
+            "--certificate=/c",
+            "--bootstrap-ca-cert=/ca",
+            "--db=ssl:1.2.3.4:6642",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            trace_db_args(&ctl),
+            [
+                "--private-key=/k",
+                "--certificate=/c",
+                "--ca-cert=/ca",
+                "--db=ssl:1.2.3.4:6642"
+            ]
+        );
+        assert_eq!(trace_db_args(&["--db=unix:/sb".into()]), ["--db=unix:/sb"]);
     }
 
     #[test]
