@@ -243,6 +243,19 @@ pub fn parse_backends(v: &str) -> Vec<SocketAddrV4> {
     v.split(',').filter_map(|b| b.trim().parse().ok()).collect()
 }
 
+/// The namespaces of the pods at either end of the trace.
+pub fn namespaces(src: &Endpoint, target: &Target) -> BTreeSet<String> {
+    let ends: Vec<&Endpoint> = match target {
+        Target::Pod(e) => vec![e],
+        Target::Vip { backends, .. } => backends.iter().filter_map(|(_, e)| e.as_ref()).collect(),
+        Target::Ip(_) => Vec::new(),
+    };
+    std::iter::once(src)
+        .chain(ends)
+        .filter_map(|e| e.id.split_once('/').map(|(ns, _)| ns.to_string()))
+        .collect()
+}
+
 /// Which policies isolate which logical port in which direction: a policy isolates the pods
 /// it selects (its port group's members) for each of its policy types.
 pub fn isolation(policies: &[NetworkPolicy], facts: &Facts) -> Isolation {
@@ -414,6 +427,21 @@ mod tests {
         assert_eq!(
             ip_target([172, 16, 1, 10].into(), Proto::Udp, 80, &f),
             Target::Ip([172, 16, 1, 10].into())
+        );
+    }
+
+    #[test]
+    fn namespaces_of_both_ends() {
+        let f = facts();
+        let src = pod_endpoint("x/a", Some(&pod("x", "a", Some("n1"), Some(ANN))), &f).unwrap();
+        let vip = ip_target([172, 16, 1, 10].into(), Proto::Tcp, 80, &f);
+        assert_eq!(
+            namespaces(&src, &vip),
+            ["x".to_string(), "y".to_string()].into()
+        );
+        assert_eq!(
+            namespaces(&src, &Target::Ip([1, 1, 1, 1].into())),
+            ["x".to_string()].into()
         );
     }
 

@@ -194,26 +194,9 @@ pub async fn run(req: &Request, cfg: &Config) -> Result<Report> {
         Ok(e) => e,
         Err(m) => return Ok(missing(m)),
     };
-    let target = match req.dst.parse::<Ipv4Addr>() {
-        Ok(ip) => facts::ip_target(ip, req.proto, req.port, &facts),
-        Err(_) => match pod(&client, &req.dst).await? {
-            Some(p) => match facts::pod_endpoint(&req.dst, Some(&p), &facts) {
-                Ok(e) => Target::Pod(e),
-                Err(m) => return Ok(missing(m)),
-            },
-            None => match service(&client, &req.dst).await? {
-                Some(s) => match facts::service_target(&req.dst, &s, req.proto, req.port, &facts) {
-                    Ok(t) => t,
-                    Err(m) => return Ok(missing(m)),
-                },
-                None => {
-                    return Ok(missing(format!(
-                        "no pod or service {} in the Kubernetes API",
-                        req.dst
-                    )));
-                }
-            },
-        },
+    let target = match resolve_target(&client, req, &facts).await? {
+        Ok(t) => t,
+        Err(m) => return Ok(missing(m)),
     };
     if let Target::Vip { backends, .. } = &target
         && backends.is_empty()
@@ -226,20 +209,9 @@ pub async fn run(req: &Request, cfg: &Config) -> Result<Report> {
     };
     // A default deny is explained by the policies isolating the pod: those of the namespaces
     // of the pods at either end.
-    let mut namespaces = std::collections::BTreeSet::new();
-    let ends: Vec<&plan::Endpoint> = match &target {
-        Target::Pod(e) => vec![e],
-        Target::Vip { backends, .. } => backends.iter().filter_map(|(_, e)| e.as_ref()).collect(),
-        Target::Ip(_) => Vec::new(),
-    };
-    for e in std::iter::once(&src).chain(ends) {
-        if let Some((ns, _)) = e.id.split_once('/') {
-            namespaces.insert(ns.to_string());
-        }
-    }
     let mut policies: Vec<NetworkPolicy> = Vec::new();
-    for ns in &namespaces {
-        let l = Api::<NetworkPolicy>::namespaced(client.clone(), ns)
+    for ns in facts::namespaces(&src, &target) {
+        let l = Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
             .list(&ListParams::default())
             .await
             .with_context(|| format!("listing the network policies of namespace {ns}"))?;
@@ -266,6 +238,28 @@ pub async fn run(req: &Request, cfg: &Config) -> Result<Report> {
     Ok(Report::from_paths(
         &req.src, &req.dst, req.proto, req.port, vip, paths,
     ))
+}
+
+/// `--dst` as a pod, a service (a pod of that name wins) or an IP; `Ok(Err(..))` names what
+/// is missing.
+async fn resolve_target(
+    client: &kube::Client,
+    req: &Request,
+    facts: &Facts,
+) -> Result<Result<Target, String>> {
+    if let Ok(ip) = req.dst.parse::<Ipv4Addr>() {
+        return Ok(Ok(facts::ip_target(ip, req.proto, req.port, facts)));
+    }
+    if let Some(p) = pod(client, &req.dst).await? {
+        return Ok(facts::pod_endpoint(&req.dst, Some(&p), facts).map(Target::Pod));
+    }
+    Ok(match service(client, &req.dst).await? {
+        Some(s) => facts::service_target(&req.dst, &s, req.proto, req.port, facts),
+        None => Err(format!(
+            "no pod or service {} in the Kubernetes API",
+            req.dst
+        )),
+    })
 }
 
 async fn read_facts(nb: &dyn Nb) -> Result<Facts> {

@@ -318,6 +318,9 @@ pub struct Outcome {
     /// For a drop not caused by an ACL: the last flow the packet matched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_flow: Option<String>,
+    /// What was traced, to run `ovn-trace DATAPATH 'MICROFLOW'` by hand for the whole path.
+    pub datapath: String,
+    pub microflow: String,
 }
 
 fn is_drop(action: &str) -> bool {
@@ -359,6 +362,8 @@ pub fn judge(leg: &Leg, t: &Traced, acls: &[Acl], iso: &Isolation, src_port: &st
         dropped_by,
         allowed_by,
         last_flow,
+        datapath: leg.datapath.clone(),
+        microflow: leg.microflow.clone(),
     }
 }
 
@@ -464,8 +469,14 @@ fn outcome_text(o: &Outcome) -> String {
     }
     match (&o.dropped_by, &o.last_flow) {
         (Some(a), _) => format!("dropped by {}", a.name),
-        (None, Some(f)) => format!("dropped (no ACL involved); last logical flow matched: {f}"),
-        (None, None) => "dropped before any logical flow matched".into(),
+        (None, Some(f)) => format!(
+            "dropped (no ACL involved); last logical flow matched: {f}; whole path: ovn-trace {} '{}'",
+            o.datapath, o.microflow
+        ),
+        (None, None) => format!(
+            "dropped before any logical flow matched; whole path: ovn-trace {} '{}'",
+            o.datapath, o.microflow
+        ),
     }
 }
 
@@ -779,6 +790,8 @@ mod tests {
             dropped_by: None,
             allowed_by: Vec::new(),
             last_flow: None,
+            datapath: "n1".into(),
+            microflow: "M".into(),
         };
         let bad = Outcome {
             path: Some("backend 10.1.1.2:8080 (y/c)".into()),
@@ -787,6 +800,8 @@ mod tests {
             dropped_by: None,
             allowed_by: Vec::new(),
             last_flow: None,
+            datapath: "n1".into(),
+            microflow: "M".into(),
         };
         let vip = Some("172.16.1.10:80".parse().unwrap());
         let r = Report::from_paths("x/a", "y/web", Proto::Tcp, 80, vip, vec![ok.clone(), bad]);
@@ -795,7 +810,8 @@ mod tests {
             r.text(),
             "x/a -> y/web tcp/80 via load-balancer VIP 172.16.1.10:80: dropped\n  \
              backend 10.1.1.1:8080 (y/b): delivered to logical port y_b\n  \
-             backend 10.1.1.2:8080 (y/c): dropped before any logical flow matched\n"
+             backend 10.1.1.2:8080 (y/c): dropped before any logical flow matched; whole path: \
+             ovn-trace n1 'M'\n"
         );
         let r = Report::from_paths("x/a", "y/web", Proto::Tcp, 80, vip, vec![ok]);
         assert!(r.delivered());
