@@ -138,6 +138,11 @@ pub fn pod_endpoint(id: &str, pod: Option<&Pod>, facts: &Facts) -> Result<Endpoi
         .split_once('/')
         .ok_or_else(|| format!("{id:?} is not NAMESPACE/NAME"))?;
     let pod = pod.ok_or_else(|| format!("no pod {id} in the Kubernetes API"))?;
+    if pod.spec.as_ref().and_then(|s| s.host_network) == Some(true) {
+        return Err(format!(
+            "pod {id} uses the host network: OVN does not carry its traffic (trace from or to a pod on the pod network)"
+        ));
+    }
     let node = pod_node(pod)
         .ok_or_else(|| format!("pod {id} is not scheduled to a node yet"))?
         .to_string();
@@ -321,6 +326,14 @@ mod tests {
         .unwrap()
     }
 
+    fn host_pod() -> Pod {
+        let mut p = pod("x", "a", Some("n1"), None);
+        if let Some(s) = p.spec.as_mut() {
+            s.host_network = Some(true);
+        }
+        p
+    }
+
     const ANN: &str = r#"{"ip_address":"10.30.1.3/24", "mac_address":"0a:58:0a:1e:01:03", "gateway_ip": "10.30.1.1"}"#;
 
     #[test]
@@ -346,6 +359,7 @@ mod tests {
             ("x-a", None, "not NAMESPACE/NAME"),
             ("x/a", None, "no pod x/a in the Kubernetes API"),
             ("x/a", Some(pod("x", "a", None, Some(ANN))), "not scheduled"),
+            ("x/a", Some(host_pod()), "uses the host network"),
             (
                 "x/a",
                 Some(pod("x", "a", Some("n1"), None)),
