@@ -38,6 +38,7 @@
 
 mod discovery;
 mod error;
+mod event_view;
 mod patch;
 mod protobuf;
 mod resources;

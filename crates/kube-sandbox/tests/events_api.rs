@@ -1,15 +1,16 @@
 //! events.k8s.io/v1 as kube-runtime's event `Recorder` uses it: discovery, create, the merge
-//! patch of a series update, list and watch.
+//! patch of a series update, list and watch; and the same Events through core/v1, as
+//! `kubectl describe` reads them.
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node, ObjectReference};
 use k8s_openapi::api::events::v1::Event;
 use kube::Client;
-use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::events::{Event as Ev, EventType, Recorder, Reporter};
 use kube_sandbox::{Sandbox, SandboxConfig};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorder_creates_then_patches_a_series() {
     let sb = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
         .await
@@ -41,11 +42,15 @@ async fn recorder_creates_then_patches_a_series() {
             instance: Some("i1".into()),
         },
     );
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut n = Node::default();
+    n.metadata.name = Some("n1".into());
+    let n = nodes.create(&PostParams::default(), &n).await.unwrap();
     let about = ObjectReference {
         api_version: Some("v1".into()),
         kind: Some("Node".into()),
         name: Some("n1".into()),
-        uid: Some("u1".into()),
+        uid: n.metadata.uid.clone(),
         ..Default::default()
     };
     let ev = Ev {
@@ -85,4 +90,43 @@ async fn recorder_creates_then_patches_a_series() {
         }
     }
     assert_eq!(kinds, ["ADDED", "MODIFIED", "MODIFIED"]);
+
+    // The core/v1 view, with the field selector kubectl describe sends.
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let lp = ListParams::default().fields("involvedObject.name=n1,involvedObject.kind=Node");
+    let got = core.list(&lp).await.unwrap().items;
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].message.as_deref(), Some("no free subnet"));
+    assert_eq!(got[0].count, Some(3));
+    assert_eq!(
+        got[0].source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("test-controller")
+    );
+    let other = ListParams::default().fields("involvedObject.name=n2");
+    assert!(core.list(&other).await.unwrap().items.is_empty());
+
+    // What an operator runs.
+    let dir = std::env::temp_dir().join(format!("kube-sandbox-events-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("kubeconfig");
+    sb.write_kubeconfig(&kc).unwrap();
+    let out = std::process::Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", kc.display()))
+        .arg(format!("--cache-dir={}", dir.join("cache").display()))
+        .args(["describe", "node", "n1"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().any(|l| l.contains("Warning")
+            && l.contains("SubnetExhausted")
+            && l.contains("no free subnet")),
+        "{text}"
+    );
 }
