@@ -12,6 +12,7 @@ pub mod master;
 pub mod metrics;
 pub mod node;
 pub mod ovn;
+pub mod trace;
 pub mod util;
 
 #[cfg(test)]

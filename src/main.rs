@@ -1,5 +1,5 @@
 //! One binary, chosen by argv[0]: `ovnkube` (the daemon), `ovn-k8s-cni-overlay` (the CNI
-//! plugin) and `ovn-kube-util` (`nics-to-bridge`/`bridges-to-nic`); `make install` links them.
+//! plugin) and `ovn-kube-util` (`nics-to-bridge`/`bridges-to-nic`/`trace`); `make install` links them.
 
 use std::ffi::OsString;
 use std::process::ExitCode;

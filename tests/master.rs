@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{Env, eventually};
-use k8s_openapi::api::core::v1::{Event, Node};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
@@ -346,7 +347,7 @@ async fn exhaustion_with_300_nodes_and_room_after_a_delete() {
         let s: BTreeSet<String> = evs
             .iter()
             .filter(|e| e.reason.as_deref() == Some("SubnetExhausted"))
-            .filter_map(|e| e.involved_object.name.clone())
+            .filter_map(|e| e.regarding.as_ref().and_then(|r| r.name.clone()))
             .collect();
         (s.len() == 44).then_some(s)
     })

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use common::{Env, eventually};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Event, Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -426,7 +427,7 @@ async fn host_network_late_node_and_preset_annotations() {
         let s: BTreeSet<String> = evs
             .iter()
             .filter(|e| e.reason.as_deref() == Some("InvalidPodNetworkAnnotation"))
-            .filter_map(|e| e.involved_object.name.clone())
+            .filter_map(|e| e.regarding.as_ref().and_then(|r| r.name.clone()))
             .collect();
         (s.len() == 2).then_some(s)
     })
@@ -629,14 +630,13 @@ async fn full_subnet_reports_and_serves_when_room_appears_and_late_scheduling() 
     );
     // The fifth: an error once, an Event, no annotation, no port.
     master.wait_log("no free address in subnet", WAIT);
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(env.client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
     eventually("PodSubnetFull event", WAIT, || async {
         let evs = events.list(&ListParams::default()).await.unwrap().items;
         evs.iter()
             .any(|e| {
                 e.reason.as_deref() == Some("PodSubnetFull")
-                    && e.involved_object.name.as_deref() == Some("f4")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("f4")
             })
             .then_some(())
     })

@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::{Env, eventually};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Event,
-    Namespace, Node, Pod, PodSpec, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Namespace,
+    Node, Pod, PodSpec, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -347,6 +348,9 @@ fn check(env: &Env, pods: &[P], tally: &mut Tally, name: &str, probes: &[Probe],
                 t0.elapsed().as_secs_f64(),
                 attempt + 1
             );
+            if TRACED.contains(&name) {
+                tool_agrees(env, pods, name, probes, expect);
+            }
             return;
         }
         std::thread::sleep(Duration::from_millis(700));
@@ -367,6 +371,113 @@ fn check(env: &Env, pods: &[P], tally: &mut Tally, name: &str, probes: &[Probe],
                 "ACL"
             ])
             .unwrap_or_default()
+    );
+}
+
+/// Scenarios of `reachability_matrix` whose every cell is also asked of the operator's tool,
+/// `ovn-kube-util trace`: its verdict must agree with the expected reachability.
+const TRACED: &[&str] = &[
+    "default deny ingress in x",
+    "x/a from namespace y",
+    "egress x/a to */b UDP 80",
+];
+
+/// `ovn-kube-util trace ARGS` against this test bed (the NB and SB as unix sockets).
+fn util_trace_output(env: &Env, args: &[String]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let conf = env.dir.join("trace-tool.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "# empty: flags only\n").unwrap();
+    }
+    std::process::Command::new(env!("CARGO_BIN_EXE_ovnkube"))
+        .arg0("ovn-kube-util")
+        .arg("trace")
+        .args(args)
+        .arg(format!("-k8s-kubeconfig={}", env.kubeconfig.display()))
+        .arg(format!("-nb-address={}", env.central.nb_db()))
+        .arg(format!("-sb-address={}", env.central.sb_db()))
+        .arg(format!("-config-file={}", conf.display()))
+        .output()
+        .unwrap()
+}
+
+/// The same with `--json`: the exit status and the report.
+fn util_trace(env: &Env, args: &[String]) -> (Option<i32>, serde_json::Value) {
+    let mut args = args.to_vec();
+    args.push("--json".into());
+    let out = util_trace_output(env, &args);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "trace {args:?}: no JSON report ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+/// Every cell of the matrix through the tool: TCP cells name the destination pod, UDP cells its
+/// IP. A drop must name the ACL's origin: the policy isolating the pod.
+fn tool_agrees(env: &Env, pods: &[P], name: &str, probes: &[Probe], expect: Expect) {
+    let t0 = Instant::now();
+    let cells: Vec<(&P, &P, Probe)> = pods
+        .iter()
+        .flat_map(|f| pods.iter().map(move |t| (f, t)))
+        .filter(|(f, t)| f.port != t.port)
+        .flat_map(|(f, t)| probes.iter().map(move |p| (f, t, *p)))
+        .collect();
+    let bad = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for ch in cells.chunks(cells.len().div_ceil(3)) {
+            let bad = &bad;
+            s.spawn(move || {
+                for (f, t, p) in ch {
+                    let dst = if p.proto == "udp" {
+                        t.ip.to_string()
+                    } else {
+                        t.id()
+                    };
+                    let args = [
+                        "--src".to_string(),
+                        f.id(),
+                        "--dst".into(),
+                        dst,
+                        format!("--{}", p.proto),
+                        p.port.to_string(),
+                    ];
+                    let (code, r) = util_trace(env, &args);
+                    let want = expect(f, t, *p);
+                    let got = r["verdict"] == "delivered";
+                    let named = r["paths"][0]["dropped_by"]["isolated_by"]
+                        .as_array()
+                        .is_some_and(|a| !a.is_empty());
+                    let code_ok = code == Some(if got { 0 } else { 2 });
+                    if got != want || (!got && !named) || !code_ok {
+                        bad.lock().unwrap().push(format!(
+                            "{} -> {} {}/{}: want {} got (exit {code:?}) {r}",
+                            f.id(),
+                            t.id(),
+                            p.proto,
+                            p.port,
+                            if want { "delivered" } else { "dropped" },
+                        ));
+                    }
+                }
+            });
+        }
+    });
+    let bad = bad.into_inner().unwrap();
+    assert!(
+        bad.is_empty(),
+        "scenario {name}: the trace tool disagrees on {} of {} cells:\n{}",
+        bad.len(),
+        cells.len(),
+        bad.join("\n")
+    );
+    eprintln!(
+        "scenario {name}: trace tool agrees on all {} cells ({:.1}s)",
+        cells.len(),
+        t0.elapsed().as_secs_f64()
     );
 }
 
@@ -529,6 +640,17 @@ async fn reachability_matrix() {
         "x/a from namespace y",
         BOTH,
         &|f, t, _| !is(t, "x/a") || f.ns == "y",
+    );
+    // The tool names the policy that lets it in.
+    let (_, r) = util_trace(
+        &env,
+        &["--src", "y/a", "--dst", "x/a", "--tcp", "80"].map(String::from),
+    );
+    assert!(
+        r["paths"][0]["allowed_by"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["policy"] == "x/from-y")),
+        "{r:#}"
     );
 
     // 7. Allow to x/a from pod b of its own namespace.
@@ -1031,6 +1153,63 @@ async fn reachability_matrix() {
             backend.id()
         );
     }
+    // The tool, pod to service: through the VIP to the backend, judged there.
+    let (code, r) = util_trace(
+        &env,
+        &["--src", "x/a", "--dst", "y/to-yb", "--tcp", "8080"].map(String::from),
+    );
+    let (cip, yb) = &vip["to-yb"];
+    assert_eq!(
+        (code, &r["verdict"]),
+        (Some(0), &json!("delivered")),
+        "{r:#}"
+    );
+    assert_eq!(r["vip"], format!("{cip}:8080"), "{r:#}");
+    assert_eq!(
+        r["paths"][0]["path"],
+        format!("backend {}:80 ({})", yb.ip, yb.id()),
+        "{r:#}"
+    );
+    let (code, r) = util_trace(
+        &env,
+        &["--src", "x/a", "--dst", "y/to-zc", "--tcp", "8080"].map(String::from),
+    );
+    assert_eq!((code, &r["verdict"]), (Some(2), &json!("dropped")), "{r:#}");
+    assert_eq!(
+        r["paths"][0]["dropped_by"]["isolated_by"],
+        json!(["x/egress-yb"]),
+        "{r:#}"
+    );
+    // What the operator reads.
+    let out = util_trace_output(
+        &env,
+        &["--src", "x/a", "--dst", "y/to-zc", "--tcp", "8080"].map(String::from),
+    );
+    let (cip, zc) = &vip["to-zc"];
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "x/a -> y/to-zc tcp/8080 via load-balancer VIP {cip}:8080: dropped\n  backend {}:80 (z/c): \
+             dropped by default deny (Egress) of namespace x, the pod being isolated by NetworkPolicy x/egress-yb\n",
+            zc.ip
+        )
+    );
+    // Missing objects are named.
+    for (dst, l4, missing) in [
+        ("y/nosuch", "--tcp", "no pod or service y/nosuch"),
+        (
+            "y/to-yb",
+            "--udp",
+            "service y/to-yb has no UDP port 8080 (it has TCP/8080)",
+        ),
+    ] {
+        let (code, r) = util_trace(
+            &env,
+            &["--src", "x/a", "--dst", dst, l4, "8080"].map(String::from),
+        );
+        assert_eq!((code, &r["verdict"]), (Some(2), &json!("missing")), "{r:#}");
+        assert!(r["missing"].as_str().unwrap().contains(missing), "{r:#}");
+    }
     tally.scenarios += 1;
     eprintln!(
         "scenario {:>2} egress to service endpoints (after LB): ok",
@@ -1159,7 +1338,7 @@ async fn bad_input_is_reported_and_other_policies_keep_working() {
         let names: Vec<String> = evs
             .iter()
             .filter(|e| e.reason.as_deref() == Some("InvalidNetworkPolicy"))
-            .filter_map(|e| e.involved_object.name.clone())
+            .filter_map(|e| e.regarding.as_ref().and_then(|r| r.name.clone()))
             .collect();
         ["bad-cidr", "bad-proto", "bad-op"]
             .iter()

@@ -37,7 +37,6 @@ use crate::ovn::names::pod_port;
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
 use crate::util::cancel::CancelToken;
 
-const COMPONENT: &str = "ovnkube-net-controller";
 /// Commands per coalesced NB transaction (about 3 per pod).
 const MAX_TXN_OPS: usize = 3000;
 /// Pods one worker handles per round.
@@ -122,6 +121,7 @@ struct Shared {
     nb: Arc<dyn Nb>,
     nb_tx: mpsc::UnboundedSender<NbReq>,
     client: kube::Client,
+    events: events::Events,
     patch_slots: Semaphore,
     port_events: Option<mpsc::UnboundedSender<PortEvent>>,
 }
@@ -329,9 +329,10 @@ impl Worker {
             tracing::error!(node = %self.node, "{msg}");
         }
         if let Some(pod) = e.pod.clone() {
-            let client = self.shared.client.clone();
+            let ev = self.shared.events.clone();
             tokio::spawn(async move {
-                events::warn(&client, COMPONENT, pod.as_ref(), reason, &msg).await;
+                ev.warn(pod.as_ref(), "AllocatePodAddress", reason, &msg)
+                    .await;
             });
         }
     }
@@ -901,6 +902,7 @@ impl PodController {
                 nb: self.nb.clone(),
                 nb_tx,
                 client: self.client.clone(),
+                events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
                 patch_slots: Semaphore::new(PATCH_SLOTS),
                 port_events: self.port_events.clone(),
             }),

@@ -35,7 +35,6 @@ use crate::kube::{Change, events, informer, key};
 use crate::ovn::{Nb, NbOp, NbTxn};
 use crate::util::cancel::CancelToken;
 
-const COMPONENT: &str = "ovnkube-net-controller";
 /// Commands per transaction at start-up (a unit's commands are never split).
 const MAX_TXN_OPS: usize = 4000;
 /// A burst of events ends after this long without one...
@@ -91,7 +90,7 @@ fn pod_view(pod: &Pod, plugged: Option<&(String, Ipv4Addr)>) -> Option<PodView> 
 /// Everything the controller knows, owned by its single task.
 struct State {
     nb: Arc<dyn Nb>,
-    client: kube::Client,
+    events: events::Events,
     pods: HashMap<String, Arc<Pod>>,
     /// Pods with a logical port: key → (port, ip).
     plugged: HashMap<String, (String, Ipv4Addr)>,
@@ -213,16 +212,10 @@ impl State {
                 if !c.problems.is_empty() && spec_changed {
                     let msg = format!("network policy {k}: {}", c.problems.join("; "));
                     tracing::error!("{msg}");
-                    let client = self.client.clone();
+                    let ev = self.events.clone();
                     tokio::spawn(async move {
-                        events::warn(
-                            &client,
-                            COMPONENT,
-                            new.as_ref(),
-                            "InvalidNetworkPolicy",
-                            &msg,
-                        )
-                        .await;
+                        ev.warn(new.as_ref(), "CompilePolicy", "InvalidNetworkPolicy", &msg)
+                            .await;
                     });
                 }
                 if spec_changed {
@@ -479,7 +472,7 @@ impl PolicyController {
         let mut node_ch = informer(Api::<Node>::all(c.clone()), watcher::Config::default()).boxed();
         let mut st = State {
             nb: self.nb.clone(),
-            client: self.client.clone(),
+            events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
             pods: HashMap::new(),
             plugged: HashMap::new(),
             policies: BTreeMap::new(),

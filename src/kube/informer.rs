@@ -20,9 +20,6 @@ use serde::de::DeserializeOwned;
 
 use crate::kube::events;
 
-/// The Event source of decode failures (the informer serves every role).
-const COMPONENT: &str = "ovnkube";
-
 /// One change seen by an informer.
 #[derive(Debug, Clone)]
 pub enum Change<K> {
@@ -227,7 +224,7 @@ where
 fn report(client: &kube::Client, b: &Undecodable) {
     let kind = b.reference.kind.clone().unwrap_or_default();
     let msg = format!(
-        "cannot decode {kind} {}: {}; it is ignored (its last good state, if any, stays in effect)          until it is fixed",
+        "cannot decode {kind} {}: {}; it is ignored (its last good state, if any, stays in effect) until it is fixed",
         b.key, b.error
     );
     tracing::error!(kind = %kind, object = %b.key, "{msg}");
@@ -235,7 +232,9 @@ fn report(client: &kube::Client, b: &Undecodable) {
         let client = client.clone();
         let reference = b.reference.clone();
         tokio::spawn(async move {
-            events::warn_ref(&client, COMPONENT, reference, "InvalidObject", &msg).await;
+            events::Events::new(client, events::WATCHER)
+                .warn_ref(reference, "Decode", "InvalidObject", &msg)
+                .await;
         });
     }
 }

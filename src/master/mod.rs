@@ -35,11 +35,10 @@ use crate::util::retry::{self, Retries, Retrying, until_ok};
 use subnets::SubnetAllocator;
 use topology::Snapshot;
 
-const COMPONENT: &str = "ovnkube-master";
-
 pub struct Master {
     nb: Arc<dyn Nb>,
     client: kube::Client,
+    events: events::Events,
     alloc: SubnetAllocator,
     /// Subnet held by each node (the allocator's view, by owner).
     owners: HashMap<String, Ipv4Net>,
@@ -62,6 +61,7 @@ impl Master {
     pub fn new(nb: Arc<dyn Nb>, client: kube::Client, cluster: &[ClusterSubnet]) -> Self {
         Master {
             nb,
+            events: events::Events::new(client.clone(), events::MASTER),
             client,
             alloc: SubnetAllocator::new(cluster),
             owners: HashMap::new(),
@@ -160,7 +160,9 @@ impl Master {
             node.name_any()
         );
         tracing::error!(node = %node.name_any(), "{msg}");
-        events::warn(&self.client, COMPONENT, node, "InvalidHostSubnet", &msg).await;
+        self.events
+            .warn(node, "AllocateSubnet", "InvalidHostSubnet", &msg)
+            .await;
     }
 
     /// Take over the subnet the node's annotation names, if it is usable.
@@ -211,7 +213,9 @@ impl Master {
                         self.alloc.capacity()
                     );
                     tracing::error!(node = %name, "{msg}");
-                    events::warn(&self.client, COMPONENT, node, "SubnetExhausted", &msg).await;
+                    self.events
+                        .warn(node, "AllocateSubnet", "SubnetExhausted", &msg)
+                        .await;
                 }
                 None
             }
@@ -243,7 +247,9 @@ impl Master {
             why.join("; ")
         );
         tracing::error!(node = %node.name_any(), "{msg}");
-        events::warn(&self.client, COMPONENT, node, "NodeNameCollision", &msg).await;
+        self.events
+            .warn(node, "AllocateSubnet", "NodeNameCollision", &msg)
+            .await;
     }
 
     async fn sync_node_inner(&mut self, name: &str) -> Result<()> {

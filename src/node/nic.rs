@@ -635,6 +635,7 @@ pub fn util_main(args: &[String]) -> std::process::ExitCode {
         ovn-kube-util [global options] command [command options] [arguments...]\n\nCOMMANDS:\n   \
         nics-to-bridge  Create ovs bridge for nic interfaces\n   \
         bridges-to-nic  Delete ovs bridge and move IP/routes to underlying NIC\n   \
+        trace           Where a connection between pods/services goes (ovn-trace verdict)\n   \
         help, h         Shows a list of commands or help for one command\n";
     // Logging to stderr cannot fail to open.
     let _ = crate::util::logging::init(4, None);
@@ -654,6 +655,7 @@ pub fn util_main(args: &[String]) -> std::process::ExitCode {
             println!("{UTIL_NAME} version {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        "trace" => return crate::trace::main(rest),
         "nics-to-bridge" => (true, "Please specify list of nic interfaces"),
         "bridges-to-nic" => (false, "Please specify list of bridges"),
         other => {

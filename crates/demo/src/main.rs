@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 const CLUSTER_SUBNET: &str = "10.128.0.0/14/23";
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const NODES: [&str; 2] = ["node1", "node2"];
-const STEPS: usize = 13;
+const STEPS: usize = 14;
 /// The "outside world" (a namespace on the nodes' gateway NICs) and the nodes' IPs on it.
 const OUTSIDE: &str = "172.31.0.100/24";
 const NODE_IPS: [&str; 2] = ["172.31.0.1", "172.31.0.2"];
@@ -149,6 +149,28 @@ fn ovnkube_binary() -> Result<PathBuf> {
         );
     }
     Ok(p)
+}
+
+/// `ovn-kube-util trace ARGS` (the ovnkube binary under its utility name); its verdict text.
+fn util_trace(ovnkube: &Path, args: &[String]) -> Result<String> {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(ovnkube)
+        .arg0("ovn-kube-util")
+        .arg("trace")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running ovn-kube-util trace")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() {
+        bail!(
+            "ovn-kube-util trace {}: {}{}",
+            args.join(" "),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(text)
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
@@ -594,6 +616,33 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         sample("ovnkube_nb_transaction_duration_seconds_count{result=\"ok\"}"),
         sample("ovnkube_master_leader"),
     );
+
+    let p = Progress::begin(14, "ovn-kube-util trace: pod -> ClusterIP service");
+    let src = sbs
+        .lock()
+        .await
+        .iter()
+        .find(|(_, s)| s.netns == a.0)
+        .map(|(k, _)| k.clone())
+        .context("the first pod's name")?;
+    let verdict = util_trace(
+        &ovnkube,
+        &[
+            "--src".into(),
+            src,
+            "--dst".into(),
+            "default/apacheservice".into(),
+            "--tcp".into(),
+            port.to_string(),
+            format!("-k8s-kubeconfig={}", kubeconfig.display()),
+            format!("-nb-address={}", c.nb_db()),
+            format!("-sb-address={}", c.sb_db()),
+            format!("-config-file={}", empty_conf.display()),
+        ],
+    )
+    .map_err(|e| p.fail_ref(e))?;
+    p.ok("");
+    print!("{verdict}");
 
     if keep {
         let envf = dir.join("demo.env");

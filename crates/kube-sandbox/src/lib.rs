@@ -2,8 +2,10 @@
 //!
 //! It serves core/v1 pods (+status), services (+status), endpoints, nodes (+status), namespaces
 //! (+status) and events; networking.k8s.io/v1 networkpolicies; discovery.k8s.io/v1 endpointslices;
-//! coordination.k8s.io/v1 leases; events.k8s.io/v1 events. kube-rs clients and watchers and the
-//! real `kubectl` (create/apply/patch/label/annotate/get -w/delete) work against it unchanged.
+//! coordination.k8s.io/v1 leases; events.k8s.io/v1 events (a core/v1 event list also returns
+//! them, converted, as the real apiserver's shared store does; watches do not). kube-rs
+//! clients and watchers and the real `kubectl` (create/apply/patch/label/annotate/get -w/delete)
+//! work against it unchanged.
 //!
 //! Semantics follow the real apiserver where clients can observe them: a global resourceVersion,
 //! list pagination over a consistent snapshot, label/field selectors, watches that replay the
@@ -41,6 +43,7 @@
 mod audit;
 mod discovery;
 mod error;
+mod event_view;
 mod patch;
 mod protobuf;
 mod resources;

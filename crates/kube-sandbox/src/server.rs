@@ -403,7 +403,11 @@ fn collection(
                 resource_version: rq.q("resourceVersion"),
                 resource_version_match: rq.q("resourceVersionMatch"),
             };
-            Ok(json_response(200, &shared.store.list(&filter, &params)?))
+            let list = shared.store.list(&filter, &params)?;
+            Ok(json_response(
+                200,
+                &with_new_api_events(shared, &filter, list)?,
+            ))
         }
         Method::POST => {
             if def.namespaced && ns.is_none() {
@@ -422,6 +426,38 @@ fn collection(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+/// A core/v1 Event list also holds the events.k8s.io/v1 Events (one store in the real
+/// apiserver), converted and matched against the same selectors.
+fn with_new_api_events(shared: &Shared, filter: &Filter, list: Value) -> ApiResult<Value> {
+    let core = resources::find("", "v1", "events");
+    let Some(new) = resources::find("events.k8s.io", "v1", "events") else {
+        return Ok(list);
+    };
+    if core != Some(filter.res) {
+        return Ok(list);
+    }
+    let all = Filter {
+        res: new,
+        namespace: filter.namespace.clone(),
+        labels: filter.labels.clone(),
+        fields: FieldSelector::default(),
+    };
+    let params = ListParams {
+        limit: None,
+        continue_token: None,
+        resource_version: None,
+        resource_version_match: None,
+    };
+    let extra: Vec<Value> = shared.store.list(&all, &params)?["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(crate::event_view::to_core)
+        .filter(|e| filter.matches(e))
+        .collect();
+    Ok(crate::event_view::extend_list(list, extra))
 }
 
 /// The object in a POST/PUT body: JSON, or Kubernetes protobuf (sent by kubectl's generators

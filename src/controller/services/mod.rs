@@ -100,7 +100,7 @@ pub struct ServiceController {
     /// Networks Service-supplied addresses must stay out of.
     reserved: validate::Reserved,
     /// For Events on Services (set by `run`).
-    client: Option<kube::Client>,
+    events: Option<crate::kube::events::Events>,
 }
 
 impl ServiceController {
@@ -117,7 +117,7 @@ impl ServiceController {
             retry: Retries::new(Duration::from_millis(500), Duration::from_secs(30)),
             ready_signal: None,
             reserved: validate::Reserved::default(),
-            client: None,
+            events: None,
         }
     }
 
@@ -172,19 +172,14 @@ impl ServiceController {
 
     /// A Warning Event on `svc` (in the background: the controller does not wait for it).
     fn event(&self, svc: &Arc<Service>, msg: &str) {
-        let Some(client) = self.client.clone() else {
+        let Some(events) = self.events.clone() else {
             return;
         };
         let (svc, msg) = (svc.clone(), msg.to_string());
         tokio::spawn(async move {
-            crate::kube::events::warn(
-                &client,
-                "ovnkube-controller",
-                svc.as_ref(),
-                "RejectedServiceInput",
-                &msg,
-            )
-            .await;
+            events
+                .warn(svc.as_ref(), "ProgramVIPs", "RejectedServiceInput", &msg)
+                .await;
         });
     }
 
@@ -304,7 +299,10 @@ impl ServiceController {
     }
 
     pub async fn run(mut self, client: kube::Client, mut cancel: CancelToken) -> Result<()> {
-        self.client = Some(client.clone());
+        self.events = Some(crate::kube::events::Events::new(
+            client.clone(),
+            crate::kube::events::NET_CONTROLLER,
+        ));
         let mut svcs = informer(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
