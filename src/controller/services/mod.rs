@@ -139,14 +139,14 @@ impl ServiceController {
             return VipMap::new();
         };
         // Hostile or broken input is taken out before planning, and reported on the Service.
-        let (screened, mut rejected) = validate::screen_service(key, &svc, &self.reserved);
+        let (screened, svc_rejected) = validate::screen_service(key, &svc, &self.reserved);
         let eps = self
             .endpoints
             .get(key)
             .map(|e| validate::screen_endpoints(key, e));
-        if let Some((_, msgs)) = &eps {
-            rejected.extend(msgs.iter().cloned());
-        }
+        let eps_rejected = eps.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+        let mut rejected = svc_rejected.clone();
+        rejected.extend(eps_rejected.iter().cloned());
         let d = vips::service_vips(
             key,
             &screened,
@@ -162,8 +162,22 @@ impl ServiceController {
             for w in &all {
                 tracing::warn!(service = %key, "{w}");
             }
-            for r in rejected.iter().filter(|r| !before.contains(r)) {
-                self.event(&svc, r);
+            // One Event per source of the input (the Service, its endpoints) listing what is
+            // new: the Recorder folds repeats of one action into a series and keeps the first
+            // note, so one Event per message would hide all but the first.
+            let prefix = format!("service {key}: ");
+            for (action, msgs) in [
+                ("ScreenService", &svc_rejected),
+                ("ScreenEndpoints", &eps_rejected),
+            ] {
+                let new: Vec<&str> = msgs
+                    .iter()
+                    .filter(|r| !before.contains(r))
+                    .map(|r| r.strip_prefix(&prefix).unwrap_or(r))
+                    .collect();
+                if !new.is_empty() {
+                    self.event(&svc, action, &new.join("; "));
+                }
             }
             self.warned.insert(key.to_string(), all);
         }
@@ -171,14 +185,14 @@ impl ServiceController {
     }
 
     /// A Warning Event on `svc` (in the background: the controller does not wait for it).
-    fn event(&self, svc: &Arc<Service>, msg: &str) {
+    fn event(&self, svc: &Arc<Service>, action: &'static str, msg: &str) {
         let Some(events) = self.events.clone() else {
             return;
         };
         let (svc, msg) = (svc.clone(), msg.to_string());
         tokio::spawn(async move {
             events
-                .warn(svc.as_ref(), "ProgramVIPs", "RejectedServiceInput", &msg)
+                .warn(svc.as_ref(), action, "RejectedServiceInput", &msg)
                 .await;
         });
     }

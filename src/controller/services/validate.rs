@@ -108,8 +108,7 @@ pub fn screen_service(key: &str, svc: &Service, r: &Reserved) -> (Service, Vec<S
             match forbidden_vip(ip, r) {
                 Some(why) => {
                     msgs.push(format!(
-                        "service {key}: externalIP {ip} is {why}; it is not programmed (a Service \
-                         must not capture cluster-internal or special addresses)"
+                        "service {key}: externalIP {ip} is {why}; not programmed (reserved address)"
                     ));
                     false
                 }
