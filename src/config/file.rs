@@ -204,7 +204,8 @@ fn assign(layer: &mut Layer, section: &str, key: &str, value: String) -> Result<
             None => Ok(None),
             Some(s) => parse_file_int(&s).map(Some).ok_or_else(|| {
                 format!(
-                    "invalid value {s:?} for key {lkey:?} in section [{section}]: must be a decimal or 0x hex integer"
+                    "invalid value {} for key {lkey:?} in section [{section}]: must be a decimal or 0x hex integer",
+                    super::shown(&s)
                 )
             }),
         }

@@ -464,7 +464,8 @@ fn clap_error(e: &clap::Error) -> ConfigError {
             .map(|s| s.to_string())
             .unwrap_or_else(|| "invalid value".to_string());
         return ConfigError::new(format!(
-            "invalid value {value:?} for flag -{flag}: {reason}"
+            "invalid value {} for flag -{flag}: {reason}",
+            super::shown(&value)
         ));
     }
     // Anything else means the normaliser let through something clap rejects; keep the first line.

@@ -73,6 +73,16 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A bad value as error messages show it: quoted, and cut after 80 characters (with its full
+/// length) so a huge value cannot turn one error into a megabyte of log.
+pub fn shown(v: &str) -> String {
+    const MAX: usize = 80;
+    match v.char_indices().nth(MAX) {
+        None => format!("{v:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &v[..cut], v.len()),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub cluster_subnets: Vec<ClusterSubnet>,

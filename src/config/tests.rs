@@ -1689,3 +1689,15 @@ fn missing_ssl_files_are_a_start_up_error_naming_the_flag() {
         .to_string();
     assert!(e.contains("not a regular file"), "{e}");
 }
+
+#[test]
+fn long_bad_values_are_cut_in_error_messages() {
+    assert_eq!(super::shown("geneve"), "\"geneve\"");
+    let long = "a".repeat(900 * 1024);
+    let s = super::shown(&long);
+    assert!(s.len() < 120, "{s}");
+    assert!(s.ends_with(&format!("... ({} bytes)", long.len())), "{s}");
+    // Cut on a character boundary.
+    let wide = "é".repeat(100);
+    assert!(super::shown(&wide).starts_with(&format!("\"{}\"", "é".repeat(80))));
+}

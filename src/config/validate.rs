@@ -144,7 +144,8 @@ impl Ctx<'_> {
 
     fn invalid<T>(&self, st: &Setting<T>, shown: &str, why: &str) -> ConfigError {
         ConfigError::new(format!(
-            "invalid value {shown:?} for {}: {why}",
+            "invalid value {} for {}: {why}",
+            super::shown(shown),
             self.label(st)
         ))
     }
