@@ -9,7 +9,8 @@
 //! list pagination over a consistent snapshot, label/field selectors, watches that replay the
 //! retained event log and go live atomically (or report `410 Expired` as a 200 + ERROR event),
 //! selector-transition ADDED/DELETED, no-op writes that bump nothing, merge / strategic-merge /
-//! JSON / apply patches, finalizers, service clusterIP and nodePort allocation, and `Status`
+//! JSON / apply patches, finalizers, service clusterIP and nodePort allocation, EndpointSlice
+//! mirroring of core/v1 Endpoints (as kube-controller-manager does), and `Status`
 //! errors with the usual codes and reasons. There is no authentication, no schema validation
 //! and no admission beyond the defaults listed above.
 //!
@@ -38,6 +39,7 @@
 
 mod discovery;
 mod error;
+mod mirror;
 mod patch;
 mod protobuf;
 mod resources;
@@ -71,6 +73,9 @@ pub struct SandboxConfig {
     /// Namespaces that exist at start (default `default`, `kube-system`, `kube-public`,
     /// `kube-node-lease`).
     pub namespaces: Vec<String>,
+    /// Mirror core/v1 Endpoints written by clients into EndpointSlices, as a real cluster's
+    /// endpointslice-mirroring controller does (default on).
+    pub mirror_endpoints: bool,
 }
 
 impl Default for SandboxConfig {
@@ -83,6 +88,7 @@ impl Default for SandboxConfig {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            mirror_endpoints: true,
         }
     }
 }
@@ -128,8 +134,10 @@ impl Sandbox {
             .with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let (tx, rx) = watch::channel(false);
+        let store = Store::new(cfg.history_limit, cidr, &cfg.namespaces);
+        store.set_mirror_endpoints(cfg.mirror_endpoints);
         let shared = Arc::new(Shared {
-            store: Store::new(cfg.history_limit, cidr, &cfg.namespaces),
+            store,
             server_address: addr.to_string(),
             shutdown: rx.clone(),
         });
