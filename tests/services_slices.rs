@@ -1,0 +1,410 @@
+//! Services from EndpointSlices on the real dataplane: the real binary (master + service
+//! controller) against NB/SB over unix sockets, pods in network namespaces on the userspace OVS
+//! datapath, TCP connections to ClusterIPs. The API server publishes only EndpointSlices here
+//! (mirroring off), so nothing can come from core/v1 Endpoints.
+
+mod common;
+mod gwbed;
+mod nodebed;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Env, eventually};
+use gwbed::{blocking, client, pod, server, until_prints};
+use k8s_openapi::api::core::v1::{
+    ClientIPConfig, Node, Service, ServicePort, ServiceSpec, SessionAffinityConfig,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+use kube_sandbox::{Sandbox, SandboxConfig};
+use ovn_testbed::{Central, Chassis, TestPod};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An Env whose API server serves slices but does not mirror Endpoints into them.
+async fn env_slices_only(name: &str) -> Env {
+    let central = Central::start().expect("OVN central");
+    let sandbox = Sandbox::start(
+        "127.0.0.1:0".parse().unwrap(),
+        SandboxConfig {
+            mirror_endpoints: false,
+            ..SandboxConfig::default()
+        },
+    )
+    .await
+    .expect("kube-sandbox");
+    let dir = central.dir().join(format!("test-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig.yaml");
+    sandbox.write_kubeconfig(&kubeconfig).unwrap();
+    let client = kube::Client::try_from(kube::Config::new(sandbox.url().parse().unwrap())).unwrap();
+    Env {
+        central,
+        sandbox,
+        dir,
+        kubeconfig,
+        client,
+    }
+}
+
+/// The master's flags with the NB/SB as unix sockets (how a stock Debian central serves them).
+fn master_args(env: &Env, subnet: &str) -> Vec<String> {
+    env.master_args(subnet)
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-nb-address=") {
+                format!("-nb-address={}", env.central.nb_db())
+            } else if a.starts_with("-sb-address=") {
+                format!("-sb-address={}", env.central.sb_db())
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+async fn node_subnets(env: &Env, names: &[&str]) -> BTreeMap<String, String> {
+    env.create_nodes(names.iter().copied()).await;
+    let api: Api<Node> = Api::all(env.client.clone());
+    eventually("node subnets and switches", WAIT, || async {
+        let subs: BTreeMap<String, String> = api
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|n| {
+                Some((
+                    n.name_any(),
+                    n.annotations().get("ovn_host_subnet")?.clone(),
+                ))
+            })
+            .collect();
+        let sw = env
+            .central
+            .nbctl(&["--bare", "--columns=name", "list", "Logical_Switch"])
+            .ok()?;
+        (names
+            .iter()
+            .all(|n| subs.contains_key(*n) && sw.lines().any(|l| l.trim() == *n)))
+        .then_some(subs)
+    })
+    .await
+}
+
+fn service(name: &str, affinity_timeout: Option<i32>) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                protocol: Some("TCP".into()),
+                port: 80,
+                target_port: Some(IntOrString::Int(8080)),
+                ..Default::default()
+            }]),
+            session_affinity: affinity_timeout.map(|_| "ClientIP".into()),
+            session_affinity_config: affinity_timeout.map(|t| SessionAffinityConfig {
+                client_ip: Some(ClientIPConfig {
+                    timeout_seconds: Some(t),
+                }),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// (ip, node, ready, serving, terminating)
+type Cond<'a> = (&'a str, &'a str, bool, bool, bool);
+
+fn slice(svc: &str, name: &str, family: &str, eps: &[Cond]) -> EndpointSlice {
+    let endpoints: Vec<_> = eps
+        .iter()
+        .map(|(ip, node, ready, serving, terminating)| {
+            json!({"addresses": [ip], "nodeName": node,
+                   "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": family,
+        "endpoints": endpoints,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }))
+    .unwrap()
+}
+
+async fn put_slice(env: &Env, s: EndpointSlice) {
+    let api: Api<EndpointSlice> = Api::namespaced(env.client.clone(), "default");
+    let name = s.name_any();
+    match api.get_opt(&name).await.unwrap() {
+        None => {
+            api.create(&PostParams::default(), &s).await.unwrap();
+        }
+        Some(old) => {
+            let mut s = s;
+            s.metadata.resource_version = old.metadata.resource_version;
+            api.replace(&name, &PostParams::default(), &s)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// vip → (backends, load balancer name), over every load balancer.
+fn vips(env: &Env) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    for r in env.nb_table("Load_Balancer") {
+        for (v, b) in r.map("vips") {
+            out.insert(v, (b, r.str("name")));
+        }
+    }
+    out
+}
+
+async fn wait_backends(env: &Env, vip: &str, want: Option<&str>) {
+    eventually(&format!("VIP {vip} -> {want:?}"), WAIT, || async {
+        let v = vips(env);
+        (v.get(vip).map(|(b, _)| b.as_str()) == want).then_some(())
+    })
+    .await;
+}
+
+/// `n` new TCP connections from `p` to `ip:80`; what each server answered, in order.
+fn answers(p: &TestPod, ip: &str, n: usize) -> Vec<String> {
+    let prog = format!(
+        "import socket as S\nfor _ in range({n}):\n c=S.create_connection(('{ip}',80),3)\n \
+         print(c.recv(100).decode())\n c.close()\n"
+    );
+    let o = p.exec(&["python3", "-c", &prog]).unwrap();
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+struct Bed {
+    env: Env,
+    _master: common::Daemon,
+    _chassis: Chassis,
+    client: TestPod,
+    _servers: Vec<(TestPod, std::process::Child)>,
+    ips: BTreeMap<&'static str, String>,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        for (_, c) in &mut self._servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The master, nodes n1/n2, one chassis with a client pod on n1 and servers s1 (n1) and s2
+/// (n2) answering with their name on port 8080.
+async fn bed(name: &str, subnet: &str) -> Bed {
+    let env = env_slices_only(name).await;
+    let mut master = env.spawn("master", &master_args(&env, subnet));
+    master.wait_log("initial service sync done", WAIT);
+    assert!(
+        master.log_text().contains("source=Slices"),
+        "{}",
+        master.log_text()
+    );
+    let subs = node_subnets(&env, &["n1", "n2"]).await;
+    let ch = Chassis::start(&env.central, "ch1", Default::default()).unwrap();
+    let (client, cip) = pod(&env, &ch, "n1", &subs["n1"], "client", 5);
+    let mut servers = Vec::new();
+    let mut ips = BTreeMap::new();
+    ips.insert("client", cip);
+    for (sname, node, idx) in [("s1", "n1", 6), ("s2", "n2", 5)] {
+        let (p, ip) = pod(&env, &ch, node, &subs[node], sname, idx);
+        let child = p.spawn(&["python3", "-c", &server(8080, sname)]).unwrap();
+        servers.push((p, child));
+        ips.insert(sname, ip);
+    }
+    Bed {
+        env,
+        _master: master,
+        _chassis: ch,
+        client,
+        _servers: servers,
+        ips,
+    }
+}
+
+fn cluster_ip(s: &Service) -> String {
+    s.spec.as_ref().unwrap().cluster_ip.clone().unwrap()
+}
+
+fn hv_sync(env: &Env) {
+    env.central
+        .nbctl(&["--wait=hv", "--timeout=30", "sync"])
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_ip_through_slices_with_the_terminating_fallback() {
+    let b = bed("slices", "10.40.0.0/16").await;
+    let (s1, s2) = (b.ips["s1"].clone(), b.ips["s2"].clone());
+    let svcs: Api<Service> = Api::namespaced(b.env.client.clone(), "default");
+    let web = svcs
+        .create(&PostParams::default(), &service("web", None))
+        .await
+        .unwrap();
+    let vip = format!("{}:80", cluster_ip(&web));
+    // Two slices joined by the service-name label, and an IPv6 slice that is ignored.
+    put_slice(
+        &b.env,
+        slice("web", "web-a", "IPv4", &[(&s1, "n1", true, true, false)]),
+    )
+    .await;
+    put_slice(
+        &b.env,
+        slice("web", "web-b", "IPv4", &[(&s2, "n2", true, true, false)]),
+    )
+    .await;
+    put_slice(
+        &b.env,
+        slice(
+            "web",
+            "web-v6",
+            "IPv6",
+            &[("fd00::5", "n2", true, true, false)],
+        ),
+    )
+    .await;
+    wait_backends(&b.env, &vip, Some(&format!("{s1}:8080,{s2}:8080"))).await;
+    hv_sync(&b.env);
+    let ip = cluster_ip(&web);
+    until_prints("client -> ClusterIP", "s1", &String::new, || {
+        b.client.exec(&["python3", "-c", &client(&ip, 80)]).unwrap()
+    });
+
+    // s1 terminating but still serving, s2 terminating and no longer serving: no endpoint is
+    // ready, so the serving-and-terminating one keeps the service up.
+    put_slice(
+        &b.env,
+        slice("web", "web-a", "IPv4", &[(&s1, "n1", false, true, true)]),
+    )
+    .await;
+    put_slice(
+        &b.env,
+        slice("web", "web-b", "IPv4", &[(&s2, "n2", false, false, true)]),
+    )
+    .await;
+    wait_backends(&b.env, &vip, Some(&format!("{s1}:8080"))).await;
+    hv_sync(&b.env);
+    let got = blocking(|| answers(&b.client, &ip, 10));
+    assert_eq!(got, vec!["s1"; 10], "only the terminating-but-serving s1");
+
+    // A ready endpoint again: it is preferred over the terminating one.
+    put_slice(
+        &b.env,
+        slice("web", "web-b", "IPv4", &[(&s2, "n2", true, true, false)]),
+    )
+    .await;
+    wait_backends(&b.env, &vip, Some(&format!("{s2}:8080"))).await;
+    hv_sync(&b.env);
+    let got = blocking(|| answers(&b.client, &ip, 10));
+    assert_eq!(got, vec!["s2"; 10], "the ready s2 only");
+
+    // All slices gone: no VIP.
+    let api: Api<EndpointSlice> = Api::namespaced(b.env.client.clone(), "default");
+    for n in ["web-a", "web-b", "web-v6"] {
+        api.delete(n, &Default::default()).await.unwrap();
+    }
+    wait_backends(&b.env, &vip, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_affinity_pins_one_client_while_round_robin_uses_both() {
+    let b = bed("affinity", "10.41.0.0/16").await;
+    let (s1, s2) = (b.ips["s1"].clone(), b.ips["s2"].clone());
+    let svcs: Api<Service> = Api::namespaced(b.env.client.clone(), "default");
+    let rr = svcs
+        .create(&PostParams::default(), &service("rr", None))
+        .await
+        .unwrap();
+    let sticky = svcs
+        .create(&PostParams::default(), &service("sticky", Some(600)))
+        .await
+        .unwrap();
+    let both = [
+        (s1.as_str(), "n1", true, true, false),
+        (s2.as_str(), "n2", true, true, false),
+    ];
+    put_slice(&b.env, slice("rr", "rr-a", "IPv4", &both)).await;
+    put_slice(&b.env, slice("sticky", "sticky-a", "IPv4", &both)).await;
+    let backends = format!("{s1}:8080,{s2}:8080");
+    let (rr_ip, sticky_ip) = (cluster_ip(&rr), cluster_ip(&sticky));
+    wait_backends(&b.env, &format!("{rr_ip}:80"), Some(&backends)).await;
+    wait_backends(&b.env, &format!("{sticky_ip}:80"), Some(&backends)).await;
+
+    // NB: the sticky VIP is on a load balancer with OVN's affinity timeout, attached to every
+    // node switch; the round-robin one stays on the plain cluster load balancer.
+    let v = vips(&b.env);
+    let aff_lb = v[&format!("{sticky_ip}:80")].1.clone();
+    assert_eq!(aff_lb, "cluster-lb-tcp-affinity-600");
+    assert_eq!(v[&format!("{rr_ip}:80")].1, "cluster-lb-tcp");
+    let timeout = b
+        .env
+        .central
+        .nbctl(&["get", "Load_Balancer", &aff_lb, "options:affinity_timeout"])
+        .unwrap();
+    assert_eq!(timeout.trim().trim_matches('"'), "600");
+    let uuid = b
+        .env
+        .central
+        .nbctl(&[
+            "--bare",
+            "--columns=_uuid",
+            "find",
+            "Load_Balancer",
+            &format!("name={aff_lb}"),
+        ])
+        .unwrap();
+    for sw in ["n1", "n2"] {
+        let lbs = b
+            .env
+            .central
+            .nbctl(&["get", "Logical_Switch", sw, "load_balancer"])
+            .unwrap();
+        assert!(lbs.contains(uuid.trim()), "{sw}: {lbs}");
+    }
+    hv_sync(&b.env);
+
+    until_prints("client -> sticky ClusterIP", "", &String::new, || {
+        // Any answer at all: the dataplane is ready.
+        let mut o = b
+            .client
+            .exec(&["python3", "-c", &client(&sticky_ip, 80)])
+            .unwrap();
+        if !o.stdout.is_empty() {
+            o.stdout.clear();
+        } else {
+            o.stdout = b"not yet".to_vec();
+        }
+        o
+    });
+    let got = blocking(|| answers(&b.client, &rr_ip, 20));
+    let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), 2, "round robin reaches both: {got:?}");
+    let got = blocking(|| answers(&b.client, &sticky_ip, 20));
+    let distinct: std::collections::BTreeSet<&String> = got.iter().collect();
+    assert_eq!(distinct.len(), 1, "affinity keeps one backend: {got:?}");
+    assert_eq!(got.len(), 20);
+}
