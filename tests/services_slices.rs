@@ -408,3 +408,163 @@ async fn client_ip_affinity_pins_one_client_while_round_robin_uses_both() {
     assert_eq!(distinct.len(), 1, "affinity keeps one backend: {got:?}");
     assert_eq!(got.len(), 20);
 }
+
+/// A server on port 8080 answering every connection with `<name> <peer address>`.
+fn named_peer_server(name: &str) -> String {
+    format!(
+        "import socket as S\ns=S.socket()\ns.setsockopt(S.SOL_SOCKET,S.SO_REUSEADDR,1)\n\
+         s.bind(('0.0.0.0',8080))\ns.listen()\nwhile True:\n c,a=s.accept()\n try:\n  \
+         c.sendall(('{name} '+a[0]).encode())\n  c.close()\n except OSError:\n  pass\n"
+    )
+}
+
+fn nodeport_service(name: &str, node_port: i32, local: bool) -> Service {
+    let mut s = service(name, None);
+    let spec = s.spec.as_mut().unwrap();
+    spec.type_ = Some("NodePort".into());
+    spec.ports.as_mut().unwrap()[0].node_port = Some(node_port);
+    if local {
+        spec.external_traffic_policy = Some("Local".into());
+    }
+    s
+}
+
+/// `n` connections from the outside namespace to `ip:port`; the answers.
+fn outside_answers(out: &ovn_testbed::Outside, ip: &str, port: i32, n: usize) -> Vec<String> {
+    let prog = format!(
+        "import socket as S\nfor _ in range({n}):\n c=S.create_connection(('{ip}',{port}),3)\n \
+         print(c.recv(100).decode())\n c.close()\n"
+    );
+    let o = out.exec(&["python3", "-c", &prog]).unwrap();
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_client_ip() {
+    use gwbed::{GATEWAY_FLAGS, NodeProc, OUTSIDE, sh, spawn_node, wait_init};
+    use nodebed::{CLUSTER_SUBNET, NodeSide, node_subnet};
+    let env = env_slices_only("etplocal").await;
+    let mut master = env.spawn("master", &master_args(&env, CLUSTER_SUBNET));
+    master.wait_log("initial service sync done", WAIT);
+    env.create_nodes(["n1", "n2"]).await;
+    let (ca, cb) = ovn_testbed::two_chassis(&env.central, "n1", "n2").unwrap();
+    let out = ovn_testbed::Outside::start(OUTSIDE).unwrap();
+    out.attach(&ca, "eth1", "172.31.0.1/24", true).unwrap();
+    out.attach(&cb, "eth1", "172.31.0.2/24", true).unwrap();
+    let n1 = NodeSide::new(&env, ca);
+    let n2 = NodeSide::new(&env, cb);
+    let mut d1 = NodeProc(spawn_node(&env, &n1, "172.30.0.1", &[], GATEWAY_FLAGS));
+    let mut d2 = NodeProc(spawn_node(&env, &n2, "172.30.0.2", &[], GATEWAY_FLAGS));
+    blocking(|| {
+        wait_init(&n1, &mut d1.0, 1);
+        wait_init(&n2, &mut d2.0, 1);
+    });
+    let sub1 = node_subnet(&env, "n1").await;
+    let sub2 = node_subnet(&env, "n2").await;
+    let (p1, ip1) = pod(&env, &n1.chassis, "n1", &sub1, "s1", 10);
+    let (p2, ip2) = pod(&env, &n2.chassis, "n2", &sub2, "s2", 10);
+    let mut servers = vec![
+        p1.spawn(&["python3", "-c", &named_peer_server("s1")])
+            .unwrap(),
+        p2.spawn(&["python3", "-c", &named_peer_server("s2")])
+            .unwrap(),
+    ];
+    let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    svcs.create(
+        &PostParams::default(),
+        &nodeport_service("local", 30081, true),
+    )
+    .await
+    .unwrap();
+    svcs.create(
+        &PostParams::default(),
+        &nodeport_service("cluster", 30082, false),
+    )
+    .await
+    .unwrap();
+    let both = [
+        (ip1.as_str(), "n1", true, true, false),
+        (ip2.as_str(), "n2", true, true, false),
+    ];
+    put_slice(&env, slice("local", "local-a", "IPv4", &both)).await;
+    put_slice(&env, slice("cluster", "cluster-a", "IPv4", &both)).await;
+
+    // NB: each gateway's no-SNAT load balancer holds its own node's endpoint only.
+    wait_backends(&env, "172.31.0.1:30081", Some(&format!("{ip1}:8080"))).await;
+    wait_backends(&env, "172.31.0.2:30081", Some(&format!("{ip2}:8080"))).await;
+    wait_backends(
+        &env,
+        "172.31.0.1:30082",
+        Some(&format!("{ip1}:8080,{ip2}:8080")),
+    )
+    .await;
+    let v = vips(&env);
+    assert_eq!(v["172.31.0.1:30081"].1, "GR_n1-tcp-local");
+    assert_eq!(v["172.31.0.1:30082"].1, "GR_n1-tcp");
+    let skip = env
+        .central
+        .nbctl(&[
+            "get",
+            "Load_Balancer",
+            "GR_n1-tcp-local",
+            "options:skip_snat",
+        ])
+        .unwrap();
+    assert_eq!(skip.trim().trim_matches('"'), "true");
+    for (ns, port) in [(&n1, 30081), (&n1, 30082), (&n2, 30081)] {
+        eventually("the NodePort flows on breth1", WAIT, || async {
+            let f = sh(&ns.chassis, &["ovs-ofctl", "dump-flows", "breth1"]);
+            f.contains(&format!("tp_dst={port}")).then_some(())
+        })
+        .await;
+    }
+    hv_sync(&env);
+
+    // Packets: through n1 only s1 answers and sees the outside client's own address; through
+    // n2 only s2. The Cluster-policy NodePort on n1 reaches both, SNATed (not the client's IP).
+    let client_ip = OUTSIDE.split('/').next().unwrap();
+    let want1 = format!("s1 {client_ip}");
+    until_prints("outside -> n1:30081", &want1, &String::new, || {
+        out.exec(&["python3", "-c", &client("172.31.0.1", 30081)])
+            .unwrap()
+    });
+    let got = blocking(|| outside_answers(&out, "172.31.0.1", 30081, 10));
+    assert_eq!(got, vec![want1.clone(); 10]);
+    let want2 = format!("s2 {client_ip}");
+    until_prints("outside -> n2:30081", &want2, &String::new, || {
+        out.exec(&["python3", "-c", &client("172.31.0.2", 30081)])
+            .unwrap()
+    });
+    until_prints("outside -> n1:30082 answers", "", &String::new, || {
+        let mut o = out
+            .exec(&["python3", "-c", &client("172.31.0.1", 30082)])
+            .unwrap();
+        o.stdout = if o.stdout.is_empty() {
+            b"not yet".to_vec()
+        } else {
+            vec![]
+        };
+        o
+    });
+    let got = blocking(|| outside_answers(&out, "172.31.0.1", 30082, 20));
+    assert!(
+        got.iter().all(|a| !a.ends_with(&format!(" {client_ip}"))),
+        "Cluster policy SNATs: {got:?}"
+    );
+    let names: std::collections::BTreeSet<&str> =
+        got.iter().filter_map(|a| a.split(' ').next()).collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "Cluster policy uses both endpoints: {got:?}"
+    );
+    for c in &mut servers {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    drop(master);
+}
