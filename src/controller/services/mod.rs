@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
@@ -27,6 +27,9 @@ use crate::util::cancel::CancelToken;
 use crate::util::retry::Retries;
 use endpoints::{EpSet, Source};
 use vips::{Flavor, Gateway, LbTargets, LbWant, Proto, VipMap};
+
+/// Services reconciled together at most (one transaction).
+const MAX_BATCH: usize = 500;
 
 /// Node switch → the load balancers attached to it.
 pub type SwitchLbs = BTreeMap<String, BTreeSet<String>>;
@@ -247,6 +250,26 @@ impl ServiceController {
         touched
     }
 
+    /// An endpoints event: the services whose endpoints it changed.
+    fn endpoints_changed(&mut self, ch: EpChange) -> Vec<String> {
+        match ch {
+            EpChange::Slice(Change::Apply { new, .. }) => self.slice_changed(&new, false),
+            EpChange::Slice(Change::Delete(old)) => self.slice_changed(&old, true),
+            EpChange::Endpoints(Change::Apply { new, .. }) => {
+                let k = key(new.as_ref());
+                self.endpoints
+                    .insert(k.clone(), endpoints::from_endpoints(&new));
+                vec![k]
+            }
+            EpChange::Endpoints(Change::Delete(old)) => {
+                let k = key(old.as_ref());
+                self.endpoints.remove(&k);
+                vec![k]
+            }
+            EpChange::Slice(Change::Synced) | EpChange::Endpoints(Change::Synced) => vec![],
+        }
+    }
+
     fn desired(&mut self, key: &str) -> vips::Desired {
         let Some(svc) = self.services.get(key) else {
             self.warned.remove(key);
@@ -302,52 +325,79 @@ impl ServiceController {
         Ok(())
     }
 
-    /// The VIPs a service wants, creating the load balancers it needs first.
-    async fn desired_vips(&mut self, key: &str) -> Result<VipMap> {
-        let mut d = self.desired(key);
-        if !d.missing.is_empty() {
-            self.create_lbs(&d.missing).await?;
-            d = self.desired(key);
-            if !d.missing.is_empty() {
-                anyhow::bail!(
-                    "load balancers {:?} still missing after creating them",
-                    d.missing.iter().map(LbWant::name).collect::<Vec<_>>()
-                );
-            }
-        }
-        Ok(d.vips)
-    }
-
     /// Bring one service's VIPs to the desired set in one transaction.
     async fn reconcile(&mut self, key: &str) {
-        let mut want = match self.desired_vips(key).await {
-            Ok(w) => w,
-            Err(e) => {
+        self.reconcile_keys(&[key.to_string()]).await;
+    }
+
+    /// Bring several services' VIPs to their desired sets in ONE transaction: a burst of
+    /// events (a rollout, a restart of many pods) costs one NB write and one northd
+    /// recompute instead of one per service.
+    async fn reconcile_keys(&mut self, keys: &[String]) {
+        let mut missing = BTreeSet::new();
+        for k in keys {
+            missing.extend(self.desired(k).missing);
+        }
+        if !missing.is_empty()
+            && let Err(e) = self.create_lbs(&missing).await
+        {
+            for k in keys {
+                let (attempt, delay) = self.retry.failed(k);
+                tracing::warn!(service = %k, attempt, retry_in = ?delay, error = %format!("{e:#}"), "preparing load balancers failed; will retry");
+            }
+            return;
+        }
+        let saved = (self.owned.clone(), self.vip_owner.clone());
+        let mut ops = Vec::new();
+        let mut changed = Vec::new();
+        let mut still_missing = BTreeSet::new();
+        for key in keys {
+            let d = self.desired(key);
+            if !d.missing.is_empty() {
+                still_missing.insert(key.clone());
                 let (attempt, delay) = self.retry.failed(key);
-                tracing::warn!(service = %key, attempt, retry_in = ?delay, error = %format!("{e:#}"), "preparing load balancers failed; will retry");
-                return;
+                tracing::warn!(service = %key, attempt, retry_in = ?delay, lbs = ?d.missing.iter().map(LbWant::name).collect::<Vec<_>>(), "load balancers still missing; will retry");
+                continue;
             }
-        };
-        want.retain(|k, _| match self.vip_owner.get(k) {
-            Some(other) if other != key => {
-                tracing::warn!(service = %key, vip = %k.1, owner = %other, "VIP already served by another service; skipped");
-                false
+            let mut want = d.vips;
+            want.retain(|k, _| match self.vip_owner.get(k) {
+                Some(other) if other != key => {
+                    tracing::warn!(service = %key, vip = %k.1, owner = %other, "VIP already served by another service; skipped");
+                    false
+                }
+                _ => true,
+            });
+            let have = self.owned.get(key).cloned().unwrap_or_default();
+            let diff = vips::diff_ops(&have, &want);
+            if !diff.is_empty() {
+                changed.push((key.clone(), want.len()));
             }
-            _ => true,
-        });
-        let have = self.owned.get(key).cloned().unwrap_or_default();
-        let ops = vips::diff_ops(&have, &want);
+            ops.extend(diff);
+            self.record(key, &have, want);
+        }
         if !ops.is_empty() {
             let mut txn = NbTxn::new();
             txn.extend(ops);
             if let Err(e) = self.nb.transact(&txn).await {
-                let (attempt, delay) = self.retry.failed(key);
-                tracing::warn!(service = %key, attempt, retry_in = ?delay, error = %format!("{e:#}"), "programming load balancer VIPs failed; will retry");
+                // Nothing was applied: forget the bookkeeping of this batch and retry each.
+                (self.owned, self.vip_owner) = saved;
+                for (k, _) in &changed {
+                    let (attempt, delay) = self.retry.failed(k);
+                    tracing::warn!(service = %k, attempt, retry_in = ?delay, error = %format!("{e:#}"), "programming load balancer VIPs failed; will retry");
+                }
                 return;
             }
-            tracing::info!(service = %key, vips = want.len(), "load balancer VIPs programmed");
+            for (k, n) in &changed {
+                tracing::info!(service = %k, vips = n, "load balancer VIPs programmed");
+            }
         }
-        self.retry.forget(key);
+        for k in keys.iter().filter(|k| !still_missing.contains(*k)) {
+            self.retry.forget(k);
+        }
+    }
+
+    /// Book `want` as what `key` owns now (replacing `have`).
+    fn record(&mut self, key: &str, have: &VipMap, want: VipMap) {
         for k in have.keys() {
             if self.vip_owner.get(k).map(String::as_str) == Some(key) {
                 self.vip_owner.remove(k);
@@ -515,19 +565,8 @@ impl ServiceController {
                     None => anyhow::bail!("service watch ended"),
                 },
                 ch = eps.next() => match ch {
-                    Some(EpChange::Slice(Change::Apply { new, .. })) => self.slice_changed(&new, false),
-                    Some(EpChange::Slice(Change::Delete(old))) => self.slice_changed(&old, true),
-                    Some(EpChange::Endpoints(Change::Apply { new, .. })) => {
-                        let k = key(new.as_ref());
-                        self.endpoints.insert(k.clone(), endpoints::from_endpoints(&new));
-                        vec![k]
-                    }
-                    Some(EpChange::Endpoints(Change::Delete(old))) => {
-                        let k = key(old.as_ref());
-                        self.endpoints.remove(&k);
-                        vec![k]
-                    }
                     Some(EpChange::Slice(Change::Synced) | EpChange::Endpoints(Change::Synced)) => { eps_synced = true; vec![] }
+                    Some(ch) => self.endpoints_changed(ch),
                     None => anyhow::bail!("endpoints watch ended"),
                 },
             };
@@ -539,10 +578,37 @@ impl ServiceController {
                 ready = true;
                 continue;
             }
-            if ready {
-                for k in changed {
-                    self.reconcile(&k).await;
+            if ready && !changed.is_empty() {
+                let mut keys: BTreeSet<String> = changed.into_iter().collect();
+                // Gather whatever else is already waiting, so a burst is one transaction.
+                while keys.len() < MAX_BATCH {
+                    let more = match (svcs.next().now_or_never(), eps.next().now_or_never()) {
+                        (None, None) => break,
+                        (s, e) => (s, e),
+                    };
+                    match more.0 {
+                        Some(Some(Change::Apply { new, .. })) => {
+                            let k = key(new.as_ref());
+                            self.services.insert(k.clone(), new);
+                            keys.insert(k);
+                        }
+                        Some(Some(Change::Delete(old))) => {
+                            let k = key(old.as_ref());
+                            self.services.remove(&k);
+                            keys.insert(k);
+                        }
+                        Some(Some(Change::Synced)) => {}
+                        Some(None) => anyhow::bail!("service watch ended"),
+                        None => {}
+                    }
+                    match more.1 {
+                        Some(Some(ch)) => keys.extend(self.endpoints_changed(ch)),
+                        Some(None) => anyhow::bail!("endpoints watch ended"),
+                        None => {}
+                    }
                 }
+                let keys: Vec<String> = keys.into_iter().collect();
+                self.reconcile_keys(&keys).await;
             }
         }
     }
