@@ -568,3 +568,46 @@ async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_clien
     }
     drop(master);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_traffic_policy_local_keeps_pods_on_their_node_endpoints() {
+    let b = bed("itplocal", "10.42.0.0/16").await;
+    let (s1, s2) = (b.ips["s1"].clone(), b.ips["s2"].clone());
+    let svcs: Api<Service> = Api::namespaced(b.env.client.clone(), "default");
+    let mut s = service("itp", None);
+    s.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+    let s = svcs.create(&PostParams::default(), &s).await.unwrap();
+    let both = [
+        (s1.as_str(), "n1", true, true, false),
+        (s2.as_str(), "n2", true, true, false),
+    ];
+    put_slice(&b.env, slice("itp", "itp-a", "IPv4", &both)).await;
+    let vip = format!("{}:80", cluster_ip(&s));
+    // NB: the ClusterIP is on each node's own load balancer with that node's endpoint only.
+    let per_lb = || {
+        let mut m = BTreeMap::new();
+        for r in b.env.nb_table("Load_Balancer") {
+            if let Some(be) = r.map("vips").get(&vip) {
+                m.insert(r.str("name"), be.clone());
+            }
+        }
+        m
+    };
+    let want: BTreeMap<String, String> = [
+        ("node-lb-n1-tcp".to_string(), format!("{s1}:8080")),
+        ("node-lb-n2-tcp".to_string(), format!("{s2}:8080")),
+    ]
+    .into();
+    eventually("the ClusterIP on the node load balancers", WAIT, || async {
+        (per_lb() == want).then_some(())
+    })
+    .await;
+    hv_sync(&b.env);
+    let ip = cluster_ip(&s);
+    until_prints("client -> ClusterIP", "s1", &String::new, || {
+        b.client.exec(&["python3", "-c", &client(&ip, 80)]).unwrap()
+    });
+    // Packets: the client on n1 only ever reaches n1's endpoint.
+    let got = blocking(|| answers(&b.client, &ip, 20));
+    assert_eq!(got, vec!["s1"; 20]);
+}

@@ -24,6 +24,8 @@ pub const EXT_SERVICE_LB: &str = "k8s-service-lb";
 pub const EXT_SERVICE_LB_AFFINITY: &str = "k8s-service-lb-affinity";
 pub const EXT_SERVICE_LB_SKIP_SNAT: &str = "k8s-service-lb-skip-snat";
 pub const EXT_SERVICE_LB_GATEWAY: &str = "k8s-service-lb-gateway-router";
+/// A node-local service load balancer (on that node's switch only): the node's name.
+pub const EXT_SERVICE_LB_NODE: &str = "k8s-service-lb-node";
 
 /// Router port from the cluster router to the join switch.
 pub fn rtoj(router: &str) -> String {

@@ -40,6 +40,8 @@ pub struct NbState {
     /// VIPs on the load balancers this controller programs, as they are now.
     pub actual: VipMap,
     pub switches: SwitchLbs,
+    /// Flavored load balancers whose gateway router or node switch no longer exists.
+    pub orphans: Vec<String>,
 }
 
 /// Read the load balancers this controller programs, the VIPs they hold now and the node
@@ -59,6 +61,7 @@ pub async fn read_targets(nb: &dyn Nb) -> Result<NbState> {
     let (lbs, routers, switches) = (&t[0], &t[1], &t[2]);
     let mut targets = LbTargets::default();
     let mut flavored_gw: BTreeMap<(String, Proto, Flavor), String> = BTreeMap::new();
+    let mut node_lbs: BTreeMap<(String, Proto, Flavor), String> = BTreeMap::new();
     for lb in lbs {
         for p in Proto::ALL {
             if lb
@@ -83,6 +86,9 @@ pub async fn read_targets(nb: &dyn Nb) -> Result<NbState> {
                 flavored_gw
                     .entry((gr, p, f))
                     .or_insert_with(|| lb.uuid.clone());
+            }
+            Some(LbWant::Node(n, p, f)) => {
+                node_lbs.entry((n, p, f)).or_insert_with(|| lb.uuid.clone());
             }
             None => {}
         }
@@ -119,6 +125,30 @@ pub async fn read_targets(nb: &dyn Nb) -> Result<NbState> {
         targets.gateways.push(g);
     }
     targets.gateways.sort_by(|a, b| a.router.cmp(&b.router));
+    let switches: SwitchLbs = switches
+        .iter()
+        .filter(|s| s.map_get("external_ids", names::EXT_NODE).is_some())
+        .map(|s| (s.str("name"), s.set("load_balancer").into_iter().collect()))
+        .collect();
+    for sw in switches.keys() {
+        // Node switches are named after their node.
+        targets.nodes.entry(sw.clone()).or_default();
+    }
+    // Flavored load balancers whose router or switch is gone (node deleted) are removed.
+    let mut orphans = Vec::new();
+    for ((gr, _, _), uuid) in flavored_gw {
+        if !targets.gateways.iter().any(|g| g.router == gr) {
+            orphans.push(uuid);
+        }
+    }
+    for ((n, p, f), uuid) in node_lbs {
+        match targets.nodes.get_mut(&n) {
+            Some(m) => {
+                m.insert((p, f), uuid);
+            }
+            None => orphans.push(uuid),
+        }
+    }
     let owned: BTreeSet<String> = targets.all_uuids().into_iter().collect();
     let mut actual = VipMap::new();
     for lb in lbs.iter().filter(|lb| owned.contains(&lb.uuid)) {
@@ -126,15 +156,11 @@ pub async fn read_targets(nb: &dyn Nb) -> Result<NbState> {
             actual.insert((lb.uuid.clone(), vip), backends);
         }
     }
-    let switches = switches
-        .iter()
-        .filter(|s| s.map_get("external_ids", names::EXT_NODE).is_some())
-        .map(|s| (s.str("name"), s.set("load_balancer").into_iter().collect()))
-        .collect();
     Ok(NbState {
         targets,
         actual,
         switches,
+        orphans,
     })
 }
 
@@ -310,6 +336,12 @@ impl ServiceController {
         for (k, uuid) in st.targets.cluster {
             self.targets.cluster.entry(k).or_insert(uuid);
         }
+        for (n, lbs) in st.targets.nodes {
+            let mine = self.targets.nodes.entry(n).or_default();
+            for (k, uuid) in lbs {
+                mine.entry(k).or_insert(uuid);
+            }
+        }
         for g in st.targets.gateways {
             if let Some(mine) = self
                 .targets
@@ -478,14 +510,19 @@ impl ServiceController {
             }
         };
         self.switches = st.switches;
-        let attach = vips::attach_ops(&st.targets, &self.switches);
+        let mut attach = vips::attach_ops(&st.targets, &self.switches);
+        attach.extend(
+            st.orphans
+                .iter()
+                .map(|lb| crate::ovn::NbOp::LbDel { lb: lb.clone() }),
+        );
         if !attach.is_empty() {
             let mut txn = NbTxn::new();
             txn.extend(attach);
             match self.nb.transact(&txn).await {
                 Ok(_) => tracing::info!(
                     ops = txn.len(),
-                    "service load balancers attached to node switches"
+                    "service load balancers attached to node switches / orphans removed"
                 ),
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "attaching service load balancers to node switches failed; will retry")

@@ -111,6 +111,9 @@ pub struct LbTargets {
     /// Cluster-wide LB uuid per protocol and flavor (attached to every node switch).
     pub cluster: BTreeMap<(Proto, Flavor), String>,
     pub gateways: Vec<Gateway>,
+    /// Every node (its switch is named after it) and its node-local load balancers, which
+    /// hold the ClusterIPs of internalTrafficPolicy Local services with that node's endpoints.
+    pub nodes: BTreeMap<String, BTreeMap<(Proto, Flavor), String>>,
 }
 
 impl LbTargets {
@@ -119,6 +122,9 @@ impl LbTargets {
         let mut v: Vec<String> = self.cluster.values().cloned().collect();
         for g in &self.gateways {
             v.extend(g.lbs.values().cloned());
+        }
+        for lbs in self.nodes.values() {
+            v.extend(lbs.values().cloned());
         }
         v.sort();
         v.dedup();
@@ -133,6 +139,8 @@ pub enum LbWant {
     Cluster(Proto, Flavor),
     /// On one gateway router.
     Gateway(String, Proto, Flavor),
+    /// On one node's switch only (internalTrafficPolicy Local).
+    Node(String, Proto, Flavor),
 }
 
 impl LbWant {
@@ -140,14 +148,19 @@ impl LbWant {
         match self {
             LbWant::Cluster(p, f) => format!("cluster-lb-{}{}", p.lower(), f.suffix()),
             LbWant::Gateway(gr, p, f) => format!("{gr}-{}{}", p.lower(), f.suffix()),
+            LbWant::Node(n, p, f) => format!("node-lb-{n}-{}{}", p.lower(), f.suffix()),
+        }
+    }
+
+    fn proto_flavor(&self) -> (Proto, Flavor) {
+        match self {
+            LbWant::Cluster(p, f) | LbWant::Gateway(_, p, f) | LbWant::Node(_, p, f) => (*p, *f),
         }
     }
 
     /// Its `external_ids`, which is how `read_targets` finds it again.
     pub fn external_ids(&self) -> Vec<(&'static str, String)> {
-        let (p, f) = match self {
-            LbWant::Cluster(p, f) | LbWant::Gateway(_, p, f) => (p, f),
-        };
+        let (p, f) = self.proto_flavor();
         let mut e = vec![(names::EXT_SERVICE_LB, p.lower().to_string())];
         if let Some(t) = f.affinity {
             e.push((names::EXT_SERVICE_LB_AFFINITY, t.to_string()));
@@ -155,8 +168,10 @@ impl LbWant {
         if f.skip_snat {
             e.push((names::EXT_SERVICE_LB_SKIP_SNAT, "yes".to_string()));
         }
-        if let LbWant::Gateway(gr, ..) = self {
-            e.push((names::EXT_SERVICE_LB_GATEWAY, gr.clone()));
+        match self {
+            LbWant::Gateway(gr, ..) => e.push((names::EXT_SERVICE_LB_GATEWAY, gr.clone())),
+            LbWant::Node(n, ..) => e.push((names::EXT_SERVICE_LB_NODE, n.clone())),
+            LbWant::Cluster(..) => {}
         }
         e
     }
@@ -171,10 +186,16 @@ impl LbWant {
             },
             skip_snat: ext.get(names::EXT_SERVICE_LB_SKIP_SNAT).map(String::as_str) == Some("yes"),
         };
-        Some(match ext.get(names::EXT_SERVICE_LB_GATEWAY) {
-            Some(gr) => LbWant::Gateway(gr.clone(), proto, flavor),
-            None => LbWant::Cluster(proto, flavor),
-        })
+        Some(
+            match (
+                ext.get(names::EXT_SERVICE_LB_GATEWAY),
+                ext.get(names::EXT_SERVICE_LB_NODE),
+            ) {
+                (Some(gr), _) => LbWant::Gateway(gr.clone(), proto, flavor),
+                (None, Some(n)) => LbWant::Node(n.clone(), proto, flavor),
+                (None, None) => LbWant::Cluster(proto, flavor),
+            },
+        )
     }
 }
 
@@ -184,9 +205,7 @@ pub fn create_lb_ops(wants: &[LbWant], switches: &[String]) -> Vec<NbOp> {
     let mut out = Vec::new();
     for (i, w) in wants.iter().enumerate() {
         let id = format!("svclb{i}");
-        let (p, f) = match w {
-            LbWant::Cluster(p, f) | LbWant::Gateway(_, p, f) => (*p, *f),
-        };
+        let (p, f) = w.proto_flavor();
         let mut columns = vec![
             ColVal::set("name", Val::str(w.name())),
             ColVal::set("protocol", Val::str(p.lower())),
@@ -217,6 +236,7 @@ pub fn create_lb_ops(wants: &[LbWant], switches: &[String]) -> Vec<NbOp> {
         match w {
             LbWant::Cluster(..) => out.extend(switches.iter().map(|s| attach("Logical_Switch", s))),
             LbWant::Gateway(gr, ..) => out.push(attach("Logical_Router", gr)),
+            LbWant::Node(n, ..) => out.push(attach("Logical_Switch", &names::node_switch(n))),
         }
     }
     out
@@ -241,6 +261,18 @@ pub fn attach_ops(
                     lb: lb.clone(),
                 });
             }
+        }
+    }
+    for (node, lbs) in &targets.nodes {
+        let sw = names::node_switch(node);
+        let Some(have) = switches.get(&sw) else {
+            continue;
+        };
+        for lb in lbs.values().filter(|lb| !have.contains(*lb)) {
+            out.push(NbOp::LsLbAdd {
+                switch: sw.clone(),
+                lb: lb.clone(),
+            });
         }
     }
     out
@@ -490,11 +522,10 @@ pub fn service_vips(
         affinity,
         skip_snat: local,
     };
-    if spec.internal_traffic_policy.as_deref() == Some("Local") {
-        d.warnings.push(format!(
-            "service {key}: internalTrafficPolicy Local is not implemented; ClusterIP traffic uses every endpoint"
-        ));
-    }
+    // internalTrafficPolicy Local: a pod reaches the ClusterIP only through its own node's
+    // endpoints, so the ClusterIP goes on each node's own load balancer instead of the
+    // cluster-wide one.
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     for sp in spec.ports.iter().flatten() {
         let proto = match sp.protocol.as_deref() {
             None | Some("") => {
@@ -527,10 +558,34 @@ pub fn service_vips(
         if all.is_empty() {
             continue;
         }
-        if lbs.cluster.contains_key(&(proto, Flavor::PLAIN)) {
+        if internal_local && let Some(ip) = cluster_ip {
+            for (node, node_lbs) in &lbs.nodes {
+                let b = pick(&cands, Some(node));
+                if b.is_empty() {
+                    continue;
+                }
+                match node_lbs.get(&(proto, cluster_flavor)) {
+                    Some(lb) => {
+                        d.vips.insert((lb.clone(), format!("{ip}:{}", sp.port)), b);
+                    }
+                    None => {
+                        d.missing
+                            .insert(LbWant::Node(node.clone(), proto, cluster_flavor));
+                    }
+                }
+            }
+        }
+        let on_cluster_lb: Vec<&Ipv4Addr> = cluster_ip
+            .iter()
+            .filter(|_| !internal_local)
+            .chain(&external)
+            .collect();
+        if on_cluster_lb.is_empty() {
+            // Nothing for the cluster load balancer (internalTrafficPolicy Local).
+        } else if lbs.cluster.contains_key(&(proto, Flavor::PLAIN)) {
             match lbs.cluster.get(&(proto, cluster_flavor)) {
                 Some(lb) => {
-                    for ip in cluster_ip.iter().chain(&external) {
+                    for ip in on_cluster_lb {
                         d.vips
                             .insert((lb.clone(), format!("{ip}:{}", sp.port)), all.clone());
                     }
@@ -656,6 +711,11 @@ mod tests {
                     lbs: [((Proto::Tcp, P), "gb-t".into())].into(),
                 },
             ],
+            nodes: [
+                ("a".to_string(), BTreeMap::new()),
+                ("b".to_string(), BTreeMap::new()),
+            ]
+            .into(),
         }
     }
 
@@ -1246,6 +1306,65 @@ mod tests {
         let mut t = crate::ovn::NbTxn::new();
         t.extend(attach_ops(&targets, &switches));
         assert_eq!(t.render().join(" "), "-- --may-exist ls-lb-add n2 cu-aff");
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_puts_the_cluster_ip_on_each_node_with_its_endpoints() {
+        let mut s = np_svc();
+        let spec = s.spec.as_mut().unwrap();
+        spec.type_ = Some("ClusterIP".into());
+        spec.internal_traffic_policy = Some("Local".into());
+        spec.external_ips = Some(vec!["192.0.2.20".into()]);
+        let e = set(vec![
+            ep("10.1.0.5", "a", true, false),
+            ep("10.1.1.5", "b", true, false),
+        ]);
+        let d = service_vips("ns/itp", &s, Some(&e), &lbs(), true);
+        assert_eq!(
+            d.missing.iter().cloned().collect::<Vec<_>>(),
+            vec![
+                LbWant::Node("a".into(), Proto::Tcp, P),
+                LbWant::Node("b".into(), Proto::Tcp, P),
+            ]
+        );
+        let mut t = lbs();
+        t.nodes
+            .get_mut("a")
+            .unwrap()
+            .insert((Proto::Tcp, P), "na".into());
+        t.nodes
+            .get_mut("b")
+            .unwrap()
+            .insert((Proto::Tcp, P), "nb".into());
+        let d = service_vips("ns/itp", &s, Some(&e), &t, true);
+        assert!(d.missing.is_empty());
+        assert_eq!(d.vips[&vip("na", "10.96.0.20:80")], "10.1.0.5:8080");
+        assert_eq!(d.vips[&vip("nb", "10.96.0.20:80")], "10.1.1.5:8080");
+        // Not on the cluster LB; external IPs are not internal traffic and stay there.
+        assert!(!d.vips.contains_key(&vip("ct", "10.96.0.20:80")));
+        assert_eq!(
+            d.vips[&vip("ct", "192.0.2.20:80")],
+            "10.1.0.5:8080,10.1.1.5:8080"
+        );
+        // A node without endpoints gets no VIP.
+        let only_a = set(vec![ep("10.1.0.5", "a", true, false)]);
+        let d = service_vips("ns/itp", &s, Some(&only_a), &t, true);
+        assert!(!d.vips.keys().any(|(lb, _)| lb == "nb"));
+        assert_eq!(
+            LbWant::Node("a".into(), Proto::Tcp, P).name(),
+            "node-lb-a-tcp"
+        );
+        let mut tx = crate::ovn::NbTxn::new();
+        tx.extend(create_lb_ops(
+            &[LbWant::Node("a".into(), Proto::Tcp, P)],
+            &["a".into(), "b".into()],
+        ));
+        let r = tx.render().join(" ");
+        assert!(
+            r.contains("add Logical_Switch a load_balancer @svclb0"),
+            "{r}"
+        );
+        assert!(!r.contains("add Logical_Switch b"), "{r}");
     }
 
     fn wants_flavor() -> Flavor {
