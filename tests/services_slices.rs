@@ -27,16 +27,21 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// An Env whose API server serves slices but does not mirror Endpoints into them.
 async fn env_slices_only(name: &str) -> Env {
-    let central = Central::start().expect("OVN central");
-    let sandbox = Sandbox::start(
-        "127.0.0.1:0".parse().unwrap(),
+    env_with(
+        name,
         SandboxConfig {
             mirror_endpoints: false,
             ..SandboxConfig::default()
         },
     )
     .await
-    .expect("kube-sandbox");
+}
+
+async fn env_with(name: &str, cfg: SandboxConfig) -> Env {
+    let central = Central::start().expect("OVN central");
+    let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .expect("kube-sandbox");
     let dir = central.dir().join(format!("test-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig.yaml");
@@ -610,4 +615,46 @@ async fn internal_traffic_policy_local_keeps_pods_on_their_node_endpoints() {
     // Packets: the client on n1 only ever reaches n1's endpoint.
     let got = blocking(|| answers(&b.client, &ip, 20));
     assert_eq!(got, vec!["s1"; 20]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_discovery_v1_the_controller_reads_core_endpoints() {
+    use k8s_openapi::api::core::v1::Endpoints;
+    let env = env_with(
+        "noslices",
+        SandboxConfig {
+            hidden_groups: vec!["discovery.k8s.io".into()],
+            ..SandboxConfig::default()
+        },
+    )
+    .await;
+    let mut master = env.spawn("master", &master_args(&env, "10.43.0.0/16"));
+    master.wait_log("initial service sync done", WAIT);
+    assert!(
+        master.log_text().contains("source=Endpoints"),
+        "{}",
+        master.log_text()
+    );
+    let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let s = svcs
+        .create(&PostParams::default(), &service("old", None))
+        .await
+        .unwrap();
+    let e: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "old", "namespace": "default"},
+        "subsets": [{"addresses": [{"ip": "10.43.1.5"}, {"ip": "10.43.2.5"}],
+                     "notReadyAddresses": [{"ip": "10.43.2.6"}],
+                     "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}],
+    }))
+    .unwrap();
+    Api::<Endpoints>::namespaced(env.client.clone(), "default")
+        .create(&PostParams::default(), &e)
+        .await
+        .unwrap();
+    wait_backends(
+        &env,
+        &format!("{}:80", cluster_ip(&s)),
+        Some("10.43.1.5:8080,10.43.2.5:8080"),
+    )
+    .await;
 }

@@ -76,6 +76,9 @@ pub struct SandboxConfig {
     /// Mirror core/v1 Endpoints written by clients into EndpointSlices, as a real cluster's
     /// endpointslice-mirroring controller does (default on).
     pub mirror_endpoints: bool,
+    /// API groups not served at all, as on an older API server (e.g. `discovery.k8s.io`):
+    /// their paths answer 404 and `/apis` does not list them. Default: none.
+    pub hidden_groups: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -89,6 +92,7 @@ impl Default for SandboxConfig {
                 .map(String::from)
                 .collect(),
             mirror_endpoints: true,
+            hidden_groups: Vec::new(),
         }
     }
 }
@@ -138,6 +142,7 @@ impl Sandbox {
         store.set_mirror_endpoints(cfg.mirror_endpoints);
         let shared = Arc::new(Shared {
             store,
+            hidden_groups: cfg.hidden_groups.clone(),
             server_address: addr.to_string(),
             shutdown: rx.clone(),
         });

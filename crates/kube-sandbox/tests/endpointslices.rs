@@ -150,3 +150,25 @@ async fn mirroring_can_be_turned_off() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_hidden_group_is_not_served_or_listed() {
+    let (_sb, client) = start(SandboxConfig {
+        hidden_groups: vec!["discovery.k8s.io".into()],
+        ..SandboxConfig::default()
+    })
+    .await;
+    let err = client
+        .list_api_group_resources("discovery.k8s.io/v1")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.is_not_found()),
+        "{err:?}"
+    );
+    let groups = client.list_api_groups().await.unwrap();
+    assert!(!groups.groups.iter().any(|g| g.name == "discovery.k8s.io"));
+    assert!(groups.groups.iter().any(|g| g.name == "networking.k8s.io"));
+    let slices: Api<EndpointSlice> = Api::namespaced(client, "default");
+    assert!(slices.list(&ListParams::default()).await.is_err());
+}
