@@ -44,15 +44,18 @@ pub struct NbState {
     pub orphans: Vec<String>,
 }
 
-/// Read the load balancers this controller programs, the VIPs they hold now and the node
-/// switches the flavored cluster load balancers belong on.
-pub async fn read_targets(nb: &dyn Nb) -> Result<NbState> {
+/// Read the load balancers this controller programs, the node switches the flavored cluster
+/// load balancers belong on and (with `with_vips`) the VIPs they hold now. The periodic rescan
+/// leaves the VIPs out: at 1,000 services they are most of the table.
+pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
+    let lb_cols: &[&str] = if with_vips {
+        &["name", "protocol", "external_ids", "vips"]
+    } else {
+        &["name", "protocol", "external_ids"]
+    };
     let t = nb
         .query(&[
-            Query::list(
-                "Load_Balancer",
-                &["name", "protocol", "external_ids", "vips"],
-            ),
+            Query::list("Load_Balancer", lb_cols),
             Query::list("Logical_Router", &["name", "external_ids", "options"]),
             Query::list("Logical_Switch", &["name", "external_ids", "load_balancer"]),
         ])
@@ -332,7 +335,7 @@ impl ServiceController {
         tracing::info!(lbs = ?wants.iter().map(LbWant::name).collect::<Vec<_>>(), "service load balancers created");
         // Take only the new load balancers: other target changes (gateways) are the
         // rescan's to notice, which then reconciles every service.
-        let st = read_targets(self.nb.as_ref()).await?;
+        let st = read_targets(self.nb.as_ref(), false).await?;
         for (k, uuid) in st.targets.cluster {
             self.targets.cluster.entry(k).or_insert(uuid);
         }
@@ -448,7 +451,7 @@ impl ServiceController {
     /// First full pass: remove every VIP no service wants (services deleted while we were
     /// down), program the rest, in one transaction.
     async fn initial_sync(&mut self) -> Result<()> {
-        let st = read_targets(self.nb.as_ref()).await?;
+        let st = read_targets(self.nb.as_ref(), false).await?;
         self.targets = st.targets;
         self.switches = st.switches;
         let mut keys: Vec<String> = self.services.keys().cloned().collect();
@@ -462,7 +465,7 @@ impl ServiceController {
         if !missing.is_empty() {
             self.create_lbs(&missing).await?;
         }
-        let actual = read_targets(self.nb.as_ref()).await?.actual;
+        let actual = read_targets(self.nb.as_ref(), true).await?.actual;
         let attach = vips::attach_ops(&self.targets, &self.switches);
         let mut all = VipMap::new();
         let mut per: HashMap<String, VipMap> = HashMap::new();
@@ -502,7 +505,7 @@ impl ServiceController {
 
     /// Re-read gateways and cluster LBs; when they changed, reconcile every service.
     async fn rescan(&mut self) {
-        let st = match read_targets(self.nb.as_ref()).await {
+        let st = match read_targets(self.nb.as_ref(), false).await {
             Ok(st) => st,
             Err(e) => {
                 tracing::debug!(error = %format!("{e:#}"), "rescanning load balancers failed");
