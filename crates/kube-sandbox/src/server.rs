@@ -63,6 +63,12 @@ pub async fn serve(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // As Go's net package (and so the real apiserver) does: without it, watch
+                    // events written in quick succession wait ~40 ms for the client's delayed
+                    // ACK (Nagle).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY not set: {e}");
+                    }
                     let shared = shared.clone();
                     conns.spawn(async move {
                         let svc = service_fn(move |req| handle(shared.clone(), req));

@@ -360,11 +360,6 @@ impl ServiceController {
         Ok(())
     }
 
-    /// Bring one service's VIPs to the desired set in one transaction.
-    async fn reconcile(&mut self, key: &str) {
-        self.reconcile_keys(&[key.to_string()]).await;
-    }
-
     /// Bring several services' VIPs to their desired sets in ONE transaction: a burst of
     /// events (a rollout, a restart of many pods) costs one NB write and one northd
     /// recompute instead of one per service.
@@ -549,16 +544,17 @@ impl ServiceController {
                 self.targets = targets;
                 let mut keys: Vec<String> = self.services.keys().cloned().collect();
                 keys.sort();
-                for k in keys {
-                    self.reconcile(&k).await;
+                for chunk in keys.chunks(MAX_BATCH) {
+                    self.reconcile_keys(chunk).await;
                 }
             }
         }
     }
 
     async fn retry_due(&mut self) {
-        for k in self.retry.due(Instant::now()) {
-            self.reconcile(&k).await;
+        let due = self.retry.due(Instant::now());
+        for chunk in due.chunks(MAX_BATCH) {
+            self.reconcile_keys(chunk).await;
         }
     }
 
