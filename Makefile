@@ -109,9 +109,13 @@ install-bin:
 # Policy benchmark: POLICY_BENCH_NS (100) namespaces x POLICY_BENCH_PODS (10) pods x 5 policies;
 # prints the time to program NB, northd's time, ACL / port group / address set / logical flow
 # counts and one pod's create->isolated latency at that scale.
+# Services: SVC_BENCH_SERVICES (1,000) services x 10 endpoints from EndpointSlices; prints the
+# time to program them, northd CPU, endpoint change -> VIP p50/p99 and a no-change master
+# restart (sync time, NB writes); then OVN's own cost of the load-balancer layouts.
 bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
+	$(CARGO) test --release -p ovnkube --test services_bench -- --ignored --nocapture --test-threads=1
 
 # Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
 # config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the

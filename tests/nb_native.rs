@@ -467,3 +467,83 @@ async fn the_binary_serves_pods_natively() {
     );
     master.terminate();
 }
+
+/// The service controller's VIP ops on a load balancer given by uuid: the same rows whichever
+/// backend runs them, natively on the persistent connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_vips_by_uuid_match_nbctl() {
+    let (a, b) = (Central::start().unwrap(), Central::start().unwrap());
+    let uuid = |c: &Central| {
+        c.nbctl(&["create", "Load_Balancer", "name=lb", "protocol=tcp"])
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (ua, ub) = (uuid(&a), uuid(&b));
+    let exec_nb = nbctl(&a);
+    let nat = native(&b, false).await;
+    let lb = "Load_Balancer".to_string();
+    let steps = |u: &str| -> Vec<(&'static str, NbTxn, bool)> {
+        let set = |vip: &str, backends: &str| {
+            NbOp::Db(DbOp::Set {
+                table: lb.clone(),
+                record: u.into(),
+                columns: vec![ColVal::key("vips", vip, backends)],
+                if_exists: false,
+            })
+        };
+        let remove = |vips: &[&str]| {
+            NbOp::Db(DbOp::Remove {
+                table: lb.clone(),
+                record: u.into(),
+                column: "vips".into(),
+                values: vips.iter().map(|v| Val::str(*v)).collect(),
+                if_exists: true,
+            })
+        };
+        vec![
+            (
+                "two VIPs",
+                txn([
+                    set("10.96.0.1:80", "10.1.0.5:8080,10.1.0.6:8080"),
+                    set("10.96.0.2:53", "10.1.0.7:5353"),
+                ]),
+                true,
+            ),
+            (
+                "change one, remove the other and an absent one",
+                txn([
+                    remove(&["10.96.0.2:53", "10.96.0.9:1"]),
+                    set("10.96.0.1:80", "10.1.0.6:8080"),
+                ]),
+                true,
+            ),
+            (
+                "a load balancer that does not exist fails",
+                txn([NbOp::Db(DbOp::Set {
+                    table: lb.clone(),
+                    record: "00000000-0000-4000-8000-000000000000".into(),
+                    columns: vec![ColVal::key("vips", "10.96.0.3:80", "10.1.0.5:80")],
+                    if_exists: false,
+                })]),
+                false,
+            ),
+        ]
+    };
+    for ((what, ta, ok), (_, tb, _)) in steps(&ua).iter().zip(steps(&ub).iter()) {
+        let ra = exec_nb.transact(ta).await;
+        let rb = nat.transact(tb).await;
+        assert_eq!(ra.is_ok(), *ok, "{what}: ovn-nbctl gave {ra:?}");
+        assert_eq!(rb.is_ok(), *ok, "{what}: native gave {rb:?}");
+        let vips = |c: &Central| {
+            c.nbctl(&["get", "Load_Balancer", "lb", "vips"])
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(vips(&a), vips(&b), "{what}: the databases differ");
+    }
+    let s = nat.stats();
+    // The missing row aborts the native attempt; ovn-nbctl then reports it.
+    assert_eq!((s.native, s.fallback), (2, 1), "{s:?}");
+}

@@ -17,6 +17,16 @@ pub const EXT_GATEWAY_IP: &str = "gateway_ip";
 /// Marks every NB row this controller owns for a node, so start-up sync finds them.
 pub const EXT_NODE: &str = "k8s-node";
 
+/// Load balancers the service controller makes for services that need per-load-balancer
+/// options (session affinity, no SNAT): `k8s-service-lb=<proto>`, plus the affinity timeout,
+/// `k8s-service-lb-skip-snat=yes` and, for a gateway router's, the router's name.
+pub const EXT_SERVICE_LB: &str = "k8s-service-lb";
+pub const EXT_SERVICE_LB_AFFINITY: &str = "k8s-service-lb-affinity";
+pub const EXT_SERVICE_LB_SKIP_SNAT: &str = "k8s-service-lb-skip-snat";
+pub const EXT_SERVICE_LB_GATEWAY: &str = "k8s-service-lb-gateway-router";
+/// A node-local service load balancer (on that node's switch only): the node's name.
+pub const EXT_SERVICE_LB_NODE: &str = "k8s-service-lb-node";
+
 /// Router port from the cluster router to the join switch.
 pub fn rtoj(router: &str) -> String {
     format!("rtoj-{router}")

@@ -11,7 +11,9 @@
 //! - `LspSetAddresses` / `Db(Set)` on an existing named row: `wait` that exactly one row has
 //!   the name, then `update` (whole column) or `mutate` (map key: delete, then insert);
 //! - `LspDel`: a `select` resolves the port's uuid first, then `wait` (still that uuid, or
-//!   still absent), `mutate` the owning switch's `ports`, `delete`.
+//!   still absent), `mutate` the owning switch's `ports`, `delete`;
+//! - `Db(Set)` / `Db(Remove --if-exists)` of map keys on a `Load_Balancer` given by full uuid
+//!   (the service controller's VIPs): `wait` that the row exists (for `set`), `mutate`.
 //!
 //! Everything else — other commands, `--may-exist` on a port that exists, a missing switch,
 //! a duplicate address, any transaction the server rejects — runs through the exec backend
@@ -37,6 +39,7 @@ use crate::exec::BoxFuture;
 pub const DB: &str = "OVN_Northbound";
 const LS: &str = "Logical_Switch";
 const LSP: &str = "Logical_Switch_Port";
+const LB: &str = "Load_Balancer";
 /// Tables whose records `ovn-nbctl` finds by their `name` column (and we with a `where`).
 const NAMED_TABLES: &[&str] = &[
     LS,
@@ -282,11 +285,46 @@ fn plain_name(n: &str) -> Result<(), Unsupported> {
     Ok(())
 }
 
+/// A complete row uuid (`8-4-4-4-12` hex), as the service controller addresses load
+/// balancers; `ovn-nbctl` would resolve it the same way (an exact uuid beats any name).
+fn full_uuid(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn by_uuid(u: &str) -> Value {
+    json!([["_uuid", "==", ["uuid", u]]])
+}
+
+/// The service controller's hot path: VIP map keys set on, or removed from, a load balancer
+/// given by uuid.
+fn is_lb_vip_op(op: &NbOp) -> bool {
+    match op {
+        NbOp::Db(DbOp::Set {
+            table,
+            record,
+            if_exists: false,
+            ..
+        }) => table == LB && full_uuid(record),
+        NbOp::Db(DbOp::Remove {
+            table,
+            record,
+            if_exists: true,
+            ..
+        }) => table == LB && full_uuid(record),
+        _ => false,
+    }
+}
+
 /// Every op must have a native form (checked before any round trip).
 fn check_shapes(txn: &NbTxn) -> Result<(), Unsupported> {
     for op in &txn.ops {
         match op {
             NbOp::LspAdd { .. } | NbOp::LspSetAddresses { .. } | NbOp::LspDel { .. } => {}
+            op if is_lb_vip_op(op) => {}
             NbOp::Db(DbOp::Set {
                 table,
                 if_exists: false,
@@ -592,6 +630,56 @@ pub fn translate(
                         }
                     }
                 }
+            }
+            NbOp::Db(DbOp::Set {
+                table,
+                record,
+                columns,
+                if_exists: false,
+            }) if table == LB && full_uuid(record) => {
+                if columns.iter().any(|c| c.op != "=") {
+                    return unsupported("set with an operator other than =");
+                }
+                let w = format!("set {table} {record}");
+                // `ovn-nbctl set` fails on a missing row: abort, and let it say so.
+                push(
+                    &mut ops,
+                    wait(
+                        table,
+                        by_uuid(record),
+                        &["_uuid"],
+                        json!([{"_uuid": ["uuid", record]}]),
+                    ),
+                    format!("{w}: exists"),
+                );
+                for c in columns {
+                    let v = val_json(&c.value)?;
+                    let op = match &c.key {
+                        None => json!({"op": "update", "table": table,
+                            "where": by_uuid(record), "row": {c.column.clone(): v}}),
+                        Some(k) => json!({"op": "mutate", "table": table,
+                            "where": by_uuid(record), "mutations": [
+                                [c.column, "delete", ["set", [k]]],
+                                [c.column, "insert", ["map", [[k, v]]]]]}),
+                    };
+                    push(&mut ops, op, format!("{w} {}", c.render()));
+                }
+            }
+            // `--if-exists remove`: nothing to check; a missing row matches nothing.
+            NbOp::Db(DbOp::Remove {
+                table,
+                record,
+                column,
+                values,
+                if_exists: true,
+            }) if table == LB && full_uuid(record) => {
+                let keys = values.iter().map(val_json).collect::<Result<Vec<_>, _>>()?;
+                push(
+                    &mut ops,
+                    json!({"op": "mutate", "table": table, "where": by_uuid(record),
+                           "mutations": [[column, "delete", ["set", keys]]]}),
+                    format!("remove {table} {record} {column}"),
+                );
             }
             other => return unsupported(format!("{other:?} has no native form")),
         }
@@ -954,6 +1042,57 @@ mod tests {
         let two = HashMap::from([("p1".to_string(), vec!["a".into(), "b".into()])]);
         let t1 = txn(vec![NbOp::LspDel { name: "p1".into() }]);
         assert!(translate(&t1, &two, None).is_err());
+    }
+
+    #[test]
+    fn load_balancer_vips_by_uuid_are_guarded_mutations() {
+        let u = "0123abcd-0000-4000-8000-00000000beef";
+        let t = txn(vec![
+            NbOp::Db(DbOp::Remove {
+                table: LB.into(),
+                record: u.into(),
+                column: "vips".into(),
+                values: vec![Val::str("10.96.0.1:80")],
+                if_exists: true,
+            }),
+            NbOp::Db(DbOp::Set {
+                table: LB.into(),
+                record: u.into(),
+                columns: vec![ColVal::key("vips", "10.96.0.2:80", "10.1.0.5:8080")],
+                if_exists: false,
+            }),
+        ]);
+        assert!(check_shapes(&t).is_ok());
+        let p = translate(&t, &HashMap::new(), None).unwrap();
+        assert_eq!(
+            p.ops[0],
+            json!({"op": "mutate", "table": LB, "where": [["_uuid", "==", ["uuid", u]]],
+                   "mutations": [["vips", "delete", ["set", ["10.96.0.1:80"]]]]})
+        );
+        assert_eq!(p.ops[1]["op"], "wait");
+        assert_eq!(p.ops[1]["rows"], json!([{"_uuid": ["uuid", u]}]));
+        assert_eq!(
+            p.ops[2]["mutations"],
+            json!([
+                ["vips", "delete", ["set", ["10.96.0.2:80"]]],
+                [
+                    "vips",
+                    "insert",
+                    ["map", [["10.96.0.2:80", "10.1.0.5:8080"]]]
+                ]
+            ])
+        );
+        // By name, or a uuid prefix: left to ovn-nbctl.
+        for rec in ["cluster-lb-tcp", "0123abcd"] {
+            let t = txn(vec![NbOp::Db(DbOp::Remove {
+                table: LB.into(),
+                record: rec.into(),
+                column: "vips".into(),
+                values: vec![Val::str("x")],
+                if_exists: true,
+            })]);
+            assert!(check_shapes(&t).is_err(), "{rec}");
+        }
     }
 
     #[test]

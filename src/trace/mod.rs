@@ -267,10 +267,12 @@ async fn read_facts(nb: &dyn Nb) -> Result<Facts> {
         .query(&facts::queries())
         .await
         .context("reading logical ports, router ports, ACLs and port groups from the NB")?;
-    let (targets, actual) = read_targets(nb).await?;
+    let st = read_targets(nb, true).await?;
     let mut vips: BTreeMap<(Proto, SocketAddrV4), Vec<SocketAddrV4>> = BTreeMap::new();
-    for (proto, uuid) in &targets.cluster {
-        for ((lb, vip), backends) in &actual {
+    // The cluster-wide load balancers of every flavor (plain, session affinity) sit on every
+    // node switch, so they decide a pod-to-service packet.
+    for ((proto, _flavor), uuid) in &st.targets.cluster {
+        for ((lb, vip), backends) in &st.actual {
             if lb == uuid
                 && let Ok(v) = vip.parse::<SocketAddrV4>()
             {

@@ -30,8 +30,13 @@ pub struct Env {
 
 impl Env {
     pub async fn start(name: &str) -> Env {
+        Env::start_with(name, SandboxConfig::default()).await
+    }
+
+    /// [`Env::start`] with an API stand-in configured by `cfg`.
+    pub async fn start_with(name: &str, cfg: SandboxConfig) -> Env {
         let central = Central::start().expect("OVN central");
-        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), SandboxConfig::default())
+        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), cfg)
             .await
             .expect("kube-sandbox");
         let dir = central.dir().join(format!("test-{name}"));

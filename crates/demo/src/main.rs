@@ -6,7 +6,7 @@
 //! creating the guide's sample workloads. Stand-ins for the scheduler, the endpoints
 //! controller and the kubelet (which runs the real CNI plugin) fill in what the sandbox lacks.
 //! Then it checks what a user would: pod IPs, pod↔pod ping across nodes, the ClusterIP, the
-//! NodePort from an "outside" namespace on the nodes' gateway NICs, and the NB summary. Exits non-zero if any step fails; cleans up everything, also on Ctrl-C.
+//! session affinity (20 requests from one client reach one backend), the NodePort from an "outside" namespace on the nodes' gateway NICs, and the NB summary. Exits non-zero if any step fails; cleans up everything, also on Ctrl-C.
 //!
 //! `ovnkube-demo [--keep] [--state-dir DIR]` runs it; with `--keep` it stays up until
 //! `ovnkube-demo stop [--state-dir DIR]` (SIGTERM to the PID in DIR/demo.pid).
@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 const CLUSTER_SUBNET: &str = "10.128.0.0/14/23";
 const SERVICE_CIDR: &str = "10.96.0.0/16";
 const NODES: [&str; 2] = ["node1", "node2"];
-const STEPS: usize = 14;
+const STEPS: usize = 15;
 /// The "outside world" (a namespace on the nodes' gateway NICs) and the nodes' IPs on it.
 const OUTSIDE: &str = "172.31.0.100/24";
 const NODE_IPS: [&str; 2] = ["172.31.0.1", "172.31.0.2"];
@@ -252,6 +252,9 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         "127.0.0.1:0".parse()?,
         SandboxConfig {
             service_cidr: SERVICE_CIDR.into(),
+            // The endpoints stand-in publishes EndpointSlices; nothing is mirrored, so the
+            // services work only through slices.
+            mirror_endpoints: false,
             ..SandboxConfig::default()
         },
     )
@@ -546,7 +549,43 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         answers.into_iter().collect::<Vec<_>>().join(" | ")
     ));
 
-    let p = Progress::begin(11, "NodePort from an outside namespace");
+    let p = Progress::begin(11, "sessionAffinity ClientIP: 20 requests, one backend");
+    let sticky = sticky_service(&e_w);
+    let sticky = svcs
+        .create(&PostParams::default(), &sticky)
+        .await
+        .map_err(|e| p.fail_ref(e.into()))?;
+    let sip = sticky
+        .spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.clone())
+        .context("apache-sticky has no clusterIP")?;
+    let url = format!("http://{sip}:{port}/");
+    let fetch20 = format!(
+        "import urllib.request\nfor _ in range(20): print(urllib.request.urlopen('{url}',timeout=3).read().decode().strip())"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let got = loop {
+        match standins::run(&["ip", "netns", "exec", &a.0, "python3", "-c", &fetch20]) {
+            Ok(out) if out.lines().count() == 20 => break out,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(300)).await,
+            Ok(out) => return Err(p.fail_ref(anyhow::anyhow!("{url}: partial answers {out:?}"))),
+            Err(e) => return Err(p.fail_ref(e.context(format!("no answer from {url}")))),
+        }
+    };
+    let distinct: std::collections::BTreeSet<&str> = got.lines().map(str::trim).collect();
+    if distinct.len() != 1 {
+        return Err(p.fail_ref(anyhow::anyhow!(
+            "{url}: one client reached {} backends: {distinct:?}",
+            distinct.len()
+        )));
+    }
+    p.ok(&format!(
+        "{url} -> 20 x {}",
+        distinct.into_iter().next().unwrap_or_default()
+    ));
+
+    let p = Progress::begin(12, "NodePort from an outside namespace");
     let n_s = svcs.get("apacheexternal").await?;
     let node_port = n_s
         .spec
@@ -578,7 +617,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
     }
     p.ok(&got.join(" | "));
 
-    let p = Progress::begin(12, "ovn-nbctl show");
+    let p = Progress::begin(13, "ovn-nbctl show");
     let c = w.central.as_ref().context("central")?;
     let show = c.nbctl(&["show"]).map_err(|e| p.fail_ref(e))?;
     let count = |w: &str| {
@@ -600,7 +639,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
             .count()
     ));
 
-    let p = Progress::begin(13, "the master's /metrics (Prometheus)");
+    let p = Progress::begin(14, "the master's /metrics (Prometheus)");
     let text = http_get(&metrics_url).map_err(|e| p.fail_ref(e))?;
     let sample = |name: &str| {
         text.lines()
@@ -617,7 +656,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         sample("ovnkube_master_leader"),
     );
 
-    let p = Progress::begin(14, "ovn-kube-util trace: pod -> ClusterIP service");
+    let p = Progress::begin(15, "ovn-kube-util trace: pod -> ClusterIP service");
     let src = sbs
         .lock()
         .await
@@ -658,7 +697,7 @@ async fn run_demo(w: &mut World, keep: bool) -> Result<()> {
         println!();
         println!("The demo keeps running. Try:");
         println!("  source {}", envf.display());
-        println!("  kubectl get pods,svc,endpoints -o wide");
+        println!("  kubectl get pods,svc,endpointslices -o wide");
         println!("  ovn-nbctl show");
         println!("  curl -s {metrics_url}");
         println!("  ip netns exec {} ping {}", a.0, b.1);
@@ -678,6 +717,28 @@ impl FailRef for Progress {
     fn fail_ref(&self, e: anyhow::Error) -> anyhow::Error {
         println!("FAILED");
         anyhow::anyhow!("step {} ({}) failed: {e:#}", self.n, self.label)
+    }
+}
+
+/// `apache-sticky`: `svc`'s selector and ports with `sessionAffinity: ClientIP`.
+fn sticky_service(svc: &Service) -> Service {
+    let mut spec = svc.spec.clone().unwrap_or_default();
+    spec.cluster_ip = None;
+    spec.cluster_ips = None;
+    spec.session_affinity = Some("ClientIP".into());
+    spec.session_affinity_config = Some(k8s_openapi::api::core::v1::SessionAffinityConfig {
+        client_ip: Some(k8s_openapi::api::core::v1::ClientIPConfig {
+            timeout_seconds: Some(600),
+        }),
+    });
+    Service {
+        metadata: ObjectMeta {
+            name: Some("apache-sticky".into()),
+            namespace: svc.namespace(),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        ..Default::default()
     }
 }
 

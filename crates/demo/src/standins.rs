@@ -1,6 +1,6 @@
 //! Small, honest stand-ins for the parts of Kubernetes the sandbox does not run: a scheduler
-//! (round-robin `spec.nodeName`), an endpoints controller (ready pods matching a service's
-//! selector), and a kubelet per node that runs the real CNI plugin for each pod scheduled to
+//! (round-robin `spec.nodeName`), an endpoints controller (an EndpointSlice of the pods
+//! matching a service's selector), and a kubelet per node that runs the real CNI plugin for each pod scheduled to
 //! it (ADD on create, DEL on delete) and starts a tiny web server in the pod's namespace.
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
-};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -63,20 +62,52 @@ fn selects(sel: &BTreeMap<String, String>, p: &Pod) -> bool {
     !sel.is_empty() && sel.iter().all(|(k, v)| p.labels().get(k) == Some(v))
 }
 
-/// The Endpoints a service should have, from the ready pods it selects.
-fn endpoints_for(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
+/// Label of the service an EndpointSlice belongs to, and who manages it.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+const MANAGER: &str = "ovnkube-demo-endpoints-standin";
+
+/// The container port a service port targets on pod `p`.
+fn target_port(sp: &ServicePort, p: &Pod) -> i32 {
+    match &sp.target_port {
+        Some(IntOrString::Int(i)) => *i,
+        Some(IntOrString::String(name)) => p
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+            .map(|cp| cp.container_port)
+            .unwrap_or(sp.port),
+        None => sp.port,
+    }
+}
+
+/// The EndpointSlice a service should have, from the pods it selects (as Kubernetes'
+/// endpointslice controller writes it: ready pods ready, terminating ones still listed with
+/// `terminating`, so consumers can fall back to them).
+fn slice_for(svc: &Service, pods: &[Pod]) -> Option<EndpointSlice> {
     let spec = svc.spec.as_ref()?;
     let sel = spec.selector.clone()?;
-    let mut addrs = Vec::new();
+    let mut endpoints = Vec::new();
     let mut ports: Vec<EndpointPort> = Vec::new();
     for p in pods
         .iter()
         .filter(|p| selects(&sel, p) && p.namespace() == svc.namespace())
     {
-        let Some(ip) = ready_ip(p) else { continue };
-        addrs.push(EndpointAddress {
-            ip,
+        let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            continue;
+        };
+        let ready = ready_ip(p).is_some();
+        let terminating = p.metadata.deletion_timestamp.is_some();
+        endpoints.push(Endpoint {
+            addresses: vec![ip],
             node_name: p.spec.as_ref().and_then(|s| s.node_name.clone()),
+            conditions: Some(EndpointConditions {
+                ready: Some(ready && !terminating),
+                serving: Some(ready),
+                terminating: Some(terminating),
+            }),
             target_ref: Some(ObjectReference {
                 kind: Some("Pod".into()),
                 name: Some(p.name_any()),
@@ -87,49 +118,41 @@ fn endpoints_for(svc: &Service, pods: &[Pod]) -> Option<Endpoints> {
             ..Default::default()
         });
         if ports.is_empty() {
-            for sp in spec.ports.iter().flatten() {
-                let port = match &sp.target_port {
-                    Some(IntOrString::Int(i)) => *i,
-                    Some(IntOrString::String(name)) => p
-                        .spec
-                        .iter()
-                        .flat_map(|s| s.containers.iter())
-                        .flat_map(|c| c.ports.iter().flatten())
-                        .find(|cp| cp.name.as_deref() == Some(name.as_str()))
-                        .map(|cp| cp.container_port)
-                        .unwrap_or(sp.port),
-                    None => sp.port,
-                };
-                ports.push(EndpointPort {
+            ports = spec
+                .ports
+                .iter()
+                .flatten()
+                .map(|sp| EndpointPort {
                     name: sp.name.clone(),
-                    port,
+                    port: Some(target_port(sp, p)),
                     protocol: sp.protocol.clone(),
                     ..Default::default()
-                });
-            }
+                })
+                .collect();
         }
     }
-    addrs.sort_by(|a, b| a.ip.cmp(&b.ip));
-    let subsets = if addrs.is_empty() {
-        None
-    } else {
-        Some(vec![EndpointSubset {
-            addresses: Some(addrs),
-            ports: Some(ports),
-            ..Default::default()
-        }])
-    };
-    Some(Endpoints {
+    endpoints.sort_by(|a, b| a.addresses.cmp(&b.addresses));
+    Some(EndpointSlice {
         metadata: ObjectMeta {
-            name: Some(svc.name_any()),
+            name: Some(format!("{}-standin", svc.name_any())),
             namespace: svc.namespace(),
+            labels: Some(
+                [
+                    (SERVICE_NAME_LABEL.to_string(), svc.name_any()),
+                    (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+                ]
+                .into(),
+            ),
             ..Default::default()
         },
-        subsets,
+        address_type: "IPv4".into(),
+        endpoints: Some(endpoints),
+        ports: Some(ports),
     })
 }
 
-/// Keeps Endpoints in line with services and ready pods.
+/// Keeps one EndpointSlice per selector service in line with its pods (and writes no
+/// core/v1 Endpoints: today's clusters publish slices).
 pub async fn endpoints_controller(client: kube::Client) {
     loop {
         let svcs = Api::<Service>::all(client.clone())
@@ -140,18 +163,18 @@ pub async fn endpoints_controller(client: kube::Client) {
             .await;
         if let (Ok(svcs), Ok(pods)) = (svcs, pods) {
             for svc in &svcs.items {
-                let Some(want) = endpoints_for(svc, &pods.items) else {
+                let Some(want) = slice_for(svc, &pods.items) else {
                     continue;
                 };
                 let ns = svc.namespace().unwrap_or_else(|| "default".into());
-                let api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
-                match api.get_opt(&svc.name_any()).await {
+                let api: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+                let name = want.name_any();
+                match api.get_opt(&name).await {
                     Ok(Some(mut have)) => {
-                        if have.subsets != want.subsets {
-                            have.subsets = want.subsets;
-                            let _ = api
-                                .replace(&svc.name_any(), &PostParams::default(), &have)
-                                .await;
+                        if have.endpoints != want.endpoints || have.ports != want.ports {
+                            have.endpoints = want.endpoints;
+                            have.ports = want.ports;
+                            let _ = api.replace(&name, &PostParams::default(), &have).await;
                         }
                     }
                     Ok(None) => {

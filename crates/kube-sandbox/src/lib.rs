@@ -11,7 +11,8 @@
 //! list pagination over a consistent snapshot, label/field selectors, watches that replay the
 //! retained event log and go live atomically (or report `410 Expired` as a 200 + ERROR event),
 //! selector-transition ADDED/DELETED, no-op writes that bump nothing, merge / strategic-merge /
-//! JSON / apply patches, finalizers, service clusterIP and nodePort allocation, and `Status`
+//! JSON / apply patches, finalizers, service clusterIP and nodePort allocation, EndpointSlice
+//! mirroring of core/v1 Endpoints (as kube-controller-manager does), and `Status`
 //! errors with the usual codes and reasons. There is no schema validation and no admission
 //! beyond the defaults listed above; authentication is off unless a test asks for a bearer
 //! token (`SandboxHandle::require_tokens`). Every (verb, group, resource) served is recorded
@@ -44,6 +45,7 @@ mod audit;
 mod discovery;
 mod error;
 mod event_view;
+mod mirror;
 mod patch;
 mod protobuf;
 mod resources;
@@ -78,6 +80,12 @@ pub struct SandboxConfig {
     /// Namespaces that exist at start (default `default`, `kube-system`, `kube-public`,
     /// `kube-node-lease`).
     pub namespaces: Vec<String>,
+    /// Mirror core/v1 Endpoints written by clients into EndpointSlices, as a real cluster's
+    /// endpointslice-mirroring controller does (default on).
+    pub mirror_endpoints: bool,
+    /// API groups not served at all, as on an older API server (e.g. `discovery.k8s.io`):
+    /// their paths answer 404 and `/apis` does not list them. Default: none.
+    pub hidden_groups: Vec<String>,
 }
 
 impl Default for SandboxConfig {
@@ -90,6 +98,8 @@ impl Default for SandboxConfig {
                 .into_iter()
                 .map(String::from)
                 .collect(),
+            mirror_endpoints: true,
+            hidden_groups: Vec::new(),
         }
     }
 }
@@ -152,9 +162,12 @@ impl Sandbox {
             .with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         let (tx, rx) = watch::channel(false);
+        let store = Store::new(cfg.history_limit, cidr, &cfg.namespaces);
+        store.set_mirror_endpoints(cfg.mirror_endpoints);
         let shared = Arc::new(Shared {
-            store: Store::new(cfg.history_limit, cidr, &cfg.namespaces),
+            store,
             audit: Default::default(),
+            hidden_groups: cfg.hidden_groups.clone(),
             server_address: addr.to_string(),
             shutdown: rx.clone(),
         });

@@ -268,6 +268,9 @@ pub static RESOURCES: &[ResourceDef] = &[
 pub const NAMESPACES: usize = 4;
 /// Resource id of `services` (used for IP / node-port allocation).
 pub const SERVICES: usize = 1;
+/// Resource ids of `endpoints` and `endpointslices` (EndpointSlice mirroring).
+pub const ENDPOINTS: usize = 2;
+pub const ENDPOINTSLICES: usize = 7;
 
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<usize> {
@@ -295,6 +298,8 @@ mod tests {
     fn fixed_ids_match_table() {
         assert_eq!(RESOURCES[NAMESPACES].plural, "namespaces");
         assert_eq!(RESOURCES[SERVICES].plural, "services");
+        assert_eq!(RESOURCES[ENDPOINTS].plural, "endpoints");
+        assert_eq!(RESOURCES[ENDPOINTSLICES].plural, "endpointslices");
         assert_eq!(find("networking.k8s.io", "v1", "networkpolicies"), Some(6));
     }
 }

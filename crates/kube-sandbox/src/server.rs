@@ -39,6 +39,8 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Shared {
     pub store: Store,
     pub audit: crate::audit::Audit,
+    /// API groups not served at all (an older API server).
+    pub hidden_groups: Vec<String>,
     pub server_address: String,
     pub shutdown: watch::Receiver<bool>,
 }
@@ -62,6 +64,12 @@ pub async fn serve(
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // As Go's net package (and so the real apiserver) does: without it, watch
+                    // events written in quick succession wait ~40 ms for the client's delayed
+                    // ACK (Nagle).
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!("TCP_NODELAY not set: {e}");
+                    }
                     let shared = shared.clone();
                     conns.spawn(async move {
                         let svc = service_fn(move |req| handle(shared.clone(), req));
@@ -251,6 +259,11 @@ fn plain_ok() -> Response<Body> {
 
 fn route(shared: &Shared, path: &str, rq: &Req) -> ApiResult<Response<Body>> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let ["apis", group, ..] = segs.as_slice()
+        && shared.hidden_groups.iter().any(|g| g == group)
+    {
+        return Err(ApiError::unknown_path());
+    }
     match segs.as_slice() {
         ["healthz" | "readyz" | "livez", ..] => Ok(plain_ok()),
         ["version"] => {
@@ -266,7 +279,14 @@ fn route(shared: &Shared, path: &str, rq: &Req) -> ApiResult<Response<Body>> {
         }
         ["apis"] => {
             rq.get_only()?;
-            Ok(json_response(200, &discovery::api_group_list()))
+            let mut list = discovery::api_group_list();
+            if let Some(groups) = list.get_mut("groups").and_then(|g| g.as_array_mut()) {
+                groups.retain(|g| {
+                    let name = g.get("name").and_then(|n| n.as_str()).unwrap_or("");
+                    !shared.hidden_groups.iter().any(|h| h == name)
+                });
+            }
+            Ok(json_response(200, &list))
         }
         ["apis", group] => {
             rq.get_only()?;

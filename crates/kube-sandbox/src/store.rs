@@ -10,8 +10,11 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::error::{ApiError, ApiResult};
+use crate::mirror;
 use crate::patch::{self, JsonPatchError};
-use crate::resources::{NAMESPACES, NameRule, RESOURCES, ResourceDef, SERVICES};
+use crate::resources::{
+    ENDPOINTS, ENDPOINTSLICES, NAMESPACES, NameRule, RESOURCES, ResourceDef, SERVICES,
+};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::util::{self, Cidr};
 
@@ -113,6 +116,8 @@ struct Inner {
     cidr: Cidr,
     next_ip: u128,
     next_port: u16,
+    /// Mirror core/v1 Endpoints into EndpointSlices (see `mirror`).
+    mirror_endpoints: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -293,6 +298,7 @@ impl Store {
             cidr,
             next_ip: 1,
             next_port: 30000,
+            mirror_endpoints: true,
         };
         for ns in namespaces {
             let obj = json!({"metadata": {"name": ns}});
@@ -304,6 +310,11 @@ impl Store {
         Store {
             inner: Mutex::new(inner),
         }
+    }
+
+    /// Whether Endpoints written by clients are mirrored into EndpointSlices (default on).
+    pub fn set_mirror_endpoints(&self, on: bool) {
+        self.lock().mirror_endpoints = on;
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -355,7 +366,10 @@ impl Store {
         obj: Value,
         dry_run: bool,
     ) -> ApiResult<Value> {
-        self.lock().create(res, ns, obj, dry_run)
+        let mut g = self.lock();
+        let out = g.create(res, ns, obj, dry_run)?;
+        g.after_write(res, &out, dry_run);
+        Ok(out)
     }
 
     /// PUT; returns the object and whether it was created.
@@ -368,7 +382,10 @@ impl Store {
         status: bool,
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
-        self.lock().update(res, ns, name, body, status, dry_run)
+        let mut g = self.lock();
+        let out = g.update(res, ns, name, body, status, dry_run)?;
+        g.after_write(res, &out.0, dry_run);
+        Ok(out)
     }
 
     /// PATCH; returns the object and whether it was created (server-side apply only).
@@ -383,8 +400,10 @@ impl Store {
         status: bool,
         dry_run: bool,
     ) -> ApiResult<(Value, bool)> {
-        self.lock()
-            .patch(res, ns, name, kind, patch, status, dry_run)
+        let mut g = self.lock();
+        let out = g.patch(res, ns, name, kind, patch, status, dry_run)?;
+        g.after_write(res, &out.0, dry_run);
+        Ok(out)
     }
 
     pub fn delete(
@@ -395,7 +414,10 @@ impl Store {
         opts: &Value,
         dry_run: bool,
     ) -> ApiResult<Value> {
-        self.lock().delete(res, ns, name, opts, dry_run)
+        let mut g = self.lock();
+        let out = g.delete(res, ns, name, opts, dry_run)?;
+        g.after_write(res, &out, dry_run);
+        Ok(out)
     }
 
     pub fn delete_collection(&self, filter: &Filter, dry_run: bool) -> ApiResult<Value> {
@@ -408,7 +430,9 @@ impl Store {
         let mut items = Vec::new();
         for (res, ns, name) in keys {
             let ns = (!ns.is_empty()).then_some(ns);
-            items.push(g.delete(res, ns.as_deref(), &name, &Value::Null, dry_run)?);
+            let gone = g.delete(res, ns.as_deref(), &name, &Value::Null, dry_run)?;
+            g.after_write(res, &gone, dry_run);
+            items.push(gone);
         }
         let def = &RESOURCES[filter.res];
         Ok(json!({
@@ -552,6 +576,55 @@ impl Inner {
         set_rv(&mut gone, self.rv);
         self.record(key.0, EventType::Deleted, Arc::new(gone.clone()), Some(old));
         Some(gone)
+    }
+
+    /// Follow-up writes a real cluster's controllers would make: today only EndpointSlice
+    /// mirroring of Endpoints.
+    fn after_write(&mut self, res: usize, obj: &Value, dry_run: bool) {
+        if dry_run || !self.mirror_endpoints || res != ENDPOINTS {
+            return;
+        }
+        let ns = meta_str(obj, "namespace").unwrap_or("").to_string();
+        let name = meta_str(obj, "name").unwrap_or("").to_string();
+        self.mirror(&ns, &name);
+    }
+
+    /// Bring the mirrored slices of Endpoints `ns/name` in line with it (or remove them).
+    fn mirror(&mut self, ns: &str, name: &str) {
+        let want = self
+            .objects
+            .get(&(ENDPOINTS, ns.to_string(), name.to_string()))
+            .map(|e| mirror::slices_for(e))
+            .unwrap_or_default();
+        let have: Vec<String> = self
+            .range(ENDPOINTSLICES)
+            .filter(|(k, o)| k.1 == ns && mirror::is_mirror_of(o, name))
+            .map(|(k, _)| k.2.clone())
+            .collect();
+        let mut result = Ok(());
+        for (sname, body) in &want {
+            let key = (ENDPOINTSLICES, ns.to_string(), sname.clone());
+            let r = if self.objects.contains_key(&key) {
+                self.update(ENDPOINTSLICES, Some(ns), sname, body.clone(), false, false)
+                    .map(|_| ())
+            } else {
+                self.create(ENDPOINTSLICES, Some(ns), body.clone(), false)
+                    .map(|_| ())
+            };
+            result = result.and(r);
+        }
+        for sname in have.iter().filter(|h| !want.iter().any(|(w, _)| w == *h)) {
+            let r = self
+                .delete(ENDPOINTSLICES, Some(ns), sname, &Value::Null, false)
+                .map(|_| ());
+            result = result.and(r);
+        }
+        if let Err(e) = result {
+            tracing::warn!(
+                "mirroring endpoints {ns}/{name} into EndpointSlices: {}",
+                e.message
+            );
+        }
     }
 
     fn namespace_usable(&self, ns: &str) -> ApiResult<()> {

@@ -1,43 +1,71 @@
 //! Services and endpoints → OVN load balancers (`-net-controller`; NodePorts with `-nodeport`).
 //!
-//! One task owns the VIP bookkeeping. Every service or endpoints event recomputes that
+//! One task owns the VIP bookkeeping. Every service or EndpointSlice event recomputes that
 //! service's full VIP set (`vips::service_vips`) and applies the difference in one NB
-//! transaction. Gateway routers appear when nodes initialise their gateways, so the load
-//! balancer targets are re-read periodically and every service is reconciled when they change.
+//! transaction. Endpoints come from `discovery.k8s.io/v1` EndpointSlices, or from core/v1
+//! Endpoints when the API server does not serve slices (asked once at start). Gateway routers
+//! appear when nodes initialise their gateways, so the load balancer targets are re-read
+//! periodically and every service is reconciled when they change.
 
+pub mod endpoints;
 pub mod validate;
 pub mod vips;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::watcher;
 
 use crate::kube::{Change, informer, key};
-use crate::ovn::{Nb, NbTxn, Query};
+use crate::ovn::{Nb, NbTxn, Query, names};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::Retries;
-use vips::{Gateway, LbTargets, Proto, VipMap};
+use endpoints::{EpSet, Source};
+use vips::{Flavor, Gateway, LbTargets, LbWant, Proto, VipMap};
 
-/// Read the load balancers this controller programs, and the VIPs they hold now.
-pub async fn read_targets(nb: &dyn Nb) -> Result<(LbTargets, VipMap)> {
+/// Services reconciled together at most (one transaction).
+const MAX_BATCH: usize = 500;
+
+/// Node switch → the load balancers attached to it.
+pub type SwitchLbs = BTreeMap<String, BTreeSet<String>>;
+
+/// What `read_targets` finds in the NB.
+pub struct NbState {
+    pub targets: LbTargets,
+    /// VIPs on the load balancers this controller programs, as they are now.
+    pub actual: VipMap,
+    pub switches: SwitchLbs,
+    /// Flavored load balancers whose gateway router or node switch no longer exists.
+    pub orphans: Vec<String>,
+}
+
+/// Read the load balancers this controller programs, the node switches the flavored cluster
+/// load balancers belong on and (with `with_vips`) the VIPs they hold now. The periodic rescan
+/// leaves the VIPs out: at 1,000 services they are most of the table.
+pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
+    let lb_cols: &[&str] = if with_vips {
+        &["name", "protocol", "external_ids", "vips"]
+    } else {
+        &["name", "protocol", "external_ids"]
+    };
     let t = nb
         .query(&[
-            Query::list(
-                "Load_Balancer",
-                &["name", "protocol", "external_ids", "vips"],
-            ),
+            Query::list("Load_Balancer", lb_cols),
             Query::list("Logical_Router", &["name", "external_ids", "options"]),
+            Query::list("Logical_Switch", &["name", "external_ids", "load_balancer"]),
         ])
         .await
-        .context("reading load balancers and gateway routers")?;
-    let (lbs, routers) = (&t[0], &t[1]);
+        .context("reading load balancers, gateway routers and node switches")?;
+    let (lbs, routers, switches) = (&t[0], &t[1], &t[2]);
     let mut targets = LbTargets::default();
+    let mut flavored_gw: BTreeMap<(String, Proto, Flavor), String> = BTreeMap::new();
+    let mut node_lbs: BTreeMap<(String, Proto, Flavor), String> = BTreeMap::new();
     for lb in lbs {
         for p in Proto::ALL {
             if lb
@@ -45,8 +73,28 @@ pub async fn read_targets(nb: &dyn Nb) -> Result<(LbTargets, VipMap)> {
                 .as_deref()
                 == Some("yes")
             {
-                targets.cluster.entry(p).or_insert_with(|| lb.uuid.clone());
+                targets
+                    .cluster
+                    .entry((p, Flavor::PLAIN))
+                    .or_insert_with(|| lb.uuid.clone());
             }
+        }
+        match LbWant::parse(&lb.map("external_ids")) {
+            Some(LbWant::Cluster(p, f)) => {
+                targets
+                    .cluster
+                    .entry((p, f))
+                    .or_insert_with(|| lb.uuid.clone());
+            }
+            Some(LbWant::Gateway(gr, p, f)) => {
+                flavored_gw
+                    .entry((gr, p, f))
+                    .or_insert_with(|| lb.uuid.clone());
+            }
+            Some(LbWant::Node(n, p, f)) => {
+                node_lbs.entry((n, p, f)).or_insert_with(|| lb.uuid.clone());
+            }
+            None => {}
         }
     }
     for r in routers {
@@ -59,6 +107,7 @@ pub async fn read_targets(nb: &dyn Nb) -> Result<(LbTargets, VipMap)> {
         };
         let mut g = Gateway {
             router: name.clone(),
+            node: r.map_get("external_ids", names::EXT_NODE),
             physical_ip: ip,
             lbs: BTreeMap::new(),
         };
@@ -66,29 +115,97 @@ pub async fn read_targets(nb: &dyn Nb) -> Result<(LbTargets, VipMap)> {
             for p in Proto::ALL {
                 let k = format!("{}_lb_gateway_router", p.upper());
                 if lb.map_get("external_ids", &k).as_deref() == Some(name.as_str()) {
-                    g.lbs.entry(p).or_insert_with(|| lb.uuid.clone());
+                    g.lbs
+                        .entry((p, Flavor::PLAIN))
+                        .or_insert_with(|| lb.uuid.clone());
                 }
+            }
+        }
+        for ((gr, p, f), uuid) in &flavored_gw {
+            if *gr == name {
+                g.lbs.insert((*p, *f), uuid.clone());
             }
         }
         targets.gateways.push(g);
     }
     targets.gateways.sort_by(|a, b| a.router.cmp(&b.router));
-    let owned: std::collections::BTreeSet<String> = targets.all_uuids().into_iter().collect();
+    let switches: SwitchLbs = switches
+        .iter()
+        .filter(|s| s.map_get("external_ids", names::EXT_NODE).is_some())
+        .map(|s| (s.str("name"), s.set("load_balancer").into_iter().collect()))
+        .collect();
+    for sw in switches.keys() {
+        // Node switches are named after their node.
+        targets.nodes.entry(sw.clone()).or_default();
+    }
+    // Flavored load balancers whose router or switch is gone (node deleted) are removed.
+    let mut orphans = Vec::new();
+    for ((gr, _, _), uuid) in flavored_gw {
+        if !targets.gateways.iter().any(|g| g.router == gr) {
+            orphans.push(uuid);
+        }
+    }
+    for ((n, p, f), uuid) in node_lbs {
+        match targets.nodes.get_mut(&n) {
+            Some(m) => {
+                m.insert((p, f), uuid);
+            }
+            None => orphans.push(uuid),
+        }
+    }
+    let owned: BTreeSet<String> = targets.all_uuids().into_iter().collect();
     let mut actual = VipMap::new();
     for lb in lbs.iter().filter(|lb| owned.contains(&lb.uuid)) {
         for (vip, backends) in lb.map("vips") {
             actual.insert((lb.uuid.clone(), vip), backends);
         }
     }
-    Ok((targets, actual))
+    Ok(NbState {
+        targets,
+        actual,
+        switches,
+        orphans,
+    })
+}
+
+/// Ask the API server once whether it serves EndpointSlices. Only a definite "not served"
+/// (404) selects core/v1 Endpoints; any other failure is retried, so a briefly unreachable API
+/// server does not pin the controller to the deprecated API.
+pub async fn discover_source(client: &kube::Client, cancel: &mut CancelToken) -> Option<Source> {
+    let mut backoff = Retries::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match client.list_api_group_resources("discovery.k8s.io/v1").await {
+            Ok(list) => {
+                let names: Vec<String> = list.resources.into_iter().map(|r| r.name).collect();
+                return Some(endpoints::choose_source(Some(&names)));
+            }
+            Err(kube::Error::Api(s)) if s.is_not_found() => {
+                return Some(endpoints::choose_source(None));
+            }
+            Err(e) => {
+                let (attempt, delay) = backoff.failed("discovery");
+                tracing::warn!(error = %e, attempt, retry_in = ?delay, "asking the API server whether it serves discovery.k8s.io/v1 failed; will retry");
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
 }
 
 pub struct ServiceController {
     nb: Arc<dyn Nb>,
     nodeport: bool,
     services: HashMap<String, Arc<Service>>,
-    endpoints: HashMap<String, Arc<Endpoints>>,
+    /// Each service's endpoints in one shape (from its slices, or its Endpoints object).
+    endpoints: HashMap<String, EpSet>,
+    /// Slices per service (`ns/service` → slice name → slice), joined by the service-name label.
+    slices: HashMap<String, BTreeMap<String, Arc<EndpointSlice>>>,
+    /// Which service a slice (`ns/slice`) was counted for, so a relabel or delete finds it.
+    slice_owner: HashMap<String, String>,
     targets: LbTargets,
+    switches: SwitchLbs,
     /// VIPs each service owns in OVN, as last programmed.
     owned: HashMap<String, VipMap>,
     /// Reverse index: which service holds a VIP.
@@ -110,7 +227,10 @@ impl ServiceController {
             nodeport,
             services: HashMap::new(),
             endpoints: HashMap::new(),
+            slices: HashMap::new(),
+            slice_owner: HashMap::new(),
             targets: LbTargets::default(),
+            switches: SwitchLbs::new(),
             owned: HashMap::new(),
             vip_owner: HashMap::new(),
             warned: HashMap::new(),
@@ -133,10 +253,78 @@ impl ServiceController {
         self
     }
 
-    fn desired(&mut self, key: &str) -> VipMap {
+    /// A slice changed or went: recompute the endpoints of the services it belonged to and
+    /// belongs to now. Returns those service keys.
+    fn slice_changed(&mut self, slice: &Arc<EndpointSlice>, deleted: bool) -> Vec<String> {
+        let skey = key(slice.as_ref());
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let mut touched = Vec::new();
+        let new_owner = if deleted {
+            None
+        } else {
+            endpoints::slice_service_key(slice)
+        };
+        if let Some(old) = self.slice_owner.remove(&skey) {
+            if Some(&old) != new_owner.as_ref()
+                && let Some(m) = self.slices.get_mut(&old)
+            {
+                m.remove(&name);
+                if m.is_empty() {
+                    self.slices.remove(&old);
+                }
+            }
+            touched.push(old);
+        }
+        if let Some(owner) = new_owner {
+            self.slices
+                .entry(owner.clone())
+                .or_default()
+                .insert(name, slice.clone());
+            self.slice_owner.insert(skey, owner.clone());
+            touched.push(owner);
+        }
+        touched.sort();
+        touched.dedup();
+        for svc in &touched {
+            match self.slices.get(svc) {
+                Some(m) => {
+                    self.endpoints.insert(
+                        svc.clone(),
+                        endpoints::from_slices(m.values().map(|s| s.as_ref())),
+                    );
+                }
+                None => {
+                    self.endpoints.remove(svc);
+                }
+            }
+        }
+        touched
+    }
+
+    /// An endpoints event: the services whose endpoints it changed.
+    fn endpoints_changed(&mut self, ch: EpChange) -> Vec<String> {
+        match ch {
+            EpChange::Slice(Change::Apply { new, .. }) => self.slice_changed(&new, false),
+            EpChange::Slice(Change::Delete(old)) => self.slice_changed(&old, true),
+            EpChange::Endpoints(Change::Apply { new, .. }) => {
+                let k = key(new.as_ref());
+                self.endpoints
+                    .insert(k.clone(), endpoints::from_endpoints(&new));
+                vec![k]
+            }
+            EpChange::Endpoints(Change::Delete(old)) => {
+                let k = key(old.as_ref());
+                self.endpoints.remove(&k);
+                vec![k]
+            }
+            EpChange::Slice(Change::Synced) | EpChange::Endpoints(Change::Synced) => vec![],
+        }
+    }
+
+    fn desired(&mut self, key: &str) -> vips::Desired {
         let Some(svc) = self.services.get(key).cloned() else {
             self.warned.remove(key);
-            return VipMap::new();
+            return vips::Desired::default();
         };
         // Hostile or broken input is taken out before planning, and reported on the Service.
         let (screened, svc_rejected) = validate::screen_service(key, &svc, &self.reserved);
@@ -181,7 +369,7 @@ impl ServiceController {
             }
             self.warned.insert(key.to_string(), all);
         }
-        d.vips
+        d
     }
 
     /// A Warning Event on `svc` (in the background: the controller does not wait for it).
@@ -197,29 +385,113 @@ impl ServiceController {
         });
     }
 
-    /// Bring one service's VIPs to the desired set in one transaction.
-    async fn reconcile(&mut self, key: &str) {
-        let mut want = self.desired(key);
-        want.retain(|k, _| match self.vip_owner.get(k) {
-            Some(other) if other != key => {
-                tracing::warn!(service = %key, vip = %k.1, owner = %other, "VIP already served by another service; skipped");
-                false
+    /// Create the flavored load balancers in `wants` (one transaction) and re-read the
+    /// targets, so the caller can place VIPs on them.
+    async fn create_lbs(&mut self, wants: &BTreeSet<LbWant>) -> Result<()> {
+        let wants: Vec<LbWant> = wants.iter().cloned().collect();
+        let switches: Vec<String> = self.switches.keys().cloned().collect();
+        let mut txn = NbTxn::new();
+        txn.extend(vips::create_lb_ops(&wants, &switches));
+        self.nb.transact(&txn).await.with_context(|| {
+            let names: Vec<String> = wants.iter().map(LbWant::name).collect();
+            format!("creating load balancers {}", names.join(", "))
+        })?;
+        tracing::info!(lbs = ?wants.iter().map(LbWant::name).collect::<Vec<_>>(), "service load balancers created");
+        // Take only the new load balancers: other target changes (gateways) are the
+        // rescan's to notice, which then reconciles every service.
+        let st = read_targets(self.nb.as_ref(), false).await?;
+        for (k, uuid) in st.targets.cluster {
+            self.targets.cluster.entry(k).or_insert(uuid);
+        }
+        for (n, lbs) in st.targets.nodes {
+            let mine = self.targets.nodes.entry(n).or_default();
+            for (k, uuid) in lbs {
+                mine.entry(k).or_insert(uuid);
             }
-            _ => true,
-        });
-        let have = self.owned.get(key).cloned().unwrap_or_default();
-        let ops = vips::diff_ops(&have, &want);
+        }
+        for g in st.targets.gateways {
+            if let Some(mine) = self
+                .targets
+                .gateways
+                .iter_mut()
+                .find(|m| m.router == g.router)
+            {
+                for (k, uuid) in g.lbs {
+                    mine.lbs.entry(k).or_insert(uuid);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bring several services' VIPs to their desired sets in ONE transaction: a burst of
+    /// events (a rollout, a restart of many pods) costs one NB write and one northd
+    /// recompute instead of one per service.
+    async fn reconcile_keys(&mut self, keys: &[String]) {
+        let mut missing = BTreeSet::new();
+        for k in keys {
+            missing.extend(self.desired(k).missing);
+        }
+        if !missing.is_empty()
+            && let Err(e) = self.create_lbs(&missing).await
+        {
+            for k in keys {
+                let (attempt, delay) = self.retry.failed(k);
+                tracing::warn!(service = %k, attempt, retry_in = ?delay, error = %format!("{e:#}"), "preparing load balancers failed; will retry");
+            }
+            return;
+        }
+        let saved = (self.owned.clone(), self.vip_owner.clone());
+        let mut ops = Vec::new();
+        let mut changed = Vec::new();
+        let mut still_missing = BTreeSet::new();
+        for key in keys {
+            let d = self.desired(key);
+            if !d.missing.is_empty() {
+                still_missing.insert(key.clone());
+                let (attempt, delay) = self.retry.failed(key);
+                tracing::warn!(service = %key, attempt, retry_in = ?delay, lbs = ?d.missing.iter().map(LbWant::name).collect::<Vec<_>>(), "load balancers still missing; will retry");
+                continue;
+            }
+            let mut want = d.vips;
+            want.retain(|k, _| match self.vip_owner.get(k) {
+                Some(other) if other != key => {
+                    tracing::warn!(service = %key, vip = %k.1, owner = %other, "VIP already served by another service; skipped");
+                    false
+                }
+                _ => true,
+            });
+            let have = self.owned.get(key).cloned().unwrap_or_default();
+            let diff = vips::diff_ops(&have, &want);
+            if !diff.is_empty() {
+                changed.push((key.clone(), want.len()));
+            }
+            ops.extend(diff);
+            self.record(key, &have, want);
+        }
         if !ops.is_empty() {
             let mut txn = NbTxn::new();
             txn.extend(ops);
             if let Err(e) = self.nb.transact(&txn).await {
-                let (attempt, delay) = self.retry.failed(key);
-                tracing::warn!(service = %key, attempt, retry_in = ?delay, error = %format!("{e:#}"), "programming load balancer VIPs failed; will retry");
+                // Nothing was applied: forget the bookkeeping of this batch and retry each.
+                (self.owned, self.vip_owner) = saved;
+                for (k, _) in &changed {
+                    let (attempt, delay) = self.retry.failed(k);
+                    tracing::warn!(service = %k, attempt, retry_in = ?delay, error = %format!("{e:#}"), "programming load balancer VIPs failed; will retry");
+                }
                 return;
             }
-            tracing::info!(service = %key, vips = want.len(), "load balancer VIPs programmed");
+            for (k, n) in &changed {
+                tracing::info!(service = %k, vips = n, "load balancer VIPs programmed");
+            }
         }
-        self.retry.forget(key);
+        for k in keys.iter().filter(|k| !still_missing.contains(*k)) {
+            self.retry.forget(k);
+        }
+    }
+
+    /// Book `want` as what `key` owns now (replacing `have`).
+    fn record(&mut self, key: &str, have: &VipMap, want: VipMap) {
         for k in have.keys() {
             if self.vip_owner.get(k).map(String::as_str) == Some(key) {
                 self.vip_owner.remove(k);
@@ -238,19 +510,32 @@ impl ServiceController {
     /// First full pass: remove every VIP no service wants (services deleted while we were
     /// down), program the rest, in one transaction.
     async fn initial_sync(&mut self) -> Result<()> {
-        let (targets, actual) = read_targets(self.nb.as_ref()).await?;
-        self.targets = targets;
+        let st = read_targets(self.nb.as_ref(), false).await?;
+        self.targets = st.targets;
+        self.switches = st.switches;
         let mut keys: Vec<String> = self.services.keys().cloned().collect();
         keys.sort();
+        // Load balancers services need that are not there yet: created together, then the
+        // VIPs are computed against them.
+        let mut missing = BTreeSet::new();
+        for k in &keys {
+            missing.extend(self.desired(k).missing);
+        }
+        if !missing.is_empty() {
+            self.create_lbs(&missing).await?;
+        }
+        let actual = read_targets(self.nb.as_ref(), true).await?.actual;
+        let attach = vips::attach_ops(&self.targets, &self.switches);
         let mut all = VipMap::new();
         let mut per: HashMap<String, VipMap> = HashMap::new();
         for k in keys {
-            let mut want = self.desired(&k);
+            let mut want = self.desired(&k).vips;
             want.retain(|v, _| !all.contains_key(v));
             all.extend(want.iter().map(|(a, b)| (a.clone(), b.clone())));
             per.insert(k, want);
         }
-        let ops = vips::diff_ops(&actual, &all);
+        let mut ops = vips::diff_ops(&actual, &all);
+        ops.extend(attach);
         let removed = actual.keys().filter(|k| !all.contains_key(*k)).count();
         if !ops.is_empty() {
             let mut txn = NbTxn::new();
@@ -279,8 +564,36 @@ impl ServiceController {
 
     /// Re-read gateways and cluster LBs; when they changed, reconcile every service.
     async fn rescan(&mut self) {
-        match read_targets(self.nb.as_ref()).await {
-            Ok((targets, _)) if targets != self.targets => {
+        let st = match read_targets(self.nb.as_ref(), false).await {
+            Ok(st) => st,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "rescanning load balancers failed");
+                return;
+            }
+        };
+        self.switches = st.switches;
+        let mut attach = vips::attach_ops(&st.targets, &self.switches);
+        attach.extend(
+            st.orphans
+                .iter()
+                .map(|lb| crate::ovn::NbOp::LbDel { lb: lb.clone() }),
+        );
+        if !attach.is_empty() {
+            let mut txn = NbTxn::new();
+            txn.extend(attach);
+            match self.nb.transact(&txn).await {
+                Ok(_) => tracing::info!(
+                    ops = txn.len(),
+                    "service load balancers attached to node switches / orphans removed"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "attaching service load balancers to node switches failed; will retry")
+                }
+            }
+        }
+        let targets = st.targets;
+        if targets != self.targets {
+            {
                 tracing::info!(
                     gateways = targets.gateways.len(),
                     "load balancer targets changed; reconciling services"
@@ -295,20 +608,17 @@ impl ServiceController {
                 self.targets = targets;
                 let mut keys: Vec<String> = self.services.keys().cloned().collect();
                 keys.sort();
-                for k in keys {
-                    self.reconcile(&k).await;
+                for chunk in keys.chunks(MAX_BATCH) {
+                    self.reconcile_keys(chunk).await;
                 }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(error = %format!("{e:#}"), "rescanning load balancers failed")
             }
         }
     }
 
     async fn retry_due(&mut self) {
-        for k in self.retry.due(Instant::now()) {
-            self.reconcile(&k).await;
+        let due = self.retry.due(Instant::now());
+        for chunk in due.chunks(MAX_BATCH) {
+            self.reconcile_keys(chunk).await;
         }
     }
 
@@ -317,16 +627,32 @@ impl ServiceController {
             client.clone(),
             crate::kube::events::NET_CONTROLLER,
         ));
+        let Some(source) = discover_source(&client, &mut cancel).await else {
+            return Ok(());
+        };
+        tracing::info!(source = ?source, "service endpoints source chosen");
         let mut svcs = informer(
             Api::<Service>::all(client.clone()),
             watcher::Config::default(),
         )
         .boxed();
-        let mut eps = informer(Api::<Endpoints>::all(client), watcher::Config::default()).boxed();
+        let mut eps = match source {
+            Source::Slices => informer(
+                Api::<EndpointSlice>::all(client),
+                watcher::Config::default(),
+            )
+            .map(EpChange::Slice)
+            .boxed(),
+            Source::Endpoints => {
+                informer(Api::<Endpoints>::all(client), watcher::Config::default())
+                    .map(EpChange::Endpoints)
+                    .boxed()
+            }
+        };
         let (mut svc_synced, mut eps_synced, mut ready) = (false, false, false);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
-            let key_changed = tokio::select! {
+            let changed: Vec<String> = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 // Also drives the retry of a failed initial sync.
                 _ = tick.tick(), if svc_synced && eps_synced => {
@@ -334,18 +660,17 @@ impl ServiceController {
                         self.rescan().await;
                         self.retry_due().await;
                     }
-                    None
+                    vec![]
                 }
                 ch = svcs.next() => match ch {
-                    Some(Change::Apply { new, .. }) => { let k = key(new.as_ref()); self.services.insert(k.clone(), new); Some(k) }
-                    Some(Change::Delete(old)) => { let k = key(old.as_ref()); self.services.remove(&k); Some(k) }
-                    Some(Change::Synced) => { svc_synced = true; None }
+                    Some(Change::Apply { new, .. }) => { let k = key(new.as_ref()); self.services.insert(k.clone(), new); vec![k] }
+                    Some(Change::Delete(old)) => { let k = key(old.as_ref()); self.services.remove(&k); vec![k] }
+                    Some(Change::Synced) => { svc_synced = true; vec![] }
                     None => anyhow::bail!("service watch ended"),
                 },
                 ch = eps.next() => match ch {
-                    Some(Change::Apply { new, .. }) => { let k = key(new.as_ref()); self.endpoints.insert(k.clone(), new); Some(k) }
-                    Some(Change::Delete(old)) => { let k = key(old.as_ref()); self.endpoints.remove(&k); Some(k) }
-                    Some(Change::Synced) => { eps_synced = true; None }
+                    Some(EpChange::Slice(Change::Synced) | EpChange::Endpoints(Change::Synced)) => { eps_synced = true; vec![] }
+                    Some(ch) => self.endpoints_changed(ch),
                     None => anyhow::bail!("endpoints watch ended"),
                 },
             };
@@ -360,9 +685,44 @@ impl ServiceController {
                 }
                 continue;
             }
-            if ready && let Some(k) = key_changed {
-                self.reconcile(&k).await;
+            if ready && !changed.is_empty() {
+                let mut keys: BTreeSet<String> = changed.into_iter().collect();
+                // Gather whatever else is already waiting, so a burst is one transaction.
+                while keys.len() < MAX_BATCH {
+                    let more = match (svcs.next().now_or_never(), eps.next().now_or_never()) {
+                        (None, None) => break,
+                        (s, e) => (s, e),
+                    };
+                    match more.0 {
+                        Some(Some(Change::Apply { new, .. })) => {
+                            let k = key(new.as_ref());
+                            self.services.insert(k.clone(), new);
+                            keys.insert(k);
+                        }
+                        Some(Some(Change::Delete(old))) => {
+                            let k = key(old.as_ref());
+                            self.services.remove(&k);
+                            keys.insert(k);
+                        }
+                        Some(Some(Change::Synced)) => {}
+                        Some(None) => anyhow::bail!("service watch ended"),
+                        None => {}
+                    }
+                    match more.1 {
+                        Some(Some(ch)) => keys.extend(self.endpoints_changed(ch)),
+                        Some(None) => anyhow::bail!("endpoints watch ended"),
+                        None => {}
+                    }
+                }
+                let keys: Vec<String> = keys.into_iter().collect();
+                self.reconcile_keys(&keys).await;
             }
         }
     }
+}
+
+/// An event from whichever endpoints API is watched.
+enum EpChange {
+    Slice(Change<EndpointSlice>),
+    Endpoints(Change<Endpoints>),
 }

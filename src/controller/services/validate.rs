@@ -7,7 +7,9 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::Service;
+
+use super::endpoints::EpSet;
 
 use crate::config::Config;
 use crate::master::topology::join_cidr;
@@ -116,35 +118,56 @@ pub fn screen_service(key: &str, svc: &Service, r: &Reserved) -> (Service, Vec<S
             }
         });
     }
+    let is_lb = out.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+    if is_lb
+        && let Some(ingress) = out
+            .status
+            .as_mut()
+            .and_then(|s| s.load_balancer.as_mut())
+            .and_then(|l| l.ingress.as_mut())
+    {
+        ingress.retain(|i| {
+            let Some(ip) = i.ip.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok()) else {
+                return true;
+            };
+            match forbidden_vip(ip, r) {
+                Some(why) => {
+                    msgs.push(format!(
+                        "service {key}: LoadBalancer ingress IP {ip} is {why}; not programmed (reserved address)"
+                    ));
+                    false
+                }
+                None => true,
+            }
+        });
+    }
     (out, msgs)
 }
 
 /// `eps` without ports outside 1-65535, and one message per dropped port.
-pub fn screen_endpoints(key: &str, eps: &Endpoints) -> (Endpoints, Vec<String>) {
+pub fn screen_endpoints(key: &str, eps: &EpSet) -> (EpSet, Vec<String>) {
     let mut out = eps.clone();
     let mut msgs = Vec::new();
-    for subset in out.subsets.iter_mut().flatten() {
-        if let Some(ports) = subset.ports.as_mut() {
-            ports.retain(|p| {
-                let ok = (1..=65535).contains(&p.port);
-                if !ok {
-                    msgs.push(format!(
-                        "service {key}: endpoint port {:?} ({}) is outside 1-65535; ignored",
-                        p.name.clone().unwrap_or_default(),
-                        p.port
-                    ));
-                }
-                ok
-            });
-        }
+    for group in &mut out {
+        group.ports.retain(|p| {
+            let ok = (1..=65535).contains(&p.port);
+            if !ok {
+                msgs.push(format!(
+                    "service {key}: endpoint port {:?} ({}) is outside 1-65535; ignored",
+                    p.name, p.port
+                ));
+            }
+            ok
+        });
     }
     (out, msgs)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::endpoints::{EpGroup, EpPort};
     use super::*;
-    use k8s_openapi::api::core::v1::{EndpointPort, EndpointSubset, ServiceSpec};
+    use k8s_openapi::api::core::v1::ServiceSpec;
 
     fn reserved() -> Reserved {
         Reserved {
@@ -247,31 +270,23 @@ mod tests {
 
     #[test]
     fn endpoint_ports_outside_the_port_range_are_dropped() {
-        let port = |name: &str, port: i32| EndpointPort {
-            name: Some(name.into()),
+        let port = |name: &str, port: i32| EpPort {
+            name: name.into(),
+            protocol: "TCP".into(),
             port,
-            ..Default::default()
         };
-        let eps = Endpoints {
-            subsets: Some(vec![EndpointSubset {
-                ports: Some(vec![
-                    port("zero", 0),
-                    port("ok", 8080),
-                    port("big", 65536),
-                    port("neg", -1),
-                    port("max", 65535),
-                ]),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        };
+        let eps = vec![EpGroup {
+            ports: vec![
+                port("zero", 0),
+                port("ok", 8080),
+                port("big", 65536),
+                port("neg", -1),
+                port("max", 65535),
+            ],
+            endpoints: Vec::new(),
+        }];
         let (out, msgs) = screen_endpoints("default/x", &eps);
-        let kept: Vec<i32> = out.subsets.unwrap()[0]
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| p.port)
-            .collect();
+        let kept: Vec<i32> = out[0].ports.iter().map(|p| p.port).collect();
         assert_eq!(kept, [8080, 65535]);
         assert_eq!(msgs.len(), 3);
         assert!(
