@@ -207,7 +207,7 @@ async fn metrics_scraped_over_http_parse_and_count_pod_creation_latency() {
         "pods",
         "nodes",
         "services",
-        "endpoints",
+        "endpointslices",
         "networkpolicies",
         "namespaces",
     ] {
@@ -515,7 +515,7 @@ async fn cluster_role_covers_every_api_call_of_every_role_and_the_cni_plugin() {
         ("watch", "pods"),
         ("patch", "pods"),
         ("watch", "services"),
-        ("watch", "endpoints"),
+        ("watch", "endpointslices"),
         ("watch", "namespaces"),
     ] {
         assert!(
