@@ -71,9 +71,22 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
     r.succeeded();
     let mut gw_spec = None;
     if ctx.cfg.gateway.init {
-        let gw = gateway::init(ctx, node, subnet)
-            .await
-            .with_context(|| format!("initialising the gateway of node {node}"))?;
+        // OVS, the NB (and ovn-northd's IPAM) may be restarting: wait for them; a bad
+        // gateway flag is a configuration error and ends the process.
+        let mut r = Retrying::new(
+            format!("initialising the gateway of node {node}"),
+            retry::DEPENDENCY,
+        );
+        let gw = loop {
+            match gateway::init(ctx, node, subnet).await {
+                Ok(gw) => break gw,
+                Err(e) => r
+                    .failed(e, &cancel)
+                    .await
+                    .with_context(|| format!("initialising the gateway of node {node}"))?,
+            }
+        };
+        r.succeeded();
         // The process stays alive with -nodeport (app.rs); the flow watcher lives in it.
         if let (Some(f), true) = (gw.flows, ctx.cfg.nodeport) {
             tokio::spawn(f.run(ctx.client.clone(), cancel.clone()));
