@@ -125,6 +125,11 @@ impl NbKeeper {
     async fn run(mut self, mut cancel: CancelToken) {
         let mut since_check = Duration::ZERO;
         let mut switch_was_there = true;
+        // Logged once while it keeps failing, and once when it works again.
+        let mut outage = retry::Outage::new(format!(
+            "re-checking the NB objects of node {} (every {RECHECK:?})",
+            self.node
+        ));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(SWITCH_POLL) => {}
@@ -143,11 +148,16 @@ impl NbKeeper {
             }
             since_check = Duration::ZERO;
             tokio::select! {
-                r = self.recheck() => if let Err(e) = r {
-                    tracing::warn!(
-                        node = %self.node, error = %format!("{e:#}"),
-                        "re-checking the node's NB objects failed; retrying in {RECHECK:?}"
-                    );
+                r = self.recheck() => match r {
+                    Ok(()) => outage.succeeded(),
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        outage.failed(1, &e);
+                        tracing::debug!(
+                            node = %self.node, error = %e,
+                            "re-checking the node's NB objects failed; retrying in {RECHECK:?}"
+                        );
+                    }
                 },
                 _ = cancel.cancelled() => return,
             }
