@@ -27,6 +27,9 @@ use crate::ovn::{ColVal, DbOp, Query, Val, Vs, VsOp, VsTxn, Vsctl};
 
 /// How long ADD waits for the pod's `ovn` annotation (the reference gave up after ~21 s).
 const ANNOTATION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Re-reading the pod while its annotation is missing: 250 ms doubling to 2 s.
+const ANNOTATION_POLL: crate::util::retry::Policy =
+    crate::util::retry::Policy::new(Duration::from_millis(250), Duration::from_secs(2));
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The br-int side of a pod's veth: `ovn` and 12 hex digits of a hash of the WHOLE container
@@ -686,7 +689,8 @@ async fn wait_pod_network(
 ) -> Result<PodNetwork, CniError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let start = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(250);
+    // A poll, not a retry of a failure, but paced (and jittered) by the shared backoff.
+    let mut poll = crate::util::retry::Backoff::new(ANNOTATION_POLL);
     loop {
         let why = match tokio::time::timeout(API_TIMEOUT, api.get_opt(pod)).await {
             Err(_) => "the Kubernetes API did not answer in time".to_string(),
@@ -717,8 +721,7 @@ async fn wait_pod_network(
             .with_details("the annotation is written by ovnkube -net-controller; is it running?"));
         }
         tracing::info!(pod = %format!("{ns}/{pod}"), "waiting for the pod annotation: {why}");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(poll.failed()).await;
     }
 }
 

@@ -36,6 +36,7 @@ use crate::kube::{Change, events, informer, key};
 use crate::ovn::names::pod_port;
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
 use crate::util::cancel::CancelToken;
+use crate::util::retry::{self, Outage, Policy, Retries};
 
 /// Commands per coalesced NB transaction (about 3 per pod).
 const MAX_TXN_OPS: usize = 3000;
@@ -47,9 +48,9 @@ const PATCH_SLOTS: usize = 32;
 /// failing the batches of the others.
 const ALONE_AFTER: u32 = 2;
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(10))
-}
+/// How often a worker looks again for its node switch (the master creates it): 200 ms
+/// doubling to 1.6 s.
+const SWITCH_POLL: Policy = Policy::new(Duration::from_millis(200), Duration::from_millis(1600));
 
 /// One request to the NB batcher: commands that must run in one transaction.
 struct NbReq {
@@ -124,6 +125,24 @@ struct Shared {
     events: events::Events,
     patch_slots: Semaphore,
     port_events: Option<mpsc::UnboundedSender<PortEvent>>,
+    /// The NB and the API server as all workers see them: an outage is logged once, not per
+    /// pod and attempt.
+    nb_outage: std::sync::Mutex<Outage>,
+    api_outage: std::sync::Mutex<Outage>,
+}
+
+/// Reports `objects` failures to `outage` (which logs the start of an outage once); the
+/// caller logs each object at DEBUG.
+fn note_failure(outage: &std::sync::Mutex<Outage>, objects: usize, error: &str) {
+    if let Ok(mut o) = outage.lock() {
+        o.failed(objects, error);
+    }
+}
+
+fn note_success(outage: &std::sync::Mutex<Outage>) {
+    if let Ok(mut o) = outage.lock() {
+        o.succeeded();
+    }
 }
 
 impl Shared {
@@ -157,7 +176,7 @@ struct Worker {
     queue: VecDeque<String>,
     queued: HashSet<String>,
     /// Keys whose last attempt failed: when to try again and how many attempts so far.
-    retry: HashMap<String, (Instant, u32)>,
+    retry: Retries,
     /// Blocked pods to look at again when an address is released.
     waiting: HashSet<String>,
     /// The master has created the node switch (ports cannot be added before).
@@ -258,18 +277,17 @@ impl Worker {
         }
     }
 
+    /// One pod's failure (the outage it belongs to was reported by the caller): a DEBUG line
+    /// and a retry after the pod's own backoff.
     fn fail(&mut self, k: &str, what: &str, err: &str) {
-        let attempts = self.retry.get(k).map(|(_, a)| *a + 1).unwrap_or(1);
-        let delay = backoff(attempts);
+        let (attempts, delay) = self.retry.failed(k);
         let _g = tracing::info_span!("pod", pod = %k).entered();
-        tracing::warn!(node = %self.node, attempt = attempts, retry_in = ?delay, error = %err, "{what} failed; will retry");
-        self.retry
-            .insert(k.to_string(), (Instant::now() + delay, attempts));
+        tracing::debug!(node = %self.node, attempt = attempts, retry_in = ?delay, error = %err, "{what} failed; will retry");
         self.enqueue(k);
     }
 
     fn due(&self, k: &str, now: Instant) -> bool {
-        self.retry.get(k).is_none_or(|(at, _)| *at <= now)
+        self.retry.ready(k, now.into_std())
     }
 
     fn next_wakeup(&self) -> Option<Instant> {
@@ -278,7 +296,7 @@ impl Worker {
         }
         self.queue
             .iter()
-            .filter_map(|k| self.retry.get(k).map(|(at, _)| *at))
+            .filter_map(|k| self.retry.retry_at(k.as_str()).map(Instant::from_std))
             .min()
     }
 
@@ -354,15 +372,20 @@ impl Worker {
         )];
         match self.shared.nb.query(&q).await {
             Ok(t) if t.first().is_some_and(|rows| !rows.is_empty()) => {
+                note_success(&self.shared.nb_outage);
                 self.switch_ready = true;
                 tracing::debug!(node = %self.node, "node switch present");
             }
             res => {
                 let attempts = self.switch_check.1 + 1;
                 if let Err(e) = res {
-                    tracing::warn!(node = %self.node, error = %format!("{e:#}"), "cannot read the node switch; will retry");
+                    let e = format!("{e:#}");
+                    note_failure(&self.shared.nb_outage, 1, &e);
+                    tracing::debug!(node = %self.node, error = %e, "cannot read the node switch; will retry");
+                } else {
+                    note_success(&self.shared.nb_outage);
                 }
-                let delay = Duration::from_millis(100u64 << attempts.min(4));
+                let delay = SWITCH_POLL.delay(attempts);
                 self.switch_check = (Instant::now() + delay, attempts);
             }
         }
@@ -398,7 +421,7 @@ impl Worker {
             let Some(e) = self.entries.get_mut(&k) else {
                 continue;
             };
-            let attempts = self.retry.get(&k).map(|(_, a)| *a).unwrap_or(0);
+            let attempts = self.retry.attempts(&k);
             let Some(pod) = e.pod.clone().filter(|_| !e.redo) else {
                 // Deleted (or re-created with another address): the old port goes first.
                 let port = match &e.pod {
@@ -495,10 +518,14 @@ impl Worker {
         }))
         .await;
         for (keys, res) in results {
+            match &res {
+                Ok(()) => note_success(&self.shared.nb_outage),
+                Err(err) => note_failure(&self.shared.nb_outage, keys.len(), err),
+            }
             for k in keys {
                 match &res {
                     Ok(()) => {
-                        self.retry.remove(&k);
+                        self.retry.forget(&k);
                         if dels.contains(&k) {
                             if let Some(e) = self.entries.get_mut(&k) {
                                 e.port = PortState::Absent;
@@ -558,10 +585,16 @@ impl Worker {
         .buffer_unordered(PATCH_SLOTS)
         .collect()
         .await;
+        let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+        if let Some((_, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
+            note_failure(&self.shared.api_outage, failed, &format!("{e:#}"));
+        } else if !results.is_empty() {
+            note_success(&self.shared.api_outage);
+        }
         for (k, res) in results {
             match res {
                 Ok(rv) => {
-                    self.retry.remove(&k);
+                    self.retry.forget(&k);
                     if let Some(e) = self.entries.get_mut(&k) {
                         e.annotated = true;
                         e.patched_rv = rv;
@@ -586,7 +619,7 @@ impl Worker {
         let gone = e.pod.is_none();
         if gone {
             self.entries.remove(k);
-            self.retry.remove(k);
+            self.retry.forget(k);
             self.waiting.remove(k);
             tracing::info!(pod = %k, node = %self.node, "pod removed");
         } else {
@@ -692,7 +725,7 @@ impl Running {
             entries: r.entries,
             queue: VecDeque::new(),
             queued: HashSet::new(),
-            retry: HashMap::new(),
+            retry: Retries::with_policy(retry::PER_OBJECT),
             waiting: HashSet::new(),
             switch_ready,
             switch_check: (Instant::now(), 0),
@@ -769,10 +802,13 @@ impl Running {
     }
 }
 
-async fn sleep_or_cancel(d: Duration, cancel: &mut CancelToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
+/// The end of a start-up retry: a configuration error is the controller's error; otherwise
+/// the retry was cancelled (shutdown), which is a clean stop.
+fn stopped(e: anyhow::Error) -> Result<()> {
+    if retry::is_config_error(&e) {
+        Err(e)
+    } else {
+        Ok(())
     }
 }
 
@@ -836,18 +872,17 @@ impl PodController {
 
         // 2. What NB holds: every pod port (one query) and the switches.
         let queries = [PortRow::query(), Query::list("Logical_Switch", &["name"])];
-        let mut attempt = 0;
-        let tables = loop {
-            match self.nb.query(&queries).await {
-                Ok(t) => break t,
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %format!("{e:#}"), "reading pod ports from NB failed; will retry");
-                    if !sleep_or_cancel(backoff(attempt), &mut cancel).await {
-                        return Ok(());
-                    }
-                }
-            }
+        let nb = self.nb.clone();
+        let tables = match retry::until_ok(
+            "reading pod ports from NB",
+            retry::DEPENDENCY,
+            &cancel,
+            || nb.query(&queries),
+        )
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => return stopped(e),
         };
         let ports: Vec<PortRow> = tables
             .first()
@@ -877,13 +912,15 @@ impl PodController {
             for p in &stale {
                 txn.extend(delete_ops(p));
             }
-            let mut attempt = 0;
-            while let Err(e) = self.nb.transact(&txn).await {
-                attempt += 1;
-                tracing::warn!(attempt, error = %format!("{e:#}"), "deleting stale pod ports failed; will retry");
-                if !sleep_or_cancel(backoff(attempt), &mut cancel).await {
-                    return Ok(());
-                }
+            if let Err(e) = retry::until_ok(
+                "deleting stale pod ports",
+                retry::DEPENDENCY,
+                &cancel,
+                || nb.transact(&txn),
+            )
+            .await
+            {
+                return stopped(e);
             }
         }
         let stale: HashSet<String> = stale.into_iter().collect();
@@ -905,6 +942,10 @@ impl PodController {
                 events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
                 patch_slots: Semaphore::new(PATCH_SLOTS),
                 port_events: self.port_events.clone(),
+                nb_outage: std::sync::Mutex::new(Outage::new(
+                    "pod logical ports in the NB database",
+                )),
+                api_outage: std::sync::Mutex::new(Outage::new("pod annotations in the API server")),
             }),
             workers: HashMap::new(),
             parked: HashMap::new(),

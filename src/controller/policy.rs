@@ -34,6 +34,7 @@ use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer, key};
 use crate::ovn::{Nb, NbOp, NbTxn};
 use crate::util::cancel::CancelToken;
+use crate::util::retry::{self, Outage, Retries};
 
 /// Commands per transaction at start-up (a unit's commands are never split).
 const MAX_TXN_OPS: usize = 4000;
@@ -41,10 +42,6 @@ const MAX_TXN_OPS: usize = 4000;
 const BURST_QUIET: Duration = Duration::from_millis(3);
 /// ...or after this long in any case, so a steady stream still gets served.
 const BURST_MAX: Duration = Duration::from_millis(100);
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(250u64 << attempt.saturating_sub(1).min(6)).min(Duration::from_secs(10))
-}
 
 /// A node's management port address: `.2` of its subnet.
 fn mgmt_ip(node: &Node) -> Option<Ipv4Addr> {
@@ -101,7 +98,9 @@ struct State {
     mirror: BTreeMap<Unit, Objects>,
     dirty: BTreeSet<Unit>,
     /// Units whose last transaction failed: when to retry and attempts so far.
-    retry: HashMap<Unit, (Instant, u32)>,
+    retry: Retries<Unit>,
+    /// The NB as every unit sees it: an outage is logged once, not per unit and attempt.
+    outage: Outage,
 }
 
 impl State {
@@ -310,7 +309,9 @@ impl State {
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "re-reading policy objects from NB failed")
+                let e = format!("{e:#}");
+                self.outage.failed(1, &e);
+                tracing::debug!(error = %e, "re-reading policy objects from NB failed")
             }
         }
     }
@@ -322,7 +323,7 @@ impl State {
         let due: Vec<Unit> = self
             .dirty
             .iter()
-            .filter(|u| self.retry.get(*u).is_none_or(|(at, _)| *at <= now))
+            .filter(|u| self.retry.ready(*u, now.into_std()))
             .cloned()
             .collect();
         if due.is_empty() {
@@ -336,7 +337,7 @@ impl State {
             let empty = Objects::default();
             let ops = diff_ops(self.mirror.get(&u).unwrap_or(&empty), &want, &mut ids);
             if ops.is_empty() {
-                self.retry.remove(&u);
+                self.retry.forget(&u);
                 self.remember(u, want);
             } else {
                 work.push((u, ops, want));
@@ -369,18 +370,16 @@ impl State {
             match self.nb.transact(&txn).await {
                 Ok(_) => {
                     tracing::debug!(units = batch.len(), commands = txn.len(), elapsed = ?started.elapsed(), "policy NB transaction");
+                    self.outage.succeeded();
                     for (u, _, want) in batch {
-                        self.retry.remove(&u);
+                        self.retry.forget(&u);
                         self.remember(u, want);
                     }
                 }
-                Err(e) if batch.len() == 1 => {
-                    let err = format!("{e:#}");
-                    failed.extend(batch);
-                    tracing::warn!(error = %err, "policy NB transaction failed");
-                }
                 Err(e) => {
-                    tracing::warn!(units = batch.len(), error = %format!("{e:#}"), "policy NB transaction failed; retrying each unit alone");
+                    let err = format!("{e:#}");
+                    self.outage.failed(batch.len(), &err);
+                    tracing::debug!(units = batch.len(), error = %err, "policy NB transaction failed; retrying each unit alone");
                     failed.extend(batch);
                 }
             }
@@ -399,15 +398,15 @@ impl State {
             txn.extend(ops);
             match self.nb.transact(&txn).await {
                 Ok(_) => {
-                    self.retry.remove(&u);
+                    self.outage.succeeded();
+                    self.retry.forget(&u);
                     self.remember(u, want);
                 }
                 Err(e) => {
-                    let attempts = self.retry.get(&u).map(|(_, a)| *a + 1).unwrap_or(1);
-                    let delay = backoff(attempts);
-                    tracing::error!(attempt = attempts, retry_in = ?delay, error = %format!("{e:#}"), "programming the {u} failed; will retry");
-                    self.retry
-                        .insert(u.clone(), (Instant::now() + delay, attempts));
+                    let err = format!("{e:#}");
+                    let (attempts, delay) = self.retry.failed(&u);
+                    self.outage.failed(1, &err);
+                    tracing::debug!(attempt = attempts, retry_in = ?delay, error = %err, "programming the {u} failed; will retry");
                     self.dirty.insert(u);
                 }
             }
@@ -418,7 +417,7 @@ impl State {
     fn next_retry(&self) -> Option<Instant> {
         self.dirty
             .iter()
-            .filter_map(|u| self.retry.get(u).map(|(at, _)| *at))
+            .filter_map(|u| self.retry.retry_at(u).map(Instant::from_std))
             .min()
     }
 }
@@ -429,13 +428,6 @@ pub struct PolicyController {
     ports: mpsc::UnboundedReceiver<PortEvent>,
     /// Reported once the initial policy sync has been applied.
     ready: Option<crate::util::ready::Pending>,
-}
-
-async fn sleep_or_cancel(d: Duration, cancel: &mut CancelToken) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(d) => true,
-    }
 }
 
 impl PolicyController {
@@ -480,7 +472,8 @@ impl PolicyController {
             world: World::default(),
             mirror: BTreeMap::new(),
             dirty: BTreeSet::new(),
-            retry: HashMap::new(),
+            retry: Retries::with_policy(retry::PER_OBJECT),
+            outage: Outage::new("network policy objects in the NB database"),
         };
 
         // 1. Complete lists of everything, so start-up sync never removes a valid object.
@@ -513,19 +506,22 @@ impl PolicyController {
 
         // 2. What NB holds; pod ports already there count as plugged (the pod controller
         //    reports new ones), so a restart never drops pods from their groups.
-        let mut attempt = 0;
+        let mut reading = retry::Retrying::new("reading policy objects from NB", retry::DEPENDENCY);
         let (mirror, ports) = loop {
             match st.read_nb().await {
                 Ok(r) => break r,
                 Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(attempt, error = %format!("{e:#}"), "reading policy objects from NB failed; will retry");
-                    if !sleep_or_cancel(backoff(attempt), &mut cancel).await {
-                        return Ok(());
+                    if let Err(e) = reading.failed(e, &cancel).await {
+                        return if retry::is_config_error(&e) {
+                            Err(e)
+                        } else {
+                            Ok(())
+                        };
                     }
                 }
             }
         };
+        reading.succeeded();
         st.mirror = mirror;
         for p in ports {
             let Some(pod) = p.external_ids.get(EXT_POD_KEY).cloned() else {

@@ -31,7 +31,7 @@ use crate::kube::{Change, events, informer};
 use crate::ovn::{Ctl, CtlTarget};
 use crate::ovn::{Nb, NbTxn};
 use crate::util::ready::Pending;
-use crate::util::retry::{self, Retries, Retrying, until_ok};
+use crate::util::retry::{self, Outage, Retries, Retrying, until_ok};
 use subnets::SubnetAllocator;
 use topology::Snapshot;
 
@@ -51,6 +51,9 @@ pub struct Master {
     served: BTreeSet<String>,
     /// Nodes whose last attempt failed.
     retry: Retries,
+    /// The NB and the API server as every node's sync sees them: an outage is logged once,
+    /// not per node and attempt.
+    outage: Outage,
     snap: Snapshot,
     snap_dirty: bool,
     /// Reported once the initial node list has been processed.
@@ -70,6 +73,7 @@ impl Master {
             refused: BTreeSet::new(),
             served: BTreeSet::new(),
             retry: Retries::new(Duration::from_secs(1), Duration::from_secs(30)),
+            outage: Outage::new("node sync (NB database, API server)"),
             snap: Snapshot::default(),
             snap_dirty: true,
             ready: None,
@@ -227,10 +231,15 @@ impl Master {
         let span = tracing::info_span!("node", node = %name);
         let res = self.sync_node_inner(name).instrument(span).await;
         match res {
-            Ok(()) => self.retry.forget(name),
+            Ok(()) => {
+                self.outage.succeeded();
+                self.retry.forget(name);
+            }
             Err(e) => {
+                let e = format!("{e:#}");
                 let (attempt, delay) = self.retry.failed(name);
-                tracing::warn!(node = %name, attempt, retry_in = ?delay, error = %format!("{e:#}"), "node sync failed");
+                self.outage.failed(1, &e);
+                tracing::debug!(node = %name, attempt, retry_in = ?delay, error = %e, "node sync failed");
             }
         }
     }

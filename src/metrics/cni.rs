@@ -76,19 +76,25 @@ pub(crate) fn listen(mut cancel: CancelToken) -> Result<impl Future<Output = ()>
     tracing::info!(path = %path.display(), "receiving CNI request durations");
     Ok(async move {
         let mut buf = [0u8; 256];
+        let mut failing =
+            crate::util::retry::Retrying::new("CNI metrics socket", crate::util::retry::DEPENDENCY);
         loop {
             let got = tokio::select! {
                 _ = cancel.cancelled() => break,
                 r = sock.recv(&mut buf) => r,
             };
             match got {
-                Ok(n) => match CniSample::parse(&String::from_utf8_lossy(&buf[..n])) {
-                    Some(s) => super::get().cni_request(&s),
-                    None => tracing::debug!("ignoring a malformed CNI metrics datagram"),
-                },
+                Ok(n) => {
+                    failing.succeeded();
+                    match CniSample::parse(&String::from_utf8_lossy(&buf[..n])) {
+                        Some(s) => super::get().cni_request(&s),
+                        None => tracing::debug!("ignoring a malformed CNI metrics datagram"),
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "CNI metrics socket");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if failing.failed(e.into(), &cancel).await.is_err() {
+                        break;
+                    }
                 }
             }
         }

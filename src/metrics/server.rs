@@ -78,6 +78,11 @@ pub async fn serve(
     let bound = listener.local_addr().unwrap_or(addr);
     tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz on http://{bound}");
     Ok(async move {
+        // E.g. out of file descriptors: back off instead of spinning.
+        let mut failing = crate::util::retry::Retrying::new(
+            "metrics listener: accepting a connection",
+            crate::util::retry::DEPENDENCY,
+        );
         loop {
             let accepted = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -85,6 +90,7 @@ pub async fn serve(
             };
             match accepted {
                 Ok((stream, _)) => {
+                    failing.succeeded();
                     let ready = ready.clone();
                     tokio::spawn(async move {
                         let service = service_fn(move |req| handle(req, ready.clone()));
@@ -98,9 +104,9 @@ pub async fn serve(
                     });
                 }
                 Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!("metrics listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if failing.failed(e.into(), &cancel).await.is_err() {
+                        return;
+                    }
                 }
             }
         }

@@ -26,6 +26,7 @@ use super::gateway_plan::{self, GatewaySpec, GwSnapshot, PHYSNET, Uplink};
 use super::nic::{Host, pick_address};
 use super::plan::{BR_INT, EXT_SYSTEM_ID};
 use crate::app::Ctx;
+use crate::config::ConfigError;
 use crate::master::topology::join_cidr;
 use crate::ovn::names::{self, JOIN_SWITCH};
 use crate::ovn::{ColVal, DbOp, Nb, NbOp, NbTxn, Query, Val, Vs, VsOp, VsTxn};
@@ -43,7 +44,15 @@ pub struct Gateway {
     pub flows: Option<BridgeFlows>,
 }
 
-/// Sets up the node's gateway.
+/// A problem with the gateway flags or the host they name: retrying cannot fix it, so it ends
+/// the process (every other failure of `init` is retried by the caller).
+fn config_error(msg: String) -> anyhow::Error {
+    anyhow::Error::new(ConfigError::new(msg))
+}
+
+/// Sets up the node's gateway. Every step is idempotent (the NB part is a diff, the NIC move
+/// is crash-safe and resumes), so the caller retries the whole of it after a transient
+/// failure; configuration problems come back as [`ConfigError`]s.
 pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
     let cfg = &ctx.cfg;
     let host = Host::new(ctx.exec.clone());
@@ -54,10 +63,10 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
             .first()
             .map(|(dev, _)| dev.clone())
             .ok_or_else(|| {
-                anyhow!(
+                config_error(format!(
                     "Failed to get default gateway interface: node {node} has no IPv4 default \
                  route with a gateway; pass -gateway-interface=<nic> and -gateway-nexthop=<ip>"
-                )
+                ))
             })?,
     };
     let system_id = system_id(&host).await?;
@@ -67,6 +76,12 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
         return Ok(Gateway { spec, flows: None });
     }
     let up = host.resolve_uplink(&iface).await?;
+    // The NIC stays a kernel device when it is in its bridge, so its absence is a bad flag
+    // (checked after `resolve_uplink`: a bridge named as the interface is an OVS device that
+    // vanishes while vswitchd restarts).
+    if host.ip.link(&up.nic).await?.is_none() {
+        return Err(no_such_interface(&iface, &up.nic, node));
+    }
     let nexthop = nexthop_for(
         cfg.gateway.nexthop,
         &defaults,
@@ -79,7 +94,10 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
         .with_context(|| format!("gateway of node {node}"))?;
     let addrs = host.ip.addrs(&bridge).await?;
     let physical_ip = pick_address(&addrs, Some(nexthop)).ok_or_else(|| {
-        anyhow!("{bridge} does not have a ipv4 address (gateway interface {iface} of node {node})")
+        config_error(format!(
+            "{bridge} does not have a ipv4 address (gateway interface {iface} of node {node}): \
+             give {iface} the node's address"
+        ))
     })?;
     let mac = mac_in_use(&host, &bridge).await?;
     set_bridge_mapping(&host, &bridge).await?;
@@ -134,7 +152,7 @@ async fn spare(
         .ip
         .link(nic)
         .await?
-        .ok_or_else(|| anyhow!("gateway interface {nic} of node {node} does not exist"))?;
+        .ok_or_else(|| no_such_interface(nic, nic, node))?;
     let addrs = host.ip.addrs(nic).await?;
     // A re-run finds the NIC flushed: the address is then the one the gateway router has.
     let physical_ip = match pick_address(&addrs, Some(nexthop)) {
@@ -142,10 +160,10 @@ async fn spare(
         None => gateway_physical_ip(ctx.nb.as_ref(), node)
             .await?
             .ok_or_else(|| {
-                anyhow!(
+                config_error(format!(
                     "gateway interface {nic} of node {node} has no IPv4 address and no gateway \
                  router records one; give {nic} its address back and re-run"
-                )
+                ))
             })?,
     };
     let port = format!("{nic}_{node}");
@@ -188,6 +206,19 @@ async fn spare(
     Ok(spec)
 }
 
+/// `-gateway-interface` (or the NIC it resolves to) is not a device of this host.
+fn no_such_interface(iface: &str, nic: &str, node: &str) -> anyhow::Error {
+    let via = if iface == nic {
+        String::new()
+    } else {
+        format!(" (its uplink {nic})")
+    };
+    config_error(format!(
+        "gateway interface {iface}{via} of node {node} does not exist: check \
+         -gateway-interface (`ip link` lists the host's interfaces)"
+    ))
+}
+
 /// `(dev, gateway)` of every IPv4 default route, in table order.
 async fn default_routes(host: &Host) -> Result<Vec<(String, Ipv4Addr)>> {
     let out = host
@@ -227,10 +258,10 @@ fn nexthop_for(
         .or(defaults.first())
         .map(|(_, gw)| *gw)
         .ok_or_else(|| {
-            anyhow!(
+            config_error(format!(
                 "Failed to get default gateway interface: node {node} has no IPv4 default \
                  route to take the next hop from; pass -gateway-nexthop=<ip>"
-            )
+            ))
         })
 }
 
@@ -514,6 +545,9 @@ mod tests {
             .to_string();
         assert!(e.contains("Failed to get default gateway interface"), "{e}");
         assert!(e.contains("-gateway-nexthop"), "{e}");
+        assert!(crate::util::retry::is_config_error(
+            &nexthop_for(None, &[], &["eth1"], "n1").unwrap_err()
+        ));
         let two = vec![
             ("eth0".to_string(), "10.0.0.1".parse().unwrap()),
             ("breth1".to_string(), "172.31.0.100".parse().unwrap()),
@@ -530,6 +564,26 @@ mod tests {
                 .to_string(),
             "1.2.3.4"
         );
+    }
+
+    #[test]
+    fn a_missing_interface_is_a_configuration_error_naming_it() {
+        for (iface, nic, want) in [
+            (
+                "eth9",
+                "eth9",
+                "gateway interface eth9 of node n1 does not exist",
+            ),
+            (
+                "breth9",
+                "eth9",
+                "gateway interface breth9 (its uplink eth9) of node n1 does not exist",
+            ),
+        ] {
+            let e = no_such_interface(iface, nic, "n1");
+            assert!(crate::util::retry::is_config_error(&e), "{e:#}");
+            assert!(e.to_string().contains(want), "{e:#}");
+        }
     }
 
     #[test]

@@ -71,9 +71,22 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
     r.succeeded();
     let mut gw_spec = None;
     if ctx.cfg.gateway.init {
-        let gw = gateway::init(ctx, node, subnet)
-            .await
-            .with_context(|| format!("initialising the gateway of node {node}"))?;
+        // OVS, the NB (and ovn-northd's IPAM) may be restarting: wait for them; a bad
+        // gateway flag is a configuration error and ends the process.
+        let mut r = Retrying::new(
+            format!("initialising the gateway of node {node}"),
+            retry::DEPENDENCY,
+        );
+        let gw = loop {
+            match gateway::init(ctx, node, subnet).await {
+                Ok(gw) => break gw,
+                Err(e) => r
+                    .failed(e, &cancel)
+                    .await
+                    .with_context(|| format!("initialising the gateway of node {node}"))?,
+            }
+        };
+        r.succeeded();
         // The process stays alive with -nodeport (app.rs); the flow watcher lives in it.
         if let (Some(f), true) = (gw.flows, ctx.cfg.nodeport) {
             tokio::spawn(f.run(ctx.client.clone(), cancel.clone()));
@@ -112,6 +125,11 @@ impl NbKeeper {
     async fn run(mut self, mut cancel: CancelToken) {
         let mut since_check = Duration::ZERO;
         let mut switch_was_there = true;
+        // Logged once while it keeps failing, and once when it works again.
+        let mut outage = retry::Outage::new(format!(
+            "re-checking the NB objects of node {} (every {RECHECK:?})",
+            self.node
+        ));
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(SWITCH_POLL) => {}
@@ -130,11 +148,16 @@ impl NbKeeper {
             }
             since_check = Duration::ZERO;
             tokio::select! {
-                r = self.recheck() => if let Err(e) = r {
-                    tracing::warn!(
-                        node = %self.node, error = %format!("{e:#}"),
-                        "re-checking the node's NB objects failed; retrying in {RECHECK:?}"
-                    );
+                r = self.recheck() => match r {
+                    Ok(()) => outage.succeeded(),
+                    Err(e) => {
+                        let e = format!("{e:#}");
+                        outage.failed(1, &e);
+                        tracing::debug!(
+                            node = %self.node, error = %e,
+                            "re-checking the node's NB objects failed; retrying in {RECHECK:?}"
+                        );
+                    }
                 },
                 _ = cancel.cancelled() => return,
             }

@@ -4,6 +4,7 @@
 //! servers, OVS, the API server), so that a dependency that is restarting is waited for
 //! instead of ending the process; only configuration errors end it.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,37 +198,63 @@ where
     }
 }
 
-/// Per-key retries: a failed key becomes due again after its (jittered) backoff.
+/// Per-key retries: a failed key becomes due again after its (jittered) backoff; a success
+/// (or the key's deletion) forgets it, so its next failure starts from the base delay.
 #[derive(Debug, Clone)]
-pub struct Retries {
-    pending: BTreeMap<String, (Instant, u32)>,
+pub struct Retries<K = String> {
+    pending: BTreeMap<K, (Instant, u32)>,
     policy: Policy,
 }
 
-impl Retries {
+/// Per-object retries of the controllers (a pod's port, a service's VIPs, a policy): 250 ms
+/// doubling to 10 s.
+pub const PER_OBJECT: Policy = Policy::new(Duration::from_millis(250), Duration::from_secs(10));
+
+impl<K: Ord + Clone> Retries<K> {
     pub fn new(base: Duration, max: Duration) -> Self {
+        Self::with_policy(Policy::new(base, max))
+    }
+
+    pub fn with_policy(policy: Policy) -> Self {
         Retries {
             pending: BTreeMap::new(),
-            policy: Policy::new(base, max),
+            policy,
         }
     }
 
     /// Record a failure; returns the attempt number and the delay before the next try.
-    pub fn failed(&mut self, key: &str) -> (u32, Duration) {
-        let attempts = self.pending.get(key).map(|(_, a)| a + 1).unwrap_or(1);
+    pub fn failed<Q>(&mut self, key: &Q) -> (u32, Duration)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ToOwned<Owned = K> + ?Sized,
+    {
+        let attempts = self.attempts(key) + 1;
         let delay = self.policy.delay(attempts);
         self.pending
-            .insert(key.to_string(), (Instant::now() + delay, attempts));
+            .insert(key.to_owned(), (Instant::now() + delay, attempts));
         (attempts, delay)
     }
 
+    /// Failed attempts of `key` since its last success (0: none pending).
+    pub fn attempts<Q>(&self, key: &Q) -> u32
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.pending.get(key).map(|(_, a)| *a).unwrap_or(0)
+    }
+
     /// Success or deletion: nothing left to retry.
-    pub fn forget(&mut self, key: &str) {
+    pub fn forget<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         self.pending.remove(key);
     }
 
     /// Keys whose retry time has come.
-    pub fn due(&self, now: Instant) -> Vec<String> {
+    pub fn due(&self, now: Instant) -> Vec<K> {
         self.pending
             .iter()
             .filter(|(_, (at, _))| *at <= now)
@@ -236,13 +263,98 @@ impl Retries {
     }
 
     /// Whether `key` may run now (not waiting for a later retry).
-    pub fn ready(&self, key: &str, now: Instant) -> bool {
+    pub fn ready<Q>(&self, key: &Q, now: Instant) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
         self.pending.get(key).is_none_or(|(at, _)| *at <= now)
+    }
+
+    /// When `key` is due again, if it is waiting for a retry.
+    pub fn retry_at<Q>(&self, key: &Q) -> Option<Instant>
+    where
+        K: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.pending.get(key).map(|(at, _)| *at)
     }
 
     /// The earliest pending retry.
     pub fn next_at(&self) -> Option<Instant> {
         self.pending.values().map(|(at, _)| *at).min()
+    }
+}
+
+/// A dependency many objects share (the NB for every pod, service and policy): while it is
+/// down each object's retry fails, and logging each of them would flood the log with one
+/// line per object per attempt. An `Outage` logs the change of state instead: WARN once when
+/// objects start failing (how many, and why), INFO once when they succeed again; the
+/// per-object failures in between are the caller's DEBUG lines.
+#[derive(Debug)]
+pub struct Outage {
+    what: String,
+    down: Option<Down>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Down {
+    since: Instant,
+    failures: u64,
+}
+
+/// What a failure reported to an [`Outage`] means for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Noted {
+    /// The first failure since things worked: logged at WARN.
+    Started,
+    /// The dependency is still down: log the object at DEBUG only.
+    Ongoing,
+}
+
+impl Outage {
+    pub fn new(what: impl Into<String>) -> Self {
+        Outage {
+            what: what.into(),
+            down: None,
+        }
+    }
+
+    /// `objects` objects failed together with `error`.
+    pub fn failed(&mut self, objects: usize, error: &str) -> Noted {
+        let objects = objects as u64;
+        match &mut self.down {
+            Some(d) => {
+                d.failures = d.failures.saturating_add(objects);
+                Noted::Ongoing
+            }
+            None => {
+                self.down = Some(Down {
+                    since: Instant::now(),
+                    failures: objects,
+                });
+                tracing::warn!(
+                    what = %self.what, objects, %error,
+                    "failing; retrying each with backoff (per-object lines at debug level, \
+                     logged again once it works)"
+                );
+                Noted::Started
+            }
+        }
+    }
+
+    /// Something worked again: logs the recovery once.
+    pub fn succeeded(&mut self) {
+        if let Some(d) = self.down.take() {
+            tracing::info!(
+                what = %self.what, failed_attempts = d.failures, down_for = ?d.since.elapsed(),
+                "working again"
+            );
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.is_some()
     }
 }
 
@@ -304,16 +416,68 @@ mod tests {
     #[test]
     fn retries_per_key_back_off_and_forget() {
         let mut r = Retries::new(ms(100), Duration::from_secs(1));
-        let delays: Vec<_> = (0..6).map(|_| r.failed("a").1).collect();
+        let a = "a".to_string();
+        let delays: Vec<_> = (0..6).map(|_| r.failed(&a).1).collect();
         for (d, cap) in delays.iter().zip([100, 200, 400, 800, 1000, 1000]) {
             assert!(*d >= ms(cap / 2) && *d <= ms(cap), "{d:?} vs {cap}");
         }
         assert!(r.due(Instant::now()).is_empty());
         assert_eq!(r.due(Instant::now() + Duration::from_secs(2)), ["a"]);
-        assert!(!r.ready("a", Instant::now()));
-        r.forget("a");
-        assert!(r.ready("a", Instant::now()));
+        assert!(!r.ready(&a, Instant::now()));
+        assert_eq!(r.attempts(&a), 6);
+        r.forget(&a);
+        assert!(r.ready(&a, Instant::now()));
         assert!(r.next_at().is_none());
+        // After the reset the next failure starts from the base delay again.
+        let (attempt, d) = r.failed(&a);
+        assert_eq!(attempt, 1);
+        assert!(d >= ms(50) && d <= ms(100), "{d:?}");
+    }
+
+    #[test]
+    fn retries_keep_each_key_apart() {
+        // Any ordered key (e.g. a policy unit), not only strings.
+        let mut r: Retries<(u8, &str)> = Retries::with_policy(PER_OBJECT);
+        for _ in 0..5 {
+            r.failed(&(1, "bad"));
+        }
+        let (attempt, d) = r.failed(&(2, "other"));
+        assert_eq!((attempt, r.attempts(&(1, "bad"))), (1, 5));
+        assert!(d >= ms(125) && d <= ms(250), "{d:?}");
+        let at = r.retry_at(&(2, "other")).unwrap();
+        assert_eq!(r.next_at(), Some(at));
+        r.forget(&(1, "bad"));
+        assert_eq!(r.attempts(&(1, "bad")), 0);
+        assert_eq!(r.attempts(&(2, "other")), 1);
+    }
+
+    #[test]
+    fn jitter_bounds_hold_for_every_attempt_of_the_shared_policies() {
+        for p in [DEPENDENCY, PER_OBJECT] {
+            for attempt in 1..=12 {
+                let cap = p.ceiling(attempt);
+                for _ in 0..50 {
+                    let d = p.delay(attempt);
+                    assert!(d >= cap / 2 && d <= cap, "{p:?} #{attempt}: {d:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_outage_is_reported_once_until_it_ends() {
+        let mut o = Outage::new("NB");
+        assert!(!o.is_down());
+        assert_eq!(o.failed(30, "connection refused"), Noted::Started);
+        for n in [30, 1, 30] {
+            assert_eq!(o.failed(n, "connection refused"), Noted::Ongoing);
+        }
+        assert_eq!(o.failed(2, "another error"), Noted::Ongoing);
+        assert!(o.is_down());
+        o.succeeded();
+        assert!(!o.is_down());
+        o.succeeded();
+        assert_eq!(o.failed(1, "refused"), Noted::Started);
     }
 
     const FAST: Policy = Policy::new(Duration::from_millis(1), Duration::from_millis(4));

@@ -25,7 +25,7 @@ use kube::runtime::watcher;
 use crate::kube::{Change, informer, key};
 use crate::ovn::{Nb, NbTxn, Query, names};
 use crate::util::cancel::CancelToken;
-use crate::util::retry::Retries;
+use crate::util::retry::{self, Outage, Retries, Retrying};
 use endpoints::{EpSet, Source};
 use vips::{Flavor, Gateway, LbTargets, LbWant, Proto, VipMap};
 
@@ -172,7 +172,10 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
 /// (404) selects core/v1 Endpoints; any other failure is retried, so a briefly unreachable API
 /// server does not pin the controller to the deprecated API.
 pub async fn discover_source(client: &kube::Client, cancel: &mut CancelToken) -> Option<Source> {
-    let mut backoff = Retries::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut r = Retrying::new(
+        "asking the API server whether it serves discovery.k8s.io/v1",
+        retry::DEPENDENCY,
+    );
     loop {
         match client.list_api_group_resources("discovery.k8s.io/v1").await {
             Ok(list) => {
@@ -183,12 +186,8 @@ pub async fn discover_source(client: &kube::Client, cancel: &mut CancelToken) ->
                 return Some(endpoints::choose_source(None));
             }
             Err(e) => {
-                let (attempt, delay) = backoff.failed("discovery");
-                tracing::warn!(error = %e, attempt, retry_in = ?delay, "asking the API server whether it serves discovery.k8s.io/v1 failed; will retry");
-                tokio::select! {
-                    _ = cancel.cancelled() => return None,
-                    _ = tokio::time::sleep(delay) => {}
-                }
+                // Only a cancel ends the retry (an API error is never a configuration error).
+                r.failed(anyhow::Error::new(e), cancel).await.ok()?;
             }
         }
     }
@@ -212,6 +211,8 @@ pub struct ServiceController {
     vip_owner: HashMap<(String, String), String>,
     warned: HashMap<String, Vec<String>>,
     retry: Retries,
+    /// The NB as every service sees it: an outage is logged once, not per service and attempt.
+    outage: Outage,
     /// Reported once the initial service/endpoints lists have been programmed.
     ready_signal: Option<crate::util::ready::Pending>,
     /// Networks Service-supplied addresses must stay out of.
@@ -235,6 +236,7 @@ impl ServiceController {
             vip_owner: HashMap::new(),
             warned: HashMap::new(),
             retry: Retries::new(Duration::from_millis(500), Duration::from_secs(30)),
+            outage: Outage::new("service load balancers in the NB database"),
             ready_signal: None,
             reserved: validate::Reserved::default(),
             events: None,
@@ -435,9 +437,11 @@ impl ServiceController {
         if !missing.is_empty()
             && let Err(e) = self.create_lbs(&missing).await
         {
+            let e = format!("{e:#}");
+            self.outage.failed(keys.len(), &e);
             for k in keys {
                 let (attempt, delay) = self.retry.failed(k);
-                tracing::warn!(service = %k, attempt, retry_in = ?delay, error = %format!("{e:#}"), "preparing load balancers failed; will retry");
+                tracing::debug!(service = %k, attempt, retry_in = ?delay, error = %e, "preparing load balancers failed; will retry");
             }
             return;
         }
@@ -475,12 +479,15 @@ impl ServiceController {
             if let Err(e) = self.nb.transact(&txn).await {
                 // Nothing was applied: forget the bookkeeping of this batch and retry each.
                 (self.owned, self.vip_owner) = saved;
+                let e = format!("{e:#}");
+                self.outage.failed(changed.len(), &e);
                 for (k, _) in &changed {
                     let (attempt, delay) = self.retry.failed(k);
-                    tracing::warn!(service = %k, attempt, retry_in = ?delay, error = %format!("{e:#}"), "programming load balancer VIPs failed; will retry");
+                    tracing::debug!(service = %k, attempt, retry_in = ?delay, error = %e, "programming load balancer VIPs failed; will retry");
                 }
                 return;
             }
+            self.outage.succeeded();
             for (k, n) in &changed {
                 tracing::info!(service = %k, vips = n, "load balancer VIPs programmed");
             }
@@ -567,10 +574,14 @@ impl ServiceController {
         let st = match read_targets(self.nb.as_ref(), false).await {
             Ok(st) => st,
             Err(e) => {
-                tracing::debug!(error = %format!("{e:#}"), "rescanning load balancers failed");
+                let e = format!("{e:#}");
+                self.outage.failed(1, &e);
+                tracing::debug!(error = %e, "rescanning load balancers failed");
                 return;
             }
         };
+        // The NB answers again (a VIP that still fails re-reports itself).
+        self.outage.succeeded();
         self.switches = st.switches;
         let mut attach = vips::attach_ops(&st.targets, &self.switches);
         attach.extend(
@@ -587,7 +598,9 @@ impl ServiceController {
                     "service load balancers attached to node switches / orphans removed"
                 ),
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "attaching service load balancers to node switches failed; will retry")
+                    let e = format!("{e:#}");
+                    self.outage.failed(1, &e);
+                    tracing::debug!(error = %e, "attaching service load balancers to node switches failed; will retry")
                 }
             }
         }
@@ -676,9 +689,12 @@ impl ServiceController {
             };
             if !ready && svc_synced && eps_synced {
                 if let Err(e) = self.initial_sync().await {
-                    tracing::warn!(error = %format!("{e:#}"), "initial service sync failed; retrying");
+                    let e = format!("{e:#}");
+                    self.outage.failed(self.services.len(), &e);
+                    tracing::debug!(error = %e, "initial service sync failed; retrying");
                     continue;
                 }
+                self.outage.succeeded();
                 ready = true;
                 if let Some(p) = self.ready_signal.take() {
                     p.done();

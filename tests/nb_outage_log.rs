@@ -1,0 +1,193 @@
+//! An NB outage as the operator's log shows it: the master (node sync, pods, services and
+//! network policy controllers) keeps a few dozen objects per controller waiting while the NB
+//! ovsdb-server is down for ~10 s, and says so once per controller when it goes away (WARN,
+//! with how many objects are affected) and once when it is back (INFO), not once per object
+//! and attempt. Everything created during the outage is served afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Env, eventually};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(120);
+const OUTAGE: Duration = Duration::from_secs(10);
+/// Objects per kind per phase (before the outage, during it).
+const N: usize = 12;
+
+/// The master's flags with the NB/SB as unix sockets (a stock central).
+fn master_args(env: &Env) -> Vec<String> {
+    env.master_args("10.8.0.0/16")
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("-nb-address=") {
+                format!("-nb-address={}", env.central.nb_db())
+            } else if a.starts_with("-sb-address=") {
+                format!("-sb-address={}", env.central.sb_db())
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).unwrap()
+}
+
+/// Pod `p<i>`, service `s<i>` (ClusterIP 10.96.1.<10+i>, one endpoint) and policy `np<i>`
+/// (ingress isolation of `p<i>`), for each `i` in `ids`.
+async fn create_objects(env: &Env, ids: std::ops::Range<usize>) {
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(env.client.clone(), "default");
+    let pols: Api<NetworkPolicy> = Api::namespaced(env.client.clone(), "default");
+    let pp = PostParams::default();
+    for i in ids {
+        let p = from(json!({
+            "metadata": {"name": format!("p{i}"), "labels": {"app": format!("p{i}")}},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}
+        }));
+        pods.create(&pp, &p).await.unwrap();
+        let s = from(json!({
+            "metadata": {"name": format!("s{i}")},
+            "spec": {"clusterIP": format!("10.96.1.{}", 10 + i),
+                     "ports": [{"port": 80, "protocol": "TCP", "targetPort": 8080}]}
+        }));
+        svcs.create(&pp, &s).await.unwrap();
+        let es = from(json!({
+            "metadata": {"name": format!("s{i}-x"),
+                         "labels": {"kubernetes.io/service-name": format!("s{i}")}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [format!("10.8.200.{}", 10 + i)],
+                           "conditions": {"ready": true}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}]
+        }));
+        slices.create(&pp, &es).await.unwrap();
+        let np = from(json!({
+            "metadata": {"name": format!("np{i}")},
+            "spec": {"podSelector": {"matchLabels": {"app": format!("p{i}")}},
+                     "policyTypes": ["Ingress"]}
+        }));
+        pols.create(&pp, &np).await.unwrap();
+    }
+}
+
+/// Waits until objects `0..n` are all served: annotated pods, VIPs, policy port groups.
+async fn wait_served(env: &Env, n: usize) {
+    eventually("pods annotated", WAIT, || async {
+        let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+        let items = api.list(&ListParams::default()).await.ok()?.items;
+        let done = items
+            .iter()
+            .filter(|p| {
+                p.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key("ovn"))
+            })
+            .count();
+        (done >= n).then_some(())
+    })
+    .await;
+    eventually("service VIPs", WAIT, || async {
+        let vips = env
+            .central
+            .nbctl(&[
+                "--bare",
+                "--columns=vips",
+                "find",
+                "Load_Balancer",
+                "external_ids:k8s-cluster-lb-tcp=yes",
+            ])
+            .ok()?;
+        (0..n)
+            .all(|i| vips.contains(&format!("10.96.1.{}:80", 10 + i)))
+            .then_some(())
+    })
+    .await;
+    eventually("policy port groups", WAIT, || async {
+        let out = env
+            .central
+            .nbctl(&["--bare", "--columns=external_ids", "list", "Port_Group"])
+            .ok()?;
+        (0..n)
+            .all(|i| out.contains(&format!("policy=np{i}")))
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nb_outage_is_logged_once_per_controller_not_per_object() {
+    let mut env = Env::start("nb-outage-log").await;
+    let mut master = env.spawn("master", &master_args(&env));
+    master.wait_log("cluster topology ready", WAIT);
+    env.create_nodes(&["n1"]).await;
+    for phase in [
+        "initial pod sync done",
+        "initial service sync done",
+        "initial policy sync done",
+    ] {
+        master.wait_log(phase, WAIT);
+    }
+    create_objects(&env, 0..N).await;
+    wait_served(&env, N).await;
+
+    let before = master.log_text().len();
+    env.central.stop_nb();
+    // Work for every controller while the NB is down.
+    create_objects(&env, N..2 * N).await;
+    tokio::time::sleep(OUTAGE).await;
+    env.central.start_nb().unwrap();
+    wait_served(&env, 2 * N).await;
+    // Let the last retries report the recovery.
+    eventually("recovery logged", WAIT, || async {
+        master.log_text()[before..]
+            .contains("working again")
+            .then_some(())
+    })
+    .await;
+
+    let log = master.log_text();
+    let during = &log[before..];
+    let warns: Vec<&str> = during.lines().filter(|l| l.contains("WARN")).collect();
+    eprintln!(
+        "{} WARN lines over a {OUTAGE:?} NB outage with {} pods, services and policies:\n{}",
+        warns.len(),
+        2 * N,
+        warns.join("\n")
+    );
+    assert!(
+        (1..=10).contains(&warns.len()),
+        "{} WARN lines:\n{during}",
+        warns.len()
+    );
+    // The outage was reported with the number of objects it holds up, and its end at INFO.
+    assert!(
+        warns
+            .iter()
+            .any(|l| l.contains("failing; retrying each with backoff") && l.contains("objects=")),
+        "{during}"
+    );
+    assert!(
+        during
+            .lines()
+            .any(|l| l.contains("INFO") && l.contains("working again")),
+        "{during}"
+    );
+    // Per-object lines are still there for debugging, at DEBUG.
+    assert!(
+        during
+            .lines()
+            .any(|l| l.contains("DEBUG") && l.contains("will retry")),
+        "{during}"
+    );
+    assert_eq!(master.terminate().code(), Some(0));
+}
