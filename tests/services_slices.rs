@@ -679,8 +679,23 @@ async fn a_later_nodeport_with_client_ip_affinity_pins_an_outside_client() {
     });
     svcs.create(&PostParams::default(), &sticky).await.unwrap();
     put_slice(env, slice("sticky", "sticky-a", "IPv4", &b.both())).await;
-    for gw in ["172.31.0.1", "172.31.0.2"] {
-        wait_backends(env, &format!("{gw}:30083"), Some(&backends)).await;
+    // Polled here (not `wait_backends`) so that a stall shows the master's own account.
+    let deadline = std::time::Instant::now() + WAIT;
+    while ["172.31.0.1", "172.31.0.2"]
+        .iter()
+        .any(|gw| vips(env).get(&format!("{gw}:30083")).map(|(b, _)| b) != Some(&backends))
+    {
+        if std::time::Instant::now() > deadline {
+            let log = b._master.log_text();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains(" DEBUG ")).collect();
+            panic!(
+                "the affinity NodePort was not programmed within {WAIT:?}; NB: {:?}\nmaster \
+                 (INFO and above):\n{}",
+                vips(env),
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let v = vips(env);
     assert_eq!(v["172.31.0.1:30083"].1, "GR_n1-tcp-affinity-600");
