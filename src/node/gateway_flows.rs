@@ -89,7 +89,7 @@ impl ServiceFlow {
         m
     }
 
-    /// The flow (§7.6 for NodePorts): new connections matching it go to OVN.
+    /// The flow: new connections matching it go to OVN.
     pub fn flow(&self, phys: i64, patch: i64) -> String {
         format!(
             "cookie={COOKIE_NODEPORT:#x},priority=100,{},actions=output:{patch}",
