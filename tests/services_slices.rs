@@ -446,11 +446,36 @@ fn outside_tries(out: &ovn_testbed::Outside, ip: &str, port: i32, n: usize) -> V
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_client_ip() {
-    use gwbed::{GATEWAY_FLAGS, NodeProc, OUTSIDE, sh, spawn_node, wait_init};
+/// Two gateway nodes n1 (172.31.0.1) and n2 (172.31.0.2) on one outside network, the real
+/// node processes with the gateway flags, server pods s1 (n1) and s2 (n2) answering with
+/// `<name> <peer address>`, and a client namespace outside the cluster.
+/// Fields drop in order: node processes before their namespaces, the central last.
+struct GwBed {
+    servers: Vec<std::process::Child>,
+    _nodes: Vec<gwbed::NodeProc>,
+    _pods: Vec<TestPod>,
+    n1: nodebed::NodeSide,
+    n2: nodebed::NodeSide,
+    out: ovn_testbed::Outside,
+    ip1: String,
+    ip2: String,
+    _master: common::Daemon,
+    env: Env,
+}
+
+impl Drop for GwBed {
+    fn drop(&mut self) {
+        for c in &mut self.servers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+async fn gw_bed(name: &str) -> GwBed {
+    use gwbed::{GATEWAY_FLAGS, NodeProc, OUTSIDE, spawn_node, wait_init};
     use nodebed::{CLUSTER_SUBNET, NodeSide, node_subnet};
-    let env = env_slices_only("etplocal").await;
+    let env = env_slices_only(name).await;
     let mut master = env.spawn("master", &master_args(&env, CLUSTER_SUBNET));
     master.wait_log("initial service sync done", WAIT);
     env.create_nodes(["n1", "n2"]).await;
@@ -470,12 +495,74 @@ async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_clien
     let sub2 = node_subnet(&env, "n2").await;
     let (p1, ip1) = pod(&env, &n1.chassis, "n1", &sub1, "s1", 10);
     let (p2, ip2) = pod(&env, &n2.chassis, "n2", &sub2, "s2", 10);
-    let mut servers = vec![
+    let servers = vec![
         p1.spawn(&["python3", "-c", &named_peer_server("s1")])
             .unwrap(),
         p2.spawn(&["python3", "-c", &named_peer_server("s2")])
             .unwrap(),
     ];
+    GwBed {
+        env,
+        _master: master,
+        out,
+        n1,
+        n2,
+        ip1,
+        ip2,
+        _pods: vec![p1, p2],
+        servers,
+        _nodes: vec![d1, d2],
+    }
+}
+
+impl GwBed {
+    /// Both servers, ready, on their nodes.
+    fn both(&self) -> [Cond<'_>; 2] {
+        [
+            (self.ip1.as_str(), "n1", true, true, false),
+            (self.ip2.as_str(), "n2", true, true, false),
+        ]
+    }
+
+    /// Waits until bridge breth1 of `ns` sends `needle` (a flow match) into OVN.
+    async fn wait_flow(&self, ns: &nodebed::NodeSide, needle: &str) {
+        eventually(
+            &format!("{needle} flow on breth1 of {}", ns.name),
+            WAIT,
+            || async {
+                let f = gwbed::sh(&ns.chassis, &["ovs-ofctl", "dump-flows", "breth1"]);
+                f.contains(needle).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// The servers that answered `n` connections to `ip:port` from outside, with the address
+    /// each saw (polls first until one connection succeeds).
+    fn outside_seen(&self, ip: &str, port: i32, n: usize) -> Vec<String> {
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        while got.len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "outside -> {ip}:{port}: only {got:?}"
+            );
+            got.extend(
+                blocking(|| outside_tries(&self.out, ip, port, n - got.len()))
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        got
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_client_ip() {
+    use gwbed::OUTSIDE;
+    let b = gw_bed("etplocal").await;
+    let (env, out) = (&b.env, &b.out);
+    let (ip1, ip2) = (b.ip1.clone(), b.ip2.clone());
     let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
     svcs.create(
         &PostParams::default(),
@@ -489,23 +576,19 @@ async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_clien
     )
     .await
     .unwrap();
-    let both = [
-        (ip1.as_str(), "n1", true, true, false),
-        (ip2.as_str(), "n2", true, true, false),
-    ];
-    put_slice(&env, slice("local", "local-a", "IPv4", &both)).await;
-    put_slice(&env, slice("cluster", "cluster-a", "IPv4", &both)).await;
+    put_slice(env, slice("local", "local-a", "IPv4", &b.both())).await;
+    put_slice(env, slice("cluster", "cluster-a", "IPv4", &b.both())).await;
 
     // NB: each gateway's no-SNAT load balancer holds its own node's endpoint only.
-    wait_backends(&env, "172.31.0.1:30081", Some(&format!("{ip1}:8080"))).await;
-    wait_backends(&env, "172.31.0.2:30081", Some(&format!("{ip2}:8080"))).await;
+    wait_backends(env, "172.31.0.1:30081", Some(&format!("{ip1}:8080"))).await;
+    wait_backends(env, "172.31.0.2:30081", Some(&format!("{ip2}:8080"))).await;
     wait_backends(
-        &env,
+        env,
         "172.31.0.1:30082",
         Some(&format!("{ip1}:8080,{ip2}:8080")),
     )
     .await;
-    let v = vips(&env);
+    let v = vips(env);
     assert_eq!(v["172.31.0.1:30081"].1, "GR_n1-tcp-local");
     assert_eq!(v["172.31.0.1:30082"].1, "GR_n1-tcp");
     let skip = env
@@ -518,14 +601,10 @@ async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_clien
         ])
         .unwrap();
     assert_eq!(skip.trim().trim_matches('"'), "true");
-    for (ns, port) in [(&n1, 30081), (&n1, 30082), (&n2, 30081)] {
-        eventually("the NodePort flows on breth1", WAIT, || async {
-            let f = sh(&ns.chassis, &["ovs-ofctl", "dump-flows", "breth1"]);
-            f.contains(&format!("tp_dst={port}")).then_some(())
-        })
-        .await;
+    for (ns, port) in [(&b.n1, 30081), (&b.n1, 30082), (&b.n2, 30081)] {
+        b.wait_flow(ns, &format!("tp_dst={port}")).await;
     }
-    hv_sync(&env);
+    hv_sync(env);
 
     // Packets: through n1 only s1 answers and sees the outside client's own address; through
     // n2 only s2. The Cluster-policy NodePort on n1 reaches both, SNATed (not the client's IP).
@@ -535,7 +614,7 @@ async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_clien
         out.exec(&["python3", "-c", &client("172.31.0.1", 30081)])
             .unwrap()
     });
-    let got = blocking(|| outside_answers(&out, "172.31.0.1", 30081, 10));
+    let got = blocking(|| outside_answers(out, "172.31.0.1", 30081, 10));
     assert_eq!(got, vec![want1.clone(); 10]);
     let want2 = format!("s2 {client_ip}");
     until_prints("outside -> n2:30081", &want2, &String::new, || {
@@ -551,7 +630,7 @@ async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_clien
             std::time::Instant::now() < deadline,
             "Cluster policy reached only {seen:?}"
         );
-        for a in blocking(|| outside_tries(&out, "172.31.0.1", 30082, 5)) {
+        for a in blocking(|| outside_tries(out, "172.31.0.1", 30082, 5)) {
             let Some(a) = a else { continue };
             assert!(
                 !a.ends_with(&format!(" {client_ip}")),
@@ -560,11 +639,179 @@ async fn external_traffic_policy_local_serves_node_endpoints_and_keeps_the_clien
             seen.insert(a.split(' ').next().unwrap_or_default().to_string());
         }
     }
-    for c in &mut servers {
-        let _ = c.kill();
-        let _ = c.wait();
+}
+
+/// A NodePort service with ClientIP affinity added after others are programmed on two
+/// gateways: it is programmed (this once stalled the service controller), and 20 connections
+/// from one outside client through it reach one backend, while the NodePort without affinity
+/// reaches both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_nodeport_with_client_ip_affinity_pins_an_outside_client() {
+    let b = gw_bed("npaffinity").await;
+    let env = &b.env;
+    let backends = format!("{}:8080,{}:8080", b.ip1, b.ip2);
+    let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    for (name, port, local) in [("local", 30081, true), ("cluster", 30082, false)] {
+        svcs.create(&PostParams::default(), &nodeport_service(name, port, local))
+            .await
+            .unwrap();
+        put_slice(env, slice(name, &format!("{name}-a"), "IPv4", &b.both())).await;
     }
-    drop(master);
+    wait_backends(env, "172.31.0.1:30082", Some(&backends)).await;
+    wait_backends(env, "172.31.0.2:30081", Some(&format!("{}:8080", b.ip2))).await;
+    b.wait_flow(&b.n1, "tp_dst=30082").await;
+    hv_sync(env);
+    let served = |got: &[String]| -> std::collections::BTreeSet<String> {
+        got.iter()
+            .map(|a| a.split(' ').next().unwrap_or_default().to_string())
+            .collect()
+    };
+    let got = b.outside_seen("172.31.0.1", 30082, 20);
+    assert_eq!(served(&got).len(), 2, "round robin reaches both: {got:?}");
+
+    let mut sticky = nodeport_service("sticky", 30083, false);
+    let spec = sticky.spec.as_mut().unwrap();
+    spec.session_affinity = Some("ClientIP".into());
+    spec.session_affinity_config = Some(SessionAffinityConfig {
+        client_ip: Some(ClientIPConfig {
+            timeout_seconds: Some(600),
+        }),
+    });
+    svcs.create(&PostParams::default(), &sticky).await.unwrap();
+    put_slice(env, slice("sticky", "sticky-a", "IPv4", &b.both())).await;
+    // Polled here (not `wait_backends`) so that a stall shows the master's own account.
+    let deadline = std::time::Instant::now() + WAIT;
+    while ["172.31.0.1", "172.31.0.2"]
+        .iter()
+        .any(|gw| vips(env).get(&format!("{gw}:30083")).map(|(b, _)| b) != Some(&backends))
+    {
+        if std::time::Instant::now() > deadline {
+            let log = b._master.log_text();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains(" DEBUG ")).collect();
+            panic!(
+                "the affinity NodePort was not programmed within {WAIT:?}; NB: {:?}\nmaster \
+                 (INFO and above):\n{}",
+                vips(env),
+                tail[tail.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let v = vips(env);
+    assert_eq!(v["172.31.0.1:30083"].1, "GR_n1-tcp-affinity-600");
+    assert_eq!(v["172.31.0.2:30083"].1, "GR_n2-tcp-affinity-600");
+    b.wait_flow(&b.n1, "tp_dst=30083").await;
+    hv_sync(env);
+
+    let got = b.outside_seen("172.31.0.1", 30083, 20);
+    assert_eq!(served(&got).len(), 1, "affinity keeps one backend: {got:?}");
+}
+
+/// Routes the outside client's traffic for `ip` through gateway `via` (as an upstream router
+/// announcing a LoadBalancer IP would).
+fn route_via(out: &ovn_testbed::Outside, ip: &str, via: &str) {
+    let o = out
+        .exec(&["ip", "route", "replace", &format!("{ip}/32"), "via", via])
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+}
+
+/// LoadBalancer ingress IPs and externalIPs reach the service from outside through a gateway
+/// node's NIC; with externalTrafficPolicy Local only the node's own endpoint answers and sees
+/// the client's address; a refused address gets no bridge flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_and_external_ips_are_reachable_from_outside() {
+    use gwbed::OUTSIDE;
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    use kube::api::{Patch, PatchParams};
+    let b = gw_bed("lbips").await;
+    let env = &b.env;
+    let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
+    let (lb_ip, ext_ip, refused) = ("192.0.2.50", "198.51.100.20", "10.128.200.9");
+    let mut lb = nodeport_service("lb", 30085, true);
+    lb.spec.as_mut().unwrap().type_ = Some("LoadBalancer".into());
+    svcs.create(&PostParams::default(), &lb).await.unwrap();
+    let status = ServiceStatus {
+        load_balancer: Some(LoadBalancerStatus {
+            ingress: Some(vec![LoadBalancerIngress {
+                ip: Some(lb_ip.into()),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    };
+    svcs.patch_status(
+        "lb",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+    let mut ext = service("ext", None);
+    ext.spec.as_mut().unwrap().external_ips = Some(vec![ext_ip.into(), refused.into()]);
+    svcs.create(&PostParams::default(), &ext).await.unwrap();
+    put_slice(env, slice("lb", "lb-a", "IPv4", &b.both())).await;
+    put_slice(env, slice("ext", "ext-a", "IPv4", &b.both())).await;
+
+    // NB: the LoadBalancer IP on each gateway's no-SNAT load balancer with its own endpoint.
+    let on = |lb_name: &str, vip: &str| {
+        env.nb_table("Load_Balancer")
+            .iter()
+            .find(|r| r.str("name") == lb_name)
+            .and_then(|r| r.map("vips").get(vip).cloned())
+    };
+    eventually("the LoadBalancer IP on both gateways", WAIT, || async {
+        let vip = format!("{lb_ip}:80");
+        (on("GR_n1-tcp-local", &vip) == Some(format!("{}:8080", b.ip1))
+            && on("GR_n2-tcp-local", &vip) == Some(format!("{}:8080", b.ip2)))
+        .then_some(())
+    })
+    .await;
+    eventually("the externalIP on both gateways", WAIT, || async {
+        (on("GR_n1-tcp", &format!("{ext_ip}:80")).is_some()
+            && on("GR_n2-tcp", &format!("{ext_ip}:80")).is_some())
+        .then_some(())
+    })
+    .await;
+    for ns in [&b.n1, &b.n2] {
+        b.wait_flow(ns, &format!("nw_dst={lb_ip},tp_dst=80")).await;
+        b.wait_flow(ns, &format!("nw_dst={ext_ip},tp_dst=80")).await;
+        let f = gwbed::sh(&ns.chassis, &["ovs-ofctl", "dump-flows", "breth1"]);
+        assert!(!f.contains(refused), "a refused externalIP got a flow: {f}");
+    }
+    hv_sync(env);
+
+    // Packets: the LoadBalancer IP through n1 reaches s1 only, through n2 s2 only, both with
+    // the client's own address.
+    let client_ip = OUTSIDE.split('/').next().unwrap();
+    for (via, server) in [("172.31.0.1", "s1"), ("172.31.0.2", "s2")] {
+        route_via(&b.out, lb_ip, via);
+        let want = format!("{server} {client_ip}");
+        until_prints(
+            &format!("outside -> {lb_ip} via {via}"),
+            &want,
+            &String::new,
+            || b.out.exec(&["python3", "-c", &client(lb_ip, 80)]).unwrap(),
+        );
+        let got = b.outside_seen(lb_ip, 80, 10);
+        assert_eq!(got, vec![want; 10], "via {via}");
+    }
+    // The externalIP (Cluster policy) reaches both endpoints through n1.
+    route_via(&b.out, ext_ip, "172.31.0.1");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while seen.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "externalIP reached only {seen:?}"
+        );
+        for a in blocking(|| outside_tries(&b.out, ext_ip, 80, 5))
+            .into_iter()
+            .flatten()
+        {
+            seen.insert(a.split(' ').next().unwrap_or_default().to_string());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,6 +124,7 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
         nic: up.nic.clone(),
         patch: patch_port(&port),
         zone: cfg.conntrack_zone,
+        reserved: crate::controller::services::validate::Reserved::from_config(cfg),
     };
     flows.wait_ofports(PATCH_TIMEOUT).await?;
     flows.ensure_base().await?;

@@ -2,21 +2,26 @@
 //!
 //! In shared mode the host and the gateway router share the NIC's IP and MAC. The bridge
 //! sorts arriving traffic: replies to connections the gateway router made (SNATed pod
-//! traffic, committed to conntrack on the way out) and NodePort traffic go to the patch port
-//! into OVN; everything else goes to the host. ARP goes to both (they answer alike). Our flows
+//! traffic, committed to conntrack on the way out), NodePort traffic and traffic to a
+//! Service's externalIPs / LoadBalancer ingress IPs (their ports only) go to the patch port
+//! into OVN, whose gateway router load balancers hold those VIPs; everything else goes to the
+//! host. ARP goes to both (they answer alike). Our flows
 //! carry cookies, so they are found, checked and re-added (e.g. after vswitchd restarted)
 //! without touching anyone else's.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 use kube::Api;
 use kube::runtime::watcher;
 
+use crate::controller::services::validate::{self, Reserved};
+use crate::controller::services::vips;
 use crate::exec::{Cmd, Exec};
 use crate::kube::{Change, informer, key};
 use crate::ovn::{ColVal, Query, Val, Vs, Vsctl};
@@ -24,7 +29,7 @@ use crate::util::cancel::CancelToken;
 
 /// Cookie of the conntrack/ARP flows.
 pub const COOKIE_BASE: u64 = 0x4f4b_4757_0001;
-/// Cookie of the per-NodePort flows.
+/// Cookie of the per-service flows (NodePorts, externalIPs, LoadBalancer ingress IPs).
 pub const COOKIE_NODEPORT: u64 = 0x4f4b_4757_0002;
 const OFCTL_TIMEOUT: Duration = Duration::from_secs(10);
 const RESYNC: Duration = Duration::from_secs(10);
@@ -48,15 +53,58 @@ pub fn base_flows(phys: i64, patch: i64, zone: u32) -> Vec<String> {
     ]
 }
 
-/// One flow per NodePort (§7.6): new connections to `<node IP>:<nodePort>` go to OVN.
-pub fn nodeport_flow(phys: i64, patch: i64, proto: &str, port: u16) -> String {
-    format!(
-        "cookie={COOKIE_NODEPORT:#x},priority=100,in_port={phys},{proto},tp_dst={port},actions=output:{patch}"
-    )
+/// Traffic a service asks the bridge to send into OVN: `<any node address>:<nodePort>`
+/// (`ip` is `None`) or `<externalIP / LoadBalancer ingress IP>:<port>`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceFlow {
+    pub proto: String,
+    pub ip: Option<Ipv4Addr>,
+    pub port: u16,
 }
 
-/// `(proto, port)` of the NodePort flows in `ovs-ofctl dump-flows` output.
-pub fn parse_nodeport_flows(dump: &str) -> BTreeSet<(String, u16)> {
+impl ServiceFlow {
+    pub fn nodeport(proto: &str, port: u16) -> ServiceFlow {
+        ServiceFlow {
+            proto: proto.to_string(),
+            ip: None,
+            port,
+        }
+    }
+
+    pub fn external(proto: &str, ip: Ipv4Addr, port: u16) -> ServiceFlow {
+        ServiceFlow {
+            proto: proto.to_string(),
+            ip: Some(ip),
+            port,
+        }
+    }
+
+    /// The match, as `del-flows` takes it.
+    fn matcher(&self, phys: i64) -> String {
+        let mut m = format!("in_port={phys},{}", self.proto);
+        if let Some(ip) = self.ip {
+            m.push_str(&format!(",nw_dst={ip}"));
+        }
+        m.push_str(&format!(",tp_dst={}", self.port));
+        m
+    }
+
+    /// The flow: new connections matching it go to OVN.
+    pub fn flow(&self, phys: i64, patch: i64) -> String {
+        format!(
+            "cookie={COOKIE_NODEPORT:#x},priority=100,{},actions=output:{patch}",
+            self.matcher(phys)
+        )
+    }
+}
+
+/// One flow per NodePort (§7.6): new connections to `<node IP>:<nodePort>` go to OVN.
+pub fn nodeport_flow(phys: i64, patch: i64, proto: &str, port: u16) -> String {
+    ServiceFlow::nodeport(proto, port).flow(phys, patch)
+}
+
+/// The service flows in `ovs-ofctl dump-flows` output.
+pub fn parse_service_flows(dump: &str) -> BTreeSet<ServiceFlow> {
     dump.lines()
         .filter_map(|l| {
             let proto = if l.contains("tcp") {
@@ -66,10 +114,34 @@ pub fn parse_nodeport_flows(dump: &str) -> BTreeSet<(String, u16)> {
             } else {
                 return None;
             };
-            let rest = l.split("tp_dst=").nth(1)?;
-            let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            Some((proto.to_string(), port.parse().ok()?))
+            let after = |key: &str| -> Option<String> {
+                let rest = l.split(key).nth(1)?;
+                Some(
+                    rest.chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.')
+                        .collect(),
+                )
+            };
+            let port = after("tp_dst=")?.parse().ok()?;
+            let ip = match after("nw_dst=") {
+                Some(ip) => Some(ip.parse().ok()?),
+                None => None,
+            };
+            Some(ServiceFlow {
+                proto: proto.to_string(),
+                ip,
+                port,
+            })
         })
+        .collect()
+}
+
+/// `(proto, port)` of the NodePort flows in `ovs-ofctl dump-flows` output.
+pub fn parse_nodeport_flows(dump: &str) -> BTreeSet<(String, u16)> {
+    parse_service_flows(dump)
+        .into_iter()
+        .filter(|f| f.ip.is_none())
+        .map(|f| (f.proto, f.port))
         .collect()
 }
 
@@ -84,17 +156,55 @@ pub fn wanted_nodeports<'a>(
             continue;
         }
         for p in spec.ports.iter().flatten() {
-            let proto = match p.protocol.as_deref().unwrap_or("TCP") {
-                "TCP" => "tcp",
-                "UDP" => "udp",
-                _ => continue,
-            };
+            let Some(proto) = flow_proto(p) else { continue };
             if let Some(np) = p
                 .node_port
                 .and_then(|n| u16::try_from(n).ok())
                 .filter(|n| *n != 0)
             {
                 out.insert((proto.to_string(), np));
+            }
+        }
+    }
+    out
+}
+
+/// The bridge's protocol keyword for a service port (TCP and UDP; SCTP has no gateway LB).
+fn flow_proto(p: &ServicePort) -> Option<&'static str> {
+    match p.protocol.as_deref().unwrap_or("TCP") {
+        "TCP" => Some("tcp"),
+        "UDP" => Some("udp"),
+        _ => None,
+    }
+}
+
+/// Every flow the services ask for: their NodePorts, and each port of their externalIPs and
+/// LoadBalancer ingress IPs. The addresses pass the same screening as the VIPs the service
+/// controller programs (the cluster's networks in `reserved`, then the special ranges), so a
+/// refused address never pulls traffic into OVN.
+pub fn wanted_flows<'a>(
+    svcs: impl IntoIterator<Item = (&'a str, &'a Service)>,
+    reserved: &Reserved,
+) -> BTreeSet<ServiceFlow> {
+    let mut out = BTreeSet::new();
+    for (key, s) in svcs {
+        out.extend(
+            wanted_nodeports([s])
+                .into_iter()
+                .map(|(proto, port)| ServiceFlow::nodeport(&proto, port)),
+        );
+        let (screened, _) = validate::screen_service(key, s, reserved);
+        // The service controller reports refused addresses; the node only leaves them out.
+        let ips = vips::external_addresses(key, &screened, &mut Vec::new());
+        for p in screened.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
+            let (Some(proto), Ok(port)) = (flow_proto(p), u16::try_from(p.port)) else {
+                continue;
+            };
+            if port == 0 {
+                continue;
+            }
+            for ip in &ips {
+                out.insert(ServiceFlow::external(proto, *ip, port));
             }
         }
     }
@@ -110,6 +220,8 @@ pub struct BridgeFlows {
     pub nic: String,
     pub patch: String,
     pub zone: u32,
+    /// The cluster's networks: no service address inside them gets a flow.
+    pub reserved: Reserved,
 }
 
 impl BridgeFlows {
@@ -204,11 +316,11 @@ impl BridgeFlows {
         Ok((phys, patch))
     }
 
-    /// Brings the NodePort flows to `want` (stale ones deleted, missing ones added).
-    pub async fn sync_nodeports(&self, want: &BTreeSet<(String, u16)>) -> Result<()> {
+    /// Brings the service flows to `want` (stale ones deleted, missing ones added).
+    pub async fn sync_flows(&self, want: &BTreeSet<ServiceFlow>) -> Result<()> {
         let (phys, patch) = self.ensure_base().await?;
         let dump = self.dump(COOKIE_NODEPORT).await?;
-        let have = parse_nodeport_flows(&dump);
+        let have = parse_service_flows(&dump);
         let stale_port = !dump.lines().filter(|l| l.contains("cookie=")).all(|l| {
             l.contains(&format!("in_port={phys}")) && l.contains(&format!("output:{patch}"))
         });
@@ -220,40 +332,40 @@ impl BridgeFlows {
             ])
             .await?;
         }
-        for (proto, port) in have.difference(want) {
+        for f in have.difference(want) {
             if stale_port {
                 break;
             }
             self.ofctl(&[
+                "--strict",
                 "del-flows",
                 &self.bridge,
-                &format!("cookie={COOKIE_NODEPORT:#x}/-1,in_port={phys},{proto},tp_dst={port}"),
+                &format!(
+                    "cookie={COOKIE_NODEPORT:#x}/-1,priority=100,{}",
+                    f.matcher(phys)
+                ),
             ])
             .await?;
-            tracing::info!(bridge = %self.bridge, %proto, port, "NodePort flow removed");
+            tracing::info!(bridge = %self.bridge, proto = %f.proto, ip = ?f.ip, port = f.port, "service flow removed");
         }
-        for (proto, port) in want {
-            if !stale_port && have.contains(&(proto.clone(), *port)) {
+        for f in want {
+            if !stale_port && have.contains(f) {
                 continue;
             }
-            self.ofctl(&[
-                "add-flow",
-                &self.bridge,
-                &nodeport_flow(phys, patch, proto, *port),
-            ])
-            .await?;
-            tracing::info!(bridge = %self.bridge, %proto, port, "NodePort flow added");
+            self.ofctl(&["add-flow", &self.bridge, &f.flow(phys, patch)])
+                .await?;
+            tracing::info!(bridge = %self.bridge, proto = %f.proto, ip = ?f.ip, port = f.port, "service flow added");
         }
         Ok(())
     }
 
-    /// The NodePort flow watcher of a `-nodeport` node: a Service watch plus a periodic
+    /// The service flow watcher of a `-nodeport` node: a Service watch plus a periodic
     /// re-check (flows vanish when vswitchd restarts). Errors are logged and retried.
     pub async fn run(self, client: kube::Client, mut cancel: CancelToken) {
         let mut svcs = informer(Api::<Service>::all(client), watcher::Config::default()).boxed();
         let mut all: BTreeMap<String, Arc<Service>> = BTreeMap::new();
         let mut synced = false;
-        let mut applied: Option<BTreeSet<(String, u16)>> = None;
+        let mut applied: Option<BTreeSet<ServiceFlow>> = None;
         let mut tick = tokio::time::interval(RESYNC);
         loop {
             let force = tokio::select! {
@@ -275,15 +387,18 @@ impl BridgeFlows {
             if !synced {
                 continue;
             }
-            let want = wanted_nodeports(all.values().map(|s| s.as_ref()));
+            let want = wanted_flows(
+                all.iter().map(|(k, s)| (k.as_str(), s.as_ref())),
+                &self.reserved,
+            );
             if !force && applied.as_ref() == Some(&want) {
                 continue;
             }
-            match self.sync_nodeports(&want).await {
+            match self.sync_flows(&want).await {
                 Ok(()) => applied = Some(want),
                 Err(e) => {
                     applied = None;
-                    tracing::warn!(bridge = %self.bridge, error = %format!("{e:#}"), "syncing NodePort flows failed; will retry");
+                    tracing::warn!(bridge = %self.bridge, error = %format!("{e:#}"), "syncing service flows failed; will retry");
                 }
             }
         }
@@ -354,5 +469,114 @@ mod tests {
         let w = wanted_nodeports(all.iter());
         let w: Vec<String> = w.into_iter().map(|(p, n)| format!("{p}/{n}")).collect();
         assert_eq!(w, ["tcp/30080", "tcp/30090", "udp/30081"]);
+    }
+
+    #[test]
+    fn external_and_load_balancer_addresses_get_flows_unless_refused() {
+        use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+        let reserved = Reserved {
+            cluster: vec!["10.128.0.0/14".parse().unwrap()],
+            service: Some("172.16.1.0/24".parse().unwrap()),
+            ..Reserved::default()
+        };
+        let svc = |ty: &str, ext: Vec<&str>, ingress: Vec<&str>| Service {
+            spec: Some(ServiceSpec {
+                type_: Some(ty.into()),
+                external_ips: Some(ext.into_iter().map(String::from).collect()),
+                ports: Some(vec![
+                    ServicePort {
+                        protocol: Some("TCP".into()),
+                        port: 80,
+                        node_port: (ty != "ClusterIP").then_some(30080),
+                        ..Default::default()
+                    },
+                    ServicePort {
+                        protocol: Some("SCTP".into()),
+                        port: 90,
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }),
+            status: Some(ServiceStatus {
+                load_balancer: Some(LoadBalancerStatus {
+                    ingress: Some(
+                        ingress
+                            .into_iter()
+                            .map(|ip| LoadBalancerIngress {
+                                ip: Some(ip.into()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let render = |svcs: &[(&str, Service)]| -> Vec<String> {
+            wanted_flows(svcs.iter().map(|(k, s)| (*k, s)), &reserved)
+                .into_iter()
+                .map(|f| f.matcher(1))
+                .collect()
+        };
+        // (case, services, flows)
+        type Case<'a> = (&'a str, Vec<(&'a str, Service)>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "externalIP of a ClusterIP service: its port only",
+                vec![("a", svc("ClusterIP", vec!["192.0.2.10"], vec![]))],
+                vec!["in_port=1,tcp,nw_dst=192.0.2.10,tp_dst=80"],
+            ),
+            (
+                "LoadBalancer: NodePort and ingress IP",
+                vec![("b", svc("LoadBalancer", vec![], vec!["198.51.100.7"]))],
+                vec![
+                    "in_port=1,tcp,tp_dst=30080",
+                    "in_port=1,tcp,nw_dst=198.51.100.7,tp_dst=80",
+                ],
+            ),
+            (
+                "ingress IPs of a non-LoadBalancer service are ignored",
+                vec![("c", svc("NodePort", vec![], vec!["198.51.100.7"]))],
+                vec!["in_port=1,tcp,tp_dst=30080"],
+            ),
+            (
+                "refused: pod network, service range, loopback, not an address",
+                vec![(
+                    "d",
+                    svc(
+                        "LoadBalancer",
+                        vec!["10.128.3.4", "127.0.0.1", "bogus"],
+                        vec!["172.16.1.9", "224.0.0.1"],
+                    ),
+                )],
+                vec!["in_port=1,tcp,tp_dst=30080"],
+            ),
+        ];
+        for (case, svcs, want) in cases {
+            let mut want: Vec<String> = want.into_iter().map(String::from).collect();
+            want.sort();
+            let mut got = render(&svcs);
+            got.sort();
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn service_flows_round_trip_through_a_dump() {
+        let flows = [
+            ServiceFlow::nodeport("tcp", 30080),
+            ServiceFlow::external("udp", "192.0.2.10".parse().unwrap(), 53),
+        ];
+        assert_eq!(
+            flows[1].flow(1, 2),
+            "cookie=0x4f4b47570002,priority=100,in_port=1,udp,nw_dst=192.0.2.10,tp_dst=53,actions=output:2"
+        );
+        // As ovs-ofctl prints them back.
+        let dump = " cookie=0x4f4b47570002, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=100,tcp,in_port=1,tp_dst=30080 actions=output:2\n cookie=0x4f4b47570002, duration=1.0s, table=0, n_packets=0, n_bytes=0, priority=100,udp,in_port=1,nw_dst=192.0.2.10,tp_dst=53 actions=output:2\n";
+        let got = parse_service_flows(dump);
+        assert_eq!(got, flows.into_iter().collect());
+        assert_eq!(parse_nodeport_flows(dump).len(), 1);
     }
 }

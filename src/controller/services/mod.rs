@@ -391,6 +391,10 @@ impl ServiceController {
     /// targets, so the caller can place VIPs on them.
     async fn create_lbs(&mut self, wants: &BTreeSet<LbWant>) -> Result<()> {
         let wants: Vec<LbWant> = wants.iter().cloned().collect();
+        // The node switches as they are now, not as the last rescan saw them: a switch made
+        // since then would otherwise miss the new load balancer until the next rescan, and
+        // pods on it would reach the VIP unbalanced meanwhile.
+        self.switches = read_targets(self.nb.as_ref(), false).await?.switches;
         let switches: Vec<String> = self.switches.keys().cloned().collect();
         let mut txn = NbTxn::new();
         txn.extend(vips::create_lb_ops(&wants, &switches));

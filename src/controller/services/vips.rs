@@ -428,7 +428,7 @@ pub fn external_address_allowed(ip: Ipv4Addr) -> Result<(), String> {
 
 /// externalIPs and (type LoadBalancer) `status.loadBalancer.ingress[].ip`, each checked by
 /// [`external_address_allowed`]; problems are reported and the address skipped.
-fn external_addresses(key: &str, svc: &Service, warnings: &mut Vec<String>) -> Vec<Ipv4Addr> {
+pub fn external_addresses(key: &str, svc: &Service, warnings: &mut Vec<String>) -> Vec<Ipv4Addr> {
     let Some(spec) = &svc.spec else {
         return Vec::new();
     };
