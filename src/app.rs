@@ -174,20 +174,21 @@ async fn lead_master_roles(
     let c = cancel.clone();
     // The renewal loop ends the roles' run by failing; the roles end it by cancellation.
     let mut keep = tokio::spawn(async move { keeper.keep(c).await });
+    let mut c = cancel.clone();
     let result = tokio::select! {
         r = join_roles(&mut tasks) => r,
         r = &mut keep => match r.context("leader-election task panicked").and_then(|r| r) {
-            // Cancelled: let the roles finish their own clean stop.
-            Ok(()) => join_roles(&mut tasks).await,
+            Ok(()) => stop_roles(&mut tasks).await,
             Err(e) => Err(e),
         },
+        _ = c.cancelled() => stop_roles(&mut tasks).await,
     };
     // Nothing writes after this point: the roles are stopped before the Lease is given up.
     tasks.shutdown().await;
     keep.abort();
-    if result.is_ok()
-        && let Err(e) = elector.release().await
-    {
+    // A lost Lease is not ours to release (`release` checks); a failed role's is, so the
+    // standby need not wait out the lease duration.
+    if let Err(e) = elector.release().await {
         tracing::warn!(error = %format!("{e:#}"), "could not release the leader-election Lease; a standby takes over once it expires");
     }
     result
@@ -199,4 +200,19 @@ async fn join_roles(tasks: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> 
         res.context("task panicked").and_then(|r| r)?;
     }
     Ok(())
+}
+
+/// How long the roles get for their own clean stop before they are aborted and the Lease is
+/// released (the process as a whole gets 5 s after SIGTERM).
+const ROLE_STOP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Cancelled: the roles' own clean stop, bounded by [`ROLE_STOP`].
+async fn stop_roles(tasks: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> {
+    match tokio::time::timeout(ROLE_STOP, join_roles(tasks)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::debug!("master roles still stopping; aborting them");
+            Ok(())
+        }
+    }
 }

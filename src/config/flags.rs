@@ -266,7 +266,7 @@ pub(crate) struct Flags {
     #[arg(
         long,
         hide = true,
-        help = "namespace of the leader-election Lease (default: ovn-kubernetes)"
+        help = "namespace of the leader-election Lease (default: kube-system, which every cluster has)"
     )]
     pub ha_election_lease_namespace: Option<String>,
     #[arg(

@@ -132,7 +132,7 @@ impl Default for MasterHaConfig {
             lease_duration: std::time::Duration::from_secs(60),
             renew_deadline: std::time::Duration::from_secs(30),
             retry_period: std::time::Duration::from_secs(20),
-            lease_namespace: "ovn-kubernetes".into(),
+            lease_namespace: "kube-system".into(),
             lease_name: None,
         }
     }

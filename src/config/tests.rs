@@ -1428,13 +1428,13 @@ fn master_ha_election_from_flags_and_file_validated() {
     );
     assert_eq!(
         (d.lease_namespace.as_str(), d.lease_name),
-        ("ovn-kubernetes", None)
+        ("kube-system", None)
     );
     let c = run(&[
         "-ha-election-lease-duration=4",
         "-ha-election-renew-deadline=3",
         "-ha-election-retry-period=1",
-        "-ha-election-lease-namespace=kube-system",
+        "-ha-election-lease-namespace=ovn-kubernetes",
         "-ha-election-lease-name=ovnkube.master",
     ])
     .master_ha;
@@ -1446,7 +1446,7 @@ fn master_ha_election_from_flags_and_file_validated() {
             Duration::from_secs(1)
         )
     );
-    assert_eq!(c.lease_namespace, "kube-system");
+    assert_eq!(c.lease_namespace, "ovn-kubernetes");
     assert_eq!(c.lease_name.as_deref(), Some("ovnkube.master"));
 
     let t = Tmp::new();

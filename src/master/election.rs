@@ -313,6 +313,10 @@ pub struct Elector {
     lead: Arc<Leadership>,
 }
 
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
@@ -372,7 +376,19 @@ impl Elector {
                     self.cfg.lease_duration,
                 );
                 match &current {
-                    None => self.api.create(&pp, &body).await,
+                    None => match self.api.create(&pp, &body).await {
+                        // Someone created it between our read and our create.
+                        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(Round::Conflict),
+                        Err(e @ kube::Error::Api(_)) if is_not_found(&e) => {
+                            return Err(e).with_context(|| {
+                                format!(
+                                    "creating {}: its namespace does not exist; create it or choose another with -ha-election-lease-namespace",
+                                    self.lease_ref()
+                                )
+                            });
+                        }
+                        other => other,
+                    },
                     Some(_) => self.api.replace(&self.name, &pp, &body).await,
                 }
             }
