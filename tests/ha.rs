@@ -204,7 +204,7 @@ async fn two_masters_one_leads_and_the_standby_takes_over_after_kill9_during_a_p
     })
     .await;
     let names: Vec<String> = (0..60).map(|i| format!("p{i:02}")).collect();
-    let node_of = |i: usize| if i % 2 == 0 { "n1" } else { "n2" };
+    let node_of = |i: usize| if i.is_multiple_of(2) { "n1" } else { "n2" };
     let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     for (i, n) in names.iter().enumerate().take(10) {
         api.create(&PostParams::default(), &pod(n, node_of(i)))
