@@ -59,13 +59,31 @@ fn every_manifest_parses_into_its_type_and_they_fit_together() {
             Manifest::Deployment(d) => {
                 assert_eq!(d.metadata.namespace.as_deref(), Some(ns.as_str()));
                 let spec = &d.spec;
-                // One master until leader election exists (two would both allocate subnets).
-                assert_eq!(spec.replicas, Some(1), "{file}");
+                // Two masters: one leads, one is the standby.
+                assert_eq!(spec.replicas, Some(2), "{file}");
                 let pod = spec.template.spec.as_ref().unwrap();
                 assert_eq!(pod.service_account_name, sa.metadata.name, "{file}");
                 let c = &pod.containers[0];
                 let args = c.args.clone().unwrap_or_default();
                 assert!(args.iter().any(|a| a.starts_with("-init-master=")));
+                // The Lease lives in the deployment's namespace, and the flags parse.
+                let lease_ns = format!("-ha-election-lease-namespace={ns}");
+                assert!(args.contains(&lease_ns), "{args:?}");
+                let election: Vec<String> = args
+                    .iter()
+                    .filter(|a| a.starts_with("-ha-election-"))
+                    .cloned()
+                    .collect();
+                assert_eq!(election.len(), 4, "{args:?}");
+                let parsed = ovnkube::config::parse_args_with(
+                    election,
+                    std::path::Path::new("/nonexistent"),
+                    None,
+                );
+                let Ok(ovnkube::config::Invocation::Run(cfg)) = parsed else {
+                    panic!("{file}: the election flags do not parse: {parsed:?}");
+                };
+                assert_eq!(cfg.master_ha.lease_namespace, ns);
                 assert!(
                     args.iter()
                         .any(|a| a == "-metrics-bind-address=0.0.0.0:9409")
