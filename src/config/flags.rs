@@ -276,6 +276,12 @@ pub(crate) struct Flags {
     )]
     pub ha_election_lease_name: Option<String>,
     #[arg(
+        long,
+        hide = true,
+        help = "absolute host directory into which -init-node copies the API token file and CA certificate (mode 0600, refreshed when they change) and which it publishes to the CNI plugin in OVS instead of the originals; for a node agent in a pod (default: off)"
+    )]
+    pub cni_credentials_dir: Option<String>,
+    #[arg(
         long = "help", alias = "h",
         action = ArgAction::Set, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", default_value = "false", value_parser = parse_go_bool,

@@ -112,6 +112,9 @@ pub struct Config {
     pub metrics_bind_address: Option<SocketAddr>,
     /// `-ha-election-*` (`[masterha]`): the master roles' leader election.
     pub master_ha: MasterHaConfig,
+    /// `-cni-credentials-dir`: where the node agent copies the token file and CA for the CNI
+    /// plugin on the host.
+    pub cni_credentials_dir: Option<PathBuf>,
 }
 
 /// Leader election of the master roles on a `coordination.k8s.io/v1` Lease.
@@ -277,6 +280,7 @@ impl Default for Config {
             ovn_south: OvnDbConfig::default(),
             metrics_bind_address: None,
             master_ha: MasterHaConfig::default(),
+            cni_credentials_dir: None,
         }
     }
 }

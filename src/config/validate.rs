@@ -380,6 +380,18 @@ pub(crate) fn build(
         })?),
     };
 
+    let cni_credentials_dir = match s(&flags.cni_credentials_dir) {
+        None => None,
+        Some(v) if Path::new(&v).is_absolute() && !v.split('/').any(|c| c == "..") => {
+            Some(PathBuf::from(v))
+        }
+        Some(v) => {
+            return Err(ConfigError::new(format!(
+                "invalid value {} for flag -cni-credentials-dir: must be an absolute path without '..' (a host directory such as /var/run/ovn-kubernetes/credentials)",
+                super::shown(&v)
+            )));
+        }
+    };
     let init_master = node_name_flag(&flags.init_master, "init-master")?;
     let init_node = node_name_flag(&flags.init_node, "init-node")?;
     let remove_node = node_name_flag(&flags.remove_node, "remove-node")?;
@@ -415,6 +427,7 @@ pub(crate) fn build(
         ovn_south,
         metrics_bind_address,
         master_ha,
+        cni_credentials_dir,
     })
 }
 
