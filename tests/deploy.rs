@@ -105,6 +105,21 @@ fn every_manifest_parses_into_its_type_and_they_fit_together() {
                 assert_eq!(d.metadata.namespace.as_deref(), Some(ns.as_str()));
                 let pod = d.spec.template.spec.as_ref().unwrap();
                 assert_eq!(pod.host_network, Some(true), "{file}");
+                // The plugin's credential copies land on the host path mounted at the same
+                // place in the pod.
+                let args = pod.containers[0].args.clone().unwrap_or_default();
+                let cred = args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("-cni-credentials-dir="))
+                    .unwrap_or_else(|| panic!("{file}: no -cni-credentials-dir: {args:?}"));
+                let mounted = pod.containers[0].volume_mounts.iter().flatten().any(|m| {
+                    cred.starts_with(&format!("{}/", m.mount_path))
+                        && pod.volumes.iter().flatten().any(|v| {
+                            v.name == m.name
+                                && v.host_path.as_ref().is_some_and(|h| h.path == m.mount_path)
+                        })
+                });
+                assert!(mounted, "{file}: {cred} is not on a same-path host mount");
                 assert_eq!(pod.service_account_name, sa.metadata.name, "{file}");
                 let host_paths: Vec<String> = pod
                     .volumes
