@@ -115,3 +115,57 @@ async fn the_api_token_is_written_over_ovsdb_never_on_a_command_line() {
         calls.len()
     );
 }
+
+/// `-cni-credentials-dir`: the plugin is pointed (in OVS) at host copies of the token file,
+/// private to root, not at the agent's own path (which under the DaemonSet is inside its pod).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cni_plugin_gets_private_copies_of_the_token_file() {
+    let env = Env::start("node-cred-copy").await;
+    let _master = env.spawn("master", &master_args(&env));
+    create_node(&env, "n1").await;
+    let chassis = Chassis::start(&env.central, "n1", ChassisOpts::default()).unwrap();
+    let ns = NodeSide::new(&env, chassis);
+    let token = ns.dir.join("pod-token");
+    std::fs::write(&token, "tok-copy-7d1e\n").unwrap();
+    let creds = ns.dir.join("host/credentials");
+    let mut args = ns.node_args(&env, "127.0.0.1");
+    args.push(format!("-k8s-token-file={}", token.display()));
+    args.push(format!("-cni-credentials-dir={}", creds.display()));
+    let (st, out) =
+        tokio::task::block_in_place(|| ns.init_node(&args, &[], Duration::from_secs(90)));
+    assert!(st.success(), "node init failed:\n{out}");
+
+    let published = ns
+        .chassis
+        .vsctl(&[
+            "get",
+            "Open_vSwitch",
+            ".",
+            "external_ids:k8s-api-token-file",
+        ])
+        .unwrap();
+    let copy = creds.join("token");
+    assert_eq!(
+        published.trim().trim_matches('"'),
+        copy.display().to_string()
+    );
+    assert_eq!(std::fs::read_to_string(&copy).unwrap(), "tok-copy-7d1e\n");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&copy), 0o600);
+    assert_eq!(mode(&creds), 0o700);
+    assert!(
+        !out.contains("tok-copy-7d1e"),
+        "the token was logged:\n{out}"
+    );
+
+    // A re-run after the token rotated refreshes the copy (a running agent does the same
+    // every few seconds; see node::credentials).
+    std::fs::write(&token, "tok-rotated-22b0\n").unwrap();
+    let (st, out) =
+        tokio::task::block_in_place(|| ns.init_node(&args, &[], Duration::from_secs(90)));
+    assert!(st.success(), "second node init failed:\n{out}");
+    assert_eq!(
+        std::fs::read_to_string(&copy).unwrap(),
+        "tok-rotated-22b0\n"
+    );
+}
