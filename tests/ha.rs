@@ -301,3 +301,104 @@ async fn two_masters_one_leads_and_the_standby_takes_over_after_kill9_during_a_p
     assert_eq!(m2.terminate().code(), Some(0));
     assert_eq!(holder(&env).await, None);
 }
+
+/// Sends `sig` (a name such as "STOP") to `pid`.
+fn signal(pid: u32, sig: &str) {
+    let st = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success(), "kill -{sig} {pid}");
+}
+
+/// A leader that is frozen (SIGSTOP) past its lease loses it to the standby; when it thaws it
+/// must not write the NB (its last renewal is older than the renew deadline) and exits
+/// non-zero so its supervisor restarts it as a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_that_lost_its_lease_never_writes_and_exits_non_zero() {
+    let env = Env::start("ha-frozen").await;
+    std::fs::write(env.dir.join("empty.conf"), "# flags only\n").unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let mut m1 = env.spawn("m1", &master_args(&env, "m1", p1));
+    m1.wait_log("acquired the leader-election Lease", WAIT);
+    let mut m2 = env.spawn("m2", &master_args(&env, "m2", p2));
+    m2.wait_log("standby: another master leads", WAIT);
+    env.create_nodes(["n1"]).await;
+    eventually("node switch", WAIT, || async {
+        env.nb_rows("Logical_Switch")
+            .contains_key("n1")
+            .then_some(())
+    })
+    .await;
+
+    let pid = m1.child.id();
+    // Log timestamps are RFC 3339 UTC; whole seconds compare as text.
+    let stopped_at = k8s_openapi::jiff::Timestamp::now().to_string()[..19].to_string();
+    signal(pid, "STOP");
+    // Thaw it even if an assertion below fails, so the drop's kill can reap it.
+    struct Thaw(u32);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill")
+                .arg("-CONT")
+                .arg(self.0.to_string())
+                .status();
+        }
+    }
+    let thaw = Thaw(pid);
+    eventually("the standby holds the Lease", WAIT, || async {
+        holder(&env).await.filter(|h| h.starts_with("m2-"))
+    })
+    .await;
+    m2.wait_log("acquired the leader-election Lease", WAIT);
+    // Pods for the new leader, and the old one thawed while they are being served.
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let names: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    for n in &names {
+        api.create(&PostParams::default(), &pod(n, "n1"))
+            .await
+            .unwrap();
+    }
+    drop(thaw);
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = m1.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the old leader kept running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "the old leader exited with {status}");
+    let log = m1.log_text();
+    assert!(
+        log.contains("lost the leader-election Lease") || log.contains("beyond the renew deadline"),
+        "{log}"
+    );
+    // Nothing the old leader logged after the thaw is an NB write through ovn-nbctl (each
+    // is logged as it runs; native-path writes are not logged one by one, so for those the
+    // one-port-per-pod check below and the gate's unit test speak).
+    let after_thaw: Vec<&str> = log
+        .lines()
+        .filter(|l| l.get(..19).is_some_and(|t| t > stopped_at.as_str()))
+        .collect();
+    assert!(
+        !after_thaw.is_empty(),
+        "nothing logged after the thaw:\n{log}"
+    );
+    assert!(
+        !after_thaw.iter().any(|l| l.contains("exec cmd=ovn-nbctl")),
+        "the old leader wrote the NB after it lost the Lease:\n{log}"
+    );
+
+    let anns = eventually("pods annotated by the new leader", WAIT, || async {
+        let a = annotated_ips(&env).await;
+        (a.len() == names.len()).then_some(a)
+    })
+    .await;
+    let ips: BTreeSet<Ipv4Addr> = anns.values().copied().collect();
+    assert_eq!(ips.len(), names.len(), "{anns:?}");
+    let ports = pod_ports(&env);
+    assert_eq!(ports.len(), names.len(), "{ports:?}");
+    assert_eq!(m2.terminate().code(), Some(0));
+}
