@@ -139,10 +139,8 @@ pub fn acquired(
 ) -> Lease {
     let old_spec = old.and_then(|l| l.spec.clone()).unwrap_or_default();
     let transitions = old_spec.lease_transitions.unwrap_or(0);
-    let holder_changed = old_spec
-        .holder_identity
-        .as_deref()
-        .is_some_and(|h| !h.is_empty() && h != me);
+    // As client-go counts: taking over from anyone else, a released Lease included.
+    let holder_changed = old.is_some() && old_spec.holder_identity.as_deref() != Some(me);
     Lease {
         metadata: old.map(|l| l.metadata.clone()).unwrap_or(ObjectMeta {
             name: Some(name.into()),
@@ -714,7 +712,7 @@ mod tests {
         assert_eq!(b.metadata.resource_version.as_deref(), Some("7"));
         assert_eq!(b.metadata.name.as_deref(), Some("ovn-kubernetes-master"));
         assert_eq!(b.spec.as_ref().unwrap().lease_transitions, Some(1));
-        // Re-taking our own or a released Lease is no transition.
+        // Re-taking our own Lease is no transition; taking a released one is (as client-go counts).
         let again = acquired(
             Some(&b),
             "x",
@@ -734,7 +732,7 @@ mod tests {
             at(T0 + 71),
             Duration::from_secs(60),
         );
-        assert_eq!(c.spec.as_ref().unwrap().lease_transitions, Some(1));
+        assert_eq!(c.spec.as_ref().unwrap().lease_transitions, Some(2));
         // Renewal moves only renewTime.
         let r = renewed(&b, at(T0 + 80));
         let (rs, bs) = (r.spec.clone().unwrap(), b.spec.clone().unwrap());
