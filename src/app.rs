@@ -5,7 +5,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 
 use crate::config::Config;
+use crate::exec::BoxFuture;
 use crate::exec::{Exec, RealExec};
+use crate::master::election::{Elector, GatedNb};
 use crate::master::{self, Master};
 use crate::ovn::{self, Ctl, Nb, NbTxn};
 use crate::util::cancel::CancelToken;
@@ -57,24 +59,22 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     let mut tasks = tokio::task::JoinSet::new();
     crate::metrics::ready::record_ready_duration(ready.clone());
 
-    // Roles, in the reference's order: master first, then node, then the net-controller.
-    if ctx.cfg.init_master.is_some() {
-        master::setup_db_servers(&ctx.cfg, ctx.exec.clone(), &cancel).await?;
-        let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets)
-            .with_ready(ready.register(ready::MASTER));
-        let c = cancel.clone();
-        crate::metrics::master_started(ctx.nb.clone(), cancel.clone());
-        tasks.spawn(async move { m.run(c).await.context("master") });
-    }
-    if ctx.cfg.net_controller {
-        let svc =
-            crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport)
-                .with_ready(ready.register(ready::SERVICES))
-                .with_reserved(
-                    crate::controller::services::validate::Reserved::from_config(&ctx.cfg),
-                );
-        let (client, c) = (ctx.client.clone(), cancel.clone());
-        tasks.spawn(async move { svc.run(client, c).await.context("service controller") });
+    // The master roles (-init-master, -net-controller) run only while this process holds the
+    // leader-election Lease, and write the NB only through its gate. Their readiness
+    // components register now (standby until the Lease is ours); they start after the first
+    // acquire, next to the node role.
+    if ctx.cfg.init_master.is_some() || ctx.cfg.net_controller {
+        let elector = Elector::new(ctx.client.clone(), &ctx.cfg);
+        let mctx = Ctx {
+            nb: Arc::new(GatedNb {
+                inner: ctx.nb.clone(),
+                lead: elector.leadership(),
+            }),
+            ..ctx.clone()
+        };
+        let roles = master_roles(&mctx, &ready);
+        let (c, r) = (cancel.clone(), ready.clone());
+        tasks.spawn(async move { lead_master_roles(elector, roles, c, r).await });
     }
     if let Some(node) = ctx.cfg.init_node.clone() {
         let node_ready = ready.register(ready::NODE);
@@ -92,15 +92,6 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
             });
         }
     }
-    if ctx.cfg.net_controller {
-        let (c, x) = (cancel.clone(), ctx.clone());
-        let r = crate::controller::Ready::register(&ready);
-        tasks.spawn(async move {
-            crate::controller::run(x, c, r)
-                .await
-                .context("net-controller")
-        });
-    }
     // Every role has registered: from here on "all registered components done" means ready.
     ready.seal();
 
@@ -117,4 +108,111 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
         res?;
     }
     Ok(())
+}
+
+/// A master role, ready to run once this process leads.
+type Role = Box<dyn FnOnce(CancelToken) -> BoxFuture<'static, Result<()>> + Send>;
+
+/// The master roles this process runs, their readiness components registered (in the
+/// reference's order: master, then the net-controller's services, pods and policies).
+fn master_roles(ctx: &Ctx, ready: &Readiness) -> Vec<Role> {
+    let mut roles: Vec<Role> = Vec::new();
+    if ctx.cfg.init_master.is_some() {
+        let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets)
+            .with_ready(ready.register(ready::MASTER));
+        let x = ctx.clone();
+        roles.push(Box::new(move |c: CancelToken| {
+            Box::pin(async move {
+                master::setup_db_servers(&x.cfg, x.exec.clone(), &c).await?;
+                crate::metrics::master_started(x.nb.clone(), c.clone());
+                m.run(c).await.context("master")
+            })
+        }));
+    }
+    if ctx.cfg.net_controller {
+        let svc =
+            crate::controller::services::ServiceController::new(ctx.nb.clone(), ctx.cfg.nodeport)
+                .with_ready(ready.register(ready::SERVICES))
+                .with_reserved(
+                    crate::controller::services::validate::Reserved::from_config(&ctx.cfg),
+                );
+        let client = ctx.client.clone();
+        roles.push(Box::new(move |c: CancelToken| {
+            Box::pin(async move { svc.run(client, c).await.context("service controller") })
+        }));
+        let r = crate::controller::Ready::register(ready);
+        let x = ctx.clone();
+        roles.push(Box::new(move |c: CancelToken| {
+            Box::pin(async move {
+                crate::controller::run(x, c, r)
+                    .await
+                    .context("net-controller")
+            })
+        }));
+    }
+    roles
+}
+
+/// Standby until the Lease is ours, then the roles and the renewal loop together; the first
+/// of them to fail (a lost Lease included) stops the others and takes the process down. On a
+/// clean stop the Lease is released once the roles have stopped writing.
+async fn lead_master_roles(
+    elector: Elector,
+    roles: Vec<Role>,
+    cancel: CancelToken,
+    ready: Readiness,
+) -> Result<()> {
+    if !elector.acquire(&cancel, &ready).await? {
+        return Ok(());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for role in roles {
+        tasks.spawn(role(cancel.clone()));
+    }
+    let elector = Arc::new(elector);
+    let keeper = elector.clone();
+    let c = cancel.clone();
+    // The renewal loop ends the roles' run by failing; the roles end it by cancellation.
+    let mut keep = tokio::spawn(async move { keeper.keep(c).await });
+    let mut c = cancel.clone();
+    let result = tokio::select! {
+        r = join_roles(&mut tasks) => r,
+        r = &mut keep => match r.context("leader-election task panicked").and_then(|r| r) {
+            Ok(()) => stop_roles(&mut tasks).await,
+            Err(e) => Err(e),
+        },
+        _ = c.cancelled() => stop_roles(&mut tasks).await,
+    };
+    // Nothing writes after this point: the roles are stopped before the Lease is given up.
+    tasks.shutdown().await;
+    keep.abort();
+    // A lost Lease is not ours to release (`release` checks); a failed role's is, so the
+    // standby need not wait out the lease duration.
+    if let Err(e) = elector.release().await {
+        tracing::warn!(error = %format!("{e:#}"), "could not release the leader-election Lease; a standby takes over once it expires");
+    }
+    result
+}
+
+/// Until every role has ended; the first failure is returned at once.
+async fn join_roles(tasks: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> {
+    while let Some(res) = tasks.join_next().await {
+        res.context("task panicked").and_then(|r| r)?;
+    }
+    Ok(())
+}
+
+/// How long the roles get for their own clean stop before they are aborted and the Lease is
+/// released (the process as a whole gets 5 s after SIGTERM).
+const ROLE_STOP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Cancelled: the roles' own clean stop, bounded by [`ROLE_STOP`].
+async fn stop_roles(tasks: &mut tokio::task::JoinSet<Result<()>>) -> Result<()> {
+    match tokio::time::timeout(ROLE_STOP, join_roles(tasks)).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::debug!("master roles still stopping; aborting them");
+            Ok(())
+        }
+    }
 }

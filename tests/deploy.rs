@@ -59,13 +59,31 @@ fn every_manifest_parses_into_its_type_and_they_fit_together() {
             Manifest::Deployment(d) => {
                 assert_eq!(d.metadata.namespace.as_deref(), Some(ns.as_str()));
                 let spec = &d.spec;
-                // One master until leader election exists (two would both allocate subnets).
-                assert_eq!(spec.replicas, Some(1), "{file}");
+                // Two masters: one leads, one is the standby.
+                assert_eq!(spec.replicas, Some(2), "{file}");
                 let pod = spec.template.spec.as_ref().unwrap();
                 assert_eq!(pod.service_account_name, sa.metadata.name, "{file}");
                 let c = &pod.containers[0];
                 let args = c.args.clone().unwrap_or_default();
                 assert!(args.iter().any(|a| a.starts_with("-init-master=")));
+                // The Lease lives in the deployment's namespace, and the flags parse.
+                let lease_ns = format!("-ha-election-lease-namespace={ns}");
+                assert!(args.contains(&lease_ns), "{args:?}");
+                let election: Vec<String> = args
+                    .iter()
+                    .filter(|a| a.starts_with("-ha-election-"))
+                    .cloned()
+                    .collect();
+                assert_eq!(election.len(), 4, "{args:?}");
+                let parsed = ovnkube::config::parse_args_with(
+                    election,
+                    std::path::Path::new("/nonexistent"),
+                    None,
+                );
+                let Ok(ovnkube::config::Invocation::Run(cfg)) = parsed else {
+                    panic!("{file}: the election flags do not parse: {parsed:?}");
+                };
+                assert_eq!(cfg.master_ha.lease_namespace, ns);
                 assert!(
                     args.iter()
                         .any(|a| a == "-metrics-bind-address=0.0.0.0:9409")
@@ -87,6 +105,21 @@ fn every_manifest_parses_into_its_type_and_they_fit_together() {
                 assert_eq!(d.metadata.namespace.as_deref(), Some(ns.as_str()));
                 let pod = d.spec.template.spec.as_ref().unwrap();
                 assert_eq!(pod.host_network, Some(true), "{file}");
+                // The plugin's credential copies land on the host path mounted at the same
+                // place in the pod.
+                let args = pod.containers[0].args.clone().unwrap_or_default();
+                let cred = args
+                    .iter()
+                    .find_map(|a| a.strip_prefix("-cni-credentials-dir="))
+                    .unwrap_or_else(|| panic!("{file}: no -cni-credentials-dir: {args:?}"));
+                let mounted = pod.containers[0].volume_mounts.iter().flatten().any(|m| {
+                    cred.starts_with(&format!("{}/", m.mount_path))
+                        && pod.volumes.iter().flatten().any(|v| {
+                            v.name == m.name
+                                && v.host_path.as_ref().is_some_and(|h| h.path == m.mount_path)
+                        })
+                });
+                assert!(mounted, "{file}: {cred} is not on a same-path host mount");
                 assert_eq!(pod.service_account_name, sa.metadata.name, "{file}");
                 let host_paths: Vec<String> = pod
                     .volumes

@@ -290,7 +290,17 @@ async fn hundred_pods_trace_delete_and_reuse() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_while_creating_100_pods_annotates_each_once() {
     let env = Env::start("podcrash").await;
-    let mut master = env.spawn("master", &env.master_args("10.6.0.0/16"));
+    // A crashed master's Lease blocks its successor for a lease duration: keep it short.
+    let mut args = env.master_args("10.6.0.0/16");
+    args.extend(
+        [
+            "-ha-election-lease-duration=4",
+            "-ha-election-renew-deadline=3",
+            "-ha-election-retry-period=1",
+        ]
+        .map(String::from),
+    );
+    let mut master = env.spawn("master", &args);
     master.wait_log("cluster topology ready", WAIT);
     env.create_nodes(&["n1", "n2"]).await;
     let subs = wait_nodes_ready(&env, &["n1", "n2"]).await;
@@ -329,7 +339,7 @@ async fn kill9_while_creating_100_pods_annotates_each_once() {
     let gone = vec!["p000".to_string(), "p001".to_string()];
     delete_pods(&env, &gone).await;
 
-    let mut master = env.spawn("master2", &env.master_args("10.6.0.0/16"));
+    let mut master = env.spawn("master2", &args);
     master.wait_log("initial pod sync done", WAIT);
     let live: Vec<String> = names
         .iter()

@@ -116,13 +116,14 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Layer, ConfigError> 
     Ok(layer)
 }
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "default",
     "logging",
     "cni",
     "kubernetes",
     "ovnnorth",
     "ovnsouth",
+    "masterha",
 ];
 
 enum Scan {
@@ -219,6 +220,20 @@ fn assign(layer: &mut Layer, section: &str, key: &str, value: String) -> Result<
             layer.conntrack_zone = int(val)?.or(layer.conntrack_zone);
             return Ok(());
         }
+        ("masterha", "election-lease-duration") => {
+            layer.ha.lease_duration = int(val)?.or(layer.ha.lease_duration);
+            return Ok(());
+        }
+        ("masterha", "election-renew-deadline") => {
+            layer.ha.renew_deadline = int(val)?.or(layer.ha.renew_deadline);
+            return Ok(());
+        }
+        ("masterha", "election-retry-period") => {
+            layer.ha.retry_period = int(val)?.or(layer.ha.retry_period);
+            return Ok(());
+        }
+        ("masterha", "election-lease-namespace") => &mut layer.ha.lease_namespace,
+        ("masterha", "election-lease-name") => &mut layer.ha.lease_name,
         ("logging", "loglevel") => {
             layer.loglevel = int(val)?.or(layer.loglevel);
             return Ok(());
@@ -270,6 +285,13 @@ fn unknown(section: &str, key: &str) -> String {
         "logging" => &["loglevel", "logfile"],
         "cni" => &["conf-dir", "plugin", "win-hnsnetwork-id"],
         "kubernetes" => &["kubeconfig", "apiserver", "cacert", "token", "token-file"],
+        "masterha" => &[
+            "election-lease-duration",
+            "election-renew-deadline",
+            "election-retry-period",
+            "election-lease-namespace",
+            "election-lease-name",
+        ],
         _ => &[
             "address",
             "client-privkey",

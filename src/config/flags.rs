@@ -243,6 +243,45 @@ pub(crate) struct Flags {
     )]
     pub k8s_token_file: Option<String>,
     #[arg(
+        long,
+        hide = true,
+        value_parser = parse_int_flag,
+        help = "master leader election: seconds a standby waits after the last renewal before taking over the lease (default: 60)"
+    )]
+    pub ha_election_lease_duration: Option<i64>,
+    #[arg(
+        long,
+        hide = true,
+        value_parser = parse_int_flag,
+        help = "master leader election: seconds the leader keeps writing without a successful renewal; must be less than the lease duration (default: 30)"
+    )]
+    pub ha_election_renew_deadline: Option<i64>,
+    #[arg(
+        long,
+        hide = true,
+        value_parser = parse_int_flag,
+        help = "master leader election: seconds between renewals and between a standby's polls; must be less than the renew deadline (default: 20)"
+    )]
+    pub ha_election_retry_period: Option<i64>,
+    #[arg(
+        long,
+        hide = true,
+        help = "namespace of the leader-election Lease (default: kube-system, which every cluster has)"
+    )]
+    pub ha_election_lease_namespace: Option<String>,
+    #[arg(
+        long,
+        hide = true,
+        help = "name of the leader-election Lease (default: ovn-kubernetes-master; ovn-kubernetes-net-controller for -net-controller without -init-master)"
+    )]
+    pub ha_election_lease_name: Option<String>,
+    #[arg(
+        long,
+        hide = true,
+        help = "absolute host directory into which -init-node copies the API token file and CA certificate (mode 0600, refreshed when they change) and which it publishes to the CNI plugin in OVS instead of the originals; for a node agent in a pod (default: off)"
+    )]
+    pub cni_credentials_dir: Option<String>,
+    #[arg(
         long = "help", alias = "h",
         action = ArgAction::Set, num_args = 0..=1, require_equals = true,
         default_missing_value = "true", default_value = "false", value_parser = parse_go_bool,

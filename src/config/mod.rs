@@ -110,6 +110,35 @@ pub struct Config {
     /// `-metrics-bind-address` (`[default] metrics-bind-address`): where `/metrics`,
     /// `/healthz` and `/readyz` are served; `None` = off.
     pub metrics_bind_address: Option<SocketAddr>,
+    /// `-ha-election-*` (`[masterha]`): the master roles' leader election.
+    pub master_ha: MasterHaConfig,
+    /// `-cni-credentials-dir`: where the node agent copies the token file and CA for the CNI
+    /// plugin on the host.
+    pub cni_credentials_dir: Option<PathBuf>,
+}
+
+/// Leader election of the master roles on a `coordination.k8s.io/v1` Lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterHaConfig {
+    pub lease_duration: std::time::Duration,
+    pub renew_deadline: std::time::Duration,
+    pub retry_period: std::time::Duration,
+    pub lease_namespace: String,
+    /// `None`: the default for the roles this process runs (`election::lease_name`).
+    pub lease_name: Option<String>,
+}
+
+impl Default for MasterHaConfig {
+    /// Today's ovn-kubernetes defaults.
+    fn default() -> Self {
+        MasterHaConfig {
+            lease_duration: std::time::Duration::from_secs(60),
+            renew_deadline: std::time::Duration::from_secs(30),
+            retry_period: std::time::Duration::from_secs(20),
+            lease_namespace: "kube-system".into(),
+            lease_name: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +279,8 @@ impl Default for Config {
             ovn_north: OvnDbConfig::default(),
             ovn_south: OvnDbConfig::default(),
             metrics_bind_address: None,
+            master_ha: MasterHaConfig::default(),
+            cni_credentials_dir: None,
         }
     }
 }

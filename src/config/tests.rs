@@ -1335,6 +1335,10 @@ fn help_lists_the_extensions_in_their_own_section() {
     let ext = h.split(super::help::EXTENSIONS_HEADER).nth(1).unwrap();
     assert!(ext.contains("   -metrics-bind-address value  "), "{ext}");
     assert!(ext.contains("   -k8s-token-file value  "), "{ext}");
+    assert!(
+        ext.contains("   -ha-election-lease-duration value  "),
+        "{ext}"
+    );
 }
 
 #[test]
@@ -1409,6 +1413,100 @@ fn help_matches_reference_except_fixed_quirks() {
 }
 
 // ---------------------------------------------------------------- operator extensions
+
+#[test]
+fn master_ha_election_from_flags_and_file_validated() {
+    use std::time::Duration;
+    let d = run(&[]).master_ha;
+    assert_eq!(
+        (d.lease_duration, d.renew_deadline, d.retry_period),
+        (
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+            Duration::from_secs(20)
+        )
+    );
+    assert_eq!(
+        (d.lease_namespace.as_str(), d.lease_name),
+        ("kube-system", None)
+    );
+    let c = run(&[
+        "-ha-election-lease-duration=4",
+        "-ha-election-renew-deadline=3",
+        "-ha-election-retry-period=1",
+        "-ha-election-lease-namespace=ovn-kubernetes",
+        "-ha-election-lease-name=ovnkube.master",
+    ])
+    .master_ha;
+    assert_eq!(
+        (c.lease_duration, c.renew_deadline, c.retry_period),
+        (
+            Duration::from_secs(4),
+            Duration::from_secs(3),
+            Duration::from_secs(1)
+        )
+    );
+    assert_eq!(c.lease_namespace, "ovn-kubernetes");
+    assert_eq!(c.lease_name.as_deref(), Some("ovnkube.master"));
+
+    let t = Tmp::new();
+    let f = t.file(
+        "ha.conf",
+        "[masterha]\nelection-lease-duration=10\nelection-renew-deadline=8\nelection-retry-period=2\nelection-lease-namespace=ha\n",
+    );
+    let cf = format!("-config-file={f}");
+    let c = run(&[&cf]).master_ha;
+    assert_eq!(c.lease_duration, Duration::from_secs(10));
+    assert_eq!(c.lease_namespace, "ha");
+    // The command line wins over the file.
+    let c = run(&[&cf, "-ha-election-retry-period=5"]).master_ha;
+    assert_eq!(c.retry_period, Duration::from_secs(5));
+
+    // (args, the start of the error)
+    let bad: [(&[&str], &str); 6] = [
+        (
+            &["-ha-election-renew-deadline=60"],
+            "invalid value \"60\" for -ha-election-renew-deadline: must be less than the lease duration (60s)",
+        ),
+        (
+            &["-ha-election-retry-period=30"],
+            "invalid value \"30\" for -ha-election-retry-period: must be less than the renew deadline (30s)",
+        ),
+        (
+            &["-ha-election-lease-duration=-5"],
+            "invalid value \"-5\" for -ha-election-lease-duration: must be a whole number of seconds",
+        ),
+        (
+            &["-ha-election-lease-duration=x"],
+            "invalid value \"x\" for flag -ha-election-lease-duration",
+        ),
+        (
+            &["-ha-election-lease-namespace=Not_A_Namespace"],
+            "invalid value \"Not_A_Namespace\" for -ha-election-lease-namespace",
+        ),
+        (
+            &["-ha-election-lease-name=a/b"],
+            "invalid value \"a/b\" for -ha-election-lease-name",
+        ),
+    ];
+    for (args, want) in bad {
+        let e = err(args);
+        assert!(e.starts_with(want), "{args:?}: {e}");
+    }
+    let f = t.file(
+        "bad.conf",
+        "[masterha]\nelection-renew-deadline=8\nelection-lease-duration=8\n",
+    );
+    let e = err(&[&format!("-config-file={f}")]);
+    assert!(
+        e.contains("[masterha] election-renew-deadline")
+            && e.contains("less than the lease duration (8s)"),
+        "{e}"
+    );
+    let f = t.file("typo.conf", "[masterha]\nlease-duration=8\n");
+    let e = err(&[&format!("-config-file={f}")]);
+    assert!(e.contains("election-lease-duration"), "{e}");
+}
 
 #[test]
 fn metrics_bind_address_from_flag_or_file() {

@@ -3,6 +3,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net};
 
@@ -10,7 +11,7 @@ use super::flags::Flags;
 use super::ovn::parse_address;
 use super::{
     ClusterSubnet, CniConfig, Config, ConfigError, GatewayConfig, KubernetesConfig, LoggingConfig,
-    OvnAuth, OvnDbConfig, OvnScheme,
+    MasterHaConfig, OvnAuth, OvnDbConfig, OvnScheme,
 };
 
 /// One source of settings (file or command line); `None` = not given (empty / 0 never override).
@@ -31,8 +32,19 @@ pub(crate) struct Layer {
     pub k8s_token: Option<String>,
     pub k8s_token_file: Option<String>,
     pub metrics_bind_address: Option<String>,
+    pub ha: HaLayer,
     pub nb: OvnLayer,
     pub sb: OvnLayer,
+}
+
+/// `[masterha]` / `-ha-election-*`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct HaLayer {
+    pub lease_duration: Option<i64>,
+    pub renew_deadline: Option<i64>,
+    pub retry_period: Option<i64>,
+    pub lease_namespace: Option<String>,
+    pub lease_name: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -87,6 +99,13 @@ impl Layer {
             k8s_token: s(&f.k8s_token),
             k8s_token_file: s(&f.k8s_token_file),
             metrics_bind_address: s(&f.metrics_bind_address),
+            ha: HaLayer {
+                lease_duration: i(f.ha_election_lease_duration),
+                renew_deadline: i(f.ha_election_renew_deadline),
+                retry_period: i(f.ha_election_retry_period),
+                lease_namespace: s(&f.ha_election_lease_namespace),
+                lease_name: s(&f.ha_election_lease_name),
+            },
             nb: ovn(
                 &f.nb_address,
                 &f.nb_client_privkey,
@@ -327,6 +346,7 @@ pub(crate) fn build(
             )
         })?),
     };
+    let master_ha = build_master_ha(&ctx, &cli.ha, &fl.ha)?;
     // In a pod with nothing else configured, the service account is the default.
     let in_cluster = match kube_defaults {
         Some(_) => None,
@@ -360,6 +380,18 @@ pub(crate) fn build(
         })?),
     };
 
+    let cni_credentials_dir = match s(&flags.cni_credentials_dir) {
+        None => None,
+        Some(v) if Path::new(&v).is_absolute() && !v.split('/').any(|c| c == "..") => {
+            Some(PathBuf::from(v))
+        }
+        Some(v) => {
+            return Err(ConfigError::new(format!(
+                "invalid value {} for flag -cni-credentials-dir: must be an absolute path without '..' (a host directory such as /var/run/ovn-kubernetes/credentials)",
+                super::shown(&v)
+            )));
+        }
+    };
     let init_master = node_name_flag(&flags.init_master, "init-master")?;
     let init_node = node_name_flag(&flags.init_node, "init-node")?;
     let remove_node = node_name_flag(&flags.remove_node, "remove-node")?;
@@ -394,6 +426,113 @@ pub(crate) fn build(
         ovn_north,
         ovn_south,
         metrics_bind_address,
+        master_ha,
+        cni_credentials_dir,
+    })
+}
+
+/// `-ha-election-*` / `[masterha]`: whole positive seconds, renew deadline < lease duration
+/// (the leader stops writing before a standby may take over) and retry period < renew
+/// deadline (a renewal can fail and be retried before the deadline).
+fn build_master_ha(ctx: &Ctx, cli: &HaLayer, fl: &HaLayer) -> Result<MasterHaConfig, ConfigError> {
+    let d = MasterHaConfig::default();
+    let secs = |cli: &Option<i64>,
+                fl: &Option<i64>,
+                default: Duration,
+                flag: &'static str,
+                key: &'static str|
+     -> Result<(Setting<i64>, Duration), ConfigError> {
+        let st = pick_or(cli, fl, default.as_secs() as i64, flag, "masterha", key);
+        if st.value <= 0 || st.value > 86_400 {
+            return Err(ctx.invalid(
+                &st,
+                &st.value.to_string(),
+                "must be a whole number of seconds between 1 and 86400",
+            ));
+        }
+        let v = Duration::from_secs(st.value as u64);
+        Ok((st, v))
+    };
+    let (_, lease_duration) = secs(
+        &cli.lease_duration,
+        &fl.lease_duration,
+        d.lease_duration,
+        "ha-election-lease-duration",
+        "election-lease-duration",
+    )?;
+    let (renew_st, renew_deadline) = secs(
+        &cli.renew_deadline,
+        &fl.renew_deadline,
+        d.renew_deadline,
+        "ha-election-renew-deadline",
+        "election-renew-deadline",
+    )?;
+    let (retry_st, retry_period) = secs(
+        &cli.retry_period,
+        &fl.retry_period,
+        d.retry_period,
+        "ha-election-retry-period",
+        "election-retry-period",
+    )?;
+    if renew_deadline >= lease_duration {
+        return Err(ctx.invalid(
+            &renew_st,
+            &renew_st.value.to_string(),
+            &format!(
+                "must be less than the lease duration ({}s), or a standby could take over while the leader still writes",
+                lease_duration.as_secs()
+            ),
+        ));
+    }
+    if retry_period >= renew_deadline {
+        return Err(ctx.invalid(
+            &retry_st,
+            &retry_st.value.to_string(),
+            &format!(
+                "must be less than the renew deadline ({}s), so a failed renewal is retried before the deadline",
+                renew_deadline.as_secs()
+            ),
+        ));
+    }
+    let namespace = pick_or(
+        &cli.lease_namespace,
+        &fl.lease_namespace,
+        d.lease_namespace.clone(),
+        "ha-election-lease-namespace",
+        "masterha",
+        "election-lease-namespace",
+    );
+    let name = pick(
+        &cli.lease_name,
+        &fl.lease_name,
+        "ha-election-lease-name",
+        "masterha",
+        "election-lease-name",
+    );
+    // A namespace is a DNS label; a Lease name a DNS subdomain.
+    if !is_node_name(&namespace.value)
+        || namespace.value.len() > 63
+        || namespace.value.contains('.')
+    {
+        return Err(ctx.invalid(
+            &namespace,
+            &namespace.value,
+            "must be a namespace name (at most 63 lower-case letters, digits and '-')",
+        ));
+    }
+    if let Some(st) = name.as_ref().filter(|st| !is_node_name(&st.value)) {
+        return Err(ctx.invalid(
+            st,
+            &st.value,
+            "must be a Kubernetes object name (lower-case letters, digits, '-' and '.')",
+        ));
+    }
+    Ok(MasterHaConfig {
+        lease_duration,
+        renew_deadline,
+        retry_period,
+        lease_namespace: namespace.value,
+        lease_name: name.map(|st| st.value),
     })
 }
 

@@ -5,6 +5,7 @@
 //! rebuilds the allocator from the annotations, removes OVN objects of nodes that no longer
 //! exist, and only then allocates.
 
+pub mod election;
 pub mod subnets;
 pub mod topology;
 

@@ -245,8 +245,8 @@ fn resource_label(resource: &str) -> ResourceLabel {
     }
 }
 
-/// The master role starts: a lone master leads (leader election will drive the gauge), and
-/// the NB row counts begin.
+/// The master role starts (it runs only once this process holds the leader-election Lease),
+/// and the NB row counts begin.
 pub fn master_started(
     nb: std::sync::Arc<dyn crate::ovn::Nb>,
     cancel: crate::util::cancel::CancelToken,

@@ -4,6 +4,7 @@
 //! Order matters: the CNI config is written last, so kubelet reports the node Ready (and
 //! pods get scheduled) only once everything else is in place.
 
+pub mod credentials;
 pub mod gateway;
 pub mod gateway_flows;
 pub mod gateway_plan;
@@ -95,8 +96,17 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
     }
     let path = write_cni_conf(&ctx.cfg)?;
     tracing::info!(%node, path = %path.display(), "node initialised; CNI config written");
-    // A process that stays alive (app.rs) keeps the NB objects it created in place.
+    // A process that stays alive (app.rs) keeps the NB objects it created in place, and the
+    // plugin's credential copies current.
     if ctx.cfg.nodeport || ctx.cfg.ha {
+        let copies = credentials::copies(&ctx.cfg);
+        if !copies.is_empty() {
+            tokio::spawn(credentials::refresh(
+                copies,
+                credentials::REFRESH,
+                cancel.clone(),
+            ));
+        }
         let keeper = NbKeeper {
             ctx: ctx.clone(),
             node: node.to_string(),
@@ -280,6 +290,8 @@ async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
         .unwrap_or_default();
     let encap_ip = encap_ip(&ctx.cfg, node).await?;
     let api_server = api_server_url(&ctx.cfg.kubernetes).await?;
+    // The copies exist before OVS points the plugin at them.
+    credentials::sync(&credentials::copies(&ctx.cfg))?;
     let txn = plan::external_ids_txn(&ctx.cfg, node, encap_ip, &api_server, &existing);
     txn.validate()?;
     vs.transact(&txn)

@@ -69,10 +69,13 @@ pub fn external_ids_txn(
     put(EXT_ENCAP_TYPE, cfg.encap_type.clone());
     put(EXT_ENCAP_IP, encap_ip.to_string());
     put(EXT_K8S_API_SERVER, api_server.to_string());
+    // With -cni-credentials-dir, the host copies (the plugin cannot see the agent's pod).
     if let Some(ca) = &cfg.kubernetes.cacert {
+        let ca = super::credentials::published(cfg, ca);
         put(EXT_K8S_CA, ca.display().to_string());
     }
     if let Some(f) = &cfg.kubernetes.token_file {
+        let f = super::credentials::published(cfg, f);
         put(EXT_K8S_TOKEN_FILE, f.display().to_string());
     }
     if existing.get(EXT_SYSTEM_ID).is_none_or(|s| s.is_empty()) {
@@ -315,6 +318,32 @@ mod tests {
         );
         // The path only: the token itself is not copied into OVS.
         assert!(!s.contains("\"k8s-api-token\"="), "{s}");
+        // With -cni-credentials-dir the plugin is pointed at the host copies.
+        let mut c = c;
+        c.cni_credentials_dir = Some("/var/run/ovn-kubernetes/credentials".into());
+        c.kubernetes.cacert = Some(dir.join("ca.crt"));
+        let s = render(&external_ids_txn(
+            &c,
+            "n1",
+            "10.0.0.7".parse().unwrap(),
+            "https://10.0.0.1:6443",
+            &BTreeMap::new(),
+        ));
+        for (key, want) in [
+            (
+                "k8s-api-token-file",
+                "/var/run/ovn-kubernetes/credentials/token",
+            ),
+            (
+                "k8s-ca-certificate",
+                "/var/run/ovn-kubernetes/credentials/ca.crt",
+            ),
+        ] {
+            assert!(
+                s.contains(&format!("external_ids:\"{key}\"=\"{want}\"")),
+                "{key}: {s}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

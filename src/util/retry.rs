@@ -53,7 +53,7 @@ pub fn jittered(d: Duration, r: u64) -> Duration {
 
 /// Randomness good enough for jitter, without a crate: std's per-process random hash keys
 /// over a counter and the clock.
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
