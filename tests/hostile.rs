@@ -17,18 +17,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// The master's flags with the NB/SB given as unix sockets (the stock central layout).
 fn master_args(env: &Env, cluster_subnet: &str) -> Vec<String> {
-    env.master_args(cluster_subnet)
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("-nb-address=") {
-                format!("-nb-address={}", env.central.nb_db())
-            } else if a.starts_with("-sb-address=") {
-                format!("-sb-address={}", env.central.sb_db())
-            } else {
-                a
-            }
-        })
-        .collect()
+    env.master_args_unix(cluster_subnet)
 }
 
 /// Every VIP of every load balancer, as `vip -> backends`.

@@ -23,18 +23,7 @@ const N: usize = 12;
 
 /// The master's flags with the NB/SB as unix sockets (a stock central).
 fn master_args(env: &Env) -> Vec<String> {
-    env.master_args("10.8.0.0/16")
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("-nb-address=") {
-                format!("-nb-address={}", env.central.nb_db())
-            } else if a.starts_with("-sb-address=") {
-                format!("-sb-address={}", env.central.sb_db())
-            } else {
-                a
-            }
-        })
-        .collect()
+    env.master_args_unix("10.8.0.0/16")
 }
 
 fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {

@@ -43,18 +43,7 @@ async fn env_with(name: &str, cfg: SandboxConfig) -> Env {
 
 /// The master's flags with the NB/SB as unix sockets (how a stock Debian central serves them).
 fn master_args(env: &Env, subnet: &str) -> Vec<String> {
-    env.master_args(subnet)
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("-nb-address=") {
-                format!("-nb-address={}", env.central.nb_db())
-            } else if a.starts_with("-sb-address=") {
-                format!("-sb-address={}", env.central.sb_db())
-            } else {
-                a
-            }
-        })
-        .collect()
+    env.master_args_unix(subnet)
 }
 
 async fn node_subnets(env: &Env, names: &[&str]) -> BTreeMap<String, String> {

@@ -56,6 +56,23 @@ impl Env {
         }
     }
 
+    /// [`Env::master_args`] with the NB/SB given as the central's unix sockets (how a stock
+    /// Debian central serves them), for tests whose point is not the TCP listeners.
+    pub fn master_args_unix(&self, cluster_subnet: &str) -> Vec<String> {
+        self.master_args(cluster_subnet)
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("-nb-address=") {
+                    format!("-nb-address={}", self.central.nb_db())
+                } else if a.starts_with("-sb-address=") {
+                    format!("-sb-address={}", self.central.sb_db())
+                } else {
+                    a
+                }
+            })
+            .collect()
+    }
+
     /// The master's flags as the guide gives them, against this test bed.
     pub fn master_args(&self, cluster_subnet: &str) -> Vec<String> {
         vec![
