@@ -40,6 +40,12 @@ async fn main() -> anyhow::Result<()> {
         service_cidr: args.service_cidr,
         ..SandboxConfig::default()
     };
+    // Handlers first: whoever waits for the "listening" line may signal us right after it.
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
     let sandbox = Sandbox::start(args.listen, cfg).await?;
     if let Some(path) = &args.kubeconfig_out {
         sandbox.write_kubeconfig(path)?;
@@ -49,10 +55,9 @@ async fn main() -> anyhow::Result<()> {
     writeln!(out, "kube-sandbox listening on {}", sandbox.url())?;
     out.flush()?;
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r?,
+        _ = int.recv() => {}
     }
     tracing::info!("shutting down");
     sandbox.shutdown().await;
