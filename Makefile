@@ -5,7 +5,8 @@
 #   make unit      unit tests only (no root, no OVN)
 #   make lint      shellcheck + `vagrant validate` on vagrant/, `cargo fmt --check`, clippy -D warnings
 #   make demo      the whole system on an embedded local sandbox (needs root; KEEP=1 leaves it up)
-#   make bench     release-profile benchmarks (pods, policies)
+#   make bench     release-profile benchmarks (pods, policies, services)
+#   make fuzz      the property tests with 100,000 cases each (FUZZ_CASES); make test runs 1,000
 #   make deps      install the Debian packages the daemon, the tests and lint need
 #   make install   install what `make release` built (no build as root): binary, links, units,
 #                  env files (kept if present), logrotate file, docs; honours DESTDIR and PREFIX
