@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Env, eventually};
+use common::{Daemon, Env, eventually, free_port, http_get};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::{ListParams, ObjectMeta, PostParams};
@@ -23,30 +22,6 @@ const LEASE_NAME: &str = "ovn-kubernetes-master";
 /// Short election timings (lease 4 s, renew deadline 3 s, retry 1 s).
 const LEASE_SECS: u64 = 4;
 const RETRY_SECS: u64 = 1;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on 127.0.0.1:port: (status, body), `None` while nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split(' ').nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
 
 /// The value of `ovnkube_master_leader` on the metrics endpoint.
 fn leader_gauge(port: u16) -> Option<f64> {

@@ -7,13 +7,13 @@ mod k8sdist;
 mod nodebed;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, Env, eventually};
+use common::{Daemon, Env, eventually, free_port, http_get};
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
@@ -21,31 +21,6 @@ use nodebed::{CLUSTER_SUBNET, NodeSide, SERVICE_CIDR, create_node};
 use ovn_testbed::{Chassis, ChassisOpts};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A free loopback port (bound and released; the daemon binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` over plain HTTP/1.1: (status code, body).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split(' ').nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
 
 /// Samples by `name{labels}` as the Prometheus project's OpenMetrics parser reads `text`
 /// (python3-prometheus-client, strict: any format error fails the test).
