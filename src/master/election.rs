@@ -285,6 +285,10 @@ impl Nb for GatedNb {
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
         self.inner.query(queries)
     }
+
+    fn signals(&self) -> crate::ovn::signals::NbSignals {
+        self.inner.signals()
+    }
 }
 
 /// The result of one read-decide-write round.

@@ -24,6 +24,10 @@ impl Nb for MeteredNb {
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
         self.0.query(queries)
     }
+
+    fn signals(&self) -> crate::ovn::signals::NbSignals {
+        self.0.signals()
+    }
 }
 
 /// NB tables whose row counts are exported (what grows with policies, services and pods).

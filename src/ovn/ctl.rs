@@ -541,6 +541,11 @@ impl Ctl {
 pub trait Nb: Send + Sync {
     fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>>;
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>>;
+    /// Reconnections and database replacements, for backends that can see them (see
+    /// [`super::signals`]). Wrappers must pass this through.
+    fn signals(&self) -> super::signals::NbSignals {
+        super::signals::constant()
+    }
 }
 
 /// The local Open vSwitch database as node code sees it.

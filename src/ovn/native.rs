@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use super::ctl::{Nb, NbOp, NbTxn};
 use super::jsonrpc::{Client, Event, Remote};
 use super::ovsdb::{ColVal, DbOp, Query, Row, Val, parse_tables};
+use super::signals::NbSignalSender;
 use crate::exec::BoxFuture;
 
 pub const DB: &str = "OVN_Northbound";
@@ -72,6 +73,7 @@ pub struct NativeNb {
     fallback: Arc<dyn Nb>,
     native: AtomicU64,
     fell_back: AtomicU64,
+    signals: Arc<NbSignalSender>,
 }
 
 impl NativeNb {
@@ -81,13 +83,20 @@ impl NativeNb {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let client = Client::start_with_events(remote, timeout, Some(tx));
         let replica = Arc::new(RwLock::new(Replica::default()));
-        tokio::spawn(keep_replica(client.clone(), rx, replica.clone()));
+        let signals = Arc::new(NbSignalSender::default());
+        tokio::spawn(keep_replica(
+            client.clone(),
+            rx,
+            replica.clone(),
+            signals.clone(),
+        ));
         NativeNb {
             client,
             replica,
             fallback,
             native: AtomicU64::new(0),
             fell_back: AtomicU64::new(0),
+            signals,
         }
     }
 
@@ -234,6 +243,9 @@ impl Nb for NativeNb {
     }
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
         Box::pin(self.query_native(queries))
+    }
+    fn signals(&self) -> super::signals::NbSignals {
+        self.signals.subscribe()
     }
 }
 
@@ -885,14 +897,20 @@ async fn keep_replica(
     client: Client,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     replica: Arc<RwLock<Replica>>,
+    signals: Arc<NbSignalSender>,
 ) {
     let write = || replica.write().unwrap_or_else(|e| e.into_inner());
     // A peer that keeps failing fails every monitor: warn once until one works again.
     let mut monitor_failing = false;
+    let mut connected_before = false;
     while let Some(ev) = events.recv().await {
         match ev {
             Event::Connected => {
                 write().synced = false;
+                // The first connection is start-up, not a recovery.
+                if std::mem::replace(&mut connected_before, true) {
+                    signals.reconnected();
+                }
                 match client.call("monitor_cond", replica_monitor()).await {
                     Ok(initial) => {
                         monitor_failing = false;
