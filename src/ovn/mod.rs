@@ -7,6 +7,7 @@ pub mod jsonrpc;
 pub mod names;
 pub mod native;
 pub mod ovsdb;
+pub mod schema;
 pub mod signals;
 
 pub use ctl::{Ctl, CtlTarget, Nb, NbOp, NbTxn, Nbctl, RoutePolicy, Vs, VsOp, VsTxn, Vsctl};

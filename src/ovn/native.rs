@@ -41,6 +41,7 @@ pub const DB: &str = "OVN_Northbound";
 const LS: &str = "Logical_Switch";
 const LSP: &str = "Logical_Switch_Port";
 const LB: &str = "Load_Balancer";
+const NB_GLOBAL: &str = "NB_Global";
 /// Tables whose records `ovn-nbctl` finds by their `name` column (and we with a `where`).
 const NAMED_TABLES: &[&str] = &[
     LS,
@@ -787,6 +788,9 @@ pub struct Replica {
     ports: HashMap<String, (String, Vec<String>)>,
     /// uuid → (name, port uuids)
     switches: HashMap<String, (String, Vec<String>)>,
+    /// The `_uuid` of the NB_Global row: a database created afresh (wiped, replaced) has a
+    /// new one, which is how a reconnect tells a restarted server from a new database.
+    nb_global: Option<String>,
 }
 
 /// The monitor request for [`Replica`]: `monitor_cond` so that a change to a switch's
@@ -795,6 +799,8 @@ pub fn replica_monitor() -> Value {
     json!([DB, "replica", {
         LS: [{"columns": ["name", "ports"]}],
         LSP: [{"columns": ["name", "addresses"]}],
+        // Only the row's identity matters; northd rewrites its other columns constantly.
+        NB_GLOBAL: [{"columns": ["name"], "select": {"initial": true, "insert": true, "delete": true, "modify": false}}],
     }])
 }
 
@@ -824,6 +830,10 @@ impl Replica {
             .as_object()
             .with_context(|| format!("monitor updates are not an object: {updates}"))?;
         for (table, rows) in obj {
+            if table == NB_GLOBAL {
+                self.apply_nb_global(rows);
+                continue;
+            }
             let map = match table.as_str() {
                 LS => &mut self.switches,
                 LSP => &mut self.ports,
@@ -864,6 +874,23 @@ impl Replica {
         Ok(())
     }
 
+    fn apply_nb_global(&mut self, rows: &Value) {
+        for (uuid, change) in rows.as_object().into_iter().flatten() {
+            if change.get("delete").is_some() {
+                if self.nb_global.as_deref() == Some(uuid) {
+                    self.nb_global = None;
+                }
+            } else {
+                self.nb_global = Some(uuid.clone());
+            }
+        }
+    }
+
+    /// The NB_Global row's `_uuid`, when the database has one.
+    pub fn database_id(&self) -> Option<&str> {
+        self.nb_global.as_deref()
+    }
+
     /// A port other than `port` on switch `switch` that has one of `ips` (as nbctl checks).
     pub fn duplicate(&self, switch: &str, port: &str, ips: &[IpAddr]) -> Option<String> {
         self.switches
@@ -893,6 +920,29 @@ impl Replica {
 
 /// Keep the replica current: monitor on every (re)connection, then apply the updates in the
 /// order the server sent them (the monitor reply precedes them on the connection).
+/// The last NB_Global identity seen, across connections.
+#[derive(Default)]
+struct DatabaseId(Option<String>);
+
+impl DatabaseId {
+    /// A different NB_Global than the one seen before means a new database. A database
+    /// without one yet (northd creates it) changes nothing: the first one seen is remembered.
+    fn observe(&mut self, now: Option<&str>, signals: &NbSignalSender) -> bool {
+        let Some(now) = now else { return false };
+        let changed = self.0.as_deref().is_some_and(|before| before != now);
+        if changed {
+            tracing::warn!(
+                before = self.0.as_deref().unwrap_or(""),
+                now,
+                "the NB database was replaced (new NB_Global row); everything is programmed again"
+            );
+            signals.new_database();
+        }
+        self.0 = Some(now.to_string());
+        changed
+    }
+}
+
 async fn keep_replica(
     client: Client,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
@@ -903,6 +953,7 @@ async fn keep_replica(
     // A peer that keeps failing fails every monitor: warn once until one works again.
     let mut monitor_failing = false;
     let mut connected_before = false;
+    let mut database = DatabaseId::default();
     while let Some(ev) = events.recv().await {
         match ev {
             Event::Connected => {
@@ -918,6 +969,7 @@ async fn keep_replica(
                         match fresh.apply(&initial) {
                             Ok(()) => {
                                 fresh.synced = true;
+                                database.observe(fresh.database_id(), &signals);
                                 *write() = fresh;
                             }
                             Err(e) => tracing::warn!(error = %format!("{e:#}"), "NB replica"),
@@ -944,6 +996,7 @@ async fn keep_replica(
                     r.synced = false;
                     tracing::warn!(error = %format!("{e:#}"), "NB replica update");
                 }
+                database.observe(r.database_id(), &signals);
             }
         }
     }
@@ -952,6 +1005,29 @@ async fn keep_replica(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_nb_global_row_signals_a_new_database_once() {
+        let signals = NbSignalSender::default();
+        let mut seen = DatabaseId::default();
+        let mut r = Replica::default();
+        let initial = |uuid: &str| json!({NB_GLOBAL: {uuid: {"initial": {"name": ""}}}});
+        // (update, new database?) in order: start-up, same database again after a reconnect,
+        // the row deleted (database being wiped), a new row, northd-less empty database.
+        let steps = [
+            (initial("u1"), false),
+            (initial("u1"), false),
+            (json!({NB_GLOBAL: {"u1": {"delete": null}}}), false),
+            (json!({NB_GLOBAL: {"u2": {"insert": {"name": ""}}}}), true),
+            (json!({}), false),
+        ];
+        for (i, (update, want)) in steps.iter().enumerate() {
+            r.apply(update).unwrap();
+            assert_eq!(seen.observe(r.database_id(), &signals), *want, "step {i}");
+        }
+        assert_eq!(signals.current().database, 1);
+        assert_eq!(signals.current().connection, 0);
+    }
 
     fn pod_txn(switch: &str, port: &str, addr: &str) -> Vec<NbOp> {
         vec![
