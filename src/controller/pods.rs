@@ -28,12 +28,13 @@ use tracing::Instrument;
 
 use super::ipam::{Ipam, PodNet, parse_annotation};
 use super::pods_plan::{
-    Blocked, Claim, Entry, PortRow, PortState, claim, delete_ops, pod_annotation, pod_node, pod_ns,
-    port_ops, rebuild, stale_ports,
+    Blocked, Claim, Entry, PortRow, PortState, after_new_database, claim, delete_ops,
+    pod_annotation, pod_node, pod_ns, port_ops, rebuild, stale_ports,
 };
 use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, parse_host_subnet};
 use crate::kube::{Change, events, informer, key};
 use crate::ovn::names::pod_port;
+use crate::ovn::signals::{NbEpoch, NbSignals, next_change};
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Policy, Retries};
@@ -183,6 +184,9 @@ struct Worker {
     switch_ready: bool,
     switch_check: (Instant, u32),
     shared: Arc<Shared>,
+    /// The NB connection's reconnections and database replacements.
+    signals: NbSignals,
+    epoch: NbEpoch,
 }
 
 fn rv(pod: &Pod) -> Option<u64> {
@@ -632,6 +636,24 @@ impl Worker {
         }
     }
 
+    /// The NB came back, or came back empty. Pending work waited for the NB, not for anything
+    /// wrong with the pods: it is due now. A new database also lost every port: they are
+    /// written again with their addresses once the master has re-created the node switch.
+    fn on_nb_epoch(&mut self, now: NbEpoch) {
+        let before = std::mem::replace(&mut self.epoch, now);
+        if now.database != before.database {
+            let todo = after_new_database(&mut self.entries);
+            tracing::info!(node = %self.node, ports = todo.len(), "new NB database: writing the node's pod ports again");
+            for k in &todo {
+                self.enqueue(k);
+            }
+            self.switch_ready = false;
+        }
+        let waiting = self.retry.retry_all_now(std::time::Instant::now());
+        self.switch_check = (Instant::now(), 0);
+        tracing::debug!(node = %self.node, waiting, "NB back: retrying now");
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut cancel: CancelToken) {
         loop {
             let now = Instant::now();
@@ -646,6 +668,7 @@ impl Worker {
                         Some(m) => self.on_msg(m),
                         None => return,
                     },
+                    ep = next_change(&mut self.signals) => self.on_nb_epoch(ep),
                     _ = tokio::time::sleep_until(wake.unwrap_or(now + Duration::from_secs(3600))), if wake.is_some() => {}
                 }
             }
@@ -729,8 +752,11 @@ impl Running {
             waiting: HashSet::new(),
             switch_ready,
             switch_check: (Instant::now(), 0),
+            signals: self.shared.nb.signals(),
+            epoch: NbEpoch::default(),
             shared: self.shared.clone(),
         };
+        w.epoch = *w.signals.borrow();
         for k in &r.todo {
             w.enqueue(k);
         }

@@ -214,6 +214,22 @@ impl Entry {
     }
 }
 
+/// The NB was replaced by an empty database: every port we believe written must be written
+/// again, with the address the pod already has (it keeps its IP, and its annotation stays).
+/// Returns the keys to work on, sorted.
+pub fn after_new_database(entries: &mut HashMap<String, Entry>) -> Vec<String> {
+    let mut todo: Vec<String> = entries
+        .iter_mut()
+        .filter(|(_, e)| e.pod.is_some() && e.net.is_some() && e.port == PortState::Synced)
+        .map(|(k, e)| {
+            e.port = PortState::Dirty;
+            k.clone()
+        })
+        .collect();
+    todo.sort();
+    todo
+}
+
 /// What claiming an address for a pod decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
@@ -371,6 +387,68 @@ pub fn rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_database_rewrites_served_ports_with_their_addresses() {
+        let net = |ip: &str| PodNet {
+            ip: ip.parse().unwrap(),
+            mac: "0a:58:0a:01:00:05".into(),
+            prefix_len: 24,
+            gateway: "10.1.0.1".parse().unwrap(),
+        };
+        let entry = |ann: Option<&str>, net: Option<PodNet>, port, alive: bool| {
+            let mut e = Entry::new(pod("p", Some("n1"), ann, 0));
+            e.net = net;
+            e.port = port;
+            if !alive {
+                e.pod = None;
+            }
+            e
+        };
+        // (key, entry, rewritten?, port state afterwards)
+        let cases = [
+            (
+                "ns/served",
+                entry(None, Some(net("10.1.0.5")), PortState::Synced, true),
+                true,
+                PortState::Dirty,
+            ),
+            (
+                "ns/pending",
+                entry(None, Some(net("10.1.0.6")), PortState::Dirty, true),
+                false,
+                PortState::Dirty,
+            ),
+            (
+                "ns/unclaimed",
+                entry(None, None, PortState::Absent, true),
+                false,
+                PortState::Absent,
+            ),
+            (
+                "ns/deleting",
+                entry(None, Some(net("10.1.0.7")), PortState::Synced, false),
+                false,
+                PortState::Synced,
+            ),
+        ];
+        let mut entries: HashMap<String, Entry> = cases
+            .iter()
+            .map(|(k, e, _, _)| (k.to_string(), e.clone()))
+            .collect();
+        let todo = after_new_database(&mut entries);
+        let want: Vec<String> = cases
+            .iter()
+            .filter(|c| c.2)
+            .map(|c| c.0.to_string())
+            .collect();
+        assert_eq!(todo, want);
+        for (k, _, _, port) in &cases {
+            assert_eq!(entries[*k].port, *port, "{k}");
+        }
+        // The address is kept: nothing is re-allocated.
+        assert_eq!(entries["ns/served"].net, Some(net("10.1.0.5")));
+    }
     use k8s_openapi::api::core::v1::PodSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ObjectMeta;

@@ -284,6 +284,17 @@ impl<K: Ord + Clone> Retries<K> {
     pub fn next_at(&self) -> Option<Instant> {
         self.pending.values().map(|(at, _)| *at).min()
     }
+
+    /// The shared dependency is back (the NB reconnected): every key waiting for its retry is
+    /// due at once, and its count starts again, because those failures said nothing about the
+    /// object itself. Returns how many keys were waiting.
+    pub fn retry_all_now(&mut self, now: Instant) -> usize {
+        for (at, attempts) in self.pending.values_mut() {
+            *at = now;
+            *attempts = 0;
+        }
+        self.pending.len()
+    }
 }
 
 /// A dependency many objects share (the NB for every pod, service and policy): while it is
@@ -361,6 +372,24 @@ impl Outage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dependency_back_makes_every_waiting_key_due_with_a_fresh_count() {
+        let mut r: Retries<String> = Retries::with_policy(PER_OBJECT);
+        for _ in 0..5 {
+            r.failed("a");
+        }
+        r.failed("b");
+        let now = Instant::now();
+        assert!(!r.ready("a", now), "a waits for its backoff");
+        assert_eq!(r.retry_all_now(now), 2);
+        assert!(r.ready("a", now) && r.ready("b", now));
+        assert_eq!(r.attempts("a"), 0);
+        // The next failure starts from the base delay again.
+        let (attempts, delay) = r.failed("a");
+        assert_eq!(attempts, 1);
+        assert!(delay <= PER_OBJECT.ceiling(1), "{delay:?}");
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
