@@ -23,6 +23,7 @@ use kube::Api;
 use kube::runtime::watcher;
 
 use crate::kube::{Change, informer, key};
+use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbTxn, Query, names};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries, Retrying};
@@ -221,6 +222,11 @@ pub struct ServiceController {
     events: Option<crate::kube::events::Events>,
 }
 
+/// A service whose VIPs could not be programmed: 500 ms doubling to 30 s (a reconnection of
+/// the NB makes every waiting service due at once).
+const RETRY: retry::Policy =
+    retry::Policy::new(Duration::from_millis(500), Duration::from_secs(30));
+
 impl ServiceController {
     pub fn new(nb: Arc<dyn Nb>, nodeport: bool) -> Self {
         ServiceController {
@@ -235,7 +241,7 @@ impl ServiceController {
             owned: HashMap::new(),
             vip_owner: HashMap::new(),
             warned: HashMap::new(),
-            retry: Retries::new(Duration::from_millis(500), Duration::from_secs(30)),
+            retry: Retries::with_policy(RETRY),
             outage: Outage::new("service load balancers in the NB database"),
             ready_signal: None,
             reserved: validate::Reserved::default(),
@@ -501,6 +507,15 @@ impl ServiceController {
         }
     }
 
+    /// The NB lost everything: no VIP is owned any more, nothing waits for a retry (the full
+    /// sync that follows covers every service).
+    fn forget_programmed(&mut self) {
+        self.owned.clear();
+        self.vip_owner.clear();
+        self.retry = Retries::with_policy(RETRY);
+        self.targets = LbTargets::default();
+    }
+
     /// Book `want` as what `key` owns now (replacing `have`).
     fn record(&mut self, key: &str, have: &VipMap, want: VipMap) {
         for k in have.keys() {
@@ -668,9 +683,27 @@ impl ServiceController {
         };
         let (mut svc_synced, mut eps_synced, mut ready) = (false, false, false);
         let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let mut signals = self.nb.signals();
+        let mut epoch = *signals.borrow();
         loop {
             let changed: Vec<String> = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
+                now = next_change(&mut signals) => {
+                    let before = std::mem::replace(&mut epoch, now);
+                    if ready && now.database != before.database {
+                        // Everything we booked as programmed is gone: sync from scratch, as at
+                        // start-up (the master re-creates the cluster load balancers).
+                        tracing::info!(services = self.services.len(), "new NB database: programming every service again");
+                        self.forget_programmed();
+                        ready = false;
+                    } else if ready {
+                        let waiting = self.retry.retry_all_now(Instant::now());
+                        tracing::debug!(waiting, "NB back: retrying services now");
+                        self.rescan().await;
+                        self.retry_due().await;
+                    }
+                    vec![]
+                }
                 // Also drives the retry of a failed initial sync.
                 _ = tick.tick(), if svc_synced && eps_synced => {
                     if ready {
