@@ -32,6 +32,7 @@ use super::policy_plan::{
 };
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, informer, key};
+use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbOp, NbTxn};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries};
@@ -316,6 +317,35 @@ impl State {
         }
     }
 
+    /// Every unit NB has or we want.
+    fn all_units(&self) -> BTreeSet<Unit> {
+        let mut all: BTreeSet<Unit> = self.mirror.keys().cloned().collect();
+        for c in self.policies.values() {
+            all.insert(Self::policy_unit(c));
+            all.insert(Unit::Deny(c.ns.clone()));
+        }
+        all.insert(Unit::Mgmt);
+        all
+    }
+
+    /// The NB reconnected, or came back as a new database. The units waiting for their retry
+    /// waited for the NB: they are due now. What NB holds is read again (a new database holds
+    /// none of our objects, and no pod port until the pod controller writes it again and
+    /// reports it), and every unit is compared with it.
+    async fn on_nb_epoch(&mut self, new_database: bool) {
+        let waiting = self.retry.retry_all_now(std::time::Instant::now());
+        if new_database {
+            tracing::info!(
+                units = self.mirror.len(),
+                "new NB database: programming every policy again"
+            );
+            self.mirror.clear();
+        }
+        self.resync().await;
+        self.dirty.extend(self.all_units());
+        tracing::debug!(waiting, "NB back: reconciling policy objects now");
+    }
+
     /// Recompute the dirty units that are due and apply the differences. Returns the number
     /// of units changed in NB.
     async fn reconcile(&mut self) -> usize {
@@ -546,13 +576,7 @@ impl PolicyController {
             .filter(|u| st.desired(u).is_empty())
             .cloned()
             .collect();
-        let mut all: BTreeSet<Unit> = st.mirror.keys().cloned().collect();
-        for c in st.policies.values() {
-            all.insert(State::policy_unit(c));
-            all.insert(Unit::Deny(c.ns.clone()));
-        }
-        all.insert(Unit::Mgmt);
-        st.dirty = all;
+        st.dirty = st.all_units();
         let started = std::time::Instant::now();
         let changed = st.reconcile().await;
         tracing::info!(
@@ -575,6 +599,8 @@ impl PolicyController {
         // after BURST_QUIET without an event, or after BURST_MAX. Polling the streams once is
         // not enough: the HTTP client hands a watch over one chunk at a time.
         let mut burst_end: Option<Instant> = None;
+        let mut signals = st.nb.signals();
+        let mut epoch = *signals.borrow();
         loop {
             let wake = st.next_retry();
             let far = Instant::now() + Duration::from_secs(3600);
@@ -601,6 +627,11 @@ impl PolicyController {
                     // The pod controller stopped; the process is going down.
                     None => return Ok(()),
                 },
+                now = next_change(&mut signals) => {
+                    let before = std::mem::replace(&mut epoch, now);
+                    st.on_nb_epoch(now.database != before.database).await;
+                    true
+                }
                 _ = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() && burst_end.is_none() => true,
                 _ = tokio::time::sleep(BURST_QUIET), if burst_end.is_some() => true,
             };
