@@ -252,7 +252,7 @@ fn emit(remote: &Remote, log: Option<LinkLog>, retry_in: Duration) {
     }
 }
 
-/// Owns the connection for its whole life: connect, serve, reconnect with the shared backoff.
+/// Owns the connection for its whole life: connect, serve, reconnect with the connection backoff.
 /// Every failure waits (a peer that accepts and closes, or answers something that is not
 /// JSON-RPC, is retried as slowly as one that refuses); the backoff starts over only after the
 /// server has answered on a connection.
@@ -262,7 +262,7 @@ async fn run(
     timeout: Duration,
     events: Option<mpsc::UnboundedSender<Event>>,
 ) {
-    let mut backoff = Backoff::new(retry::DEPENDENCY);
+    let mut backoff = Backoff::new(retry::RECONNECT);
     let mut link = LinkState::default();
     let mut retry_at = Instant::now();
     let mut last_err = String::from("not connected yet");

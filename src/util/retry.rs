@@ -26,6 +26,12 @@ pub struct Policy {
 /// capped).
 pub const DEPENDENCY: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(10));
 
+/// A persistent database connection (the NB/SB/OVS OVSDB clients): 100 ms doubling to 1 s.
+/// Every controller's pending work waits for this one connection, so after a long outage it
+/// must come back within about a second of the server, not after a 10 s backoff; one
+/// connection attempt per second and process costs a server nothing.
+pub const RECONNECT: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(1));
+
 impl Policy {
     pub const fn new(base: Duration, max: Duration) -> Self {
         Policy { base, max }
