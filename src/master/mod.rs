@@ -27,12 +27,13 @@ use crate::config::{
     ClusterSubnet, Config, ConfigError, OvnAuth, ServerSetup, ServerSsl, local_db_socket,
 };
 use crate::exec::Exec;
-use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
+use crate::kube::annotations::{HOST_SUBNET, NODE_MGMT_PORT_MAC, parse_host_subnet};
 use crate::kube::{Change, events, informer};
+use crate::ovn::signals::{self, NbEpoch};
 use crate::ovn::{Ctl, CtlTarget};
 use crate::ovn::{Nb, NbTxn};
 use crate::util::ready::Pending;
-use crate::util::retry::{self, Outage, Retries, Retrying, until_ok};
+use crate::util::retry::{self, Backoff, Outage, Retries, Retrying, until_ok};
 use subnets::SubnetAllocator;
 use topology::Snapshot;
 
@@ -59,7 +60,19 @@ pub struct Master {
     snap_dirty: bool,
     /// Reported once the initial node list has been processed.
     ready: Option<Pending>,
+    /// Nodes whose management-port MAC annotation was refused (reported once per value).
+    bad_mac: BTreeMap<String, String>,
+    /// A failed whole-topology rebuild is tried again at this time.
+    rebuild_at: Option<Instant>,
+    rebuild_backoff: Backoff,
+    /// NB transactions written (non-empty), to tell a repair from a check that found nothing.
+    writes: u64,
 }
+
+/// How often the master re-reads its topology to find objects that went missing without a
+/// signal (an `ovn-nbctl` backend cannot tell a replaced database; someone deleted a switch).
+/// Reads only: a healthy database gets no transaction.
+const AUDIT: Duration = Duration::from_secs(10);
 
 impl Master {
     pub fn new(nb: Arc<dyn Nb>, client: kube::Client, cluster: &[ClusterSubnet]) -> Self {
@@ -78,6 +91,10 @@ impl Master {
             snap: Snapshot::default(),
             snap_dirty: true,
             ready: None,
+            bad_mac: BTreeMap::new(),
+            rebuild_at: None,
+            rebuild_backoff: Backoff::new(retry::DEPENDENCY),
+            writes: 0,
         }
     }
 
@@ -89,7 +106,13 @@ impl Master {
 
     async fn snapshot(&mut self) -> Result<&Snapshot> {
         if self.snap_dirty {
-            self.snap = Snapshot::read(self.nb.as_ref())
+            let mgmt: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.annotations().contains_key(NODE_MGMT_PORT_MAC))
+                .map(|(name, _)| name.clone())
+                .collect();
+            self.snap = Snapshot::read_with_mgmt(self.nb.as_ref(), &mgmt)
                 .await
                 .context("reading the northbound topology")?;
             self.snap_dirty = false;
@@ -105,7 +128,68 @@ impl Master {
         txn.extend(ops);
         // Whatever happened, our picture of the database may be stale now.
         self.snap_dirty = true;
+        self.writes += 1;
         self.nb.transact(&txn).await.map(|_| ())
+    }
+
+    /// Bring the whole topology back to what the master owns, read fresh: the cluster objects,
+    /// then every node from the subnet it already holds (its annotation), so no node changes
+    /// subnet. Used when the NB turned out to be a new database, and periodically to find
+    /// objects that went missing otherwise. Returns the number of transactions written.
+    async fn rebuild(&mut self) -> Result<u64> {
+        let before = self.writes;
+        self.snap_dirty = true;
+        self.ensure_cluster().await?;
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for n in names {
+            self.sync_node(&n).await;
+        }
+        Ok(self.writes - before)
+    }
+
+    /// [`Master::rebuild`], logged; a failure (the NB went away again) is retried with backoff.
+    async fn rebuild_logged(&mut self, why: &str) {
+        let started = Instant::now();
+        match self.rebuild().await {
+            Ok(0) => {
+                self.rebuild_at = None;
+                self.rebuild_backoff.reset();
+                tracing::debug!(why, "topology checked: nothing missing");
+            }
+            Ok(n) => {
+                self.rebuild_at = None;
+                self.rebuild_backoff.reset();
+                tracing::info!(
+                    why, transactions = n, nodes = self.nodes.len(), took = ?started.elapsed(),
+                    "rebuilt the cluster topology in the NB database"
+                );
+            }
+            Err(e) => {
+                let delay = self.rebuild_backoff.failed();
+                self.rebuild_at = Some(Instant::now() + delay);
+                let e = format!("{e:#}");
+                self.outage.failed(self.nodes.len(), &e);
+                tracing::debug!(why, retry_in = ?delay, error = %e, "rebuilding the topology failed");
+            }
+        }
+    }
+
+    /// React to the NB connection's signals: a new database is rebuilt at once; a
+    /// reconnection retries the pending work now instead of at each node's backoff.
+    async fn on_signal(&mut self, seen: &mut NbEpoch, now: NbEpoch) {
+        let was = std::mem::replace(seen, now);
+        if now.database != was.database {
+            tracing::info!("the NB database was replaced: rebuilding the cluster topology");
+            self.rebuild_logged("new NB database").await;
+        } else if now.connection != was.connection {
+            if self.rebuild_at.is_some() {
+                self.rebuild_logged("NB reconnected").await;
+            }
+            let far = Instant::now() + Duration::from_secs(86_400);
+            for n in self.retry.due(far) {
+                self.sync_node(&n).await;
+            }
+        }
     }
 
     /// Cluster router, join switch, cluster load balancers.
@@ -291,7 +375,8 @@ impl Master {
                 .with_context(|| format!("annotating node {name} with {HOST_SUBNET}={want}"))?;
             tracing::info!(subnet = %want, "allocated host subnet");
         }
-        let ops = topology::node_ops(self.snapshot().await?, name, subnet);
+        let mac = self.mgmt_mac(&node, subnet).await;
+        let ops = topology::node_ops(self.snapshot().await?, name, subnet, mac.as_deref());
         if !ops.is_empty() {
             self.transact(ops)
                 .await
@@ -309,6 +394,7 @@ impl Master {
         self.waiting.remove(&name);
         self.refused.remove(&name);
         self.served.remove(&name);
+        self.bad_mac.remove(&name);
         if let Some(s) = self.owners.remove(&name) {
             self.alloc.release(s);
             tracing::info!(node = %name, subnet = %s, "released host subnet");
@@ -335,8 +421,38 @@ impl Master {
     }
 
     async fn retry_due(&mut self) {
+        if self.rebuild_at.is_some_and(|at| at <= Instant::now()) {
+            self.rebuild_logged("retrying the rebuild").await;
+        }
         for n in self.retry.due(Instant::now()) {
             self.sync_node(&n).await;
+        }
+    }
+
+    /// The management-port MAC to program for `node`: `None` without a usable annotation
+    /// (an unusable one is reported once per value, and the port is left as it is).
+    async fn mgmt_mac(&mut self, node: &Node, subnet: Ipv4Net) -> Option<String> {
+        let name = node.name_any();
+        let v = node.annotations().get(NODE_MGMT_PORT_MAC);
+        match topology::mgmt_mac(v.map(String::as_str), subnet)? {
+            Ok(mac) => {
+                self.bad_mac.remove(&name);
+                Some(mac)
+            }
+            Err(why) => {
+                let v = v.cloned().unwrap_or_default();
+                if self.bad_mac.get(&name) != Some(&v) {
+                    let msg = format!(
+                        "node {name}: {why}; its management port's logical port is left as it is"
+                    );
+                    tracing::error!(node = %name, "{msg}");
+                    self.events
+                        .warn(node, "ManagementPort", "InvalidManagementPortMAC", &msg)
+                        .await;
+                    self.bad_mac.insert(name, v);
+                }
+                None
+            }
         }
     }
 
@@ -353,10 +469,23 @@ impl Master {
         let mut changes = informer(api, watcher::Config::default()).boxed();
         let mut synced = false;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut audit = tokio::time::interval_at(tokio::time::Instant::now() + AUDIT, AUDIT);
+        audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sig = self.nb.signals();
+        let mut seen = *sig.borrow_and_update();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tick.tick(), if synced => self.retry_due().await,
+                _ = audit.tick(), if synced => self.rebuild_logged("periodic check").await,
+                now = signals::next_change(&mut sig) => {
+                    if synced {
+                        self.on_signal(&mut seen, now).await;
+                    } else {
+                        // The initial sync reads the database as it is then.
+                        seen = now;
+                    }
+                }
                 ch = changes.next() => {
                     let Some(ch) = ch else { anyhow::bail!("node watch ended") };
                     match ch {
