@@ -140,11 +140,46 @@ impl Master {
         let before = self.writes;
         self.snap_dirty = true;
         self.ensure_cluster().await?;
+        // The nodes already served are planned against one read and written in one
+        // transaction (a wiped NB needs all of them at once); the others, and all of them
+        // if that transaction fails, go through the per-node sync with its checks.
+        let snap = self.snapshot().await?.clone();
+        let mut ops = Vec::new();
+        let mut batched = Vec::new();
+        let mut single = Vec::new();
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         for n in names {
+            match self.batchable(&snap, &n) {
+                Some((node, subnet)) => {
+                    let mac = self.mgmt_mac(&node, subnet).await;
+                    ops.extend(topology::node_ops(&snap, &n, subnet, mac.as_deref()));
+                    batched.push(n);
+                }
+                None => single.push(n),
+            }
+        }
+        match self.transact(ops).await {
+            Ok(()) => batched.iter().for_each(|n| self.retry.forget(n)),
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "the rebuild's transaction failed; syncing node by node");
+                single.extend(batched);
+            }
+        }
+        for n in single {
             self.sync_node(&n).await;
         }
         Ok(self.writes - before)
+    }
+
+    /// The node and the subnet it holds, when its rebuild needs nothing but NB writes: it
+    /// was served, holds its subnet in its annotation, and nothing of someone else's has
+    /// taken its names.
+    fn batchable(&self, snap: &Snapshot, name: &str) -> Option<(Arc<Node>, Ipv4Net)> {
+        let node = self.nodes.get(name)?;
+        let subnet = *self.owners.get(name)?;
+        let annotated = node.annotations().get(HOST_SUBNET) == Some(&subnet.to_string());
+        (self.served.contains(name) && annotated && topology::node_conflicts(snap, name).is_empty())
+            .then(|| (node.clone(), subnet))
     }
 
     /// [`Master::rebuild`], logged; a failure (the NB went away again) is retried with backoff.
@@ -175,16 +210,18 @@ impl Master {
     }
 
     /// React to the NB connection's signals: a new database is rebuilt at once; a
-    /// reconnection retries the pending work now instead of at each node's backoff.
+    /// reconnection checks the topology and retries the pending work now instead of at each
+    /// node's backoff.
     async fn on_signal(&mut self, seen: &mut NbEpoch, now: NbEpoch) {
         let was = std::mem::replace(seen, now);
         if now.database != was.database {
             tracing::info!("the NB database was replaced: rebuilding the cluster topology");
             self.rebuild_logged("new NB database").await;
         } else if now.connection != was.connection {
-            if self.rebuild_at.is_some() {
-                self.rebuild_logged("NB reconnected").await;
-            }
+            // The server may hold an empty database whose replacement is only signalled once
+            // ovn-northd writes its NB_Global (about a second later): check at once. Reads
+            // only when nothing is missing.
+            self.rebuild_logged("NB reconnected").await;
             let far = Instant::now() + Duration::from_secs(86_400);
             for n in self.retry.due(far) {
                 self.sync_node(&n).await;
