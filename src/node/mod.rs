@@ -44,6 +44,8 @@ const RECHECK: Duration = Duration::from_secs(12);
 const SWITCH_POLL: Duration = Duration::from_secs(2);
 /// The same while a repair is pending because the NB turned out to be a new database.
 const REPAIR_POLL: Duration = Duration::from_millis(250);
+/// How long a running node polls that quickly before falling back to `SWITCH_POLL`.
+const REPAIR_WINDOW: Duration = Duration::from_secs(60);
 
 /// Initialise node `node`. Returns once the CNI config is written; any failure is an error
 /// (never a silent success).
@@ -147,12 +149,17 @@ impl NbKeeper {
         let mut sig = self.ctx.nb.signals();
         let mut database = sig.borrow_and_update().database;
         let mut repair = false;
+        // The quick polling of a pending repair is bounded; the period takes over after it.
+        let mut repair_until = tokio::time::Instant::now();
         // Logged once while it keeps failing, and once when it works again.
         let mut outage = retry::Outage::new(format!(
             "re-checking the NB objects of node {} (every {RECHECK:?})",
             self.node
         ));
         loop {
+            if repair && tokio::time::Instant::now() >= repair_until {
+                repair = false;
+            }
             let poll = if repair { REPAIR_POLL } else { SWITCH_POLL };
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
@@ -161,6 +168,7 @@ impl NbKeeper {
                         database = now.database;
                         tracing::info!(node = %self.node, "new NB database: re-creating the node's NB objects once its switch is back");
                         repair = true;
+                        repair_until = tokio::time::Instant::now() + REPAIR_WINDOW;
                     }
                     continue;
                 }
