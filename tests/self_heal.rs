@@ -279,6 +279,107 @@ async fn a_wiped_nb_gets_its_topology_back_while_everything_runs() {
     eprintln!("self-heal test done in {:?}", t0.elapsed());
 }
 
+/// Nodes `names` registered, given their subnets by the master, and annotated with their
+/// management port MAC as their agents would; returns the subnets.
+async fn annotated_nodes(env: &Env, names: &[String]) -> BTreeMap<String, String> {
+    env.create_nodes(names).await;
+    let subnets = eventually("subnets", WAIT, || async {
+        let s = subnets(env).await;
+        (s.len() == names.len()).then_some(s)
+    })
+    .await;
+    let api: Api<Node> = Api::all(env.client.clone());
+    for (n, s) in &subnets {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            NODE_MGMT_PORT_MAC: mac_from_ip(host(s, 2))}}});
+        api.patch(n, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+    subnets
+}
+
+/// The master's flags without the controllers (this checks the master's own part).
+fn master_only(args: Vec<String>) -> Vec<String> {
+    args.into_iter()
+        .filter(|a| a != "-net-controller")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_nb_gets_the_masters_listener_and_topology_back() {
+    let mut env = Env::start("self-heal-tcp").await;
+    // The master and its NB client use the TCP listener it opens itself; a replaced
+    // database has no `Connection` row, so that listener is gone with it.
+    let mut master = env.spawn("master", &master_only(env.master_args(CLUSTER_SUBNET)));
+    master.wait_log("initial node sync done", WAIT);
+    let before = annotated_nodes(&env, &["n1".into(), "n2".into()]).await;
+    eventually("the topology in NB", WAIT, || async {
+        topology_ok(&env, &before).ok()
+    })
+    .await;
+    let listener = format!("ptcp:{}:{}", env.nb_addr.port(), env.nb_addr.ip());
+    assert!(env.central.nb_connections().unwrap().contains(&listener));
+
+    env.central.wipe_nb().unwrap();
+    let back = Instant::now();
+    assert!(env.central.nb_connections().unwrap().is_empty());
+    eventually(
+        "the master's listener and topology back",
+        REBUILD,
+        || async {
+            (env.central.nb_connections().ok()?.contains(&listener)
+                && topology_ok(&env, &before).is_ok())
+            .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "over TCP: listener and topology back in {:?}",
+        back.elapsed()
+    );
+    assert_eq!(subnets(&env).await, before, "no node may change subnet");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_signals_the_periodic_check_rebuilds_a_wiped_nb() {
+    let mut env = Env::start("self-heal-exec").await;
+    // `ovn-nbctl` cannot tell that the database was replaced: only the master's periodic
+    // check can find the topology missing.
+    let args = master_only(env.master_args_unix(CLUSTER_SUBNET));
+    let log = env.dir.join("master.log");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ovnkube"))
+        .env("OVN_RUNDIR", env.central.ovn_rundir())
+        .env("OVNKUBE_NB_BACKEND", "exec")
+        .args(&args)
+        .arg(format!("-logfile={}", log.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut master = common::Daemon { child, log };
+    master.wait_log("initial node sync done", WAIT);
+    assert!(master.log_text().contains("NB backend: ovn-nbctl"));
+    let before = annotated_nodes(&env, &["n1".into()]).await;
+    eventually("the topology in NB", WAIT, || async {
+        topology_ok(&env, &before).ok()
+    })
+    .await;
+    env.central.wipe_nb().unwrap();
+    let back = Instant::now();
+    eventually("the topology back", REBUILD, || async {
+        topology_ok(&env, &before).ok()
+    })
+    .await;
+    eprintln!("ovn-nbctl backend: topology back in {:?}", back.elapsed());
+    assert!(
+        master.log_text().contains("periodic check"),
+        "{}",
+        master.log_text()
+    );
+}
+
 fn pod(name: &str, node: &str, role: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {

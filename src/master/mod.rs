@@ -574,13 +574,94 @@ pub async fn setup_db_servers(
     cancel: &CancelToken,
 ) -> Result<()> {
     let rundir = std::env::var("OVN_RUNDIR").ok();
-    for (server, auth) in [
-        (&NB_SERVER, &cfg.ovn_north.server),
-        (&SB_SERVER, &cfg.ovn_south.server),
-    ] {
+    let servers = [
+        (&NB_SERVER, cfg.ovn_north.server.clone()),
+        (&SB_SERVER, cfg.ovn_south.server.clone()),
+    ];
+    for (server, auth) in &servers {
         configure_server(exec.clone(), server, auth, rundir.as_deref(), cancel).await?;
     }
+    let keep: Vec<_> = servers
+        .into_iter()
+        .filter(|(_, a)| matches!(a.server_setup(), ServerSetup::Listen { .. }))
+        .collect();
+    if !keep.is_empty() {
+        tokio::spawn(keep_listeners(exec, keep, rundir, cancel.clone()));
+    }
     Ok(())
+}
+
+/// How often the master re-checks the servers' listeners it configured.
+const LISTENER_CHECK: Duration = Duration::from_secs(5);
+
+/// The listeners live in the databases' own `Connection` tables, so a database replaced by an
+/// empty one (a restore) stops listening on them, and every client of that address (this
+/// process too, and the nodes) is cut off for good. Re-check them over the local sockets and
+/// put them back; a check that finds them in place only reads.
+async fn keep_listeners(
+    exec: Arc<dyn Exec>,
+    servers: Vec<(&'static DbServer, OvnAuth)>,
+    rundir: Option<String>,
+    mut cancel: CancelToken,
+) {
+    let mut outage = Outage::new("re-checking the database servers' listeners");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LISTENER_CHECK) => {}
+            _ = cancel.cancelled() => return,
+        }
+        for (server, auth) in &servers {
+            let setup = auth.server_setup();
+            match ensure_listener(exec.clone(), server, &setup, rundir.as_deref()).await {
+                Ok(false) => outage.succeeded(),
+                Ok(true) => {
+                    outage.succeeded();
+                    tracing::warn!(
+                        db = server.db,
+                        "the {} server had lost its listener (a replaced database?): re-opened it",
+                        server.db
+                    );
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    outage.failed(1, &e);
+                    tracing::debug!(db = server.db, error = %e, "re-checking the listener failed");
+                }
+            }
+        }
+    }
+}
+
+/// One check of `server`'s listener over its local socket, writing it when it is missing or
+/// differs. Returns whether it wrote.
+async fn ensure_listener(
+    exec: Arc<dyn Exec>,
+    server: &DbServer,
+    setup: &ServerSetup,
+    rundir: Option<&str>,
+) -> Result<bool> {
+    let db = server.db;
+    let local = local_db_socket(rundir, server.stem);
+    let mut target = CtlTarget::new(server.program);
+    target.db_args = vec![format!("--db={local}")];
+    let ctl = Ctl::new(exec, target);
+    let current = ctl
+        .run_raw(&["get-connection"])
+        .await
+        .with_context(|| format!("reading the {db} server's connections over {local}"))?;
+    if !setup.needs_update(&current) {
+        return Ok(false);
+    }
+    let args = setup.ctl_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let remote = match setup {
+        ServerSetup::Listen { remote, .. } => remote.as_str(),
+        _ => "",
+    };
+    ctl.run_raw(&args)
+        .await
+        .with_context(|| format!("error setting the {db} API connection {remote} over {local}"))?;
+    Ok(true)
 }
 
 /// One central database as its server-side tool sees it.
@@ -634,24 +715,9 @@ pub async fn configure_server(
         }
     };
     let local = local_db_socket(rundir, server.stem);
-    let mut target = CtlTarget::new(server.program);
-    target.db_args = vec![format!("--db={local}")];
-    let ctl = Ctl::new(exec, target);
     let what = format!("configuring the {db} server's listener {remote} over {local}");
-    let changed = until_ok(&what, retry::DEPENDENCY, cancel, || async {
-        let current = ctl
-            .run_raw(&["get-connection"])
-            .await
-            .with_context(|| format!("reading the {db} server's connections over {local}"))?;
-        if !setup.needs_update(&current) {
-            return Ok(false);
-        }
-        let args = setup.ctl_args();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ctl.run_raw(&args).await.with_context(|| {
-            format!("error setting the {db} API connection {remote} over {local}")
-        })?;
-        Ok(true)
+    let changed = until_ok(&what, retry::DEPENDENCY, cancel, || {
+        ensure_listener(exec.clone(), server, &setup, rundir)
     })
     .await?;
     tracing::info!(db, %remote, %local, changed, "database server listener configured");
