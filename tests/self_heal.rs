@@ -380,6 +380,84 @@ async fn without_signals_the_periodic_check_rebuilds_a_wiped_nb() {
     );
 }
 
+/// A tenant who may edit Nodes points n2's management-port annotation at the MAC of n2's
+/// router port (and tries an OVSDB injection): refused with an ERROR and a Warning Event, and
+/// the master's port keeps its address, also when rebuilt after a wipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_management_port_annotation_is_refused() {
+    use k8s_openapi::api::events::v1::Event;
+    let mut env = Env::start("self-heal-hostile").await;
+    let mut master = env.spawn("master", &master_only(env.master_args_unix(CLUSTER_SUBNET)));
+    master.wait_log("initial node sync done", WAIT);
+    let before = annotated_nodes(&env, &["n1".into(), "n2".into()]).await;
+    eventually("the topology in NB", WAIT, || async {
+        topology_ok(&env, &before).ok()
+    })
+    .await;
+    let api: Api<Node> = Api::all(env.client.clone());
+    let s2 = &before["n2"];
+    for (bad, why) in [
+        (mac_from_ip(host(s2, 1)), "is the MAC of another address"),
+        (
+            format!("{}\" -- lsp-del k8s-n1", mac_from_ip(host(s2, 2))),
+            "is not a unicast",
+        ),
+    ] {
+        let patch = serde_json::json!({"metadata": {"annotations": {NODE_MGMT_PORT_MAC: bad}}});
+        api.patch("n2", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        master.wait_log(why, WAIT);
+        // Repeats of one reason are aggregated into the first Event's series.
+        let events: Api<Event> = Api::namespaced(env.client.clone(), "default");
+        eventually("a Warning Event on n2", WAIT, || async {
+            let evs = events.list(&ListParams::default()).await.ok()?.items;
+            evs.iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("InvalidManagementPortMAC")
+                        && e.note.as_deref().is_some_and(|n| n.contains("node n2:"))
+                })
+                .then_some(())
+        })
+        .await;
+    }
+    assert!(master.log_text().contains("ERROR"), "{}", master.log_text());
+    // Nothing changed: both management ports keep the node's own address.
+    topology_ok(&env, &before).unwrap();
+    env.central.wipe_nb().unwrap();
+    // After a wipe, n2's port comes back only once its agent reports a usable MAC again:
+    // the refused value is never programmed.
+    eventually("n1's topology back", REBUILD, || async {
+        let n1: BTreeMap<String, String> = before
+            .iter()
+            .filter(|(n, _)| *n == "n1")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        topology_ok(&env, &n1).ok()
+    })
+    .await;
+    let a = nb(
+        &env,
+        &[
+            "--bare",
+            "--columns=addresses",
+            "find",
+            "Logical_Switch_Port",
+            "name=k8s-n2",
+        ],
+    );
+    assert!(a.is_empty(), "a refused MAC was programmed: {a}");
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        NODE_MGMT_PORT_MAC: mac_from_ip(host(s2, 2))}}});
+    api.patch("n2", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("n2's management port back", REBUILD, || async {
+        topology_ok(&env, &before).ok()
+    })
+    .await;
+}
+
 fn pod(name: &str, node: &str, role: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {
