@@ -165,6 +165,12 @@ fn run_annotation(c: &AnnotationCase) -> Result<(), (Option<u32>, String)> {
         "host_subnet" => ovnkube::kube::annotations::parse_host_subnet(&c.value)
             .map(|_| ())
             .map_err(|e| (None, e)),
+        "mgmt_port_mac" => {
+            match ovnkube::master::topology::mgmt_mac(Some(&c.value), addrs.subnet) {
+                Some(r) => r.map(|_| ()).map_err(|e| (None, e)),
+                None => Err((None, "no value".into())),
+            }
+        }
         k => Err((None, format!("unknown annotation kind {k}"))),
     }
 }

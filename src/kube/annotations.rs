@@ -23,6 +23,23 @@ pub fn parse_host_subnet(v: &str) -> Result<Ipv4Net, String> {
     Ok(net)
 }
 
+/// Node annotation holding the MAC of the node's management port (`k8s-<node>`), written by
+/// the node agent so the master can own that logical switch port. The name and the plain-MAC
+/// value are upstream ovn-kubernetes'. The port it describes is always the annotated node's
+/// own `k8s-<node>`: the value carries no port name, so a node cannot point it elsewhere.
+pub const NODE_MGMT_PORT_MAC: &str = "k8s.ovn.org/node-mgmt-port-mac-address";
+
+/// Parse a management-port MAC annotation. Anyone allowed to edit a Node can set it, so the
+/// value is held to what a port address may be: a unicast, non-zero MAC in colon form
+/// (normalised to lower case).
+pub fn parse_mgmt_port_mac(v: &str) -> Result<String, String> {
+    crate::controller::ipam::parse_mac(v.trim()).ok_or_else(|| {
+        format!(
+            "{NODE_MGMT_PORT_MAC} {v:?} is not a unicast, non-zero MAC address (aa:bb:cc:dd:ee:ff)"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +61,26 @@ mod tests {
                 .contains("not an IPv4 CIDR")
         );
         assert!(parse_host_subnet("fd00::/64").is_err());
+    }
+
+    #[test]
+    fn mgmt_port_mac_values() {
+        for (v, want) in [
+            ("0a:58:0a:01:03:02", Some("0a:58:0a:01:03:02")),
+            (" 0A:58:0A:01:03:02\n", Some("0a:58:0a:01:03:02")),
+            ("01:00:5e:00:00:01", None),
+            ("ff:ff:ff:ff:ff:ff", None),
+            ("00:00:00:00:00:00", None),
+            ("0a:58:0a:01:03", None),
+            ("0a:58:0a:01:03:02 10.1.3.2", None),
+            ("k8s-other", None),
+            ("", None),
+        ] {
+            match (parse_mgmt_port_mac(v), want) {
+                (Ok(got), Some(w)) => assert_eq!(got, w, "{v:?}"),
+                (Err(e), None) => assert!(e.contains(NODE_MGMT_PORT_MAC), "{v:?}: {e}"),
+                (got, w) => panic!("{v:?}: got {got:?}, want {w:?}"),
+            }
+        }
     }
 }

@@ -27,12 +27,13 @@ use crate::config::{
     ClusterSubnet, Config, ConfigError, OvnAuth, ServerSetup, ServerSsl, local_db_socket,
 };
 use crate::exec::Exec;
-use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
+use crate::kube::annotations::{HOST_SUBNET, NODE_MGMT_PORT_MAC, parse_host_subnet};
 use crate::kube::{Change, events, informer};
+use crate::ovn::signals::{self, NbEpoch};
 use crate::ovn::{Ctl, CtlTarget};
 use crate::ovn::{Nb, NbTxn};
 use crate::util::ready::Pending;
-use crate::util::retry::{self, Outage, Retries, Retrying, until_ok};
+use crate::util::retry::{self, Backoff, Outage, Retries, Retrying, until_ok};
 use subnets::SubnetAllocator;
 use topology::Snapshot;
 
@@ -59,7 +60,19 @@ pub struct Master {
     snap_dirty: bool,
     /// Reported once the initial node list has been processed.
     ready: Option<Pending>,
+    /// Nodes whose management-port MAC annotation was refused (reported once per value).
+    bad_mac: BTreeMap<String, String>,
+    /// A failed whole-topology rebuild is tried again at this time.
+    rebuild_at: Option<Instant>,
+    rebuild_backoff: Backoff,
+    /// NB transactions written (non-empty), to tell a repair from a check that found nothing.
+    writes: u64,
 }
+
+/// How often the master re-reads its topology to find objects that went missing without a
+/// signal (an `ovn-nbctl` backend cannot tell a replaced database; someone deleted a switch).
+/// Reads only: a healthy database gets no transaction.
+const AUDIT: Duration = Duration::from_secs(10);
 
 impl Master {
     pub fn new(nb: Arc<dyn Nb>, client: kube::Client, cluster: &[ClusterSubnet]) -> Self {
@@ -78,6 +91,10 @@ impl Master {
             snap: Snapshot::default(),
             snap_dirty: true,
             ready: None,
+            bad_mac: BTreeMap::new(),
+            rebuild_at: None,
+            rebuild_backoff: Backoff::new(retry::DEPENDENCY),
+            writes: 0,
         }
     }
 
@@ -89,7 +106,13 @@ impl Master {
 
     async fn snapshot(&mut self) -> Result<&Snapshot> {
         if self.snap_dirty {
-            self.snap = Snapshot::read(self.nb.as_ref())
+            let mgmt: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.annotations().contains_key(NODE_MGMT_PORT_MAC))
+                .map(|(name, _)| name.clone())
+                .collect();
+            self.snap = Snapshot::read_with_mgmt(self.nb.as_ref(), &mgmt)
                 .await
                 .context("reading the northbound topology")?;
             self.snap_dirty = false;
@@ -105,7 +128,105 @@ impl Master {
         txn.extend(ops);
         // Whatever happened, our picture of the database may be stale now.
         self.snap_dirty = true;
+        self.writes += 1;
         self.nb.transact(&txn).await.map(|_| ())
+    }
+
+    /// Bring the whole topology back to what the master owns, read fresh: the cluster objects,
+    /// then every node from the subnet it already holds (its annotation), so no node changes
+    /// subnet. Used when the NB turned out to be a new database, and periodically to find
+    /// objects that went missing otherwise. Returns the number of transactions written.
+    async fn rebuild(&mut self) -> Result<u64> {
+        let before = self.writes;
+        self.snap_dirty = true;
+        self.ensure_cluster().await?;
+        // The nodes already served are planned against one read and written in one
+        // transaction (a wiped NB needs all of them at once); the others, and all of them
+        // if that transaction fails, go through the per-node sync with its checks.
+        let snap = self.snapshot().await?.clone();
+        let mut ops = Vec::new();
+        let mut batched = Vec::new();
+        let mut single = Vec::new();
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for n in names {
+            match self.batchable(&snap, &n) {
+                Some((node, subnet)) => {
+                    let mac = self.mgmt_mac(&node, subnet).await;
+                    ops.extend(topology::node_ops(&snap, &n, subnet, mac.as_deref()));
+                    batched.push(n);
+                }
+                None => single.push(n),
+            }
+        }
+        match self.transact(ops).await {
+            Ok(()) => batched.iter().for_each(|n| self.retry.forget(n)),
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "the rebuild's transaction failed; syncing node by node");
+                single.extend(batched);
+            }
+        }
+        for n in single {
+            self.sync_node(&n).await;
+        }
+        Ok(self.writes - before)
+    }
+
+    /// The node and the subnet it holds, when its rebuild needs nothing but NB writes: it
+    /// was served, holds its subnet in its annotation, and nothing of someone else's has
+    /// taken its names.
+    fn batchable(&self, snap: &Snapshot, name: &str) -> Option<(Arc<Node>, Ipv4Net)> {
+        let node = self.nodes.get(name)?;
+        let subnet = *self.owners.get(name)?;
+        let annotated = node.annotations().get(HOST_SUBNET) == Some(&subnet.to_string());
+        (self.served.contains(name) && annotated && topology::node_conflicts(snap, name).is_empty())
+            .then(|| (node.clone(), subnet))
+    }
+
+    /// [`Master::rebuild`], logged; a failure (the NB went away again) is retried with backoff.
+    async fn rebuild_logged(&mut self, why: &str) {
+        let started = Instant::now();
+        match self.rebuild().await {
+            Ok(0) => {
+                self.rebuild_at = None;
+                self.rebuild_backoff.reset();
+                tracing::debug!(why, "topology checked: nothing missing");
+            }
+            Ok(n) => {
+                self.rebuild_at = None;
+                self.rebuild_backoff.reset();
+                tracing::info!(
+                    why, transactions = n, nodes = self.nodes.len(), took = ?started.elapsed(),
+                    "rebuilt the cluster topology in the NB database"
+                );
+            }
+            Err(e) => {
+                let delay = self.rebuild_backoff.failed();
+                self.rebuild_at = Some(Instant::now() + delay);
+                let e = format!("{e:#}");
+                self.outage.failed(self.nodes.len(), &e);
+                tracing::debug!(why, retry_in = ?delay, error = %e, "rebuilding the topology failed");
+            }
+        }
+    }
+
+    /// React to the NB connection's signals: a new database is rebuilt at once; a
+    /// reconnection checks the topology and retries the pending work now instead of at each
+    /// node's backoff.
+    async fn on_signal(&mut self, seen: &mut NbEpoch, now: NbEpoch) {
+        let was = std::mem::replace(seen, now);
+        if now.database != was.database {
+            tracing::info!("the NB database was replaced: rebuilding the cluster topology");
+            self.rebuild_logged("new NB database").await;
+        } else if now.connection != was.connection {
+            // The server may hold an empty database whose replacement is only signalled once
+            // ovn-northd writes its NB_Global (about a second later): check at once. Reads
+            // only when nothing is missing.
+            self.rebuild_logged("NB reconnected").await;
+            let far = Instant::now() + Duration::from_secs(86_400);
+            for n in self.retry.due(far) {
+                self.sync_node(&n).await;
+            }
+        }
     }
 
     /// Cluster router, join switch, cluster load balancers.
@@ -291,7 +412,8 @@ impl Master {
                 .with_context(|| format!("annotating node {name} with {HOST_SUBNET}={want}"))?;
             tracing::info!(subnet = %want, "allocated host subnet");
         }
-        let ops = topology::node_ops(self.snapshot().await?, name, subnet);
+        let mac = self.mgmt_mac(&node, subnet).await;
+        let ops = topology::node_ops(self.snapshot().await?, name, subnet, mac.as_deref());
         if !ops.is_empty() {
             self.transact(ops)
                 .await
@@ -309,6 +431,7 @@ impl Master {
         self.waiting.remove(&name);
         self.refused.remove(&name);
         self.served.remove(&name);
+        self.bad_mac.remove(&name);
         if let Some(s) = self.owners.remove(&name) {
             self.alloc.release(s);
             tracing::info!(node = %name, subnet = %s, "released host subnet");
@@ -335,8 +458,38 @@ impl Master {
     }
 
     async fn retry_due(&mut self) {
+        if self.rebuild_at.is_some_and(|at| at <= Instant::now()) {
+            self.rebuild_logged("retrying the rebuild").await;
+        }
         for n in self.retry.due(Instant::now()) {
             self.sync_node(&n).await;
+        }
+    }
+
+    /// The management-port MAC to program for `node`: `None` without a usable annotation
+    /// (an unusable one is reported once per value, and the port is left as it is).
+    async fn mgmt_mac(&mut self, node: &Node, subnet: Ipv4Net) -> Option<String> {
+        let name = node.name_any();
+        let v = node.annotations().get(NODE_MGMT_PORT_MAC);
+        match topology::mgmt_mac(v.map(String::as_str), subnet)? {
+            Ok(mac) => {
+                self.bad_mac.remove(&name);
+                Some(mac)
+            }
+            Err(why) => {
+                let v = v.cloned().unwrap_or_default();
+                if self.bad_mac.get(&name) != Some(&v) {
+                    let msg = format!(
+                        "node {name}: {why}; its management port's logical port is left as it is"
+                    );
+                    tracing::error!(node = %name, "{msg}");
+                    self.events
+                        .warn(node, "ManagementPort", "InvalidManagementPortMAC", &msg)
+                        .await;
+                    self.bad_mac.insert(name, v);
+                }
+                None
+            }
         }
     }
 
@@ -353,10 +506,23 @@ impl Master {
         let mut changes = informer(api, watcher::Config::default()).boxed();
         let mut synced = false;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut audit = tokio::time::interval_at(tokio::time::Instant::now() + AUDIT, AUDIT);
+        audit.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sig = self.nb.signals();
+        let mut seen = *sig.borrow_and_update();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tick.tick(), if synced => self.retry_due().await,
+                _ = audit.tick(), if synced => self.rebuild_logged("periodic check").await,
+                now = signals::next_change(&mut sig) => {
+                    if synced {
+                        self.on_signal(&mut seen, now).await;
+                    } else {
+                        // The initial sync reads the database as it is then.
+                        seen = now;
+                    }
+                }
                 ch = changes.next() => {
                     let Some(ch) = ch else { anyhow::bail!("node watch ended") };
                     match ch {
@@ -408,13 +574,94 @@ pub async fn setup_db_servers(
     cancel: &CancelToken,
 ) -> Result<()> {
     let rundir = std::env::var("OVN_RUNDIR").ok();
-    for (server, auth) in [
-        (&NB_SERVER, &cfg.ovn_north.server),
-        (&SB_SERVER, &cfg.ovn_south.server),
-    ] {
+    let servers = [
+        (&NB_SERVER, cfg.ovn_north.server.clone()),
+        (&SB_SERVER, cfg.ovn_south.server.clone()),
+    ];
+    for (server, auth) in &servers {
         configure_server(exec.clone(), server, auth, rundir.as_deref(), cancel).await?;
     }
+    let keep: Vec<_> = servers
+        .into_iter()
+        .filter(|(_, a)| matches!(a.server_setup(), ServerSetup::Listen { .. }))
+        .collect();
+    if !keep.is_empty() {
+        tokio::spawn(keep_listeners(exec, keep, rundir, cancel.clone()));
+    }
     Ok(())
+}
+
+/// How often the master re-checks the servers' listeners it configured.
+const LISTENER_CHECK: Duration = Duration::from_secs(5);
+
+/// The listeners live in the databases' own `Connection` tables, so a database replaced by an
+/// empty one (a restore) stops listening on them, and every client of that address (this
+/// process too, and the nodes) is cut off for good. Re-check them over the local sockets and
+/// put them back; a check that finds them in place only reads.
+async fn keep_listeners(
+    exec: Arc<dyn Exec>,
+    servers: Vec<(&'static DbServer, OvnAuth)>,
+    rundir: Option<String>,
+    mut cancel: CancelToken,
+) {
+    let mut outage = Outage::new("re-checking the database servers' listeners");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(LISTENER_CHECK) => {}
+            _ = cancel.cancelled() => return,
+        }
+        for (server, auth) in &servers {
+            let setup = auth.server_setup();
+            match ensure_listener(exec.clone(), server, &setup, rundir.as_deref()).await {
+                Ok(false) => outage.succeeded(),
+                Ok(true) => {
+                    outage.succeeded();
+                    tracing::warn!(
+                        db = server.db,
+                        "the {} server had lost its listener (a replaced database?): re-opened it",
+                        server.db
+                    );
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    outage.failed(1, &e);
+                    tracing::debug!(db = server.db, error = %e, "re-checking the listener failed");
+                }
+            }
+        }
+    }
+}
+
+/// One check of `server`'s listener over its local socket, writing it when it is missing or
+/// differs. Returns whether it wrote.
+async fn ensure_listener(
+    exec: Arc<dyn Exec>,
+    server: &DbServer,
+    setup: &ServerSetup,
+    rundir: Option<&str>,
+) -> Result<bool> {
+    let db = server.db;
+    let local = local_db_socket(rundir, server.stem);
+    let mut target = CtlTarget::new(server.program);
+    target.db_args = vec![format!("--db={local}")];
+    let ctl = Ctl::new(exec, target);
+    let current = ctl
+        .run_raw(&["get-connection"])
+        .await
+        .with_context(|| format!("reading the {db} server's connections over {local}"))?;
+    if !setup.needs_update(&current) {
+        return Ok(false);
+    }
+    let args = setup.ctl_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let remote = match setup {
+        ServerSetup::Listen { remote, .. } => remote.as_str(),
+        _ => "",
+    };
+    ctl.run_raw(&args)
+        .await
+        .with_context(|| format!("error setting the {db} API connection {remote} over {local}"))?;
+    Ok(true)
 }
 
 /// One central database as its server-side tool sees it.
@@ -468,24 +715,9 @@ pub async fn configure_server(
         }
     };
     let local = local_db_socket(rundir, server.stem);
-    let mut target = CtlTarget::new(server.program);
-    target.db_args = vec![format!("--db={local}")];
-    let ctl = Ctl::new(exec, target);
     let what = format!("configuring the {db} server's listener {remote} over {local}");
-    let changed = until_ok(&what, retry::DEPENDENCY, cancel, || async {
-        let current = ctl
-            .run_raw(&["get-connection"])
-            .await
-            .with_context(|| format!("reading the {db} server's connections over {local}"))?;
-        if !setup.needs_update(&current) {
-            return Ok(false);
-        }
-        let args = setup.ctl_args();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        ctl.run_raw(&args).await.with_context(|| {
-            format!("error setting the {db} API connection {remote} over {local}")
-        })?;
-        Ok(true)
+    let changed = until_ok(&what, retry::DEPENDENCY, cancel, || {
+        ensure_listener(exec.clone(), server, &setup, rundir)
     })
     .await?;
     tracing::info!(db, %remote, %local, changed, "database server listener configured");

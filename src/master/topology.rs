@@ -11,7 +11,7 @@ use ipnet::Ipv4Net;
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
 use crate::ovn::ensure::{differing, ensure_lrp, set_keys};
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
-use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val};
+use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val, schema};
 
 /// The join network between the cluster router and the gateway routers (the later /16, so more
 /// than 253 gateways fit).
@@ -44,6 +44,8 @@ pub struct Snapshot {
     /// Every load balancer: uuid → external_ids.
     pub lbs: HashMap<String, BTreeMap<String, String>>,
     pub routes: HashMap<String, Row>,
+    /// The management ports `k8s-<node>` asked for (see [`Snapshot::read_with_mgmt`]), by name.
+    pub mgmt_ports: HashMap<String, Row>,
 }
 
 impl Snapshot {
@@ -105,12 +107,35 @@ impl Snapshot {
                 .map(|r| (r.uuid.clone(), r.map("external_ids")))
                 .collect(),
             routes: routes.into_iter().map(|r| (r.uuid.clone(), r)).collect(),
+            mgmt_ports: HashMap::new(),
         }
     }
 
     pub async fn read(nb: &dyn Nb) -> Result<Snapshot> {
-        let tables = nb.query(&Snapshot::queries()).await?;
-        Ok(Snapshot::from_tables(tables))
+        Snapshot::read_with_mgmt(nb, &[]).await
+    }
+
+    /// [`Snapshot::read`] plus the management ports of `nodes`. They are looked up by name:
+    /// they are ordinary (untyped) ports, and listing those would read every pod's port.
+    pub async fn read_with_mgmt(nb: &dyn Nb, nodes: &[String]) -> Result<Snapshot> {
+        let mut queries = Snapshot::queries();
+        let fixed = queries.len();
+        queries.extend(nodes.iter().map(|n| {
+            Query::find(
+                schema::nb::LOGICAL_SWITCH_PORT,
+                &["name", "addresses", "external_ids"],
+                vec![ColVal::set("name", Val::str(names::mgmt_port(n)))],
+            )
+        }));
+        let mut tables = nb.query(&queries).await?;
+        let mgmt = tables.split_off(fixed.min(tables.len()));
+        let mut snap = Snapshot::from_tables(tables);
+        snap.mgmt_ports = mgmt
+            .into_iter()
+            .flatten()
+            .map(|r| (r.str("name"), r))
+            .collect();
+        Ok(snap)
     }
 }
 
@@ -324,8 +349,67 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
     out
 }
 
-/// The switch, router port and router-type switch port of one node.
-pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
+/// The management port MAC the master programs for `node`, from its annotation: a MAC in the
+/// range OVN derives from addresses (`0a:58:…`) must be the one of the node's own management
+/// address, so a node annotation can never take the address of a pod or a router port on
+/// the switch. `None` when there is no annotation.
+pub fn mgmt_mac(annotation: Option<&str>, subnet: Ipv4Net) -> Option<Result<String, String>> {
+    let v = annotation?;
+    let checked = crate::kube::annotations::parse_mgmt_port_mac(v).and_then(|mac| {
+        let own = mac_from_ip(NodeAddrs::new(subnet).mgmt.addr());
+        let derived = own.get(..6).is_some_and(|p| mac.starts_with(p));
+        if derived && mac != own {
+            Err(format!(
+                "{} {v:?} is the MAC of another address of subnet {subnet} (the management \
+                 port's is {own})",
+                crate::kube::annotations::NODE_MGMT_PORT_MAC
+            ))
+        } else {
+            Ok(mac)
+        }
+    });
+    Some(checked)
+}
+
+/// The management port `k8s-<node>` on the node switch, with the MAC the node reported and
+/// the node's management address, marked as the node's.
+fn ensure_mgmt_lsp(snap: &Snapshot, node: &str, subnet: Ipv4Net, mac: &str, out: &mut Vec<NbOp>) {
+    let sw = names::node_switch(node);
+    let port = names::mgmt_port(node);
+    let want = format!("{mac} {}", NodeAddrs::new(subnet).mgmt.addr());
+    let existing = snap.mgmt_ports.get(&port);
+    // A port of that name on another switch makes `lsp-add` fail, which is reported and
+    // retried like any failed node sync; the master never moves it.
+    if existing.is_none() {
+        out.push(NbOp::LspAdd {
+            switch: sw,
+            name: port.clone(),
+        });
+    }
+    if existing.is_none_or(|p| p.set("addresses") != [want.clone()]) {
+        out.push(NbOp::LspSetAddresses {
+            name: port.clone(),
+            addresses: vec![want],
+        });
+    }
+    let mark = [(names::EXT_NODE, node.to_string())];
+    let ext = differing(
+        &existing.map(|p| p.map("external_ids")).unwrap_or_default(),
+        &mark,
+    );
+    if !ext.is_empty() {
+        out.push(set_keys(
+            schema::nb::LOGICAL_SWITCH_PORT,
+            &port,
+            "external_ids",
+            &ext,
+        ));
+    }
+}
+
+/// The switch, router port and router-type switch port of one node, and its management
+/// port's logical port when the node reported the port's MAC (`mgmt_mac`, validated).
+pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net, mgmt_mac: Option<&str>) -> Vec<NbOp> {
     let a = NodeAddrs::new(subnet);
     let sw = names::node_switch(node);
     let mut out = Vec::new();
@@ -384,6 +468,9 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net) -> Vec<NbOp> {
             });
         }
     }
+    if let Some(mac) = mgmt_mac {
+        ensure_mgmt_lsp(snap, node, subnet, mac, &mut out);
+    }
     out
 }
 
@@ -398,6 +485,7 @@ pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
     let gr = names::gateway_router(node);
     let mut out = Vec::new();
     let sw = names::node_switch(node);
+    // Deleting the switch deletes its ports with it, the management port `k8s-<node>` too.
     if snap.switches.get(&sw).is_some_and(|r| owns_switch(r, node)) {
         out.push(NbOp::LsDel { name: sw });
     }
@@ -605,7 +693,7 @@ mod tests {
     fn node_topology_and_its_idempotence() {
         let mut snap = synced_snapshot();
         let subnet: Ipv4Net = "10.1.3.0/24".parse().unwrap();
-        let s = render(node_ops(&snap, "n1", subnet));
+        let s = render(node_ops(&snap, "n1", subnet, None));
         assert!(s.contains("-- --may-exist ls-add n1 -- set Logical_Switch n1 other_config:\"subnet\"=\"10.1.3.0/24\" other_config:\"exclude_ips\"=\"10.1.3.2\""), "{s}");
         assert!(s.contains("external_ids:\"gateway_ip\"=\"10.1.3.1/24\""));
         assert!(s.contains("lrp-add ovn_cluster_router rtos-n1 0a:58:0a:01:03:01 10.1.3.1/24"));
@@ -660,10 +748,10 @@ mod tests {
                 ],
             ),
         );
-        assert!(node_ops(&snap, "n1", subnet).is_empty());
+        assert!(node_ops(&snap, "n1", subnet, None).is_empty());
 
         // A changed subnet re-creates the router port with the new address.
-        let s = render(node_ops(&snap, "n1", "10.1.9.0/24".parse().unwrap()));
+        let s = render(node_ops(&snap, "n1", "10.1.9.0/24".parse().unwrap(), None));
         assert!(s.contains("-- --if-exists lrp-del rtos-n1 -- --may-exist lrp-add ovn_cluster_router rtos-n1 0a:58:0a:01:09:01 10.1.9.1/24"), "{s}");
         assert!(s.contains("other_config:\"subnet\"=\"10.1.9.0/24\""));
     }
@@ -797,5 +885,88 @@ mod tests {
         // The node's own objects are no conflict.
         assert!(node_conflicts(&snap, "n9").is_empty() || snap.switches.contains_key("n9"));
         assert!(node_conflicts(&snap, "n2").is_empty());
+    }
+
+    #[test]
+    fn the_management_port_mac_annotation_is_hostile_input() {
+        let subnet: Ipv4Net = "10.1.3.0/24".parse().unwrap();
+        for (v, want) in [
+            (None, None),
+            // The node agent's own: derived from the management address .2.
+            (Some("0a:58:0a:01:03:02"), Some(Ok("0a:58:0a:01:03:02"))),
+            // A NIC's own MAC, outside OVN's derived range.
+            (Some("52:54:00:12:34:56"), Some(Ok("52:54:00:12:34:56"))),
+            // The router port's (.1) and a pod's (.5) derived MACs are not the node's to take.
+            (Some("0a:58:0a:01:03:01"), Some(Err("another address"))),
+            (Some("0a:58:0a:01:03:05"), Some(Err("another address"))),
+            (Some("ff:ff:ff:ff:ff:ff"), Some(Err("unicast"))),
+            (Some("00:00:00:00:00:00"), Some(Err("non-zero"))),
+            (Some("k8s-n2"), Some(Err("not a unicast"))),
+        ] {
+            let got = mgmt_mac(v, subnet);
+            match (&got, want) {
+                (None, None) => {}
+                (Some(Ok(m)), Some(Ok(w))) => assert_eq!(m, w, "{v:?}"),
+                (Some(Err(e)), Some(Err(w))) => assert!(e.contains(w), "{v:?}: {e}"),
+                _ => panic!("{v:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_master_owns_the_management_port_and_rewrites_only_what_differs() {
+        let snap = synced_snapshot();
+        let subnet: Ipv4Net = "10.1.3.0/24".parse().unwrap();
+        let mac = "0a:58:0a:01:03:02";
+        let s = render(node_ops(&snap, "n1", subnet, Some(mac)));
+        assert!(
+            s.contains("-- --may-exist lsp-add n1 k8s-n1 -- lsp-set-addresses k8s-n1 0a:58:0a:01:03:02 10.1.3.2 -- set Logical_Switch_Port k8s-n1 external_ids:\"k8s-node\"=\"n1\""),
+            "{s}"
+        );
+        // Without the annotation the master leaves the port to the node agent.
+        assert!(!render(node_ops(&snap, "n1", subnet, None)).contains("k8s-n1"));
+
+        let mut snap = snap;
+        let port = |addrs: &str, ext: &[(&str, &str)]| {
+            row(
+                "k8s-n1",
+                &[
+                    ("addresses", Datum::Str(addrs.into())),
+                    ("external_ids", map(ext)),
+                ],
+            )
+        };
+        // As the node agent made it: right address, no mark.
+        snap.mgmt_ports
+            .insert("k8s-n1".into(), port("0a:58:0a:01:03:02 10.1.3.2", &[]));
+        let s = render(node_ops(&snap, "n1", subnet, Some(mac)));
+        assert!(
+            !s.contains("lsp-add n1 k8s-n1") && !s.contains("lsp-set-addresses k8s-n1"),
+            "{s}"
+        );
+        assert!(
+            s.contains("set Logical_Switch_Port k8s-n1 external_ids:\"k8s-node\"=\"n1\""),
+            "{s}"
+        );
+        // Someone changed its address: only the address is written.
+        snap.mgmt_ports.insert(
+            "k8s-n1".into(),
+            port("0a:58:0a:01:03:02 10.1.3.77", &[("k8s-node", "n1")]),
+        );
+        let s = render(node_ops(&snap, "n1", subnet, Some(mac)));
+        assert!(
+            s.contains("lsp-set-addresses k8s-n1 0a:58:0a:01:03:02 10.1.3.2"),
+            "{s}"
+        );
+        assert!(
+            !s.contains("lsp-add n1 k8s-n1") && !s.contains("set Logical_Switch_Port k8s-n1"),
+            "{s}"
+        );
+        // In place: nothing (the node switch itself is still missing in this snapshot).
+        snap.mgmt_ports.insert(
+            "k8s-n1".into(),
+            port("0a:58:0a:01:03:02 10.1.3.2", &[("k8s-node", "n1")]),
+        );
+        assert!(!render(node_ops(&snap, "n1", subnet, Some(mac))).contains("k8s-n1 "));
     }
 }

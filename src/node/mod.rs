@@ -23,7 +23,7 @@ use kube::Api;
 
 use crate::app::Ctx;
 use crate::config::{Config, ConfigError, KubernetesConfig};
-use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
+use crate::kube::annotations::{HOST_SUBNET, NODE_MGMT_PORT_MAC, parse_host_subnet};
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
 use crate::ovn::names::{mgmt_iface, node_switch};
 use crate::ovn::{ColVal, Nb, Query, Val, Vs, Vsctl};
@@ -42,6 +42,10 @@ const API_TIMEOUT: Duration = Duration::from_secs(10);
 const RECHECK: Duration = Duration::from_secs(12);
 /// How often a running node looks whether its switch is (still) there: one small read.
 const SWITCH_POLL: Duration = Duration::from_secs(2);
+/// The same while a repair is pending because the NB turned out to be a new database.
+const REPAIR_POLL: Duration = Duration::from_millis(250);
+/// How long a running node polls that quickly before falling back to `SWITCH_POLL`.
+const REPAIR_WINDOW: Duration = Duration::from_secs(60);
 
 /// Initialise node `node`. Returns once the CNI config is written; any failure is an error
 /// (never a silent success).
@@ -64,7 +68,12 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
         retry::DEPENDENCY,
     );
     let mac = loop {
-        match mgmt_port(ctx, &vs, node, subnet).await {
+        let made = async {
+            let mac = mgmt_port(ctx, &vs, node, subnet).await?;
+            annotate_mgmt_mac(ctx, node, &mac).await?;
+            anyhow::Ok(mac)
+        };
+        match made.await {
             Ok(mac) => break mac,
             Err(e) => r.failed(e, &cancel).await?,
         }
@@ -135,23 +144,43 @@ impl NbKeeper {
     async fn run(mut self, mut cancel: CancelToken) {
         let mut since_check = Duration::ZERO;
         let mut switch_was_there = true;
+        // A new NB database lost everything this node made: repair as soon as the master has
+        // put the node switch back, not at the next period.
+        let mut sig = self.ctx.nb.signals();
+        let mut database = sig.borrow_and_update().database;
+        let mut repair = false;
+        // The quick polling of a pending repair is bounded; the period takes over after it.
+        let mut repair_until = tokio::time::Instant::now();
         // Logged once while it keeps failing, and once when it works again.
         let mut outage = retry::Outage::new(format!(
             "re-checking the NB objects of node {} (every {RECHECK:?})",
             self.node
         ));
         loop {
+            if repair && tokio::time::Instant::now() >= repair_until {
+                repair = false;
+            }
+            let poll = if repair { REPAIR_POLL } else { SWITCH_POLL };
             tokio::select! {
-                _ = tokio::time::sleep(SWITCH_POLL) => {}
+                _ = tokio::time::sleep(poll) => {}
+                now = crate::ovn::signals::next_change(&mut sig) => {
+                    if now.database != database {
+                        database = now.database;
+                        tracing::info!(node = %self.node, "new NB database: re-creating the node's NB objects once its switch is back");
+                        repair = true;
+                        repair_until = tokio::time::Instant::now() + REPAIR_WINDOW;
+                    }
+                    continue;
+                }
                 _ = cancel.cancelled() => return,
             }
-            since_check += SWITCH_POLL;
+            since_check += poll;
             let there = tokio::select! {
                 r = self.switch_ready() => r,
                 _ = cancel.cancelled() => return,
             };
             // The master just (re)created the switch: repair now rather than at the period.
-            let due = since_check >= RECHECK || (there && !switch_was_there);
+            let due = repair || since_check >= RECHECK || (there && !switch_was_there);
             switch_was_there = there;
             if !due || !there {
                 continue;
@@ -159,7 +188,10 @@ impl NbKeeper {
             since_check = Duration::ZERO;
             tokio::select! {
                 r = self.recheck() => match r {
-                    Ok(()) => outage.succeeded(),
+                    Ok(()) => {
+                        repair = false;
+                        outage.succeeded()
+                    }
                     Err(e) => {
                         let e = format!("{e:#}");
                         outage.failed(1, &e);
@@ -208,6 +240,39 @@ impl NbKeeper {
         }
         Ok(())
     }
+}
+
+/// Records the management port's MAC on the Node (`NODE_MGMT_PORT_MAC`), so the master can
+/// own the port's logical switch port and re-create it after an NB loss without this agent.
+/// Written only when it differs.
+async fn annotate_mgmt_mac(ctx: &Ctx, node: &str, mac: &str) -> Result<()> {
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let current = tokio::time::timeout(API_TIMEOUT, api.get(node))
+        .await
+        .map_err(|_| anyhow::anyhow!("the Kubernetes API did not answer GET node {node} in time"))?
+        .with_context(|| format!("reading node {node} to record its management port MAC"))?;
+    let have = current
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_MGMT_PORT_MAC));
+    if have.is_some_and(|v| v.eq_ignore_ascii_case(mac)) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": {NODE_MGMT_PORT_MAC: mac}}});
+    tokio::time::timeout(
+        API_TIMEOUT,
+        api.patch(
+            node,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        ),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("the Kubernetes API did not answer PATCH node {node} in time"))?
+    .with_context(|| format!("annotating node {node} with {NODE_MGMT_PORT_MAC}={mac}"))?;
+    tracing::info!(%node, %mac, "recorded the management port MAC on the node");
+    Ok(())
 }
 
 /// `Ok` when logical switch `node` exists with `subnet`; `Err` says what is not right.

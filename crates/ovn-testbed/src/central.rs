@@ -262,6 +262,30 @@ impl Central {
         }
         self.start_db(Db::Nb).context("restarting NB ovsdb-server")
     }
+
+    /// Replaces the NB database with an empty one, as an operator's restore-from-empty does:
+    /// stop the NB server, put a fresh `ovsdb-tool create` of the NB schema in place of its
+    /// database file, start it again. Everything in the NB is gone, listeners included
+    /// (they live in its `Connection` table); ovn-northd reconnects and writes a new
+    /// `NB_Global` row, so clients that remember the old row can tell it is a new database.
+    pub fn wipe_nb(&mut self) -> Result<()> {
+        self.stop_nb();
+        let file = self.dir.join(format!("{}.db", Db::Nb.stem()));
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", file.display())),
+        }
+        proc::run(
+            Command::new("ovsdb-tool")
+                .arg("create")
+                .arg(&file)
+                .arg(NB_SCHEMA),
+            CMD_TIMEOUT,
+        )
+        .context("creating an empty NB database")?;
+        self.start_nb()
+    }
 }
 
 impl Drop for Central {
