@@ -22,6 +22,8 @@ pub struct Ctx {
     pub nb_ctl: Ctl,
     pub nb: Arc<dyn Nb>,
     pub client: kube::Client,
+    /// The process's watches, one per kind, shared by every role.
+    pub informers: crate::kube::Informers,
 }
 
 /// Run the roles the flags ask for until `cancel` fires (daemons) or the work is done. Each
@@ -54,6 +56,7 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
         exec,
         nb_ctl,
         nb,
+        informers: crate::kube::Informers::new(client.clone()),
         client,
     };
     let mut tasks = tokio::task::JoinSet::new();
@@ -125,7 +128,7 @@ fn master_roles(ctx: &Ctx, ready: &Readiness) -> Vec<Role> {
             Box::pin(async move {
                 master::setup_db_servers(&x.cfg, x.exec.clone(), &c).await?;
                 crate::metrics::master_started(x.nb.clone(), c.clone());
-                m.run(c).await.context("master")
+                m.run(x.informers.clone(), c).await.context("master")
             })
         }));
     }
@@ -136,9 +139,13 @@ fn master_roles(ctx: &Ctx, ready: &Readiness) -> Vec<Role> {
                 .with_reserved(
                     crate::controller::services::validate::Reserved::from_config(&ctx.cfg),
                 );
-        let client = ctx.client.clone();
+        let (client, informers) = (ctx.client.clone(), ctx.informers.clone());
         roles.push(Box::new(move |c: CancelToken| {
-            Box::pin(async move { svc.run(client, c).await.context("service controller") })
+            Box::pin(async move {
+                svc.run(client, informers, c)
+                    .await
+                    .context("service controller")
+            })
         }));
         let r = crate::controller::Ready::register(ready);
         let x = ctx.clone();

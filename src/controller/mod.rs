@@ -38,10 +38,10 @@ pub async fn run(ctx: Ctx, cancel: CancelToken, ready: Ready) -> Result<()> {
     let pods = pods::PodController::new(ctx.nb.clone(), ctx.client.clone())
         .with_port_events(ports_tx)
         .with_ready(ready.pods)
-        .run(cancel.clone());
+        .run(ctx.informers.clone(), cancel.clone());
     let policies = policy::PolicyController::new(ctx.nb.clone(), ctx.client.clone(), ports_rx)
         .with_ready(ready.policies)
-        .run(cancel);
+        .run(ctx.informers.clone(), cancel);
     tokio::try_join!(async { pods.await.context("pod controller") }, async {
         policies.await.context("policy controller")
     },)?;

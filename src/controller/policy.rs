@@ -18,8 +18,7 @@ use anyhow::{Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -31,7 +30,7 @@ use super::policy_plan::{
     policy_objects,
 };
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
-use crate::kube::{Change, events, informer, key};
+use crate::kube::{Change, events, key};
 use crate::ovn::{Nb, NbOp, NbTxn};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries};
@@ -451,17 +450,15 @@ impl PolicyController {
     }
 
     /// Run until `cancel` fires.
-    pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
-        let c = &self.client;
-        let mut ns_ch =
-            informer(Api::<Namespace>::all(c.clone()), watcher::Config::default()).boxed();
-        let mut pod_ch = informer(Api::<Pod>::all(c.clone()), watcher::Config::default()).boxed();
-        let mut np_ch = informer(
-            Api::<NetworkPolicy>::all(c.clone()),
-            watcher::Config::default(),
-        )
-        .boxed();
-        let mut node_ch = informer(Api::<Node>::all(c.clone()), watcher::Config::default()).boxed();
+    pub async fn run(
+        mut self,
+        informers: crate::kube::Informers,
+        mut cancel: CancelToken,
+    ) -> Result<()> {
+        let mut ns_ch = informers.watch::<Namespace>();
+        let mut pod_ch = informers.watch::<Pod>();
+        let mut np_ch = informers.watch::<NetworkPolicy>();
+        let mut node_ch = informers.watch::<Node>();
         let mut st = State {
             nb: self.nb.clone(),
             events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),

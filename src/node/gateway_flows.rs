@@ -17,13 +17,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use kube::Api;
-use kube::runtime::watcher;
 
 use crate::controller::services::validate::{self, Reserved};
 use crate::controller::services::vips;
 use crate::exec::{Cmd, Exec};
-use crate::kube::{Change, informer, key};
+use crate::kube::{Change, key};
 use crate::ovn::{ColVal, Query, Val, Vs, Vsctl};
 use crate::util::cancel::CancelToken;
 
@@ -361,8 +359,8 @@ impl BridgeFlows {
 
     /// The service flow watcher of a `-nodeport` node: a Service watch plus a periodic
     /// re-check (flows vanish when vswitchd restarts). Errors are logged and retried.
-    pub async fn run(self, client: kube::Client, mut cancel: CancelToken) {
-        let mut svcs = informer(Api::<Service>::all(client), watcher::Config::default()).boxed();
+    pub async fn run(self, informers: crate::kube::Informers, mut cancel: CancelToken) {
+        let mut svcs = informers.watch::<Service>();
         let mut all: BTreeMap<String, Arc<Service>> = BTreeMap::new();
         let mut synced = false;
         let mut applied: Option<BTreeSet<ServiceFlow>> = None;

@@ -90,7 +90,7 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
         r.succeeded();
         // The process stays alive with -nodeport (app.rs); the flow watcher lives in it.
         if let (Some(f), true) = (gw.flows, ctx.cfg.nodeport) {
-            tokio::spawn(f.run(ctx.client.clone(), cancel.clone()));
+            tokio::spawn(f.run(ctx.informers.clone(), cancel.clone()));
         }
         gw_spec = Some(gw.spec);
     }
