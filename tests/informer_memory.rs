@@ -159,13 +159,33 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// The master under test; `OVNKUBE_BIN` runs another build of it (to compare two builds on the
+/// same storm), the one of this checkout otherwise.
+fn spawn_master(env: &Env) -> common::Daemon {
+    let Ok(bin) = std::env::var("OVNKUBE_BIN") else {
+        return env.spawn("master", &env.master_args_unix("10.9.0.0/16"));
+    };
+    let log = env.dir.join("master.log");
+    let mut args = env.master_args_unix("10.9.0.0/16");
+    args.push(format!("-logfile={}", log.display()));
+    let child = std::process::Command::new(bin)
+        .env("OVN_RUNDIR", env.central.ovn_rundir())
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn OVNKUBE_BIN");
+    common::Daemon { child, log }
+}
+
 async fn storm(name: &str, before: usize, after: usize) -> (Env, common::Daemon) {
     let env = Env::start(name).await;
     let nodes: Vec<String> = (0..20).map(|i| format!("node{i:02}")).collect();
     env.create_nodes(&nodes).await;
     let early: Vec<String> = (0..before).map(|i| format!("early{i:05}")).collect();
     create(&env, &early, &nodes).await;
-    let mut master = env.spawn("master", &env.master_args_unix("10.9.0.0/16"));
+    let mut master = spawn_master(&env);
     master.wait_log("initial pod sync done", WAIT);
     let late: Vec<String> = (0..after).map(|i| format!("late{i:05}")).collect();
     create(&env, &late, &nodes).await;
