@@ -17,12 +17,11 @@ use super::types::{
 };
 use crate::config::{self, Config, DEFAULT_CONFIG_FILE, Invocation, KubernetesConfig};
 use crate::exec::{Exec, RealExec};
+use crate::host::ip::{Ip, Link};
 use crate::kube::annotations::POD_NETWORK;
-use crate::node::iproute::{Ip, Link};
-use crate::node::plan::{
-    BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE,
+use crate::ovn::names::{
+    BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE, fnv1a64, pod_port,
 };
-use crate::ovn::names::{fnv1a64, pod_port};
 use crate::ovn::{ColVal, DbOp, Query, Val, Vs, VsOp, VsTxn, Vsctl};
 
 /// How long ADD waits for the pod's `ovn` annotation (the reference gave up after ~21 s).

@@ -38,7 +38,7 @@ use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Policy, Retries};
 
 /// Commands per coalesced NB transaction (about 3 per pod).
-const MAX_TXN_OPS: usize = 3000;
+const MAX_PORT_TXN_OPS: usize = 3000;
 /// Pods one worker handles per round.
 const MAX_ROUND: usize = 1000;
 /// Concurrent annotation patches, all workers together.
@@ -75,7 +75,7 @@ async fn nb_batcher(nb: Arc<dyn Nb>, mut rx: mpsc::UnboundedReceiver<NbReq>) {
         let mut batch = Vec::new();
         let mut n = 0;
         while let Some(r) = pending.front() {
-            if !batch.is_empty() && (r.alone || n + r.ops.len() > MAX_TXN_OPS) {
+            if !batch.is_empty() && (r.alone || n + r.ops.len() > MAX_PORT_TXN_OPS) {
                 break;
             }
             let alone = r.alone;

@@ -36,7 +36,7 @@ use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries};
 
 /// Commands per transaction at start-up (a unit's commands are never split).
-const MAX_TXN_OPS: usize = 4000;
+const MAX_POLICY_TXN_OPS: usize = 4000;
 /// A burst of events ends after this long without one...
 const BURST_QUIET: Duration = Duration::from_millis(3);
 /// ...or after this long in any case, so a steady stream still gets served.
@@ -350,7 +350,7 @@ impl State {
         let mut batches: Vec<Vec<(Unit, Vec<NbOp>, Objects)>> = vec![Vec::new()];
         let mut n = 0;
         for w in work {
-            if n > 0 && n + w.1.len() > MAX_TXN_OPS {
+            if n > 0 && n + w.1.len() > MAX_POLICY_TXN_OPS {
                 batches.push(Vec::new());
                 n = 0;
             }
