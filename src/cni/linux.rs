@@ -17,7 +17,7 @@ use super::types::{
 };
 use crate::config::{self, Config, DEFAULT_CONFIG_FILE, Invocation, KubernetesConfig};
 use crate::exec::{Exec, RealExec};
-use crate::host::ip::{Ip, Link};
+use crate::host::ip::{Ip, IpWrite, Link};
 use crate::kube::annotations::POD_NETWORK;
 use crate::ovn::names::{
     BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE, fnv1a64, pod_port,
@@ -287,29 +287,33 @@ impl Plugin {
         // A retried ADD starts from nothing, so it ends exactly like a first one.
         self.unplug(env).await?;
         let ifname = env.ifname.as_str();
-        let m = mtu.to_string();
         // The pod end is created directly inside the pod's netns with its final name and
         // MAC, so nothing named CNI_IFNAME ever exists on the host.
         self.host
-            .run(&[
-                "link", "add", host_if, "mtu", &m, "type", "veth", "peer", "name", ifname,
-                "address", &pn.mac, "mtu", &m, "netns", netns,
-            ])
+            .apply(&IpWrite::Veth {
+                host: host_if.into(),
+                peer: ifname.into(),
+                peer_mac: pn.mac.clone(),
+                mtu,
+                netns: netns.into(),
+            })
             .await
             .context("creating the veth pair")?;
         let in_pod = Ip::in_netns(self.exec.clone(), netns);
-        let ip = pn.ip.to_string();
-        let gw = pn.gateway.to_string();
         in_pod
-            .run(&["addr", "replace", &ip, "dev", ifname])
+            .apply(&IpWrite::addr_replace(ifname, pn.ip))
             .await
             .context("setting the pod address")?;
         in_pod
-            .run(&["link", "set", "dev", ifname, "up"])
+            .apply(&IpWrite::link_up(ifname))
             .await
             .context("bringing the pod interface up")?;
         in_pod
-            .run(&["route", "replace", "default", "via", &gw, "dev", ifname])
+            .apply(&IpWrite::RouteVia {
+                dst: None,
+                via: pn.gateway,
+                dev: ifname.into(),
+            })
             .await
             .context("adding the pod's default route")?;
         // G4: with OVS's userspace datapath, TCP segments with partial (offloaded) checksums
@@ -324,7 +328,7 @@ impl Plugin {
             );
         }
         self.host
-            .run(&["link", "set", "dev", host_if, "up"])
+            .apply(&IpWrite::link_up(host_if))
             .await
             .context("bringing the host end up")?;
 
@@ -364,7 +368,7 @@ impl Plugin {
             columns: vec![
                 ColVal::key("external_ids", "iface-id", Val::str(lp.as_str())),
                 ColVal::key("external_ids", "attached_mac", Val::str(pn.mac.as_str())),
-                ColVal::key("external_ids", "ip_address", Val::str(ip.as_str())),
+                ColVal::key("external_ids", "ip_address", Val::str(pn.ip.to_string())),
                 ColVal::key(
                     "external_ids",
                     "sandbox",

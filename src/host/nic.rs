@@ -17,7 +17,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use super::ip::Ip;
+use super::ip::{DevRoute, Ip, IpWrite};
 use crate::exec::Exec;
 use crate::ovn::names::{BR_INT, EXT_BRIDGE_DATAPATH};
 use crate::ovn::{ColVal, DbOp, Query, Row, Val, Vs, VsOp, VsTxn, Vsctl};
@@ -25,65 +25,6 @@ use crate::ovn::{ColVal, DbOp, Query, Row, Val, Vs, VsOp, VsTxn, Vsctl};
 /// `Bridge` external_ids key naming the NIC a bridge was made for (§11.1 item 14).
 pub const EXT_BRIDGE_UPLINK: &str = "bridge-uplink";
 const LINK_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// One route of the main table as `ip -j -4 route show dev X` prints it: the fields needed
-/// to re-create it on another device.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct DevRoute {
-    pub dst: String,
-    #[serde(default)]
-    pub gateway: Option<String>,
-    #[serde(default)]
-    pub protocol: Option<String>,
-    #[serde(default)]
-    pub scope: Option<String>,
-    #[serde(default)]
-    pub prefsrc: Option<String>,
-    #[serde(default)]
-    pub metric: Option<u32>,
-    #[serde(default)]
-    pub flags: Vec<String>,
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-}
-
-impl DevRoute {
-    pub fn is_default(&self) -> bool {
-        self.dst == "default" || self.dst == "0.0.0.0/0"
-    }
-
-    /// Routes the kernel makes for an address (they follow the address by themselves), and
-    /// non-unicast routes (no device to move).
-    fn moves(&self) -> bool {
-        self.protocol.as_deref() != Some("kernel")
-            && self.kind.as_deref().is_none_or(|k| k == "unicast")
-    }
-
-    /// `ip route replace ... dev <dev>` re-creating this route on `dev`.
-    pub fn replace_args(&self, dev: &str) -> Vec<String> {
-        let mut a: Vec<String> = vec!["route".into(), "replace".into(), self.dst.clone()];
-        if let Some(gw) = &self.gateway {
-            a.extend(["via".into(), gw.clone()]);
-        }
-        a.extend(["dev".into(), dev.into()]);
-        if let Some(p) = &self.protocol {
-            a.extend(["proto".into(), p.clone()]);
-        }
-        if let Some(s) = &self.scope {
-            a.extend(["scope".into(), s.clone()]);
-        }
-        if let Some(s) = &self.prefsrc {
-            a.extend(["src".into(), s.clone()]);
-        }
-        if let Some(m) = self.metric {
-            a.extend(["metric".into(), m.to_string()]);
-        }
-        if self.flags.iter().any(|f| f == "onlink") {
-            a.push("onlink".into());
-        }
-        a
-    }
-}
 
 /// `Bridge` external_ids key holding what is still to move onto it (JSON of [`PendingMove`]).
 pub const EXT_PENDING_MOVE: &str = "ovnkube-pending-move";
@@ -157,15 +98,7 @@ impl Host {
     }
 
     pub async fn dev_routes(&self, dev: &str) -> Result<Vec<DevRoute>> {
-        let out = self
-            .ip
-            .run(&["-j", "-4", "route", "show", "dev", dev])
-            .await?;
-        if out.trim().is_empty() {
-            return Ok(Vec::new());
-        }
-        serde_json::from_str(&out)
-            .with_context(|| format!("parsing `ip -j -4 route show dev {dev}`: {out}"))
+        self.ip.dev_routes(dev).await
     }
 
     async fn bridges(&self) -> Result<Vec<Row>> {
@@ -472,7 +405,7 @@ impl Host {
         let addrs: Vec<Ipv4Net> = all.addrs.clone();
         let routes = all.routes.clone();
         let mut errors: Vec<String> = Vec::new();
-        let mut step = |r: Result<String>, what: String| -> Result<()> {
+        let mut step = |r: Result<()>, what: String| -> Result<()> {
             match r {
                 Ok(_) => Ok(()),
                 Err(e) if keep_going => {
@@ -485,26 +418,24 @@ impl Host {
         for a in &addrs {
             let s = a.to_string();
             step(
-                self.ip.run(&["addr", "replace", &s, "dev", to]).await,
+                self.ip.apply(&IpWrite::addr_replace(to, *a)).await,
                 format!("adding {s} to {to}"),
             )?;
         }
         step(
-            self.ip.run(&["link", "set", "dev", to, "up"]).await,
+            self.ip.apply(&IpWrite::link_up(to)).await,
             format!("setting {to} up"),
         )?;
         for r in routes_to_move(&routes) {
-            let args = r.replace_args(to);
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             step(
-                self.ip.run(&argv).await,
+                self.ip.apply(&IpWrite::move_route(r, to)).await,
                 format!("moving route {} from {from} to {to}", r.dst),
             )?;
         }
         for a in &on_from {
             let s = a.to_string();
             step(
-                self.ip.run(&["addr", "del", &s, "dev", from]).await,
+                self.ip.apply(&IpWrite::addr_del(from, *a)).await,
                 format!("removing {s} from {from}"),
             )?;
         }

@@ -25,6 +25,7 @@ use super::Agent;
 use super::gateway_flows::{BridgeFlows, patch_port};
 use super::gateway_plan::{self, GatewaySpec, GwSnapshot, PHYSNET, Uplink};
 use crate::config::ConfigError;
+use crate::host::ip::IpWrite;
 use crate::host::nic::{Host, pick_address};
 use crate::master::topology::join_cidr;
 use crate::ovn::names::{self, JOIN_SWITCH};
@@ -196,7 +197,7 @@ async fn spare(
     .await?;
     if !addrs.is_empty() {
         host.ip
-            .run(&["addr", "flush", "dev", nic])
+            .apply(&IpWrite::AddrFlush { dev: nic.into() })
             .await
             .with_context(|| format!("flushing the addresses of gateway interface {nic}"))?;
     }

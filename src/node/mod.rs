@@ -22,7 +22,7 @@ use kube::Api;
 
 use crate::config::{Config, ConfigError, KubernetesConfig};
 use crate::exec::Exec;
-use crate::host::ip::Ip;
+use crate::host::ip::{Ip, IpWrite};
 use crate::kube::Informers;
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
@@ -519,11 +519,14 @@ async fn mgmt_port(ctx: &Agent, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Resu
         .with_context(|| format!("management port {iface}"))?;
     let ctxmsg = || format!("configuring management port {iface}");
     if !link.address.eq_ignore_ascii_case(&mac) {
-        ip.run(&["link", "set", "dev", &iface, "address", &mac])
-            .await
-            .with_context(ctxmsg)?;
+        ip.apply(&IpWrite::LinkAddress {
+            dev: iface.clone(),
+            mac: mac.clone(),
+        })
+        .await
+        .with_context(ctxmsg)?;
     }
-    ip.run(&["link", "set", "dev", &iface, "up"])
+    ip.apply(&IpWrite::link_up(&iface))
         .await
         .with_context(ctxmsg)?;
     for stale in ip
@@ -532,24 +535,20 @@ async fn mgmt_port(ctx: &Agent, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Resu
         .into_iter()
         .filter(|a| *a != addrs.mgmt)
     {
-        ip.run(&["addr", "del", &stale.to_string(), "dev", &iface])
+        ip.apply(&IpWrite::addr_del(&iface, stale))
             .await
             .with_context(ctxmsg)?;
     }
-    ip.run(&["addr", "replace", &addrs.mgmt.to_string(), "dev", &iface])
+    ip.apply(&IpWrite::addr_replace(&iface, addrs.mgmt))
         .await
         .with_context(ctxmsg)?;
     let gw = addrs.gateway.addr().to_string();
     for dst in plan::mgmt_routes(&ctx.cfg) {
-        ip.run(&[
-            "route",
-            "replace",
-            &dst.to_string(),
-            "via",
-            &gw,
-            "dev",
-            &iface,
-        ])
+        ip.apply(&IpWrite::RouteVia {
+            dst: Some(dst),
+            via: addrs.gateway.addr(),
+            dev: iface.clone(),
+        })
         .await
         .with_context(|| format!("routing {dst} via {gw} on management port {iface}"))?;
     }
