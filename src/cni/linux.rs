@@ -31,6 +31,53 @@ const ANNOTATION_POLL: crate::util::retry::Policy =
     crate::util::retry::Policy::new(Duration::from_millis(250), Duration::from_secs(2));
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// One ADD: the pod, its network (from the annotation) and where it goes.
+struct Attachment<'a> {
+    env: &'a CniEnv,
+    netns: &'a str,
+    host_if: &'a str,
+    ns: &'a str,
+    pod: &'a str,
+    pn: &'a PodNetwork,
+    mtu: u32,
+}
+
+/// The br-int port of an attachment: `host_if` joins br-int carrying the logical port's
+/// iface-id, and every other interface still carrying it (`holders`: older sandboxes of the
+/// same pod) loses it, in one transaction.
+fn port_txn(a: &Attachment<'_>, lp: &str, holders: &[String]) -> VsTxn {
+    let mut txn = VsTxn::new();
+    for old in holders.iter().filter(|h| h.as_str() != a.host_if) {
+        txn.push(VsOp::Db(DbOp::Remove {
+            table: "Interface".into(),
+            record: old.clone(),
+            column: "external_ids".into(),
+            values: vec![Val::str("iface-id")],
+            if_exists: true,
+        }));
+    }
+    txn.push(VsOp::AddPort {
+        bridge: BR_INT.into(),
+        port: a.host_if.into(),
+    })
+    .push(VsOp::Db(DbOp::Set {
+        table: "Interface".into(),
+        record: a.host_if.into(),
+        columns: vec![
+            ColVal::key("external_ids", "iface-id", Val::str(lp)),
+            ColVal::key("external_ids", "attached_mac", Val::str(a.pn.mac.as_str())),
+            ColVal::key("external_ids", "ip_address", Val::str(a.pn.ip.to_string())),
+            ColVal::key(
+                "external_ids",
+                "sandbox",
+                Val::str(a.env.container_id.as_str()),
+            ),
+        ],
+        if_exists: false,
+    }));
+    txn
+}
+
 /// The br-int side of a pod's veth: `ovn` and 12 hex digits of a hash of the WHOLE container
 /// id and interface name. Never a prefix of the id: two ids sharing their first 15 characters
 /// must not share an interface, and an id must not be able to name an existing host interface.
@@ -252,7 +299,16 @@ impl Plugin {
         let pn = wait_pod_network(&client, &ns, &pod).await?;
         let mtu = conf.mtu.unwrap_or(self.cfg.mtu);
         let host_if = host_ifname(&env.container_id, &env.ifname);
-        match self.plumb(env, &netns, &host_if, &ns, &pod, &pn, mtu).await {
+        let attachment = Attachment {
+            env,
+            netns: &netns,
+            host_if: &host_if,
+            ns: &ns,
+            pod: &pod,
+            pn: &pn,
+            mtu,
+        };
+        match self.plumb(&attachment).await {
             Ok(r) => {
                 tracing::info!(
                     pod = %format!("{ns}/{pod}"), container = %env.container_id,
@@ -273,35 +329,65 @@ impl Plugin {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn plumb(
-        &self,
-        env: &CniEnv,
-        netns: &str,
-        host_if: &str,
-        ns: &str,
-        pod: &str,
-        pn: &PodNetwork,
-        mtu: u32,
-    ) -> Result<AddResult> {
+    async fn plumb(&self, a: &Attachment<'_>) -> Result<AddResult> {
         // A retried ADD starts from nothing, so it ends exactly like a first one.
-        self.unplug(env).await?;
-        let ifname = env.ifname.as_str();
+        self.unplug(a.env).await?;
+        self.veth(a).await?;
+        let lp = pod_port(a.ns, a.pod);
+        // Only the newest sandbox of a pod may carry its iface-id (later upstream fix).
+        let rows = self
+            .vs
+            .query(&[Query::find(
+                "Interface",
+                &["name"],
+                vec![ColVal::key(
+                    "external_ids",
+                    "iface-id",
+                    Val::str(lp.as_str()),
+                )],
+            )])
+            .await?;
+        let holders: Vec<String> = rows.iter().flatten().map(|r| r.str("name")).collect();
+        self.vs
+            .transact(&port_txn(a, &lp, &holders))
+            .await
+            .with_context(|| format!("adding port {} to {BR_INT}", a.host_if))?;
+        let host_mac = self
+            .host
+            .link(a.host_if)
+            .await?
+            .map(|l| l.address)
+            .unwrap_or_default();
+        Ok(AddResult {
+            host_if: a.host_if.into(),
+            host_mac,
+            pod_if: a.env.ifname.clone(),
+            pod_mac: a.pn.mac.clone(),
+            sandbox: a.netns.into(),
+            ip: a.pn.ip,
+            gateway: a.pn.gateway,
+            mtu: a.mtu,
+        })
+    }
+
+    /// The veth pair, the pod end configured inside the pod's namespace.
+    async fn veth(&self, a: &Attachment<'_>) -> Result<()> {
+        let ifname = a.env.ifname.as_str();
         // The pod end is created directly inside the pod's netns with its final name and
         // MAC, so nothing named CNI_IFNAME ever exists on the host.
         self.host
             .apply(&IpWrite::Veth {
-                host: host_if.into(),
+                host: a.host_if.into(),
                 peer: ifname.into(),
-                peer_mac: pn.mac.clone(),
-                mtu,
-                netns: netns.into(),
+                peer_mac: a.pn.mac.clone(),
+                mtu: a.mtu,
+                netns: a.netns.into(),
             })
             .await
             .context("creating the veth pair")?;
-        let in_pod = Ip::in_netns(self.exec.clone(), netns);
+        let in_pod = Ip::in_netns(self.exec.clone(), a.netns);
         in_pod
-            .apply(&IpWrite::addr_replace(ifname, pn.ip))
+            .apply(&IpWrite::addr_replace(ifname, a.pn.ip))
             .await
             .context("setting the pod address")?;
         in_pod
@@ -311,7 +397,7 @@ impl Plugin {
         in_pod
             .apply(&IpWrite::RouteVia {
                 dst: None,
-                via: pn.gateway,
+                via: a.pn.gateway,
                 dev: ifname.into(),
             })
             .await
@@ -328,75 +414,9 @@ impl Plugin {
             );
         }
         self.host
-            .apply(&IpWrite::link_up(host_if))
+            .apply(&IpWrite::link_up(a.host_if))
             .await
-            .context("bringing the host end up")?;
-
-        let lp = pod_port(ns, pod);
-        // Only the newest sandbox of a pod may carry its iface-id (later upstream fix, §11 41).
-        let rows = self
-            .vs
-            .query(&[Query::find(
-                "Interface",
-                &["name"],
-                vec![ColVal::key(
-                    "external_ids",
-                    "iface-id",
-                    Val::str(lp.as_str()),
-                )],
-            )])
-            .await?;
-        let mut txn = VsTxn::new();
-        for old in rows.iter().flatten().map(|r| r.str("name")) {
-            if old != host_if {
-                txn.push(VsOp::Db(DbOp::Remove {
-                    table: "Interface".into(),
-                    record: old,
-                    column: "external_ids".into(),
-                    values: vec![Val::str("iface-id")],
-                    if_exists: true,
-                }));
-            }
-        }
-        txn.push(VsOp::AddPort {
-            bridge: BR_INT.into(),
-            port: host_if.into(),
-        })
-        .push(VsOp::Db(DbOp::Set {
-            table: "Interface".into(),
-            record: host_if.into(),
-            columns: vec![
-                ColVal::key("external_ids", "iface-id", Val::str(lp.as_str())),
-                ColVal::key("external_ids", "attached_mac", Val::str(pn.mac.as_str())),
-                ColVal::key("external_ids", "ip_address", Val::str(pn.ip.to_string())),
-                ColVal::key(
-                    "external_ids",
-                    "sandbox",
-                    Val::str(env.container_id.as_str()),
-                ),
-            ],
-            if_exists: false,
-        }));
-        self.vs
-            .transact(&txn)
-            .await
-            .with_context(|| format!("adding port {host_if} to {BR_INT}"))?;
-        let host_mac = self
-            .host
-            .link(host_if)
-            .await?
-            .map(|l| l.address)
-            .unwrap_or_default();
-        Ok(AddResult {
-            host_if: host_if.into(),
-            host_mac,
-            pod_if: ifname.into(),
-            pod_mac: pn.mac.clone(),
-            sandbox: netns.into(),
-            ip: pn.ip,
-            gateway: pn.gateway,
-            mtu,
-        })
+            .context("bringing the host end up")
     }
 
     /// Remove this attachment's br-int port and veth (its pod end goes with it), under every
@@ -731,6 +751,47 @@ async fn wait_pod_network(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_sandbox_takes_the_iface_id_from_older_ones() {
+        let env = CniEnv {
+            command: Command::Add,
+            container_id: "c2".into(),
+            netns: Some("/var/run/netns/p".into()),
+            ifname: "eth0".into(),
+            args: BTreeMap::new(),
+        };
+        let pn = PodNetwork {
+            ip: "10.1.0.5/24".parse().unwrap(),
+            mac: "0a:58:0a:01:00:05".into(),
+            gateway: "10.1.0.1".parse().unwrap(),
+        };
+        let a = Attachment {
+            env: &env,
+            netns: "/var/run/netns/p",
+            host_if: "ovnnew",
+            ns: "default",
+            pod: "web",
+            pn: &pn,
+            mtu: 1400,
+        };
+        let render = |holders: &[&str]| {
+            let h: Vec<String> = holders.iter().map(|s| s.to_string()).collect();
+            port_txn(&a, "default_web", &h).render().join(" ")
+        };
+        let add = "-- --may-exist add-port br-int ovnnew -- set Interface ovnnew \
+                   external_ids:\"iface-id\"=\"default_web\" \
+                   external_ids:\"attached_mac\"=\"0a:58:0a:01:00:05\" \
+                   external_ids:\"ip_address\"=\"10.1.0.5/24\" \
+                   external_ids:\"sandbox\"=\"c2\"";
+        assert_eq!(render(&[]), add);
+        // A re-run holder (this very interface) is left alone; an older sandbox loses its id.
+        assert_eq!(render(&["ovnnew"]), add);
+        assert_eq!(
+            render(&["ovnold", "ovnnew"]),
+            format!("-- --if-exists remove Interface ovnold external_ids \"iface-id\" {add}")
+        );
+    }
 
     #[test]
     fn host_interface_names_hash_the_whole_id() {

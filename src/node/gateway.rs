@@ -107,17 +107,14 @@ pub async fn init(ctx: &Agent, node: &str, subnet: Ipv4Net) -> Result<GatewaySet
         port: port.clone(),
         network: PHYSNET.into(),
     };
-    let spec = program_nb(
-        ctx,
-        node,
-        subnet,
-        &system_id,
+    let found = HostSide {
+        system_id: &system_id,
         physical_ip,
-        &mac,
+        mac: &mac,
         nexthop,
         uplink,
-    )
-    .await?;
+    };
+    let spec = program_nb(ctx, node, subnet, found).await?;
     let flows = BridgeFlows {
         exec: ctx.exec.clone(),
         vs: host.vs.clone(),
@@ -184,17 +181,14 @@ async fn spare(
         .transact(&txn)
         .await
         .with_context(|| format!("plugging gateway interface {nic} into {BR_INT}"))?;
-    let spec = program_nb(
-        ctx,
-        node,
-        subnet,
+    let found = HostSide {
         system_id,
         physical_ip,
-        &link.address,
+        mac: &link.address,
         nexthop,
-        Uplink::Vif { port },
-    )
-    .await?;
+        uplink: Uplink::Vif { port },
+    };
+    let spec = program_nb(ctx, node, subnet, found).await?;
     if !addrs.is_empty() {
         host.ip
             .apply(&IpWrite::AddrFlush { dev: nic.into() })
@@ -371,19 +365,30 @@ async fn gateway_physical_ip(nb: &dyn Nb, node: &str) -> Result<Option<Ipv4Net>>
         .and_then(|r| r.set("networks").first().and_then(|n| n.parse().ok())))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the host side of a gateway init found (or made): the NB part is programmed from it.
+struct HostSide<'a> {
+    system_id: &'a str,
+    physical_ip: Ipv4Net,
+    mac: &'a str,
+    nexthop: Ipv4Addr,
+    uplink: Uplink,
+}
+
 async fn program_nb(
     ctx: &Agent,
     node: &str,
     subnet: Ipv4Net,
-    system_id: &str,
-    physical_ip: Ipv4Net,
-    mac: &str,
-    nexthop: Ipv4Addr,
-    uplink: Uplink,
+    found: HostSide<'_>,
 ) -> Result<GatewaySpec> {
     let nb = ctx.nb.as_ref();
     let join_ip = ensure_join_ip(nb, node).await?;
+    let HostSide {
+        system_id,
+        physical_ip,
+        mac,
+        nexthop,
+        uplink,
+    } = found;
     let spec = GatewaySpec {
         node: node.into(),
         system_id: system_id.into(),
