@@ -78,6 +78,32 @@ fn port_txn(a: &Attachment<'_>, lp: &str, holders: &[String]) -> VsTxn {
     txn
 }
 
+/// What is wrong with the ids of an attachment's br-int port: the logical port it is bound
+/// to (`lp`, when the pod is known) and the sandbox that owns it.
+fn port_id_problems(
+    host_if: &str,
+    ids: &BTreeMap<String, String>,
+    lp: Option<&str>,
+    sandbox: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(lp) = lp
+        && ids.get("iface-id").map(String::as_str) != Some(lp)
+    {
+        problems.push(format!(
+            "OVS port {host_if} has iface-id {:?}, expected {lp:?}",
+            ids.get("iface-id")
+        ));
+    }
+    if ids.get("sandbox").map(String::as_str) != Some(sandbox) {
+        problems.push(format!(
+            "OVS port {host_if} belongs to sandbox {:?}, not {sandbox}",
+            ids.get("sandbox")
+        ));
+    }
+    problems
+}
+
 /// The br-int side of a pod's veth: `ovn` and 12 hex digits of a hash of the WHOLE container
 /// id and interface name. Never a prefix of the id: two ids sharing their first 15 characters
 /// must not share an interface, and an id must not be able to name an existing host interface.
@@ -511,107 +537,109 @@ impl Plugin {
                 break;
             }
         }
-        let ifname = env.ifname.as_str();
         let netns = env.netns.clone().unwrap_or_default();
-        let mut problems: Vec<String> = Vec::new();
-        let mut fail = |p: String| problems.push(p);
-
-        match self.host.link(&host_if).await {
-            Ok(Some(l)) if !l.is_up() => fail(format!("host interface {host_if} is down")),
-            Ok(Some(_)) => {}
-            Ok(None) => fail(format!("host interface {host_if} is missing")),
-            Err(e) => fail(format!("cannot read host interface {host_if}: {e:#}")),
-        }
-        let rows = self
-            .vs
-            .query(&[Query::find(
-                "Interface",
-                &["name", "external_ids"],
-                vec![ColVal::set("name", Val::str(host_if.as_str()))],
-            )])
-            .await;
-        match rows.as_ref().map(|t| t.first().and_then(|r| r.first())) {
-            Ok(None) => fail(format!("OVS port {host_if} is missing from {BR_INT}")),
-            Ok(Some(row)) => {
-                let ids = row.map("external_ids");
-                if let Ok((ns, pod)) = env.pod() {
-                    let lp = pod_port(&ns, &pod);
-                    if ids.get("iface-id") != Some(&lp) {
-                        fail(format!(
-                            "OVS port {host_if} has iface-id {:?}, expected {lp:?}",
-                            ids.get("iface-id")
-                        ));
-                    }
-                }
-                if ids.get("sandbox") != Some(&env.container_id) {
-                    fail(format!(
-                        "OVS port {host_if} belongs to sandbox {:?}, not {}",
-                        ids.get("sandbox"),
-                        env.container_id
-                    ));
-                }
-            }
-            Err(e) => fail(format!("cannot read OVS: {e:#}")),
-        }
-
-        if !Path::new(&netns).exists() {
-            fail(format!("network namespace {netns} does not exist"));
-        } else {
-            let in_pod = Ip::in_netns(self.exec.clone(), &netns);
-            match in_pod.link(ifname).await {
-                Ok(Some(l)) => {
-                    if !l.is_up() {
-                        fail(format!("{ifname} is down in {netns}"));
-                    }
-                    if let Some(m) = &prev.pod_mac
-                        && !l.address.eq_ignore_ascii_case(m)
-                    {
-                        fail(format!("{ifname} has MAC {}, expected {m}", l.address));
-                    }
-                }
-                Ok(None) => fail(format!("{ifname} is missing in {netns}")),
-                Err(e) => fail(format!("cannot read {ifname} in {netns}: {e:#}")),
-            }
-            match in_pod.addrs(ifname).await {
-                Ok(have) => {
-                    for (net, _) in &prev.ips {
-                        if !have.contains(net) {
-                            fail(format!("address {net} is missing on {ifname} in {netns}"));
-                        }
-                    }
-                }
-                Err(e) => fail(format!("cannot read the addresses in {netns}: {e:#}")),
-            }
-            match in_pod.routes().await {
-                Ok(routes) => {
-                    for gw in prev.ips.iter().filter_map(|(_, g)| *g) {
-                        let gw_s = gw.to_string();
-                        let ok = routes.iter().any(|r| {
-                            (r.dst == "default" || r.dst == "0.0.0.0/0")
-                                && r.gateway.as_deref() == Some(gw_s.as_str())
-                                && r.dev.as_deref() == Some(ifname)
-                        });
-                        if !ok {
-                            fail(format!(
-                                "default route via {gw} on {ifname} is missing in {netns}"
-                            ));
-                        }
-                    }
-                }
-                Err(e) => fail(format!("cannot read the routes in {netns}: {e:#}")),
-            }
-        }
+        let mut problems = self.host_side_problems(env, &host_if).await;
+        problems.extend(self.pod_side_problems(env, &prev, &netns).await);
         if problems.is_empty() {
             return Ok(());
         }
         Err(CniError::new(
             code::GENERIC,
             format!(
-                "CHECK failed for container {} ({ifname}): {}",
+                "CHECK failed for container {} ({}): {}",
                 env.container_id,
+                env.ifname,
                 problems.join("; ")
             ),
         ))
+    }
+
+    /// CHECK on the host: the host end is up and its br-int port is this sandbox's.
+    async fn host_side_problems(&self, env: &CniEnv, host_if: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.host.link(host_if).await {
+            Ok(Some(l)) if !l.is_up() => problems.push(format!("host interface {host_if} is down")),
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(format!("host interface {host_if} is missing")),
+            Err(e) => problems.push(format!("cannot read host interface {host_if}: {e:#}")),
+        }
+        let rows = self
+            .vs
+            .query(&[Query::find(
+                "Interface",
+                &["name", "external_ids"],
+                vec![ColVal::set("name", Val::str(host_if))],
+            )])
+            .await;
+        match rows.as_ref().map(|t| t.first().and_then(|r| r.first())) {
+            Ok(None) => problems.push(format!("OVS port {host_if} is missing from {BR_INT}")),
+            Ok(Some(row)) => {
+                let lp = env.pod().ok().map(|(ns, pod)| pod_port(&ns, &pod));
+                problems.extend(port_id_problems(
+                    host_if,
+                    &row.map("external_ids"),
+                    lp.as_deref(),
+                    &env.container_id,
+                ));
+            }
+            Err(e) => problems.push(format!("cannot read OVS: {e:#}")),
+        }
+        problems
+    }
+
+    /// CHECK inside the pod: its interface is up with the MAC, addresses and default routes
+    /// of the previous result.
+    async fn pod_side_problems(&self, env: &CniEnv, prev: &PrevResult, netns: &str) -> Vec<String> {
+        let ifname = env.ifname.as_str();
+        if !Path::new(netns).exists() {
+            return vec![format!("network namespace {netns} does not exist")];
+        }
+        let mut problems = Vec::new();
+        let mut fail = |p: String| problems.push(p);
+        let in_pod = Ip::in_netns(self.exec.clone(), netns);
+        match in_pod.link(ifname).await {
+            Ok(Some(l)) => {
+                if !l.is_up() {
+                    fail(format!("{ifname} is down in {netns}"));
+                }
+                if let Some(m) = &prev.pod_mac
+                    && !l.address.eq_ignore_ascii_case(m)
+                {
+                    fail(format!("{ifname} has MAC {}, expected {m}", l.address));
+                }
+            }
+            Ok(None) => fail(format!("{ifname} is missing in {netns}")),
+            Err(e) => fail(format!("cannot read {ifname} in {netns}: {e:#}")),
+        }
+        match in_pod.addrs(ifname).await {
+            Ok(have) => {
+                for (net, _) in &prev.ips {
+                    if !have.contains(net) {
+                        fail(format!("address {net} is missing on {ifname} in {netns}"));
+                    }
+                }
+            }
+            Err(e) => fail(format!("cannot read the addresses in {netns}: {e:#}")),
+        }
+        match in_pod.routes().await {
+            Ok(routes) => {
+                for gw in prev.ips.iter().filter_map(|(_, g)| *g) {
+                    let gw_s = gw.to_string();
+                    let ok = routes.iter().any(|r| {
+                        (r.dst == "default" || r.dst == "0.0.0.0/0")
+                            && r.gateway.as_deref() == Some(gw_s.as_str())
+                            && r.dev.as_deref() == Some(ifname)
+                    });
+                    if !ok {
+                        fail(format!(
+                            "default route via {gw} on {ifname} is missing in {netns}"
+                        ));
+                    }
+                }
+            }
+            Err(e) => fail(format!("cannot read the routes in {netns}: {e:#}")),
+        }
+        problems
     }
 
     /// STATUS: ready when OVS answers and the node init created br-int and the management port.
@@ -751,6 +779,26 @@ async fn wait_pod_network(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_names_wrong_port_ids() {
+        let ids = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ok = ids(&[("iface-id", "default_web"), ("sandbox", "c1")]);
+        assert!(port_id_problems("ovn1", &ok, Some("default_web"), "c1").is_empty());
+        // Pod unknown (no CNI_ARGS): only the sandbox is checked.
+        assert!(port_id_problems("ovn1", &ok, None, "c1").is_empty());
+        let p = port_id_problems("ovn1", &ok, Some("default_db"), "c2");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("iface-id Some(\"default_web\"), expected \"default_db\""));
+        assert!(p[1].contains("belongs to sandbox Some(\"c1\"), not c2"));
+        let p = port_id_problems("ovn1", &ids(&[]), Some("default_web"), "c1");
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
 
     #[test]
     fn the_newest_sandbox_takes_the_iface_id_from_older_ones() {
