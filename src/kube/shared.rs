@@ -420,6 +420,81 @@ mod tests {
         assert_eq!(keys, ["b"]);
     }
 
+    /// Through a real watch (the API stand-in, in-process, no root): two consumers of one
+    /// kind share one cache, a late one is replayed it, and cached objects are trimmed.
+    #[tokio::test]
+    async fn consumers_of_a_live_watch_share_one_trimmed_cache() {
+        use futures::StreamExt;
+        use kube::api::PostParams;
+        let sandbox = kube_sandbox::Sandbox::start(
+            "127.0.0.1:0".parse().unwrap(),
+            kube_sandbox::SandboxConfig::default(),
+        )
+        .await
+        .unwrap();
+        let url: http::Uri = sandbox.url().parse().unwrap();
+        let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
+        let informers = Informers::new(client.clone());
+        let mut first = informers.watch::<Node>();
+        let mut second = informers.watch::<Node>();
+        let api: Api<Node> = Api::all(client);
+        let mut n = Node::default();
+        n.metadata.name = Some("n1".into());
+        n.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), "{}".to_string()),
+                ("k8s.ovn.org/node-subnets".to_string(), "x".to_string()),
+            ]
+            .into(),
+        );
+        api.create(&PostParams::default(), &n).await.unwrap();
+
+        async fn until_n1(w: &mut Watch<Node>) -> Vec<String> {
+            let mut seen = Vec::new();
+            while let Some(ch) = w.next().await {
+                let done = matches!(&ch, Change::Apply { new, .. } if new.name_any() == "n1");
+                seen.push(match ch {
+                    Change::Apply { new, .. } => format!("apply {}", new.name_any()),
+                    Change::Delete(o) => format!("delete {}", o.name_any()),
+                    Change::Synced => "synced".into(),
+                });
+                if done {
+                    break;
+                }
+            }
+            seen
+        }
+        let wait = std::time::Duration::from_secs(30);
+        let a = tokio::time::timeout(wait, until_n1(&mut first))
+            .await
+            .unwrap();
+        let b = tokio::time::timeout(wait, until_n1(&mut second))
+            .await
+            .unwrap();
+        assert_eq!(a, b, "both consumers see the same changes");
+        assert!(a.contains(&"synced".to_string()), "{a:?}");
+        // One cache: both views hold the very same object, trimmed.
+        let (x, y) = (
+            first.store().get("n1").unwrap(),
+            second.store().get("n1").unwrap(),
+        );
+        assert!(Arc::ptr_eq(&x, &y));
+        let keys = |n: &Node| n.annotations().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(&x), ["k8s.ovn.org/node-subnets"]);
+        let served = api.get("n1").await.unwrap();
+        assert_eq!(keys(&served).len(), 2, "the API keeps both");
+        // A consumer joining now is replayed the cache, then told it is complete.
+        let mut late = informers.watch::<Node>();
+        assert_eq!(
+            tokio::time::timeout(wait, until_n1(&mut late))
+                .await
+                .unwrap(),
+            ["apply n1"]
+        );
+        let next = tokio::time::timeout(wait, late.next()).await.unwrap();
+        assert!(matches!(next, Some(Change::Synced)), "{next:?}");
+    }
+
     #[test]
     fn trimming_keeps_what_the_controllers_read() {
         let mut ann = BTreeMap::new();
