@@ -9,26 +9,47 @@ use crate::exec::BoxFuture;
 use crate::exec::{Exec, RealExec};
 use crate::master::election::{Elector, GatedNb};
 use crate::master::{self, Master};
-use crate::ovn::{self, Ctl, Nb, NbTxn};
+use crate::ovn::{self, Nb, NbTxn};
 use crate::util::cancel::CancelToken;
 use crate::util::ready::{self, Readiness};
 
-/// What every role gets: configuration, the exec seam, the NB database, the Kubernetes client.
+/// What the roles are built from: configuration, the exec seam, the NB database, the
+/// Kubernetes client and its shared watches. Each role gets the part it needs as a struct of
+/// its own (`node::Agent`, `controller::NetController`), so roles do not depend on this module.
 #[derive(Clone)]
-pub struct Ctx {
-    pub cfg: Arc<Config>,
-    pub exec: Arc<dyn Exec>,
-    /// `ovn-nbctl` honouring `-nb-address` (and its certificates).
-    pub nb_ctl: Ctl,
-    pub nb: Arc<dyn Nb>,
-    pub client: kube::Client,
+struct Deps {
+    cfg: Arc<Config>,
+    exec: Arc<dyn Exec>,
+    nb: Arc<dyn Nb>,
+    client: kube::Client,
+    /// The process's watches, one per kind, shared by every role.
+    informers: crate::kube::Informers,
+}
+
+impl Deps {
+    fn node_agent(&self) -> crate::node::Agent {
+        crate::node::Agent {
+            cfg: self.cfg.clone(),
+            exec: self.exec.clone(),
+            nb: self.nb.clone(),
+            client: self.client.clone(),
+            informers: self.informers.clone(),
+        }
+    }
+
+    fn net_controller(&self) -> crate::controller::NetController {
+        crate::controller::NetController {
+            nb: self.nb.clone(),
+            client: self.client.clone(),
+            informers: self.informers.clone(),
+        }
+    }
 }
 
 /// Run the roles the flags ask for until `cancel` fires (daemons) or the work is done. Each
 /// role registers in `ready` before it starts and reports when its initial sync is done.
 pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<()> {
     let exec: Arc<dyn Exec> = Arc::new(RealExec::new(8));
-    let nb_ctl = ovn::db_ctl(exec.clone(), "ovn-nbctl", &cfg.ovn_north.client);
     // A persistent OVSDB connection where the target allows it, ovn-nbctl otherwise.
     let nb: Arc<dyn Nb> = ovn::nb_backend(exec.clone(), &cfg.ovn_north.client);
 
@@ -49,11 +70,11 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     if let Some(addr) = cfg.metrics_bind_address {
         tokio::spawn(crate::metrics::serve(addr, ready.clone(), cancel.clone()).await?);
     }
-    let ctx = Ctx {
+    let ctx = Deps {
         cfg: Arc::new(cfg),
         exec,
-        nb_ctl,
         nb,
+        informers: crate::kube::Informers::new(client.clone()),
         client,
     };
     let mut tasks = tokio::task::JoinSet::new();
@@ -65,7 +86,7 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     // acquire, next to the node role.
     if ctx.cfg.init_master.is_some() || ctx.cfg.net_controller {
         let elector = Elector::new(ctx.client.clone(), &ctx.cfg);
-        let mctx = Ctx {
+        let mctx = Deps {
             nb: Arc::new(GatedNb {
                 inner: ctx.nb.clone(),
                 lead: elector.leadership(),
@@ -79,7 +100,7 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     if let Some(node) = ctx.cfg.init_node.clone() {
         let node_ready = ready.register(ready::NODE);
         crate::metrics::node_starting(&ctx.cfg, cancel.clone());
-        crate::node::run(&ctx, &node, cancel.clone())
+        crate::node::run(&ctx.node_agent(), &node, cancel.clone())
             .await
             .with_context(|| format!("initialising node {node}"))?;
         node_ready.done();
@@ -115,7 +136,7 @@ type Role = Box<dyn FnOnce(CancelToken) -> BoxFuture<'static, Result<()>> + Send
 
 /// The master roles this process runs, their readiness components registered (in the
 /// reference's order: master, then the net-controller's services, pods and policies).
-fn master_roles(ctx: &Ctx, ready: &Readiness) -> Vec<Role> {
+fn master_roles(ctx: &Deps, ready: &Readiness) -> Vec<Role> {
     let mut roles: Vec<Role> = Vec::new();
     if ctx.cfg.init_master.is_some() {
         let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets)
@@ -125,7 +146,7 @@ fn master_roles(ctx: &Ctx, ready: &Readiness) -> Vec<Role> {
             Box::pin(async move {
                 master::setup_db_servers(&x.cfg, x.exec.clone(), &c).await?;
                 crate::metrics::master_started(x.nb.clone(), c.clone());
-                m.run(c).await.context("master")
+                m.run(x.informers.clone(), c).await.context("master")
             })
         }));
     }
@@ -136,12 +157,16 @@ fn master_roles(ctx: &Ctx, ready: &Readiness) -> Vec<Role> {
                 .with_reserved(
                     crate::controller::services::validate::Reserved::from_config(&ctx.cfg),
                 );
-        let client = ctx.client.clone();
+        let (client, informers) = (ctx.client.clone(), ctx.informers.clone());
         roles.push(Box::new(move |c: CancelToken| {
-            Box::pin(async move { svc.run(client, c).await.context("service controller") })
+            Box::pin(async move {
+                svc.run(client, informers, c)
+                    .await
+                    .context("service controller")
+            })
         }));
         let r = crate::controller::Ready::register(ready);
-        let x = ctx.clone();
+        let x = ctx.net_controller();
         roles.push(Box::new(move |c: CancelToken| {
             Box::pin(async move {
                 crate::controller::run(x, c, r)

@@ -3,10 +3,12 @@
 //! See `docs/architecture.md` for the module map.
 
 pub mod app;
+pub mod cli;
 pub mod cni;
 pub mod config;
 pub mod controller;
 pub mod exec;
+pub mod host;
 pub mod kube;
 pub mod master;
 pub mod metrics;

@@ -21,13 +21,13 @@ fn main() -> ExitCode {
     if invoked_as.as_deref() == Some(ovnkube::cni::PLUGIN_NAME) {
         return ovnkube::cni::main();
     }
-    if invoked_as.as_deref() == Some(ovnkube::node::nic::UTIL_NAME) {
+    if invoked_as.as_deref() == Some(ovnkube::cli::util::UTIL_NAME) {
         let rest: Vec<String> = args
             .iter()
             .skip(1)
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
-        return ovnkube::node::nic::util_main(&rest);
+        return ovnkube::cli::util::util_main(&rest);
     }
     let cfg = match config::parse_args(args.iter().skip(1).cloned()) {
         Ok(Invocation::Help(text)) => {

@@ -17,12 +17,11 @@ use super::types::{
 };
 use crate::config::{self, Config, DEFAULT_CONFIG_FILE, Invocation, KubernetesConfig};
 use crate::exec::{Exec, RealExec};
+use crate::host::ip::{Ip, IpWrite, Link};
 use crate::kube::annotations::POD_NETWORK;
-use crate::node::iproute::{Ip, Link};
-use crate::node::plan::{
-    BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE,
+use crate::ovn::names::{
+    BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE, fnv1a64, pod_port,
 };
-use crate::ovn::names::{fnv1a64, pod_port};
 use crate::ovn::{ColVal, DbOp, Query, Val, Vs, VsOp, VsTxn, Vsctl};
 
 /// How long ADD waits for the pod's `ovn` annotation (the reference gave up after ~21 s).
@@ -31,6 +30,79 @@ const ANNOTATION_TIMEOUT: Duration = Duration::from_secs(30);
 const ANNOTATION_POLL: crate::util::retry::Policy =
     crate::util::retry::Policy::new(Duration::from_millis(250), Duration::from_secs(2));
 const API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One ADD: the pod, its network (from the annotation) and where it goes.
+struct Attachment<'a> {
+    env: &'a CniEnv,
+    netns: &'a str,
+    host_if: &'a str,
+    ns: &'a str,
+    pod: &'a str,
+    pn: &'a PodNetwork,
+    mtu: u32,
+}
+
+/// The br-int port of an attachment: `host_if` joins br-int carrying the logical port's
+/// iface-id, and every other interface still carrying it (`holders`: older sandboxes of the
+/// same pod) loses it, in one transaction.
+fn port_txn(a: &Attachment<'_>, lp: &str, holders: &[String]) -> VsTxn {
+    let mut txn = VsTxn::new();
+    for old in holders.iter().filter(|h| h.as_str() != a.host_if) {
+        txn.push(VsOp::Db(DbOp::Remove {
+            table: "Interface".into(),
+            record: old.clone(),
+            column: "external_ids".into(),
+            values: vec![Val::str("iface-id")],
+            if_exists: true,
+        }));
+    }
+    txn.push(VsOp::AddPort {
+        bridge: BR_INT.into(),
+        port: a.host_if.into(),
+    })
+    .push(VsOp::Db(DbOp::Set {
+        table: "Interface".into(),
+        record: a.host_if.into(),
+        columns: vec![
+            ColVal::key("external_ids", "iface-id", Val::str(lp)),
+            ColVal::key("external_ids", "attached_mac", Val::str(a.pn.mac.as_str())),
+            ColVal::key("external_ids", "ip_address", Val::str(a.pn.ip.to_string())),
+            ColVal::key(
+                "external_ids",
+                "sandbox",
+                Val::str(a.env.container_id.as_str()),
+            ),
+        ],
+        if_exists: false,
+    }));
+    txn
+}
+
+/// What is wrong with the ids of an attachment's br-int port: the logical port it is bound
+/// to (`lp`, when the pod is known) and the sandbox that owns it.
+fn port_id_problems(
+    host_if: &str,
+    ids: &BTreeMap<String, String>,
+    lp: Option<&str>,
+    sandbox: &str,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(lp) = lp
+        && ids.get("iface-id").map(String::as_str) != Some(lp)
+    {
+        problems.push(format!(
+            "OVS port {host_if} has iface-id {:?}, expected {lp:?}",
+            ids.get("iface-id")
+        ));
+    }
+    if ids.get("sandbox").map(String::as_str) != Some(sandbox) {
+        problems.push(format!(
+            "OVS port {host_if} belongs to sandbox {:?}, not {sandbox}",
+            ids.get("sandbox")
+        ));
+    }
+    problems
+}
 
 /// The br-int side of a pod's veth: `ovn` and 12 hex digits of a hash of the WHOLE container
 /// id and interface name. Never a prefix of the id: two ids sharing their first 15 characters
@@ -253,7 +325,16 @@ impl Plugin {
         let pn = wait_pod_network(&client, &ns, &pod).await?;
         let mtu = conf.mtu.unwrap_or(self.cfg.mtu);
         let host_if = host_ifname(&env.container_id, &env.ifname);
-        match self.plumb(env, &netns, &host_if, &ns, &pod, &pn, mtu).await {
+        let attachment = Attachment {
+            env,
+            netns: &netns,
+            host_if: &host_if,
+            ns: &ns,
+            pod: &pod,
+            pn: &pn,
+            mtu,
+        };
+        match self.plumb(&attachment).await {
             Ok(r) => {
                 tracing::info!(
                     pod = %format!("{ns}/{pod}"), container = %env.container_id,
@@ -274,43 +355,77 @@ impl Plugin {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn plumb(
-        &self,
-        env: &CniEnv,
-        netns: &str,
-        host_if: &str,
-        ns: &str,
-        pod: &str,
-        pn: &PodNetwork,
-        mtu: u32,
-    ) -> Result<AddResult> {
+    async fn plumb(&self, a: &Attachment<'_>) -> Result<AddResult> {
         // A retried ADD starts from nothing, so it ends exactly like a first one.
-        self.unplug(env).await?;
-        let ifname = env.ifname.as_str();
-        let m = mtu.to_string();
+        self.unplug(a.env).await?;
+        self.veth(a).await?;
+        let lp = pod_port(a.ns, a.pod);
+        // Only the newest sandbox of a pod may carry its iface-id (later upstream fix).
+        let rows = self
+            .vs
+            .query(&[Query::find(
+                "Interface",
+                &["name"],
+                vec![ColVal::key(
+                    "external_ids",
+                    "iface-id",
+                    Val::str(lp.as_str()),
+                )],
+            )])
+            .await?;
+        let holders: Vec<String> = rows.iter().flatten().map(|r| r.str("name")).collect();
+        self.vs
+            .transact(&port_txn(a, &lp, &holders))
+            .await
+            .with_context(|| format!("adding port {} to {BR_INT}", a.host_if))?;
+        let host_mac = self
+            .host
+            .link(a.host_if)
+            .await?
+            .map(|l| l.address)
+            .unwrap_or_default();
+        Ok(AddResult {
+            host_if: a.host_if.into(),
+            host_mac,
+            pod_if: a.env.ifname.clone(),
+            pod_mac: a.pn.mac.clone(),
+            sandbox: a.netns.into(),
+            ip: a.pn.ip,
+            gateway: a.pn.gateway,
+            mtu: a.mtu,
+        })
+    }
+
+    /// The veth pair, the pod end configured inside the pod's namespace.
+    async fn veth(&self, a: &Attachment<'_>) -> Result<()> {
+        let ifname = a.env.ifname.as_str();
         // The pod end is created directly inside the pod's netns with its final name and
         // MAC, so nothing named CNI_IFNAME ever exists on the host.
         self.host
-            .run(&[
-                "link", "add", host_if, "mtu", &m, "type", "veth", "peer", "name", ifname,
-                "address", &pn.mac, "mtu", &m, "netns", netns,
-            ])
+            .apply(&IpWrite::Veth {
+                host: a.host_if.into(),
+                peer: ifname.into(),
+                peer_mac: a.pn.mac.clone(),
+                mtu: a.mtu,
+                netns: a.netns.into(),
+            })
             .await
             .context("creating the veth pair")?;
-        let in_pod = Ip::in_netns(self.exec.clone(), netns);
-        let ip = pn.ip.to_string();
-        let gw = pn.gateway.to_string();
+        let in_pod = Ip::in_netns(self.exec.clone(), a.netns);
         in_pod
-            .run(&["addr", "replace", &ip, "dev", ifname])
+            .apply(&IpWrite::addr_replace(ifname, a.pn.ip))
             .await
             .context("setting the pod address")?;
         in_pod
-            .run(&["link", "set", "dev", ifname, "up"])
+            .apply(&IpWrite::link_up(ifname))
             .await
             .context("bringing the pod interface up")?;
         in_pod
-            .run(&["route", "replace", "default", "via", &gw, "dev", ifname])
+            .apply(&IpWrite::RouteVia {
+                dst: None,
+                via: a.pn.gateway,
+                dev: ifname.into(),
+            })
             .await
             .context("adding the pod's default route")?;
         // G4: with OVS's userspace datapath, TCP segments with partial (offloaded) checksums
@@ -325,75 +440,9 @@ impl Plugin {
             );
         }
         self.host
-            .run(&["link", "set", "dev", host_if, "up"])
+            .apply(&IpWrite::link_up(a.host_if))
             .await
-            .context("bringing the host end up")?;
-
-        let lp = pod_port(ns, pod);
-        // Only the newest sandbox of a pod may carry its iface-id (later upstream fix, §11 41).
-        let rows = self
-            .vs
-            .query(&[Query::find(
-                "Interface",
-                &["name"],
-                vec![ColVal::key(
-                    "external_ids",
-                    "iface-id",
-                    Val::str(lp.as_str()),
-                )],
-            )])
-            .await?;
-        let mut txn = VsTxn::new();
-        for old in rows.iter().flatten().map(|r| r.str("name")) {
-            if old != host_if {
-                txn.push(VsOp::Db(DbOp::Remove {
-                    table: "Interface".into(),
-                    record: old,
-                    column: "external_ids".into(),
-                    values: vec![Val::str("iface-id")],
-                    if_exists: true,
-                }));
-            }
-        }
-        txn.push(VsOp::AddPort {
-            bridge: BR_INT.into(),
-            port: host_if.into(),
-        })
-        .push(VsOp::Db(DbOp::Set {
-            table: "Interface".into(),
-            record: host_if.into(),
-            columns: vec![
-                ColVal::key("external_ids", "iface-id", Val::str(lp.as_str())),
-                ColVal::key("external_ids", "attached_mac", Val::str(pn.mac.as_str())),
-                ColVal::key("external_ids", "ip_address", Val::str(ip.as_str())),
-                ColVal::key(
-                    "external_ids",
-                    "sandbox",
-                    Val::str(env.container_id.as_str()),
-                ),
-            ],
-            if_exists: false,
-        }));
-        self.vs
-            .transact(&txn)
-            .await
-            .with_context(|| format!("adding port {host_if} to {BR_INT}"))?;
-        let host_mac = self
-            .host
-            .link(host_if)
-            .await?
-            .map(|l| l.address)
-            .unwrap_or_default();
-        Ok(AddResult {
-            host_if: host_if.into(),
-            host_mac,
-            pod_if: ifname.into(),
-            pod_mac: pn.mac.clone(),
-            sandbox: netns.into(),
-            ip: pn.ip,
-            gateway: pn.gateway,
-            mtu,
-        })
+            .context("bringing the host end up")
     }
 
     /// Remove this attachment's br-int port and veth (its pod end goes with it), under every
@@ -488,107 +537,109 @@ impl Plugin {
                 break;
             }
         }
-        let ifname = env.ifname.as_str();
         let netns = env.netns.clone().unwrap_or_default();
-        let mut problems: Vec<String> = Vec::new();
-        let mut fail = |p: String| problems.push(p);
-
-        match self.host.link(&host_if).await {
-            Ok(Some(l)) if !l.is_up() => fail(format!("host interface {host_if} is down")),
-            Ok(Some(_)) => {}
-            Ok(None) => fail(format!("host interface {host_if} is missing")),
-            Err(e) => fail(format!("cannot read host interface {host_if}: {e:#}")),
-        }
-        let rows = self
-            .vs
-            .query(&[Query::find(
-                "Interface",
-                &["name", "external_ids"],
-                vec![ColVal::set("name", Val::str(host_if.as_str()))],
-            )])
-            .await;
-        match rows.as_ref().map(|t| t.first().and_then(|r| r.first())) {
-            Ok(None) => fail(format!("OVS port {host_if} is missing from {BR_INT}")),
-            Ok(Some(row)) => {
-                let ids = row.map("external_ids");
-                if let Ok((ns, pod)) = env.pod() {
-                    let lp = pod_port(&ns, &pod);
-                    if ids.get("iface-id") != Some(&lp) {
-                        fail(format!(
-                            "OVS port {host_if} has iface-id {:?}, expected {lp:?}",
-                            ids.get("iface-id")
-                        ));
-                    }
-                }
-                if ids.get("sandbox") != Some(&env.container_id) {
-                    fail(format!(
-                        "OVS port {host_if} belongs to sandbox {:?}, not {}",
-                        ids.get("sandbox"),
-                        env.container_id
-                    ));
-                }
-            }
-            Err(e) => fail(format!("cannot read OVS: {e:#}")),
-        }
-
-        if !Path::new(&netns).exists() {
-            fail(format!("network namespace {netns} does not exist"));
-        } else {
-            let in_pod = Ip::in_netns(self.exec.clone(), &netns);
-            match in_pod.link(ifname).await {
-                Ok(Some(l)) => {
-                    if !l.is_up() {
-                        fail(format!("{ifname} is down in {netns}"));
-                    }
-                    if let Some(m) = &prev.pod_mac
-                        && !l.address.eq_ignore_ascii_case(m)
-                    {
-                        fail(format!("{ifname} has MAC {}, expected {m}", l.address));
-                    }
-                }
-                Ok(None) => fail(format!("{ifname} is missing in {netns}")),
-                Err(e) => fail(format!("cannot read {ifname} in {netns}: {e:#}")),
-            }
-            match in_pod.addrs(ifname).await {
-                Ok(have) => {
-                    for (net, _) in &prev.ips {
-                        if !have.contains(net) {
-                            fail(format!("address {net} is missing on {ifname} in {netns}"));
-                        }
-                    }
-                }
-                Err(e) => fail(format!("cannot read the addresses in {netns}: {e:#}")),
-            }
-            match in_pod.routes().await {
-                Ok(routes) => {
-                    for gw in prev.ips.iter().filter_map(|(_, g)| *g) {
-                        let gw_s = gw.to_string();
-                        let ok = routes.iter().any(|r| {
-                            (r.dst == "default" || r.dst == "0.0.0.0/0")
-                                && r.gateway.as_deref() == Some(gw_s.as_str())
-                                && r.dev.as_deref() == Some(ifname)
-                        });
-                        if !ok {
-                            fail(format!(
-                                "default route via {gw} on {ifname} is missing in {netns}"
-                            ));
-                        }
-                    }
-                }
-                Err(e) => fail(format!("cannot read the routes in {netns}: {e:#}")),
-            }
-        }
+        let mut problems = self.host_side_problems(env, &host_if).await;
+        problems.extend(self.pod_side_problems(env, &prev, &netns).await);
         if problems.is_empty() {
             return Ok(());
         }
         Err(CniError::new(
             code::GENERIC,
             format!(
-                "CHECK failed for container {} ({ifname}): {}",
+                "CHECK failed for container {} ({}): {}",
                 env.container_id,
+                env.ifname,
                 problems.join("; ")
             ),
         ))
+    }
+
+    /// CHECK on the host: the host end is up and its br-int port is this sandbox's.
+    async fn host_side_problems(&self, env: &CniEnv, host_if: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        match self.host.link(host_if).await {
+            Ok(Some(l)) if !l.is_up() => problems.push(format!("host interface {host_if} is down")),
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(format!("host interface {host_if} is missing")),
+            Err(e) => problems.push(format!("cannot read host interface {host_if}: {e:#}")),
+        }
+        let rows = self
+            .vs
+            .query(&[Query::find(
+                "Interface",
+                &["name", "external_ids"],
+                vec![ColVal::set("name", Val::str(host_if))],
+            )])
+            .await;
+        match rows.as_ref().map(|t| t.first().and_then(|r| r.first())) {
+            Ok(None) => problems.push(format!("OVS port {host_if} is missing from {BR_INT}")),
+            Ok(Some(row)) => {
+                let lp = env.pod().ok().map(|(ns, pod)| pod_port(&ns, &pod));
+                problems.extend(port_id_problems(
+                    host_if,
+                    &row.map("external_ids"),
+                    lp.as_deref(),
+                    &env.container_id,
+                ));
+            }
+            Err(e) => problems.push(format!("cannot read OVS: {e:#}")),
+        }
+        problems
+    }
+
+    /// CHECK inside the pod: its interface is up with the MAC, addresses and default routes
+    /// of the previous result.
+    async fn pod_side_problems(&self, env: &CniEnv, prev: &PrevResult, netns: &str) -> Vec<String> {
+        let ifname = env.ifname.as_str();
+        if !Path::new(netns).exists() {
+            return vec![format!("network namespace {netns} does not exist")];
+        }
+        let mut problems = Vec::new();
+        let mut fail = |p: String| problems.push(p);
+        let in_pod = Ip::in_netns(self.exec.clone(), netns);
+        match in_pod.link(ifname).await {
+            Ok(Some(l)) => {
+                if !l.is_up() {
+                    fail(format!("{ifname} is down in {netns}"));
+                }
+                if let Some(m) = &prev.pod_mac
+                    && !l.address.eq_ignore_ascii_case(m)
+                {
+                    fail(format!("{ifname} has MAC {}, expected {m}", l.address));
+                }
+            }
+            Ok(None) => fail(format!("{ifname} is missing in {netns}")),
+            Err(e) => fail(format!("cannot read {ifname} in {netns}: {e:#}")),
+        }
+        match in_pod.addrs(ifname).await {
+            Ok(have) => {
+                for (net, _) in &prev.ips {
+                    if !have.contains(net) {
+                        fail(format!("address {net} is missing on {ifname} in {netns}"));
+                    }
+                }
+            }
+            Err(e) => fail(format!("cannot read the addresses in {netns}: {e:#}")),
+        }
+        match in_pod.routes().await {
+            Ok(routes) => {
+                for gw in prev.ips.iter().filter_map(|(_, g)| *g) {
+                    let gw_s = gw.to_string();
+                    let ok = routes.iter().any(|r| {
+                        (r.dst == "default" || r.dst == "0.0.0.0/0")
+                            && r.gateway.as_deref() == Some(gw_s.as_str())
+                            && r.dev.as_deref() == Some(ifname)
+                    });
+                    if !ok {
+                        fail(format!(
+                            "default route via {gw} on {ifname} is missing in {netns}"
+                        ));
+                    }
+                }
+            }
+            Err(e) => fail(format!("cannot read the routes in {netns}: {e:#}")),
+        }
+        problems
     }
 
     /// STATUS: ready when OVS answers and the node init created br-int and the management port.
@@ -728,6 +779,67 @@ async fn wait_pod_network(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_names_wrong_port_ids() {
+        let ids = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ok = ids(&[("iface-id", "default_web"), ("sandbox", "c1")]);
+        assert!(port_id_problems("ovn1", &ok, Some("default_web"), "c1").is_empty());
+        // Pod unknown (no CNI_ARGS): only the sandbox is checked.
+        assert!(port_id_problems("ovn1", &ok, None, "c1").is_empty());
+        let p = port_id_problems("ovn1", &ok, Some("default_db"), "c2");
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("iface-id Some(\"default_web\"), expected \"default_db\""));
+        assert!(p[1].contains("belongs to sandbox Some(\"c1\"), not c2"));
+        let p = port_id_problems("ovn1", &ids(&[]), Some("default_web"), "c1");
+        assert_eq!(p.len(), 2, "{p:?}");
+    }
+
+    #[test]
+    fn the_newest_sandbox_takes_the_iface_id_from_older_ones() {
+        let env = CniEnv {
+            command: Command::Add,
+            container_id: "c2".into(),
+            netns: Some("/var/run/netns/p".into()),
+            ifname: "eth0".into(),
+            args: BTreeMap::new(),
+        };
+        let pn = PodNetwork {
+            ip: "10.1.0.5/24".parse().unwrap(),
+            mac: "0a:58:0a:01:00:05".into(),
+            gateway: "10.1.0.1".parse().unwrap(),
+        };
+        let a = Attachment {
+            env: &env,
+            netns: "/var/run/netns/p",
+            host_if: "ovnnew",
+            ns: "default",
+            pod: "web",
+            pn: &pn,
+            mtu: 1400,
+        };
+        let render = |holders: &[&str]| {
+            let h: Vec<String> = holders.iter().map(|s| s.to_string()).collect();
+            port_txn(&a, "default_web", &h).render().join(" ")
+        };
+        let add = "-- --may-exist add-port br-int ovnnew -- set Interface ovnnew \
+                   external_ids:\"iface-id\"=\"default_web\" \
+                   external_ids:\"attached_mac\"=\"0a:58:0a:01:00:05\" \
+                   external_ids:\"ip_address\"=\"10.1.0.5/24\" \
+                   external_ids:\"sandbox\"=\"c2\"";
+        assert_eq!(render(&[]), add);
+        // A re-run holder (this very interface) is left alone; an older sandbox loses its id.
+        assert_eq!(render(&["ovnnew"]), add);
+        assert_eq!(
+            render(&["ovnold", "ovnnew"]),
+            format!("-- --if-exists remove Interface ovnold external_ids \"iface-id\" {add}")
+        );
+    }
 
     #[test]
     fn host_interface_names_hash_the_whole_id() {

@@ -10,9 +10,12 @@ pub mod policy_model;
 pub mod policy_plan;
 pub mod services;
 
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 
-use crate::app::Ctx;
+use crate::kube::Informers;
+use crate::ovn::Nb;
 use crate::util::cancel::CancelToken;
 use crate::util::ready::{Pending, Readiness};
 
@@ -31,17 +34,25 @@ impl Ready {
     }
 }
 
+/// What the net-controller works with, built by the process wiring (`app.rs`).
+pub struct NetController {
+    /// The NB database, behind the leader-election gate.
+    pub nb: Arc<dyn Nb>,
+    pub client: kube::Client,
+    pub informers: Informers,
+}
+
 /// Run the net-controller until `cancel` fires.
-pub async fn run(ctx: Ctx, cancel: CancelToken, ready: Ready) -> Result<()> {
+pub async fn run(ctx: NetController, cancel: CancelToken, ready: Ready) -> Result<()> {
     // The pod controller tells the policy controller which pods have a logical port.
     let (ports_tx, ports_rx) = tokio::sync::mpsc::unbounded_channel();
     let pods = pods::PodController::new(ctx.nb.clone(), ctx.client.clone())
         .with_port_events(ports_tx)
         .with_ready(ready.pods)
-        .run(cancel.clone());
+        .run(ctx.informers.clone(), cancel.clone());
     let policies = policy::PolicyController::new(ctx.nb.clone(), ctx.client.clone(), ports_rx)
         .with_ready(ready.policies)
-        .run(cancel);
+        .run(ctx.informers.clone(), cancel);
     tokio::try_join!(async { pods.await.context("pod controller") }, async {
         policies.await.context("policy controller")
     },)?;

@@ -20,7 +20,6 @@ use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -32,7 +31,7 @@ use super::pods_plan::{
     pod_annotation, pod_node, pod_ns, port_ops, rebuild, stale_ports,
 };
 use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, parse_host_subnet};
-use crate::kube::{Change, events, informer, key};
+use crate::kube::{Change, events, key};
 use crate::ovn::names::pod_port;
 use crate::ovn::signals::{NbEpoch, NbSignals, next_change};
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
@@ -40,7 +39,7 @@ use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Policy, Retries};
 
 /// Commands per coalesced NB transaction (about 3 per pod).
-const MAX_TXN_OPS: usize = 3000;
+const MAX_PORT_TXN_OPS: usize = 3000;
 /// Pods one worker handles per round.
 const MAX_ROUND: usize = 1000;
 /// Concurrent annotation patches, all workers together.
@@ -77,7 +76,7 @@ async fn nb_batcher(nb: Arc<dyn Nb>, mut rx: mpsc::UnboundedReceiver<NbReq>) {
         let mut batch = Vec::new();
         let mut n = 0;
         while let Some(r) = pending.front() {
-            if !batch.is_empty() && (r.alone || n + r.ops.len() > MAX_TXN_OPS) {
+            if !batch.is_empty() && (r.alone || n + r.ops.len() > MAX_PORT_TXN_OPS) {
                 break;
             }
             let alone = r.alone;
@@ -861,40 +860,21 @@ impl PodController {
     }
 
     /// Run until `cancel` fires.
-    pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
+    pub async fn run(
+        mut self,
+        informers: crate::kube::Informers,
+        mut cancel: CancelToken,
+    ) -> Result<()> {
         let ready = self.ready.take();
-        let mut pod_ch = informer(
-            Api::<Pod>::all(self.client.clone()),
-            watcher::Config::default(),
-        )
-        .boxed();
-        let mut node_ch = informer(
-            Api::<Node>::all(self.client.clone()),
-            watcher::Config::default(),
-        )
-        .boxed();
+        let mut pod_ch = informers.watch::<Pod>();
+        let mut node_ch = informers.watch::<Node>();
 
-        // 1. The complete pod and node lists.
-        let mut pods: HashMap<String, Arc<Pod>> = HashMap::new();
-        let mut nodes: HashMap<String, Arc<Node>> = HashMap::new();
-        let (mut pods_synced, mut nodes_synced) = (false, false);
-        while !(pods_synced && nodes_synced) {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                ch = pod_ch.next() => match ch {
-                    None => bail!("pod watch ended"),
-                    Some(Change::Apply { new, .. }) => { pods.insert(key(new.as_ref()), new); }
-                    Some(Change::Delete(old)) => { pods.remove(&key(old.as_ref())); }
-                    Some(Change::Synced) => pods_synced = true,
-                },
-                ch = node_ch.next() => match ch {
-                    None => bail!("node watch ended"),
-                    Some(Change::Apply { new, .. }) => { nodes.insert(new.name_any(), new); }
-                    Some(Change::Delete(old)) => { nodes.remove(&old.name_any()); }
-                    Some(Change::Synced) => nodes_synced = true,
-                },
-            }
-        }
+        // 1. The complete pod and node lists (cluster-scoped nodes are keyed by name).
+        let lists = async { tokio::try_join!(pod_ch.initial_list(), node_ch.initial_list()) };
+        let (pods, nodes) = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            lists = lists => lists?,
+        };
 
         // 2. What NB holds: every pod port (one query) and the switches.
         let queries = [PortRow::query(), Query::list("Logical_Switch", &["name"])];

@@ -18,8 +18,7 @@ use anyhow::{Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -31,14 +30,14 @@ use super::policy_plan::{
     policy_objects,
 };
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
-use crate::kube::{Change, events, informer, key};
+use crate::kube::{Change, events, key};
 use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbOp, NbTxn};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries};
 
 /// Commands per transaction at start-up (a unit's commands are never split).
-const MAX_TXN_OPS: usize = 4000;
+const MAX_POLICY_TXN_OPS: usize = 4000;
 /// A burst of events ends after this long without one...
 const BURST_QUIET: Duration = Duration::from_millis(3);
 /// ...or after this long in any case, so a steady stream still gets served.
@@ -381,7 +380,7 @@ impl State {
         let mut batches: Vec<Vec<(Unit, Vec<NbOp>, Objects)>> = vec![Vec::new()];
         let mut n = 0;
         for w in work {
-            if n > 0 && n + w.1.len() > MAX_TXN_OPS {
+            if n > 0 && n + w.1.len() > MAX_POLICY_TXN_OPS {
                 batches.push(Vec::new());
                 n = 0;
             }
@@ -481,17 +480,15 @@ impl PolicyController {
     }
 
     /// Run until `cancel` fires.
-    pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
-        let c = &self.client;
-        let mut ns_ch =
-            informer(Api::<Namespace>::all(c.clone()), watcher::Config::default()).boxed();
-        let mut pod_ch = informer(Api::<Pod>::all(c.clone()), watcher::Config::default()).boxed();
-        let mut np_ch = informer(
-            Api::<NetworkPolicy>::all(c.clone()),
-            watcher::Config::default(),
-        )
-        .boxed();
-        let mut node_ch = informer(Api::<Node>::all(c.clone()), watcher::Config::default()).boxed();
+    pub async fn run(
+        mut self,
+        informers: crate::kube::Informers,
+        mut cancel: CancelToken,
+    ) -> Result<()> {
+        let mut ns_ch = informers.watch::<Namespace>();
+        let mut pod_ch = informers.watch::<Pod>();
+        let mut np_ch = informers.watch::<NetworkPolicy>();
+        let mut node_ch = informers.watch::<Node>();
         let mut st = State {
             nb: self.nb.clone(),
             events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),

@@ -286,7 +286,8 @@ pub fn policy_objects(c: &Compiled, w: &World) -> Objects {
         for (i, rule) in rules.iter().flatten().enumerate() {
             // A rule that was not understood allows nothing (reported at compile time).
             let Ok(rule) = rule else { continue };
-            rule_objects(c, w, &pg, dir, i, rule, &selected, &mut acls, &mut out);
+            let at = RuleAt { dir, i, rule };
+            rule_objects(c, w, &pg, at, &selected, &mut acls, &mut out);
         }
     }
     out.pgs.insert(
@@ -304,18 +305,23 @@ pub fn policy_objects(c: &Compiled, w: &World) -> Objects {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One rule of a policy: its direction, its index among that direction's rules, and itself.
+struct RuleAt<'a> {
+    dir: Dir,
+    i: usize,
+    rule: &'a Rule,
+}
+
 fn rule_objects(
     c: &Compiled,
     w: &World,
     pg: &str,
-    dir: Dir,
-    i: usize,
-    rule: &Rule,
+    at: RuleAt<'_>,
     selected: &[&PodView],
     acls: &mut BTreeSet<AclSpec>,
     out: &mut Objects,
 ) {
+    let RuleAt { dir, i, rule } = at;
     let field = dir.peer_field();
     let key = format!("{}.{}.{}.{i}", c.ns, c.name, dir.word());
     let set_ids = |k: &str| {

@@ -19,6 +19,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::kube::events;
+use crate::kube::shared::Trim;
 
 /// One change seen by an informer.
 #[derive(Debug, Clone)]
@@ -154,8 +155,8 @@ pub struct Undecodable {
     pub error: String,
 }
 
-/// Decode one raw object into `K`.
-fn decode<K: Resource + DeserializeOwned>(
+/// Decode one raw object into `K`, trimmed to what the controllers read.
+fn decode<K: Resource + DeserializeOwned + Trim>(
     obj: DynamicObject,
     ar: &ApiResource,
 ) -> Result<K, Box<Undecodable>> {
@@ -181,7 +182,9 @@ fn decode<K: Resource + DeserializeOwned>(
         kind: ar.kind.clone(),
     });
     let value = serde_json::to_value(&obj).map_err(|e| bad(&obj, e.to_string()))?;
-    serde_json::from_value(value).map_err(|e| bad(&obj, e.to_string()))
+    let mut k: K = serde_json::from_value(value).map_err(|e| bad(&obj, e.to_string()))?;
+    k.trim();
+    Ok(k)
 }
 
 /// Turn a raw watcher event into a typed one. An object that does not decode keeps its last
@@ -193,7 +196,7 @@ fn translate<K>(
     ar: &ApiResource,
 ) -> (Option<watcher::Event<K>>, Option<Box<Undecodable>>)
 where
-    K: Resource + Clone + DeserializeOwned,
+    K: Resource + Clone + DeserializeOwned + Trim,
 {
     match ev {
         watcher::Event::Init => (Some(watcher::Event::Init), None),
@@ -240,9 +243,10 @@ fn report(client: &kube::Client, b: &Undecodable) {
 }
 
 /// Watch `api` forever (errors are logged and retried with backoff) and yield changes.
+/// Consumers take it through `kube::shared::Informers`, which runs one per kind.
 pub fn informer<K>(api: Api<K>, cfg: watcher::Config) -> impl Stream<Item = Change<K>> + Send
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: Resource + Clone + DeserializeOwned + Trim + Debug + Send + Sync + 'static,
     K::DynamicType: Default,
 {
     let dt = K::DynamicType::default();

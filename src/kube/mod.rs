@@ -3,8 +3,10 @@
 pub mod client;
 pub mod informer;
 pub mod names;
+pub mod shared;
 pub mod token_file;
 
 pub use informer::{Change, informer, key};
+pub use shared::{Informers, Watch};
 pub mod annotations;
 pub mod events;

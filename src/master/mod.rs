@@ -19,7 +19,6 @@ use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use tracing::Instrument;
 
@@ -28,7 +27,7 @@ use crate::config::{
 };
 use crate::exec::Exec;
 use crate::kube::annotations::{HOST_SUBNET, NODE_MGMT_PORT_MAC, parse_host_subnet};
-use crate::kube::{Change, events, informer};
+use crate::kube::{Change, events};
 use crate::ovn::signals::{self, NbEpoch};
 use crate::ovn::{Ctl, CtlTarget};
 use crate::ovn::{Nb, NbTxn};
@@ -494,7 +493,11 @@ impl Master {
     }
 
     /// Run until `cancel` fires.
-    pub async fn run(mut self, mut cancel: CancelToken) -> Result<()> {
+    pub async fn run(
+        mut self,
+        informers: crate::kube::Informers,
+        mut cancel: CancelToken,
+    ) -> Result<()> {
         // The NB may be (re)starting: wait for it rather than end the process.
         let mut r = Retrying::new("creating the cluster topology", retry::DEPENDENCY);
         while let Err(e) = self.ensure_cluster().await {
@@ -502,8 +505,7 @@ impl Master {
         }
         r.succeeded();
         tracing::info!("cluster topology ready");
-        let api: Api<Node> = Api::all(self.client.clone());
-        let mut changes = informer(api, watcher::Config::default()).boxed();
+        let mut changes = informers.watch::<Node>();
         let mut synced = false;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut audit = tokio::time::interval_at(tokio::time::Instant::now() + AUDIT, AUDIT);

@@ -3,7 +3,7 @@
 //!
 //! * The interface and next hop come from the flags, else from the IPv4 default route.
 //! * Shared mode (default): the NIC's addresses and routes move to an OVS bridge
-//!   (`nic::Host::nic_to_bridge`, transactional); the gateway router shares the node's IP and
+//!   (`host::nic::Host::nic_to_bridge`, transactional); the gateway router shares the node's IP and
 //!   MAC and reaches the bridge through a `localnet` port (`ovn-bridge-mappings=physnet:<br>`,
 //!   ovn-controller makes the patch ports); OpenFlow on the bridge splits the traffic between
 //!   the host and OVN (`gateway_flows`).
@@ -21,14 +21,15 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
 
+use super::Agent;
 use super::gateway_flows::{BridgeFlows, patch_port};
 use super::gateway_plan::{self, GatewaySpec, GwSnapshot, PHYSNET, Uplink};
-use super::nic::{Host, pick_address};
-use super::plan::{BR_INT, EXT_SYSTEM_ID};
-use crate::app::Ctx;
 use crate::config::ConfigError;
+use crate::host::ip::IpWrite;
+use crate::host::nic::{Host, pick_address};
 use crate::master::topology::join_cidr;
 use crate::ovn::names::{self, JOIN_SWITCH};
+use crate::ovn::names::{BR_INT, EXT_SYSTEM_ID};
 use crate::ovn::{ColVal, DbOp, Nb, NbOp, NbTxn, Query, Val, Vs, VsOp, VsTxn};
 
 /// `Open_vSwitch` external_ids key ovn-controller reads the provider bridges from.
@@ -37,7 +38,7 @@ const IPAM_TIMEOUT: Duration = Duration::from_secs(30);
 const PATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A gateway as `init` set it up.
-pub struct Gateway {
+pub struct GatewaySetup {
     /// What the NB part should look like; `recheck` keeps the NB at it.
     pub spec: GatewaySpec,
     /// Shared mode: the bridge's flows, for the NodePort flow watcher of a `-nodeport` node.
@@ -53,7 +54,7 @@ fn config_error(msg: String) -> anyhow::Error {
 /// Sets up the node's gateway. Every step is idempotent (the NB part is a diff, the NIC move
 /// is crash-safe and resumes), so the caller retries the whole of it after a transient
 /// failure; configuration problems come back as [`ConfigError`]s.
-pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
+pub async fn init(ctx: &Agent, node: &str, subnet: Ipv4Net) -> Result<GatewaySetup> {
     let cfg = &ctx.cfg;
     let host = Host::new(ctx.exec.clone());
     let defaults = default_routes(&host).await?;
@@ -73,7 +74,7 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
     if cfg.gateway.spare_interface {
         let nexthop = nexthop_for(cfg.gateway.nexthop, &defaults, &[&iface], node)?;
         let spec = spare(ctx, &host, node, subnet, &iface, nexthop, &system_id).await?;
-        return Ok(Gateway { spec, flows: None });
+        return Ok(GatewaySetup { spec, flows: None });
     }
     let up = host.resolve_uplink(&iface).await?;
     // The NIC stays a kernel device when it is in its bridge, so its absence is a bad flag
@@ -106,17 +107,14 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
         port: port.clone(),
         network: PHYSNET.into(),
     };
-    let spec = program_nb(
-        ctx,
-        node,
-        subnet,
-        &system_id,
+    let found = HostSide {
+        system_id: &system_id,
         physical_ip,
-        &mac,
+        mac: &mac,
         nexthop,
         uplink,
-    )
-    .await?;
+    };
+    let spec = program_nb(ctx, node, subnet, found).await?;
     let flows = BridgeFlows {
         exec: ctx.exec.clone(),
         vs: host.vs.clone(),
@@ -133,7 +131,7 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
         %nexthop, join_ip = %spec.join_ip,
         "gateway router {} ready", names::gateway_router(node)
     );
-    Ok(Gateway {
+    Ok(GatewaySetup {
         spec,
         flows: Some(flows),
     })
@@ -141,7 +139,7 @@ pub async fn init(ctx: &Ctx, node: &str, subnet: Ipv4Net) -> Result<Gateway> {
 
 /// Spare mode: the NIC is OVN's alone.
 async fn spare(
-    ctx: &Ctx,
+    ctx: &Agent,
     host: &Host,
     node: &str,
     subnet: Ipv4Net,
@@ -183,20 +181,17 @@ async fn spare(
         .transact(&txn)
         .await
         .with_context(|| format!("plugging gateway interface {nic} into {BR_INT}"))?;
-    let spec = program_nb(
-        ctx,
-        node,
-        subnet,
+    let found = HostSide {
         system_id,
         physical_ip,
-        &link.address,
+        mac: &link.address,
         nexthop,
-        Uplink::Vif { port },
-    )
-    .await?;
+        uplink: Uplink::Vif { port },
+    };
+    let spec = program_nb(ctx, node, subnet, found).await?;
     if !addrs.is_empty() {
         host.ip
-            .run(&["addr", "flush", "dev", nic])
+            .apply(&IpWrite::AddrFlush { dev: nic.into() })
             .await
             .with_context(|| format!("flushing the addresses of gateway interface {nic}"))?;
     }
@@ -234,7 +229,7 @@ pub fn parse_default_routes(out: &str) -> Result<Vec<(String, Ipv4Addr)>> {
     if out.trim().is_empty() {
         return Ok(Vec::new());
     }
-    let routes: Vec<super::iproute::Route> = serde_json::from_str(out)
+    let routes: Vec<crate::host::ip::Route> = serde_json::from_str(out)
         .with_context(|| format!("parsing `ip -j -4 route show default`: {out}"))?;
     Ok(routes
         .into_iter()
@@ -370,19 +365,30 @@ async fn gateway_physical_ip(nb: &dyn Nb, node: &str) -> Result<Option<Ipv4Net>>
         .and_then(|r| r.set("networks").first().and_then(|n| n.parse().ok())))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn program_nb(
-    ctx: &Ctx,
-    node: &str,
-    subnet: Ipv4Net,
-    system_id: &str,
+/// What the host side of a gateway init found (or made): the NB part is programmed from it.
+struct HostSide<'a> {
+    system_id: &'a str,
     physical_ip: Ipv4Net,
-    mac: &str,
+    mac: &'a str,
     nexthop: Ipv4Addr,
     uplink: Uplink,
+}
+
+async fn program_nb(
+    ctx: &Agent,
+    node: &str,
+    subnet: Ipv4Net,
+    found: HostSide<'_>,
 ) -> Result<GatewaySpec> {
     let nb = ctx.nb.as_ref();
     let join_ip = ensure_join_ip(nb, node).await?;
+    let HostSide {
+        system_id,
+        physical_ip,
+        mac,
+        nexthop,
+        uplink,
+    } = found;
     let spec = GatewaySpec {
         node: node.into(),
         system_id: system_id.into(),

@@ -9,7 +9,7 @@
 //! carry cookies, so they are found, checked and re-added (e.g. after vswitchd restarted)
 //! without touching anyone else's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +17,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
-use kube::Api;
-use kube::runtime::watcher;
 
 use crate::controller::services::validate::{self, Reserved};
 use crate::controller::services::vips;
 use crate::exec::{Cmd, Exec};
-use crate::kube::{Change, informer, key};
+use crate::kube::{Change, key};
 use crate::ovn::{ColVal, Query, Val, Vs, Vsctl};
 use crate::util::cancel::CancelToken;
 
@@ -361,9 +359,10 @@ impl BridgeFlows {
 
     /// The service flow watcher of a `-nodeport` node: a Service watch plus a periodic
     /// re-check (flows vanish when vswitchd restarts). Errors are logged and retried.
-    pub async fn run(self, client: kube::Client, mut cancel: CancelToken) {
-        let mut svcs = informer(Api::<Service>::all(client), watcher::Config::default()).boxed();
-        let mut all: BTreeMap<String, Arc<Service>> = BTreeMap::new();
+    pub async fn run(self, informers: crate::kube::Informers, mut cancel: CancelToken) {
+        let mut svcs = informers.watch::<Service>();
+        // The wanted flows are computed from the shared cache; the stream says when to.
+        let store = svcs.store();
         let mut synced = false;
         let mut applied: Option<BTreeSet<ServiceFlow>> = None;
         let mut tick = tokio::time::interval(RESYNC);
@@ -373,9 +372,8 @@ impl BridgeFlows {
                 _ = tick.tick() => true,
                 ch = svcs.next() => {
                     match ch {
-                        Some(Change::Apply { new, .. }) => { all.insert(key(new.as_ref()), new); }
-                        Some(Change::Delete(old)) => { all.remove(&key(old.as_ref())); }
                         Some(Change::Synced) => synced = true,
+                        Some(_) => {}
                         None => {
                             tracing::warn!("service watch of the NodePort flow watcher ended");
                             return;
@@ -387,6 +385,12 @@ impl BridgeFlows {
             if !synced {
                 continue;
             }
+            let mut all: Vec<(String, Arc<Service>)> = store
+                .list()
+                .into_iter()
+                .map(|s| (key(s.as_ref()), s))
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
             let want = wanted_flows(
                 all.iter().map(|(k, s)| (k.as_str(), s.as_ref())),
                 &self.reserved,

@@ -1,6 +1,6 @@
-//! What a node's gateway init writes to the NB database (reference §7.4 with the fixes of
-//! §11.1 items 10–16), as a pure function of what it read: nothing is emitted when the
-//! database already matches, so re-running the init changes nothing.
+//! What a node's gateway init writes to the NB database, as a pure function of what it read:
+//! nothing is emitted when the database already matches, so re-running the init changes
+//! nothing.
 //!
 //! Per node `N` with gateway router `G = GR_N`:
 //! * `G` (`options:chassis`, `options:lb_force_snat_ip=<join IP>`, `external_ids:physical_ip`,
@@ -11,7 +11,7 @@
 //! * on `G`: a route per cluster subnet to the cluster router, the default route via the next
 //!   hop, an SNAT of every cluster subnet to the node IP;
 //! * on the cluster router: `<node subnet> → <join IP>` (src-ip) and the /32 `<join IP> →
-//!   <join IP>` (§11.1 item 12), both tagged `external_ids:k8s-node=N` so node deletion finds
+//!   <join IP>` (replies to load-balanced traffic come back to this gateway), both tagged `external_ids:k8s-node=N` so node deletion finds
 //!   them;
 //! * with `-nodeport`: TCP and UDP load balancers on `G` (`protocol` set,
 //!   `external_ids:<PROTO>_lb_gateway_router=G`: the service controller's contract).
@@ -286,13 +286,27 @@ fn ensure_lsp(
 
 /// Every NB change that brings node `spec.node`'s gateway to `spec`.
 pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
+    let mut out = Vec::new();
+    for step in [
+        router_ops,
+        join_port_ops,
+        external_side_ops,
+        gateway_route_ops,
+        cluster_route_ops,
+        snat_ops,
+        nodeport_lb_ops,
+    ] {
+        step(snap, spec, &mut out);
+    }
+    out
+}
+
+/// The router, bound to this chassis, with its options and ids.
+fn router_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
     let node = spec.node.as_str();
-    let gr = names::gateway_router(node);
+    let gr = names::gateway_router(&spec.node);
     let join_ip = spec.join_ip.addr().to_string();
     let phys_ip = spec.physical_ip.addr().to_string();
-    let mut out = Vec::new();
-
-    // 1. The router, bound to this chassis.
     if snap.gr.is_none() {
         out.push(NbOp::LrAdd { name: gr.clone() });
     }
@@ -300,7 +314,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
     let want_opts = [
         ("chassis", spec.system_id.clone()),
         // Load-balanced traffic leaves with the join IP so replies come back here; read
-        // back and re-derived on every run (§11.1 item 11).
+        // back and re-derived on every run, so a changed join IP is followed.
         ("lb_force_snat_ip", join_ip.clone()),
     ];
     let opts = differing(&row("options"), &want_opts);
@@ -315,8 +329,11 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
     if !ext.is_empty() {
         out.push(set_keys("Logical_Router", &gr, "external_ids", &ext));
     }
+}
 
-    // 2. Join port.
+/// The router's port on the join switch and the switch's port back.
+fn join_port_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
+    let gr = names::gateway_router(&spec.node);
     let rtoj = names::rtoj(&gr);
     ensure_lrp(
         snap.lrps.get(&rtoj),
@@ -325,7 +342,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
         &crate::ovn::addrs::mac_from_ip(spec.join_ip.addr()),
         spec.join_ip,
         &[],
-        &mut out,
+        out,
     );
     ensure_lsp(
         snap,
@@ -334,10 +351,14 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
         "router",
         &[("router-port", rtoj.as_str())],
         &["router"],
-        &mut out,
+        out,
     );
+}
 
-    // 3. External switch, uplink, rtoe/etor.
+/// The external switch, its uplink, and the router's port on it.
+fn external_side_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
+    let node = spec.node.as_str();
+    let gr = names::gateway_router(&spec.node);
     let ext_sw = names::ext_switch(node);
     if snap.ext_switch.is_none() {
         out.push(NbOp::LsAdd {
@@ -352,9 +373,9 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
             "localnet",
             &[("network_name", network.as_str())],
             &["unknown"],
-            &mut out,
+            out,
         ),
-        Uplink::Vif { port } => ensure_lsp(snap, &ext_sw, port, "", &[], &["unknown"], &mut out),
+        Uplink::Vif { port } => ensure_lsp(snap, &ext_sw, port, "", &[], &["unknown"], out),
     }
     let rtoe = rtoe(&gr);
     ensure_lrp(
@@ -364,7 +385,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
         &spec.mac,
         spec.physical_ip,
         &[(EXT_GATEWAY_PHYSICAL_IP, "yes".to_string())],
-        &mut out,
+        out,
     );
     ensure_lsp(
         snap,
@@ -373,10 +394,14 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
         "router",
         &[("router-port", rtoe.as_str())],
         &["router"],
-        &mut out,
+        out,
     );
+}
 
-    // 4. The gateway router's routes (it is wholly ours: anything else is stale).
+/// The gateway router's routes (it is wholly ours: anything else is stale).
+fn gateway_route_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
+    let gr = names::gateway_router(&spec.node);
+    let rtoe = rtoe(&gr);
     let mut want: Vec<RouteKey> = spec
         .cluster_subnets
         .iter()
@@ -403,9 +428,13 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
         .into_iter()
         .filter_map(|u| snap.routes.get(&u).map(|r| (u, RouteKey::of(r))))
         .collect();
-    sync_routes(&mut out, &gr, &have, &want, None, "gr");
+    sync_routes(out, &gr, &have, &want, None, "gr");
+}
 
-    // 5. The cluster router's routes for this node.
+/// The cluster router's routes for this node.
+fn cluster_route_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
+    let node = spec.node.as_str();
+    let join_ip = spec.join_ip.addr().to_string();
     let cr_have: Vec<(String, RouteKey)> = snap
         .cluster_router
         .as_ref()
@@ -427,7 +456,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
             port: String::new(),
         },
         // Replies to load-balanced traffic (source = this gateway's join IP) must go back to
-        // this gateway, not to the gateway of the backend's node (§11.1 item 12).
+        // this gateway, not to the gateway of the backend's node.
         RouteKey {
             policy: "dst-ip",
             prefix: join_ip.clone(),
@@ -435,16 +464,13 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
             port: String::new(),
         },
     ];
-    sync_routes(
-        &mut out,
-        CLUSTER_ROUTER,
-        &cr_have,
-        &cr_want,
-        Some(node),
-        "cr",
-    );
+    sync_routes(out, CLUSTER_ROUTER, &cr_have, &cr_want, Some(node), "cr");
+}
 
-    // 6. SNAT of every cluster subnet to the node IP.
+/// SNAT of every cluster subnet to the node IP.
+fn snat_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
+    let gr = names::gateway_router(&spec.node);
+    let phys_ip = spec.physical_ip.addr().to_string();
     let nat_have: Vec<(String, (String, String))> = snap
         .gr
         .as_ref()
@@ -462,7 +488,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
         .map(|c| (phys_ip.clone(), prefix_str(*c)))
         .collect();
     remove_refs(
-        &mut out,
+        out,
         &gr,
         "nat",
         nat_have
@@ -488,10 +514,14 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
                 ColVal::set("logical_ip", Val::str(logical)),
             ],
         }));
-        add_ref(&mut out, &gr, "nat", &id);
+        add_ref(out, &gr, "nat", &id);
     }
+}
 
-    // 7. NodePort load balancers, only with -nodeport (§11.1 item 16).
+/// The gateway router's NodePort load balancers with -nodeport; without it, any left from an
+/// earlier run are deleted.
+fn nodeport_lb_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
+    let gr = names::gateway_router(&spec.node);
     let attached = snap
         .gr
         .as_ref()
@@ -522,7 +552,7 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
                         ColVal::key("external_ids", &key, Val::str(&gr)),
                     ],
                 }));
-                add_ref(&mut out, &gr, "load_balancer", &id);
+                add_ref(out, &gr, "load_balancer", &id);
             }
             Some(lb) => {
                 if lb.str("protocol") != lower {
@@ -544,7 +574,6 @@ pub fn gateway_ops(snap: &GwSnapshot, spec: &GatewaySpec) -> Vec<NbOp> {
             }
         }
     }
-    out
 }
 
 /// Removes the routes of `have` that are not wanted (and duplicates), creates the missing.

@@ -8,12 +8,11 @@ pub mod credentials;
 pub mod gateway;
 pub mod gateway_flows;
 pub mod gateway_plan;
-pub mod iproute;
-pub mod nic;
 pub mod plan;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -21,16 +20,18 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
-use crate::app::Ctx;
 use crate::config::{Config, ConfigError, KubernetesConfig};
+use crate::exec::Exec;
+use crate::host::ip::{Ip, IpWrite};
+use crate::kube::Informers;
 use crate::kube::annotations::{HOST_SUBNET, NODE_MGMT_PORT_MAC, parse_host_subnet};
 use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
+use crate::ovn::names::{BR_INT, EXT_BRIDGE_DATAPATH, EXT_K8S_TOKEN};
 use crate::ovn::names::{mgmt_iface, node_switch};
 use crate::ovn::{ColVal, Nb, Query, Val, Vs, Vsctl};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Retrying};
-use iproute::Ip;
-use plan::{BR_INT, CNI_CONF_FILE};
+use plan::CNI_CONF_FILE;
 
 /// Overrides how long the node waits for its subnet (seconds); tests shorten it.
 pub const SUBNET_TIMEOUT_ENV: &str = "OVNKUBE_NODE_SUBNET_TIMEOUT";
@@ -47,9 +48,20 @@ const REPAIR_POLL: Duration = Duration::from_millis(250);
 /// How long a running node polls that quickly before falling back to `SWITCH_POLL`.
 const REPAIR_WINDOW: Duration = Duration::from_secs(60);
 
+/// What the node agent works with, built by the process wiring (`app.rs`).
+#[derive(Clone)]
+pub struct Agent {
+    pub cfg: Arc<Config>,
+    pub exec: Arc<dyn Exec>,
+    pub nb: Arc<dyn Nb>,
+    pub client: kube::Client,
+    /// The process's shared watches (the NodePort flow watcher follows Services).
+    pub informers: Informers,
+}
+
 /// Initialise node `node`. Returns once the CNI config is written; any failure is an error
 /// (never a silent success).
-pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
+pub async fn run(ctx: &Agent, node: &str, cancel: CancelToken) -> Result<()> {
     let vs = Vsctl(crate::ovn::vs_ctl(ctx.exec.clone()));
     // The local OVS and the NB may be (re)starting: wait for them; configuration errors
     // (e.g. no encap IP) still end the process.
@@ -99,7 +111,7 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
         r.succeeded();
         // The process stays alive with -nodeport (app.rs); the flow watcher lives in it.
         if let (Some(f), true) = (gw.flows, ctx.cfg.nodeport) {
-            tokio::spawn(f.run(ctx.client.clone(), cancel.clone()));
+            tokio::spawn(f.run(ctx.informers.clone(), cancel.clone()));
         }
         gw_spec = Some(gw.spec);
     }
@@ -133,7 +145,7 @@ pub async fn run(ctx: &Ctx, node: &str, cancel: CancelToken) -> Result<()> {
 /// someone deletes them, they come back without restarting the node. Each re-check is the
 /// init's own read-diff-write, so a healthy system sees reads only, no NB transaction.
 struct NbKeeper {
-    ctx: Ctx,
+    ctx: Agent,
     node: String,
     subnet: Ipv4Net,
     mac: String,
@@ -245,7 +257,7 @@ impl NbKeeper {
 /// Records the management port's MAC on the Node (`NODE_MGMT_PORT_MAC`), so the master can
 /// own the port's logical switch port and re-create it after an NB loss without this agent.
 /// Written only when it differs.
-async fn annotate_mgmt_mac(ctx: &Ctx, node: &str, mac: &str) -> Result<()> {
+async fn annotate_mgmt_mac(ctx: &Agent, node: &str, mac: &str) -> Result<()> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     let current = tokio::time::timeout(API_TIMEOUT, api.get(node))
         .await
@@ -343,7 +355,7 @@ fn subnet_timeout() -> Duration {
 }
 
 /// Step 1: the Open_vSwitch external_ids, in one transaction.
-async fn configure_ovs(ctx: &Ctx, vs: &Vsctl, node: &str) -> Result<()> {
+async fn configure_ovs(ctx: &Agent, vs: &Vsctl, node: &str) -> Result<()> {
     let rows = vs
         .query(&[Query::list("Open_vSwitch", &["external_ids"])])
         .await
@@ -388,7 +400,7 @@ async fn write_token(token: Option<&str>) -> Result<()> {
             format!(
                 "writing external_ids:{} to the Open vSwitch database at {remote} (is \
                  ovsdb-server running? OVS_RUNDIR selects its directory)",
-                plan::EXT_K8S_TOKEN
+                EXT_K8S_TOKEN
             )
         })?;
     Ok(())
@@ -449,7 +461,7 @@ async fn api_server_url(k: &KubernetesConfig) -> Result<String> {
 /// Step 2: wait until the master has given the node a subnet (annotation) AND created its
 /// logical switch with that subnet. Success is an explicit value, never "the loop ended".
 async fn wait_for_subnet(
-    ctx: &Ctx,
+    ctx: &Agent,
     node: &str,
     timeout: Duration,
     mut cancel: CancelToken,
@@ -532,7 +544,7 @@ async fn check_subnet(api: &Api<Node>, nb: &dyn Nb, node: &str) -> Result<Ipv4Ne
 /// Step 3: the management port `k8s-<node>` (OVS internal interface + LSP), its address,
 /// MAC and routes. Every step is idempotent, so re-running the node init is safe. Returns
 /// the port's MAC.
-async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result<String> {
+async fn mgmt_port(ctx: &Agent, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result<String> {
     let addrs = NodeAddrs::new(subnet);
     let mac = mac_from_ip(addrs.mgmt.addr());
     let iface = mgmt_iface(node);
@@ -553,7 +565,7 @@ async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result
     let wanted_dp = rows
         .get(1)
         .and_then(|t| t.first())
-        .and_then(|r| r.map_get("external_ids", plan::EXT_BRIDGE_DATAPATH));
+        .and_then(|r| r.map_get("external_ids", EXT_BRIDGE_DATAPATH));
     let txn = plan::mgmt_vs_txn(node, ctx.cfg.mtu, &mac, br.is_some(), wanted_dp.as_deref());
     vs.transact(&txn)
         .await
@@ -572,11 +584,14 @@ async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result
         .with_context(|| format!("management port {iface}"))?;
     let ctxmsg = || format!("configuring management port {iface}");
     if !link.address.eq_ignore_ascii_case(&mac) {
-        ip.run(&["link", "set", "dev", &iface, "address", &mac])
-            .await
-            .with_context(ctxmsg)?;
+        ip.apply(&IpWrite::LinkAddress {
+            dev: iface.clone(),
+            mac: mac.clone(),
+        })
+        .await
+        .with_context(ctxmsg)?;
     }
-    ip.run(&["link", "set", "dev", &iface, "up"])
+    ip.apply(&IpWrite::link_up(&iface))
         .await
         .with_context(ctxmsg)?;
     for stale in ip
@@ -585,24 +600,20 @@ async fn mgmt_port(ctx: &Ctx, vs: &Vsctl, node: &str, subnet: Ipv4Net) -> Result
         .into_iter()
         .filter(|a| *a != addrs.mgmt)
     {
-        ip.run(&["addr", "del", &stale.to_string(), "dev", &iface])
+        ip.apply(&IpWrite::addr_del(&iface, stale))
             .await
             .with_context(ctxmsg)?;
     }
-    ip.run(&["addr", "replace", &addrs.mgmt.to_string(), "dev", &iface])
+    ip.apply(&IpWrite::addr_replace(&iface, addrs.mgmt))
         .await
         .with_context(ctxmsg)?;
     let gw = addrs.gateway.addr().to_string();
     for dst in plan::mgmt_routes(&ctx.cfg) {
-        ip.run(&[
-            "route",
-            "replace",
-            &dst.to_string(),
-            "via",
-            &gw,
-            "dev",
-            &iface,
-        ])
+        ip.apply(&IpWrite::RouteVia {
+            dst: Some(dst),
+            via: addrs.gateway.addr(),
+            dev: iface.clone(),
+        })
         .await
         .with_context(|| format!("routing {dst} via {gw} on management port {iface}"))?;
     }

@@ -8,31 +8,19 @@ use ipnet::Ipv4Net;
 
 use crate::config::{Config, OvnScheme};
 use crate::ovn::addrs::NodeAddrs;
-use crate::ovn::names::{mgmt_iface, mgmt_port, node_switch};
+use crate::ovn::names::{
+    BR_INT, EXT_ENCAP_IP, EXT_ENCAP_TYPE, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN,
+    EXT_K8S_TOKEN_FILE, EXT_OVN_NB, EXT_OVN_REMOTE, EXT_SYSTEM_ID, mgmt_iface, mgmt_port,
+    node_switch,
+};
 use crate::ovn::{ColVal, DbOp, NbOp, NbTxn, Val, VsOp, VsTxn};
 
-/// The integration bridge ovn-controller programs.
-pub const BR_INT: &str = "br-int";
 /// The CNI config file the node writes into `-cni-conf-dir`.
 pub const CNI_CONF_FILE: &str = "10-ovn-kubernetes.conf";
 /// The CNI network name.
 pub const CNI_NETWORK: &str = "ovn-kubernetes";
 /// The CNI spec version of the config we write (the plugin accepts older ones too).
 pub const CNI_CONF_VERSION: &str = "1.1.0";
-
-/// `Open_vSwitch` external_ids keys of the contract (reference §6.3).
-pub const EXT_OVN_REMOTE: &str = "ovn-remote";
-pub const EXT_OVN_NB: &str = "ovn-nb";
-pub const EXT_ENCAP_TYPE: &str = "ovn-encap-type";
-pub const EXT_ENCAP_IP: &str = "ovn-encap-ip";
-pub const EXT_SYSTEM_ID: &str = "system-id";
-pub const EXT_K8S_API_SERVER: &str = "k8s-api-server";
-pub const EXT_K8S_CA: &str = "k8s-ca-certificate";
-pub const EXT_K8S_TOKEN: &str = "k8s-api-token";
-/// The node's token file (`-k8s-token-file`), which the CNI plugin re-reads as the node does.
-pub const EXT_K8S_TOKEN_FILE: &str = "k8s-api-token-file";
-/// ovn-controller's own key for the datapath type of the br-int it creates.
-pub const EXT_BRIDGE_DATAPATH: &str = "ovn-bridge-datapath-type";
 
 /// One `ovs-vsctl` transaction with every external_id ovn-controller and the CNI plugin need,
 /// except the API token: a command line is readable by every local user

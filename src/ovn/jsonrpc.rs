@@ -309,7 +309,7 @@ async fn run(
     }
 }
 
-struct Pending {
+struct InFlight {
     reply: oneshot::Sender<Result<Value>>,
     method: &'static str,
     deadline: Instant,
@@ -339,7 +339,7 @@ async fn serve(
             }
         }
     });
-    let mut pending: HashMap<u64, Pending> = HashMap::new();
+    let mut pending: HashMap<u64, InFlight> = HashMap::new();
     let mut next_id: u64 = 1;
     let mut framer = Framer::default();
     let mut healthy = false;
@@ -347,7 +347,7 @@ async fn serve(
     let (probe, _) = oneshot::channel();
     pending.insert(
         0,
-        Pending {
+        InFlight {
             reply: probe,
             method: "echo",
             deadline: Instant::now() + timeout,
@@ -366,7 +366,7 @@ async fn serve(
                 let msg = json!({"method": req.method, "params": req.params, "id": id});
                 // Serialising a Value cannot fail.
                 let bytes = serde_json::to_vec(&msg).unwrap_or_default();
-                pending.insert(id, Pending {
+                pending.insert(id, InFlight {
                     reply: req.reply,
                     method: req.method,
                     deadline: Instant::now() + timeout,
@@ -411,7 +411,7 @@ async fn serve(
 /// Handle every complete message in the buffer.
 fn on_input(
     framer: &mut Framer,
-    pending: &mut HashMap<u64, Pending>,
+    pending: &mut HashMap<u64, InFlight>,
     wtx: &mpsc::UnboundedSender<Vec<u8>>,
     events: Option<&mpsc::UnboundedSender<Event>>,
 ) -> Result<usize> {

@@ -123,6 +123,23 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// The integration bridge ovn-controller programs (node agent and CNI plugin).
+pub const BR_INT: &str = "br-int";
+
+/// `Open_vSwitch` external_ids keys of the contract (written by the node agent, read by ovn-controller and the CNI plugin).
+pub const EXT_OVN_REMOTE: &str = "ovn-remote";
+pub const EXT_OVN_NB: &str = "ovn-nb";
+pub const EXT_ENCAP_TYPE: &str = "ovn-encap-type";
+pub const EXT_ENCAP_IP: &str = "ovn-encap-ip";
+pub const EXT_SYSTEM_ID: &str = "system-id";
+pub const EXT_K8S_API_SERVER: &str = "k8s-api-server";
+pub const EXT_K8S_CA: &str = "k8s-ca-certificate";
+pub const EXT_K8S_TOKEN: &str = "k8s-api-token";
+/// The node's token file (`-k8s-token-file`), which the CNI plugin re-reads as the node does.
+pub const EXT_K8S_TOKEN_FILE: &str = "k8s-api-token-file";
+/// ovn-controller's own key for the datapath type of the br-int it creates.
+pub const EXT_BRIDGE_DATAPATH: &str = "ovn-bridge-datapath-type";
+
 #[cfg(test)]
 mod tests {
     use super::*;

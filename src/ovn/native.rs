@@ -374,7 +374,8 @@ pub struct Plan {
     pub what: Vec<String>,
 }
 
-enum PortState {
+/// What this transaction does to a logical switch port it names.
+enum TxnPort {
     /// Inserted by this transaction: the index of its `insert` op.
     Created(usize),
     Deleted,
@@ -472,7 +473,7 @@ pub fn translate(
 ) -> Result<Plan, Unsupported> {
     let mut ops: Vec<Value> = Vec::new();
     let mut what: Vec<String> = Vec::new();
-    let mut ports: HashMap<&str, PortState> = HashMap::new();
+    let mut ports: HashMap<&str, TxnPort> = HashMap::new();
     let mut switches_checked: HashSet<&str> = HashSet::new();
     let mut addr_checks: Vec<(&str, &str)> = Vec::new();
     // Switch of each port this transaction creates, and the IPs it gives ports per switch.
@@ -488,7 +489,7 @@ pub fn translate(
             NbOp::LspAdd { switch, name } => {
                 plain_name(switch)?;
                 plain_name(name)?;
-                if matches!(ports.get(name.as_str()), Some(PortState::Created(_))) {
+                if matches!(ports.get(name.as_str()), Some(TxnPort::Created(_))) {
                     return unsupported(format!("port {name} added twice"));
                 }
                 if switches_checked.insert(switch) {
@@ -504,7 +505,7 @@ pub fn translate(
                     json!({"op": "insert", "table": LSP, "row": {"name": name}, "uuid-name": id}),
                     format!("lsp-add {switch} {name}: insert"),
                 );
-                ports.insert(name, PortState::Created(i));
+                ports.insert(name, TxnPort::Created(i));
                 push(
                     &mut ops,
                     json!({"op": "mutate", "table": LS, "where": by_name(switch),
@@ -542,8 +543,8 @@ pub fn translate(
                 }
                 let v = json!(["set", addresses]);
                 match ports.get(name.as_str()) {
-                    Some(PortState::Created(i)) => ops[*i]["row"]["addresses"] = v,
-                    Some(PortState::Deleted) => {
+                    Some(TxnPort::Created(i)) => ops[*i]["row"]["addresses"] = v,
+                    Some(TxnPort::Deleted) => {
                         return unsupported(format!("port {name} changed after its deletion"));
                     }
                     None => {
@@ -561,11 +562,11 @@ pub fn translate(
             NbOp::LspDel { name } => {
                 plain_name(name)?;
                 match ports.get(name.as_str()) {
-                    Some(PortState::Created(_)) => {
+                    Some(TxnPort::Created(_)) => {
                         return unsupported(format!("port {name} added and deleted"));
                     }
                     // `--if-exists` on a port this transaction already removed.
-                    Some(PortState::Deleted) => {}
+                    Some(TxnPort::Deleted) => {}
                     None => match resolved.get(name).map(Vec::as_slice) {
                         None => return unsupported(format!("port {name} not looked up")),
                         Some([]) => {
@@ -595,7 +596,7 @@ pub fn translate(
                                        "where": [["_uuid", "==", uuid]]}),
                                 format!("lsp-del {name}: delete"),
                             );
-                            ports.insert(name, PortState::Deleted);
+                            ports.insert(name, TxnPort::Deleted);
                         }
                         Some(_) => return unsupported(format!("several ports named {name}")),
                     },
@@ -613,12 +614,12 @@ pub fn translate(
                 }
                 let state = (table == LSP).then(|| ports.get(record.as_str())).flatten();
                 match state {
-                    Some(PortState::Created(i)) => {
+                    Some(TxnPort::Created(i)) => {
                         for c in columns {
                             merge_into_row(&mut ops[*i]["row"], c)?;
                         }
                     }
-                    Some(PortState::Deleted) => {
+                    Some(TxnPort::Deleted) => {
                         return unsupported(format!("port {record} changed after its deletion"));
                     }
                     None => {

@@ -19,10 +19,8 @@ use anyhow::{Context, Result};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
-use kube::runtime::watcher;
 
-use crate::kube::{Change, informer, key};
+use crate::kube::{Change, key};
 use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbTxn, Query, names};
 use crate::util::cancel::CancelToken;
@@ -654,7 +652,12 @@ impl ServiceController {
         }
     }
 
-    pub async fn run(mut self, client: kube::Client, mut cancel: CancelToken) -> Result<()> {
+    pub async fn run(
+        mut self,
+        client: kube::Client,
+        informers: crate::kube::Informers,
+        mut cancel: CancelToken,
+    ) -> Result<()> {
         self.events = Some(crate::kube::events::Events::new(
             client.clone(),
             crate::kube::events::NET_CONTROLLER,
@@ -663,23 +666,16 @@ impl ServiceController {
             return Ok(());
         };
         tracing::info!(source = ?source, "service endpoints source chosen");
-        let mut svcs = informer(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .boxed();
+        let mut svcs = informers.watch::<Service>();
         let mut eps = match source {
-            Source::Slices => informer(
-                Api::<EndpointSlice>::all(client),
-                watcher::Config::default(),
-            )
-            .map(EpChange::Slice)
-            .boxed(),
-            Source::Endpoints => {
-                informer(Api::<Endpoints>::all(client), watcher::Config::default())
-                    .map(EpChange::Endpoints)
-                    .boxed()
-            }
+            Source::Slices => informers
+                .watch::<EndpointSlice>()
+                .map(EpChange::Slice)
+                .boxed(),
+            Source::Endpoints => informers
+                .watch::<Endpoints>()
+                .map(EpChange::Endpoints)
+                .boxed(),
         };
         let (mut svc_synced, mut eps_synced, mut ready) = (false, false, false);
         let mut tick = tokio::time::interval(Duration::from_secs(2));

@@ -1,5 +1,5 @@
-//! A NIC's IPv4 addresses and routes moved onto an OVS bridge and back (reference §7.3), and
-//! `ovn-kube-util nics-to-bridge NIC...` / `bridges-to-nic BRIDGE...` (§9.1).
+//! A NIC's IPv4 addresses and routes moved onto an OVS bridge and back: what the gateway init
+//! and `ovn-kube-util nics-to-bridge NIC...` / `bridges-to-nic BRIDGE...` (`cli::util`) do.
 //!
 //! Moving is transactional: if any step fails, everything found on the NIC and the bridge is
 //! put back on the NIC and the NIC leaves the bridge, so a node is never left off the
@@ -17,87 +17,26 @@ use anyhow::{Context, Result, anyhow, bail};
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use super::iproute::Ip;
-use super::plan::{BR_INT, EXT_BRIDGE_DATAPATH};
+use super::ip::{DevRoute, Ip, IpWrite};
 use crate::exec::Exec;
+use crate::ovn::names::{BR_INT, EXT_BRIDGE_DATAPATH};
 use crate::ovn::{ColVal, DbOp, Query, Row, Val, Vs, VsOp, VsTxn, Vsctl};
 
 /// `Bridge` external_ids key naming the NIC a bridge was made for (§11.1 item 14).
 pub const EXT_BRIDGE_UPLINK: &str = "bridge-uplink";
-/// The name of the program for argv[0] dispatch.
-pub const UTIL_NAME: &str = "ovn-kube-util";
 const LINK_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// One route of the main table as `ip -j -4 route show dev X` prints it: the fields needed
-/// to re-create it on another device.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct DevRoute {
-    pub dst: String,
-    #[serde(default)]
-    pub gateway: Option<String>,
-    #[serde(default)]
-    pub protocol: Option<String>,
-    #[serde(default)]
-    pub scope: Option<String>,
-    #[serde(default)]
-    pub prefsrc: Option<String>,
-    #[serde(default)]
-    pub metric: Option<u32>,
-    #[serde(default)]
-    pub flags: Vec<String>,
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-}
-
-impl DevRoute {
-    pub fn is_default(&self) -> bool {
-        self.dst == "default" || self.dst == "0.0.0.0/0"
-    }
-
-    /// Routes the kernel makes for an address (they follow the address by themselves), and
-    /// non-unicast routes (no device to move).
-    fn moves(&self) -> bool {
-        self.protocol.as_deref() != Some("kernel")
-            && self.kind.as_deref().is_none_or(|k| k == "unicast")
-    }
-
-    /// `ip route replace ... dev <dev>` re-creating this route on `dev`.
-    pub fn replace_args(&self, dev: &str) -> Vec<String> {
-        let mut a: Vec<String> = vec!["route".into(), "replace".into(), self.dst.clone()];
-        if let Some(gw) = &self.gateway {
-            a.extend(["via".into(), gw.clone()]);
-        }
-        a.extend(["dev".into(), dev.into()]);
-        if let Some(p) = &self.protocol {
-            a.extend(["proto".into(), p.clone()]);
-        }
-        if let Some(s) = &self.scope {
-            a.extend(["scope".into(), s.clone()]);
-        }
-        if let Some(s) = &self.prefsrc {
-            a.extend(["src".into(), s.clone()]);
-        }
-        if let Some(m) = self.metric {
-            a.extend(["metric".into(), m.to_string()]);
-        }
-        if self.flags.iter().any(|f| f == "onlink") {
-            a.push("onlink".into());
-        }
-        a
-    }
-}
-
-/// `Bridge` external_ids key holding what is still to move onto it (JSON of [`Pending`]).
+/// `Bridge` external_ids key holding what is still to move onto it (JSON of [`PendingMove`]).
 pub const EXT_PENDING_MOVE: &str = "ovnkube-pending-move";
 
 /// Addresses and routes a NIC had when it was plugged into its bridge.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-pub struct Pending {
+pub struct PendingMove {
     pub addrs: Vec<Ipv4Net>,
     pub routes: Vec<DevRoute>,
 }
 
-impl Pending {
+impl PendingMove {
     fn is_empty(&self) -> bool {
         self.addrs.is_empty() && self.routes.iter().all(|r| !r.moves())
     }
@@ -144,7 +83,7 @@ pub struct Host {
 
 /// Where a gateway interface's traffic ends up: the NIC and its bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Uplink {
+pub struct NicBridge {
     pub nic: String,
     pub bridge: String,
 }
@@ -159,15 +98,7 @@ impl Host {
     }
 
     pub async fn dev_routes(&self, dev: &str) -> Result<Vec<DevRoute>> {
-        let out = self
-            .ip
-            .run(&["-j", "-4", "route", "show", "dev", dev])
-            .await?;
-        if out.trim().is_empty() {
-            return Ok(Vec::new());
-        }
-        serde_json::from_str(&out)
-            .with_context(|| format!("parsing `ip -j -4 route show dev {dev}`: {out}"))
+        self.ip.dev_routes(dev).await
     }
 
     async fn bridges(&self) -> Result<Vec<Row>> {
@@ -185,7 +116,7 @@ impl Host {
     /// The bridge a gateway interface means: `iface` itself when it is an OVS bridge (its NIC
     /// is its `bridge-uplink`, else the name without `br`), a bridge tagged
     /// `bridge-uplink=<iface>`, else `br<iface>` (made by [`Host::nic_to_bridge`]).
-    pub async fn resolve_uplink(&self, iface: &str) -> Result<Uplink> {
+    pub async fn resolve_uplink(&self, iface: &str) -> Result<NicBridge> {
         let bridges = self.bridges().await?;
         if let Some(b) = bridges.iter().find(|b| b.str("name") == iface) {
             let nic = match b.map_get("external_ids", EXT_BRIDGE_UPLINK) {
@@ -202,7 +133,7 @@ impl Host {
                         )
                     })?,
             };
-            return Ok(Uplink {
+            return Ok(NicBridge {
                 nic,
                 bridge: iface.to_string(),
             });
@@ -212,7 +143,7 @@ impl Host {
             .find(|b| b.map_get("external_ids", EXT_BRIDGE_UPLINK).as_deref() == Some(iface))
             .map(|b| b.str("name"))
             .unwrap_or_else(|| format!("br{iface}"));
-        Ok(Uplink {
+        Ok(NicBridge {
             nic: iface.to_string(),
             bridge,
         })
@@ -276,13 +207,13 @@ impl Host {
             .link(nic)
             .await?
             .ok_or_else(|| anyhow!("network interface {nic} does not exist"))?;
-        let Uplink { bridge, .. } = self.resolve_uplink(nic).await?;
+        let NicBridge { bridge, .. } = self.resolve_uplink(nic).await?;
         let bridges = self.bridges().await?;
         let existing = bridges.iter().find(|b| b.str("name") == bridge);
         let existed = existing.is_some();
         let mut pending = existing
             .and_then(|b| b.map_get("external_ids", EXT_PENDING_MOVE))
-            .and_then(|j| serde_json::from_str::<Pending>(&j).ok())
+            .and_then(|j| serde_json::from_str::<PendingMove>(&j).ok())
             .unwrap_or_default();
         pending.merge(self.ip.addrs(nic).await?, self.dev_routes(nic).await?);
         // A bridge left half-done may lose its routes when the transaction below changes it
@@ -327,7 +258,8 @@ impl Host {
                     Ok(()) => format!("{nic} has its addresses and routes back"),
                     Err(u) => format!(
                         "restoring {nic} failed too ({u:#}): check its addresses and routes, \
-                         then run `{UTIL_NAME} bridges-to-nic {bridge}`"
+                         then run `{} bridges-to-nic {bridge}`",
+                        crate::cli::util::UTIL_NAME
                     ),
                 };
                 Err(e.context(format!(
@@ -361,7 +293,7 @@ impl Host {
         nic: &str,
         bridge: &str,
         created: bool,
-        pending: &Pending,
+        pending: &PendingMove,
     ) -> Result<()> {
         let mut errors = Vec::new();
         let from = if self.ip.link(bridge).await.ok().flatten().is_some() {
@@ -445,7 +377,8 @@ impl Host {
     /// Moves every IPv4 address and (non-kernel) route of `from` to `to`, stopping at the
     /// first failure.
     pub async fn move_ip_config(&self, from: &str, to: &str) -> Result<()> {
-        self.move_inner(from, to, &Pending::default(), false).await
+        self.move_inner(from, to, &PendingMove::default(), false)
+            .await
     }
 
     /// Moves what is on `from` plus what `extra` remembers. With `keep_going`, every step is
@@ -454,7 +387,7 @@ impl Host {
         &self,
         from: &str,
         to: &str,
-        extra: &Pending,
+        extra: &PendingMove,
         keep_going: bool,
     ) -> Result<()> {
         let on_from = if from == to {
@@ -472,7 +405,7 @@ impl Host {
         let addrs: Vec<Ipv4Net> = all.addrs.clone();
         let routes = all.routes.clone();
         let mut errors: Vec<String> = Vec::new();
-        let mut step = |r: Result<String>, what: String| -> Result<()> {
+        let mut step = |r: Result<()>, what: String| -> Result<()> {
             match r {
                 Ok(_) => Ok(()),
                 Err(e) if keep_going => {
@@ -485,26 +418,24 @@ impl Host {
         for a in &addrs {
             let s = a.to_string();
             step(
-                self.ip.run(&["addr", "replace", &s, "dev", to]).await,
+                self.ip.apply(&IpWrite::addr_replace(to, *a)).await,
                 format!("adding {s} to {to}"),
             )?;
         }
         step(
-            self.ip.run(&["link", "set", "dev", to, "up"]).await,
+            self.ip.apply(&IpWrite::link_up(to)).await,
             format!("setting {to} up"),
         )?;
         for r in routes_to_move(&routes) {
-            let args = r.replace_args(to);
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             step(
-                self.ip.run(&argv).await,
+                self.ip.apply(&IpWrite::move_route(r, to)).await,
                 format!("moving route {} from {from} to {to}", r.dst),
             )?;
         }
         for a in &on_from {
             let s = a.to_string();
             step(
-                self.ip.run(&["addr", "del", &s, "dev", from]).await,
+                self.ip.apply(&IpWrite::addr_del(from, *a)).await,
                 format!("removing {s} from {from}"),
             )?;
         }
@@ -628,82 +559,6 @@ pub fn pick_address(addrs: &[Ipv4Net], nexthop: Option<Ipv4Addr>) -> Option<Ipv4
         .copied()
 }
 
-/// `ovn-kube-util [--help|-h] [--version|-v] COMMAND [ARGS]` (§9.1).
-pub fn util_main(args: &[String]) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    const HELP: &str = "NAME:\n   ovn-kube-util - Utils for kubernetes ovn\n\nUSAGE:\n   \
-        ovn-kube-util [global options] command [command options] [arguments...]\n\nCOMMANDS:\n   \
-        nics-to-bridge  Create ovs bridge for nic interfaces\n   \
-        bridges-to-nic  Delete ovs bridge and move IP/routes to underlying NIC\n   \
-        trace           Where a connection between pods/services goes (ovn-trace verdict)\n   \
-        help, h         Shows a list of commands or help for one command\n";
-    // Logging to stderr cannot fail to open.
-    let _ = crate::util::logging::init(4, None);
-    let (cmd, rest) = match args.split_first() {
-        None => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        Some((c, r)) => (c.as_str(), r),
-    };
-    let (what, empty_msg) = match cmd {
-        "--help" | "-h" | "help" | "h" => {
-            print!("{HELP}");
-            return ExitCode::SUCCESS;
-        }
-        "--version" | "-v" => {
-            println!("{UTIL_NAME} version {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
-        }
-        "trace" => return crate::trace::main(rest),
-        "nics-to-bridge" => (true, "Please specify list of nic interfaces"),
-        "bridges-to-nic" => (false, "Please specify list of bridges"),
-        other => {
-            eprintln!("{UTIL_NAME}: No help topic for '{other}'");
-            return ExitCode::from(3);
-        }
-    };
-    if rest.is_empty() {
-        tracing::error!("{empty_msg}");
-        return ExitCode::from(1);
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let host = Host::new(Arc::new(crate::exec::RealExec::new(4)));
-    let errors: Vec<String> = rt.block_on(async {
-        let mut errors = Vec::new();
-        for name in rest {
-            let r = if what {
-                host.nic_to_bridge(name).await.map(
-                    |br| tracing::info!(nic = %name, bridge = %br, "NIC moved into its bridge"),
-                )
-            } else {
-                host.bridge_to_nic(name)
-                    .await
-                    .map(|nic| tracing::info!(bridge = %name, %nic, "bridge removed; NIC restored"))
-            };
-            if let Err(e) = r {
-                errors.push(format!("{name}: {e:#}"));
-            }
-        }
-        errors
-    });
-    if errors.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        tracing::error!("{}", errors.join("\n"));
-        ExitCode::from(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,7 +610,7 @@ mod tests {
 
     fn pending_json() -> String {
         let routes: Vec<DevRoute> = serde_json::from_str(ROUTES_ETH1).unwrap();
-        serde_json::to_string(&Pending {
+        serde_json::to_string(&PendingMove {
             addrs: vec!["172.31.0.1/24".parse().unwrap()],
             routes: routes.into_iter().filter(DevRoute::moves).collect(),
         })

@@ -57,6 +57,165 @@ pub struct Route {
     pub dev: Option<String>,
 }
 
+/// One route of the main table as `ip -j -4 route show dev X` prints it: the fields needed
+/// to re-create it on another device.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DevRoute {
+    pub dst: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+    #[serde(default)]
+    pub prefsrc: Option<String>,
+    #[serde(default)]
+    pub metric: Option<u32>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}
+
+impl DevRoute {
+    pub fn is_default(&self) -> bool {
+        self.dst == "default" || self.dst == "0.0.0.0/0"
+    }
+
+    /// Routes the kernel makes for an address (they follow the address by themselves), and
+    /// non-unicast routes (no device to move).
+    pub fn moves(&self) -> bool {
+        self.protocol.as_deref() != Some("kernel")
+            && self.kind.as_deref().is_none_or(|k| k == "unicast")
+    }
+
+    /// `ip route replace ... dev <dev>` re-creating this route on `dev`.
+    pub fn replace_args(&self, dev: &str) -> Vec<String> {
+        let mut a: Vec<String> = vec!["route".into(), "replace".into(), self.dst.clone()];
+        if let Some(gw) = &self.gateway {
+            a.extend(["via".into(), gw.clone()]);
+        }
+        a.extend(["dev".into(), dev.into()]);
+        if let Some(p) = &self.protocol {
+            a.extend(["proto".into(), p.clone()]);
+        }
+        if let Some(s) = &self.scope {
+            a.extend(["scope".into(), s.clone()]);
+        }
+        if let Some(s) = &self.prefsrc {
+            a.extend(["src".into(), s.clone()]);
+        }
+        if let Some(m) = self.metric {
+            a.extend(["metric".into(), m.to_string()]);
+        }
+        if self.flags.iter().any(|f| f == "onlink") {
+            a.push("onlink".into());
+        }
+        a
+    }
+}
+
+/// A change made with `ip`, as data: callers say what they want, [`Ip::apply`] runs it, and
+/// the command line each one becomes is unit-tested here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpWrite {
+    /// `ip link set dev DEV up`
+    LinkUp { dev: String },
+    /// `ip link set dev DEV address MAC`
+    LinkAddress { dev: String, mac: String },
+    /// `ip addr replace ADDR dev DEV`
+    AddrReplace { dev: String, addr: Ipv4Net },
+    /// `ip addr del ADDR dev DEV`
+    AddrDel { dev: String, addr: Ipv4Net },
+    /// `ip addr flush dev DEV`
+    AddrFlush { dev: String },
+    /// `ip route replace DST via VIA dev DEV` (`dst: None`: the default route).
+    RouteVia {
+        dst: Option<Ipv4Net>,
+        via: Ipv4Addr,
+        dev: String,
+    },
+    /// A veth pair: `host` in this namespace, `peer` (with its final name and MAC) created
+    /// directly in the network namespace `netns`, both with `mtu`.
+    Veth {
+        host: String,
+        peer: String,
+        peer_mac: String,
+        mtu: u32,
+        netns: String,
+    },
+    /// Re-create `route` (read from another device) on `dev`.
+    MoveRoute { route: DevRoute, dev: String },
+}
+
+impl IpWrite {
+    pub fn link_up(dev: &str) -> Self {
+        IpWrite::LinkUp { dev: dev.into() }
+    }
+
+    pub fn addr_replace(dev: &str, addr: Ipv4Net) -> Self {
+        IpWrite::AddrReplace {
+            dev: dev.into(),
+            addr,
+        }
+    }
+
+    pub fn addr_del(dev: &str, addr: Ipv4Net) -> Self {
+        IpWrite::AddrDel {
+            dev: dev.into(),
+            addr,
+        }
+    }
+
+    pub fn move_route(route: &DevRoute, dev: &str) -> Self {
+        IpWrite::MoveRoute {
+            route: route.clone(),
+            dev: dev.into(),
+        }
+    }
+
+    /// The `ip` arguments.
+    pub fn args(&self) -> Vec<String> {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        match self {
+            IpWrite::LinkUp { dev } => v(&["link", "set", "dev", dev, "up"]),
+            IpWrite::LinkAddress { dev, mac } => v(&["link", "set", "dev", dev, "address", mac]),
+            IpWrite::AddrReplace { dev, addr } => {
+                v(&["addr", "replace", &addr.to_string(), "dev", dev])
+            }
+            IpWrite::AddrDel { dev, addr } => v(&["addr", "del", &addr.to_string(), "dev", dev]),
+            IpWrite::AddrFlush { dev } => v(&["addr", "flush", "dev", dev]),
+            IpWrite::RouteVia { dst, via, dev } => {
+                let dst = dst.map_or("default".to_string(), |d| d.to_string());
+                v(&[
+                    "route",
+                    "replace",
+                    &dst,
+                    "via",
+                    &via.to_string(),
+                    "dev",
+                    dev,
+                ])
+            }
+            IpWrite::Veth {
+                host,
+                peer,
+                peer_mac,
+                mtu,
+                netns,
+            } => {
+                let m = mtu.to_string();
+                v(&[
+                    "link", "add", host, "mtu", &m, "type", "veth", "peer", "name", peer,
+                    "address", peer_mac, "mtu", &m, "netns", netns,
+                ])
+            }
+            IpWrite::MoveRoute { route, dev } => route.replace_args(dev),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct AddrLink {
     #[serde(default)]
@@ -173,6 +332,23 @@ impl Ip {
             .collect())
     }
 
+    /// Make one change.
+    pub async fn apply(&self, w: &IpWrite) -> Result<()> {
+        let args = w.args();
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&argv).await.map(drop)
+    }
+
+    /// The IPv4 routes of the main table on `dev`, with what is needed to re-create them.
+    pub async fn dev_routes(&self, dev: &str) -> Result<Vec<DevRoute>> {
+        let out = self.run(&["-j", "-4", "route", "show", "dev", dev]).await?;
+        if out.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(&out)
+            .with_context(|| format!("parsing `ip -j -4 route show dev {dev}`: {out}"))
+    }
+
     /// The IPv4 routes of the main table.
     pub async fn routes(&self) -> Result<Vec<Route>> {
         let out = self.run(&["-j", "-4", "route", "show"]).await?;
@@ -198,6 +374,62 @@ pub fn is_no_device(e: &ExecError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_as_command_lines() {
+        let net: Ipv4Net = "10.1.0.5/24".parse().unwrap();
+        let gw: Ipv4Addr = "10.1.0.1".parse().unwrap();
+        for (w, want) in [
+            (IpWrite::link_up("eth0"), "link set dev eth0 up"),
+            (
+                IpWrite::LinkAddress {
+                    dev: "k8s-n1".into(),
+                    mac: "0a:58:0a:01:00:02".into(),
+                },
+                "link set dev k8s-n1 address 0a:58:0a:01:00:02",
+            ),
+            (
+                IpWrite::addr_replace("eth0", net),
+                "addr replace 10.1.0.5/24 dev eth0",
+            ),
+            (
+                IpWrite::addr_del("eth0", net),
+                "addr del 10.1.0.5/24 dev eth0",
+            ),
+            (
+                IpWrite::AddrFlush { dev: "eth1".into() },
+                "addr flush dev eth1",
+            ),
+            (
+                IpWrite::RouteVia {
+                    dst: None,
+                    via: gw,
+                    dev: "eth0".into(),
+                },
+                "route replace default via 10.1.0.1 dev eth0",
+            ),
+            (
+                IpWrite::RouteVia {
+                    dst: Some("172.16.0.0/16".parse().unwrap()),
+                    via: gw,
+                    dev: "k8s-n1".into(),
+                },
+                "route replace 172.16.0.0/16 via 10.1.0.1 dev k8s-n1",
+            ),
+            (
+                IpWrite::Veth {
+                    host: "abc".into(),
+                    peer: "eth0".into(),
+                    peer_mac: "0a:58:0a:01:00:05".into(),
+                    mtu: 1400,
+                    netns: "/var/run/netns/p".into(),
+                },
+                "link add abc mtu 1400 type veth peer name eth0 address 0a:58:0a:01:00:05 mtu 1400 netns /var/run/netns/p",
+            ),
+        ] {
+            assert_eq!(w.args().join(" "), want);
+        }
+    }
     use crate::exec::{FakeExec, FakeReply};
 
     #[tokio::test]
