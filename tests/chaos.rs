@@ -365,10 +365,12 @@ async fn chaos_full() {
         trials: vec![
             (Kind::MasterKill, n("CHAOS_MASTER_KILLS", 20)),
             (Kind::NbRestart, n("CHAOS_NB_RESTARTS", 5)),
-            (Kind::NbWipe, n("CHAOS_NB_WIPES", 4)),
             (Kind::ApiPause, n("CHAOS_API_PAUSES", 3)),
             (Kind::SbRestart, n("CHAOS_SB_RESTARTS", 2)),
             (Kind::NorthdRestart, n("CHAOS_NORTHD_RESTARTS", 2)),
+            // Last: until the NB self-heals, a wiped NB stays empty and would fail every
+            // trial after it.
+            (Kind::NbWipe, n("CHAOS_NB_WIPES", 4)),
         ],
         api_pause: Duration::from_secs(env_num("CHAOS_API_PAUSE_SECS", 30)),
         converge: Duration::from_secs(env_num("CHAOS_CONVERGE_SECS", 120)),
