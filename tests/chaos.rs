@@ -151,12 +151,8 @@ async fn converge(bed: &mut Bed, since: Instant, limit: Duration) -> Outcome {
 
 /// Injects one fault of `kind` (churn on throughout) and returns when the fault has ended.
 async fn fault(bed: &mut Bed, kind: Kind, rng: &mut Rng, plan: &Plan) -> anyhow::Result<()> {
-    let down = || {
-        let mut r = rng.clone();
-        r.between(Duration::from_secs(1), Duration::from_secs(3))
-    };
-    let gap = down();
-    rng.next();
+    // How long a killed daemon stays down.
+    let gap = rng.between(Duration::from_secs(1), Duration::from_secs(3));
     match kind {
         Kind::MasterKill => {
             if let Some(mut m) = bed.master.take() {

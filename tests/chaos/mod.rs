@@ -582,7 +582,7 @@ pub fn p50_max(mut v: Vec<Duration>) -> (Option<Duration>, Option<Duration>) {
     )
 }
 
-/// Groups `(kind, result)` rows for the table, in first-seen order.
+/// Groups `(kind, result)` rows for the table, in the order of the kinds.
 pub fn group<K: Clone + Ord, T: Clone>(rows: &[(K, T)]) -> BTreeMap<K, Vec<T>> {
     let mut m: BTreeMap<K, Vec<T>> = BTreeMap::new();
     for (k, t) in rows {
