@@ -7,6 +7,7 @@
 #   make demo      the whole system on an embedded local sandbox (needs root; KEEP=1 leaves it up)
 #   make bench     release-profile benchmarks (pods, policies, services)
 #   make fuzz      the property tests with 100,000 cases each (FUZZ_CASES); make test runs 1,000
+#   make chaos     the fault suite (release build): master/NB/SB/northd/API faults under churn
 #   make deps      install the Debian packages the daemon, the tests and lint need
 #   make install   install what `make release` built (no build as root): binary, links, units,
 #                  env files (kept if present), logrotate file, docs; honours DESTDIR and PREFIX
@@ -25,7 +26,7 @@ RUNTIME_PACKAGES += python3-prometheus-client
 LINT_PACKAGES = shellcheck vagrant
 DEMO_DIR ?= /tmp/ovnkube-demo
 
-.PHONY: all build release test unit integration lint fmt deps deps-runtime apt-install install install-bin demo demo-stop bench clean vagrant-check fuzz
+.PHONY: all build release test unit integration lint fmt deps deps-runtime apt-install install install-bin demo demo-stop bench clean vagrant-check fuzz chaos
 
 all: build
 
@@ -124,6 +125,15 @@ bench:
 FUZZ_CASES ?= 100000
 fuzz:
 	PROPTEST_CASES=$(FUZZ_CASES) $(CARGO) test -p ovnkube --lib -- props::
+
+# The fault suite (tests/chaos.rs, needs root): CHAOS_NODES (10) nodes under ~CHAOS_RATE (35)
+# API changes/s; CHAOS_MASTER_KILLS (20), CHAOS_NB_RESTARTS (5), CHAOS_API_PAUSES (3, of
+# CHAOS_API_PAUSE_SECS 30 s), CHAOS_SB_RESTARTS (2), CHAOS_NORTHD_RESTARTS (2), CHAOS_NB_WIPES
+# (4) trials; CHAOS_CONVERGE_SECS (120) per trial, CHAOS_SEED to replay a run. Prints the
+# table (also written to CHAOS_REPORT); fails when a trial did not converge.
+CHAOS_REPORT ?= $(TARGET_DIR)/chaos-report.md
+chaos:
+	CHAOS_REPORT=$(abspath $(CHAOS_REPORT)) $(CARGO) test --release -p ovnkube --test chaos -- --ignored --nocapture chaos_full
 
 # The whole system on an embedded local sandbox (needs root). KEEP=1 leaves it running.
 demo: deps-runtime build

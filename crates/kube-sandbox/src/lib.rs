@@ -146,6 +146,19 @@ impl SandboxHandle {
         self.shared.audit.rejected()
     }
 
+    /// Freezes the server, as a stopped apiserver process looks to its clients: new
+    /// connections are still accepted and open ones (watches included) stay open, but no
+    /// request is answered and no watch event is sent until [`SandboxHandle::resume`].
+    /// Writes made by the sandbox's own library API are not affected.
+    pub fn pause(&self) {
+        self.shared.paused.send_replace(true);
+    }
+
+    /// Ends a [`SandboxHandle::pause`]: held requests are answered, held watch events sent.
+    pub fn resume(&self) {
+        self.shared.paused.send_replace(false);
+    }
+
     /// Every distinct (verb, group, resource) served so far (including requests that then
     /// failed, e.g. a 404 on get: RBAC is checked before the object is looked up).
     pub fn api_calls(&self) -> std::collections::BTreeSet<ApiCall> {
@@ -170,6 +183,7 @@ impl Sandbox {
             hidden_groups: cfg.hidden_groups.clone(),
             server_address: addr.to_string(),
             shutdown: rx.clone(),
+            paused: watch::channel(false).0,
         });
         let mut tasks = vec![tokio::spawn(server::serve(
             listener,
@@ -239,6 +253,16 @@ impl Sandbox {
     /// See [`SandboxHandle::require_tokens`].
     pub fn require_tokens(&self, tokens: &[&str]) {
         self.handle().require_tokens(tokens);
+    }
+
+    /// See [`SandboxHandle::pause`].
+    pub fn pause(&self) {
+        self.handle().pause();
+    }
+
+    /// See [`SandboxHandle::resume`].
+    pub fn resume(&self) {
+        self.handle().resume();
     }
 
     /// See [`SandboxHandle::rejected_requests`].

@@ -43,6 +43,18 @@ pub struct Shared {
     pub hidden_groups: Vec<String>,
     pub server_address: String,
     pub shutdown: watch::Receiver<bool>,
+    /// While true the server is frozen: connections are accepted and kept open, but no
+    /// request is answered and no watch event is sent until it turns false again.
+    pub paused: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Resolves at once while running; while paused, once the pause ends.
+    pub async fn until_running(&self) {
+        let mut rx = self.paused.subscribe();
+        // Err only if the sender is gone, which cannot happen while `self` exists.
+        let _ = rx.wait_for(|p| !*p).await;
+    }
 }
 
 /// Accepts connections until `shutdown` turns true; dropping the JoinSet then aborts them.
@@ -183,6 +195,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .unwrap_or("")
         .to_string();
     tracing::debug!("{method} {}", req.uri());
+    shared.until_running().await;
     let auth = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -626,6 +639,7 @@ fn watch(shared: &Shared, filter: Filter, rq: &Req) -> ApiResult<Response<Body>>
         rq.flag("allowWatchBookmarks"),
     );
     let mut shutdown = shared.shutdown.clone();
+    let mut paused = shared.paused.subscribe();
     tokio::spawn(async move {
         let mut start = match started {
             Ok(s) => s,
@@ -650,6 +664,8 @@ fn watch(shared: &Shared, filter: Filter, rq: &Req) -> ApiResult<Response<Body>>
                 _ = body_tx.closed() => break,
                 msg = start.rx.recv() => match msg {
                     Some(m) => {
+                        // A frozen server sends nothing; the event goes out on resume.
+                        let _ = paused.wait_for(|p| !*p).await;
                         if body_tx.send(msg_line(res, &m)).await.is_err() {
                             break;
                         }

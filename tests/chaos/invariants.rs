@@ -1,0 +1,586 @@
+//! The fault suite's invariant checker: pure functions over what the API holds (`World`) and
+//! what the NB (plus the SB's port bindings) holds (`NbView`). "Converged" means `check`
+//! returns nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use ovnkube::cni::types::PodNetwork;
+use ovnkube::controller::policy_model::Selector;
+use ovnkube::controller::policy_plan::policy_pg;
+use ovnkube::ovn::names;
+
+/// A pod as the checker needs it: only pods bound to a node and on the pod network.
+#[derive(Clone, Debug, Default)]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    /// The raw `ovn` annotation, if any.
+    pub annotation: Option<String>,
+}
+
+/// A ClusterIP service port and the ready endpoint addresses of its slices.
+#[derive(Clone, Debug, Default)]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    pub cluster_ip: String,
+    pub port: i32,
+    pub target_port: i32,
+    pub ready: BTreeSet<String>,
+}
+
+/// A network policy: its port group holds the ports of the pods `selector` picks in `namespace`.
+#[derive(Clone, Debug)]
+pub struct PolicyView {
+    pub namespace: String,
+    pub name: String,
+    pub selector: Selector,
+}
+
+/// The API side of a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Node name → its host-subnet annotation (None while unannotated or unparsable).
+    pub nodes: BTreeMap<String, Option<Ipv4Net>>,
+    pub pods: Vec<PodView>,
+    pub services: Vec<ServiceView>,
+    pub policies: Vec<PolicyView>,
+}
+
+/// A pod logical switch port.
+#[derive(Clone, Debug, Default)]
+pub struct PortView {
+    pub uuid: String,
+    pub addresses: Vec<String>,
+}
+
+/// The NB side of a snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct NbView {
+    pub switches: BTreeSet<String>,
+    /// Pod ports (external_ids:pod=true) by name.
+    pub pod_ports: BTreeMap<String, PortView>,
+    /// VIP → backends of the plain TCP cluster load balancer.
+    pub cluster_vips: BTreeMap<String, String>,
+    /// Port group name → member port uuids.
+    pub port_groups: BTreeMap<String, BTreeSet<String>>,
+    /// Logical port names with an SB Port_Binding (northd has processed them).
+    pub bound: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Violation {
+    NodeWithoutSubnet(String),
+    NodeWithoutSwitch(String),
+    PodNotAnnotated(String),
+    PodBadAnnotation(String, String),
+    PodOutsideSubnet {
+        pod: String,
+        ip: String,
+        subnet: String,
+    },
+    PodWithoutPort(String),
+    PortAddressMismatch {
+        port: String,
+        want: String,
+        have: Vec<String>,
+    },
+    StalePort(String),
+    DuplicateIp(String, Vec<String>),
+    VipMismatch {
+        service: String,
+        vip: String,
+        want: String,
+        have: Option<String>,
+    },
+    StaleVip(String),
+    PolicyPortsMismatch {
+        policy: String,
+        want: BTreeSet<String>,
+        have: Option<BTreeSet<String>>,
+    },
+    PortNotBound(String),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::NodeWithoutSubnet(n) => write!(f, "node {n} has no host subnet"),
+            Violation::NodeWithoutSwitch(n) => write!(f, "node {n} has no logical switch"),
+            Violation::PodNotAnnotated(p) => write!(f, "pod {p} has no ovn annotation"),
+            Violation::PodBadAnnotation(p, e) => write!(f, "pod {p}: bad ovn annotation: {e}"),
+            Violation::PodOutsideSubnet { pod, ip, subnet } => {
+                write!(f, "pod {pod}: {ip} is outside its node's subnet {subnet}")
+            }
+            Violation::PodWithoutPort(p) => write!(f, "pod {p} has no logical port"),
+            Violation::PortAddressMismatch { port, want, have } => {
+                write!(
+                    f,
+                    "port {port}: addresses {have:?}, annotation says {want:?}"
+                )
+            }
+            Violation::StalePort(p) => write!(f, "logical port {p} has no live pod"),
+            Violation::DuplicateIp(ip, who) => write!(f, "{ip} is used by {who:?}"),
+            Violation::VipMismatch {
+                service,
+                vip,
+                want,
+                have,
+            } => {
+                write!(
+                    f,
+                    "service {service}: VIP {vip} -> {have:?}, endpoints say {want:?}"
+                )
+            }
+            Violation::StaleVip(v) => {
+                write!(f, "cluster VIP {v} has no service with ready endpoints")
+            }
+            Violation::PolicyPortsMismatch { policy, want, have } => {
+                write!(
+                    f,
+                    "policy {policy}: port group {have:?}, selected pods {want:?}"
+                )
+            }
+            Violation::PortNotBound(p) => write!(f, "logical port {p} has no SB Port_Binding"),
+        }
+    }
+}
+
+/// Every invariant; empty when converged.
+pub fn check(w: &World, nb: &NbView) -> Vec<Violation> {
+    let mut v = Vec::new();
+    v.extend(nodes(w, nb));
+    v.extend(pods(w, nb));
+    v.extend(stale_ports(w, nb));
+    v.extend(duplicate_ips(w, nb));
+    v.extend(services(w, nb));
+    v.extend(policies(w, nb));
+    v.sort();
+    v
+}
+
+fn nodes(w: &World, nb: &NbView) -> Vec<Violation> {
+    let mut v = Vec::new();
+    for (n, subnet) in &w.nodes {
+        if subnet.is_none() {
+            v.push(Violation::NodeWithoutSubnet(n.clone()));
+        }
+        if !nb.switches.contains(&names::node_switch(n)) {
+            v.push(Violation::NodeWithoutSwitch(n.clone()));
+        }
+    }
+    v
+}
+
+fn port_name(p: &PodView) -> String {
+    names::pod_port(&p.namespace, &p.name)
+}
+
+fn pods(w: &World, nb: &NbView) -> Vec<Violation> {
+    let mut v = Vec::new();
+    for p in &w.pods {
+        let id = port_name(p);
+        let Some(ann) = &p.annotation else {
+            v.push(Violation::PodNotAnnotated(id));
+            continue;
+        };
+        let net = match PodNetwork::parse(ann) {
+            Ok(n) => n,
+            Err(e) => {
+                v.push(Violation::PodBadAnnotation(id, e));
+                continue;
+            }
+        };
+        if let Some(Some(subnet)) = w.nodes.get(&p.node)
+            && !(subnet.contains(&net.ip.addr()) && net.ip.prefix_len() == subnet.prefix_len())
+        {
+            v.push(Violation::PodOutsideSubnet {
+                pod: id.clone(),
+                ip: net.ip.to_string(),
+                subnet: subnet.to_string(),
+            });
+        }
+        let want = format!("{} {}", net.mac, net.ip.addr());
+        match nb.pod_ports.get(&id) {
+            None => v.push(Violation::PodWithoutPort(id)),
+            Some(port) => {
+                if port.addresses != [want.clone()] {
+                    v.push(Violation::PortAddressMismatch {
+                        port: id.clone(),
+                        want,
+                        have: port.addresses.clone(),
+                    });
+                }
+                if !nb.bound.contains(&id) {
+                    v.push(Violation::PortNotBound(id));
+                }
+            }
+        }
+    }
+    v
+}
+
+fn stale_ports(w: &World, nb: &NbView) -> Vec<Violation> {
+    let live: BTreeSet<String> = w.pods.iter().map(port_name).collect();
+    nb.pod_ports
+        .keys()
+        .filter(|p| !live.contains(*p))
+        .map(|p| Violation::StalePort(p.clone()))
+        .collect()
+}
+
+fn duplicate_ips(w: &World, nb: &NbView) -> Vec<Violation> {
+    let mut users: BTreeMap<Ipv4Addr, BTreeSet<String>> = BTreeMap::new();
+    for p in &w.pods {
+        if let Some(net) = p
+            .annotation
+            .as_deref()
+            .and_then(|a| PodNetwork::parse(a).ok())
+        {
+            users
+                .entry(net.ip.addr())
+                .or_default()
+                .insert(format!("pod {}", port_name(p)));
+        }
+    }
+    for (name, port) in &nb.pod_ports {
+        for a in &port.addresses {
+            for ip in a
+                .split_whitespace()
+                .filter_map(|t| t.parse::<Ipv4Addr>().ok())
+            {
+                users.entry(ip).or_default().insert(format!("port {name}"));
+            }
+        }
+    }
+    // A pod and its own port share an address; two pods, or two ports, must not.
+    users
+        .into_iter()
+        .filter(|(_, who)| {
+            let pods = who.iter().filter(|w| w.starts_with("pod ")).count();
+            let ports = who.len() - pods;
+            pods > 1 || ports > 1
+        })
+        .map(|(ip, who)| Violation::DuplicateIp(ip.to_string(), who.into_iter().collect()))
+        .collect()
+}
+
+/// `ip:port,ip:port` in a canonical (sorted) order.
+fn backends(ips: &BTreeSet<String>, port: i32) -> String {
+    ips.iter()
+        .map(|ip| format!("{ip}:{port}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn canonical(b: &str) -> String {
+    let set: BTreeSet<&str> = b
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
+}
+
+fn services(w: &World, nb: &NbView) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let mut wanted = BTreeSet::new();
+    for s in &w.services {
+        let vip = format!("{}:{}", s.cluster_ip, s.port);
+        let have = nb.cluster_vips.get(&vip).map(|b| canonical(b));
+        if s.ready.is_empty() {
+            // No ready endpoint: no VIP at all (see the services design).
+            if have.is_some() {
+                v.push(Violation::VipMismatch {
+                    service: format!("{}/{}", s.namespace, s.name),
+                    vip,
+                    want: String::new(),
+                    have,
+                });
+            }
+            continue;
+        }
+        wanted.insert(vip.clone());
+        let want = backends(&s.ready, s.target_port);
+        if have.as_deref() != Some(want.as_str()) {
+            v.push(Violation::VipMismatch {
+                service: format!("{}/{}", s.namespace, s.name),
+                vip,
+                want,
+                have,
+            });
+        }
+    }
+    let known: BTreeSet<String> = w
+        .services
+        .iter()
+        .map(|s| format!("{}:{}", s.cluster_ip, s.port))
+        .collect();
+    for vip in nb.cluster_vips.keys() {
+        if !wanted.contains(vip) && !known.contains(vip) {
+            v.push(Violation::StaleVip(vip.clone()));
+        }
+    }
+    v
+}
+
+fn policies(w: &World, nb: &NbView) -> Vec<Violation> {
+    let names_by_uuid: BTreeMap<&str, &str> = nb
+        .pod_ports
+        .iter()
+        .map(|(n, p)| (p.uuid.as_str(), n.as_str()))
+        .collect();
+    let mut v = Vec::new();
+    for pol in &w.policies {
+        let want: BTreeSet<String> = w
+            .pods
+            .iter()
+            .filter(|p| p.namespace == pol.namespace && pol.selector.matches(&p.labels))
+            .map(port_name)
+            .collect();
+        let have: Option<BTreeSet<String>> = nb
+            .port_groups
+            .get(&policy_pg(&pol.namespace, &pol.name))
+            .map(|uuids| {
+                uuids
+                    .iter()
+                    .map(|u| {
+                        names_by_uuid
+                            .get(u.as_str())
+                            .map_or_else(|| format!("uuid {u}"), |n| n.to_string())
+                    })
+                    .collect()
+            });
+        if have.as_ref() != Some(&want) {
+            v.push(Violation::PolicyPortsMismatch {
+                policy: format!("{}/{}", pol.namespace, pol.name),
+                want,
+                have,
+            });
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ANN_A: &str =
+        r#"{"ip_address":"10.1.0.3/24","mac_address":"0a:58:0a:01:00:03","gateway_ip":"10.1.0.1"}"#;
+    const ANN_B: &str =
+        r#"{"ip_address":"10.1.0.4/24","mac_address":"0a:58:0a:01:00:04","gateway_ip":"10.1.0.1"}"#;
+
+    fn pod(name: &str, app: &str, ann: Option<&str>) -> PodView {
+        PodView {
+            namespace: "default".into(),
+            name: name.into(),
+            node: "n1".into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            annotation: ann.map(String::from),
+        }
+    }
+
+    fn port(uuid: &str, addr: &str) -> PortView {
+        PortView {
+            uuid: uuid.into(),
+            addresses: vec![addr.into()],
+        }
+    }
+
+    fn selector(app: &str) -> Selector {
+        Selector {
+            labels: [("app".to_string(), app.to_string())].into(),
+            reqs: Vec::new(),
+        }
+    }
+
+    /// A converged world: two pods on n1, one service with two ready endpoints, one policy
+    /// selecting pod a.
+    fn good() -> (World, NbView) {
+        let w = World {
+            nodes: [("n1".to_string(), Some("10.1.0.0/24".parse().unwrap()))].into(),
+            pods: vec![pod("a", "web", Some(ANN_A)), pod("b", "db", Some(ANN_B))],
+            services: vec![ServiceView {
+                namespace: "default".into(),
+                name: "s".into(),
+                cluster_ip: "10.96.0.10".into(),
+                port: 80,
+                target_port: 8080,
+                ready: ["10.9.0.1".to_string(), "10.9.0.2".to_string()].into(),
+            }],
+            policies: vec![PolicyView {
+                namespace: "default".into(),
+                name: "p".into(),
+                selector: selector("web"),
+            }],
+        };
+        let nb = NbView {
+            switches: ["n1".to_string()].into(),
+            pod_ports: [
+                (
+                    "default_a".to_string(),
+                    port("u-a", "0a:58:0a:01:00:03 10.1.0.3"),
+                ),
+                (
+                    "default_b".to_string(),
+                    port("u-b", "0a:58:0a:01:00:04 10.1.0.4"),
+                ),
+            ]
+            .into(),
+            cluster_vips: [(
+                "10.96.0.10:80".to_string(),
+                "10.9.0.2:8080,10.9.0.1:8080".to_string(),
+            )]
+            .into(),
+            port_groups: [(policy_pg("default", "p"), ["u-a".to_string()].into())].into(),
+            bound: ["default_a".to_string(), "default_b".to_string()].into(),
+        };
+        (w, nb)
+    }
+
+    #[test]
+    fn invariant_table() {
+        type Mutate = fn(&mut World, &mut NbView);
+        let cases: Vec<(&str, Mutate, &str)> = vec![
+            ("converged", |_, _| {}, ""),
+            (
+                "node without subnet",
+                |w, _| {
+                    w.nodes.insert("n1".into(), None);
+                },
+                "node n1 has no host subnet",
+            ),
+            (
+                "node without switch",
+                |_, nb| {
+                    nb.switches.clear();
+                },
+                "node n1 has no logical switch",
+            ),
+            (
+                "pod not annotated",
+                |w, _| w.pods[1].annotation = None,
+                "pod default_b has no ovn annotation",
+            ),
+            (
+                "bad annotation",
+                |w, _| w.pods[1].annotation = Some("{}".into()),
+                "bad ovn annotation",
+            ),
+            (
+                "outside subnet",
+                |w, _| {
+                    w.nodes
+                        .insert("n1".into(), Some("10.2.0.0/24".parse().unwrap()));
+                },
+                "outside its node's subnet 10.2.0.0/24",
+            ),
+            (
+                "no port",
+                |_, nb| {
+                    nb.pod_ports.remove("default_b");
+                },
+                "pod default_b has no logical port",
+            ),
+            (
+                "wrong MAC on port",
+                |_, nb| {
+                    nb.pod_ports.insert(
+                        "default_b".into(),
+                        port("u-b", "0a:58:0a:01:00:99 10.1.0.4"),
+                    );
+                },
+                "port default_b: addresses",
+            ),
+            (
+                "port of a deleted pod",
+                |w, _| {
+                    w.pods.pop();
+                },
+                "logical port default_b has no live pod",
+            ),
+            (
+                "two pods, one IP",
+                |w, nb| {
+                    w.pods[1].annotation = Some(ANN_A.into());
+                    nb.pod_ports.insert(
+                        "default_b".into(),
+                        port("u-b", "0a:58:0a:01:00:03 10.1.0.3"),
+                    );
+                },
+                "10.1.0.3 is used by",
+            ),
+            (
+                "missing backend",
+                |_, nb| {
+                    nb.cluster_vips
+                        .insert("10.96.0.10:80".into(), "10.9.0.1:8080".into());
+                },
+                "VIP 10.96.0.10:80",
+            ),
+            (
+                "no VIP",
+                |_, nb| nb.cluster_vips.clear(),
+                "VIP 10.96.0.10:80 -> None",
+            ),
+            (
+                "VIP without ready endpoints",
+                |w, _| w.services[0].ready.clear(),
+                "VIP 10.96.0.10:80",
+            ),
+            (
+                "VIP of a deleted service",
+                |w, _| w.services.clear(),
+                "cluster VIP 10.96.0.10:80 has no service",
+            ),
+            (
+                "policy misses a pod",
+                |w, _| {
+                    w.pods[1].labels.insert("app".into(), "web".into());
+                },
+                "policy default/p",
+            ),
+            (
+                "policy holds an unknown port",
+                |_, nb| {
+                    nb.port_groups.insert(
+                        policy_pg("default", "p"),
+                        ["u-a".to_string(), "u-x".to_string()].into(),
+                    );
+                },
+                "uuid u-x",
+            ),
+            (
+                "policy without port group",
+                |_, nb| nb.port_groups.clear(),
+                "port group None",
+            ),
+            (
+                "port not bound in SB",
+                |_, nb| {
+                    nb.bound.remove("default_a");
+                },
+                "logical port default_a has no SB Port_Binding",
+            ),
+        ];
+        for (what, mutate, want) in cases {
+            let (mut w, mut nb) = good();
+            mutate(&mut w, &mut nb);
+            let got: Vec<String> = check(&w, &nb).iter().map(|v| v.to_string()).collect();
+            if want.is_empty() {
+                assert!(got.is_empty(), "{what}: {got:?}");
+            } else {
+                assert!(
+                    got.iter().any(|g| g.contains(want)),
+                    "{what}: want {want:?} in {got:?}"
+                );
+            }
+        }
+    }
+}
