@@ -692,7 +692,6 @@ async fn wipe_with_controllers(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs controller resync (branch h-ctl)"]
 async fn a_wiped_nb_gets_pods_services_and_policies_back() {
     let (topo, all) = wipe_with_controllers("self-heal-ctl", 2, 6, true).await;
     eprintln!("2 nodes / 6 pods: topology back in {topo:?}, everything in {all:?}");
