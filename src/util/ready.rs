@@ -93,6 +93,9 @@ impl Pending {
     /// The initial sync of this component is complete.
     pub fn done(self) {
         let name = self.name;
+        // Logged before the state changes: the READY=1 notifier reacts to the change at once,
+        // and the log must already say which component completed when READY=1 is sent.
+        tracing::info!(component = name, "initial sync complete");
         self.tx
             .send_if_modified(|s| match s.components.get_mut(name) {
                 Some(p) if *p == Phase::Starting => {
@@ -101,7 +104,6 @@ impl Pending {
                 }
                 _ => false,
             });
-        tracing::info!(component = name, "initial sync complete");
     }
 }
 
