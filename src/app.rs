@@ -94,6 +94,7 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
             ..ctx.clone()
         };
         let roles = master_roles(&mctx, &ready);
+        warm_caches(&mctx);
         let (c, r) = (cancel.clone(), ready.clone());
         tasks.spawn(async move { lead_master_roles(elector, roles, c, r).await });
     }
@@ -176,6 +177,23 @@ fn master_roles(ctx: &Deps, ready: &Readiness) -> Vec<Role> {
         }));
     }
     roles
+}
+
+/// The watches the master roles follow, opened before the Lease is ours: a standby keeps its
+/// caches current, so a takeover starts from a synced cache (and the NB replica, which the
+/// native backend keeps from start-up) instead of listing everything first. The endpoints
+/// kind is left to the service controller, which picks EndpointSlices or Endpoints by what the
+/// API server serves.
+fn warm_caches(ctx: &Deps) {
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    ctx.informers.prefetch::<Node>();
+    if ctx.cfg.net_controller {
+        ctx.informers.prefetch::<Pod>();
+        ctx.informers.prefetch::<Service>();
+        ctx.informers.prefetch::<Namespace>();
+        ctx.informers.prefetch::<NetworkPolicy>();
+    }
 }
 
 /// Standby until the Lease is ours, then the roles and the renewal loop together; the first

@@ -198,6 +198,12 @@ impl Informers {
         }
     }
 
+    /// Start following kind `K` now, without a consumer yet: a standby master fills its caches
+    /// this way, so on taking over its controllers join a synced cache instead of listing.
+    pub fn prefetch<K: Kind>(&self) {
+        let _ = self.hub::<K>();
+    }
+
     fn hub<K: Kind>(&self) -> Shared<K> {
         let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = hubs.get(&TypeId::of::<K>())

@@ -23,6 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 
+use super::instance::{self, Instance};
 use crate::config::{Config, MasterHaConfig};
 use crate::exec::BoxFuture;
 use crate::ovn::{Nb, NbTxn, Query, Row};
@@ -47,17 +48,11 @@ pub fn lease_name(cfg: &Config) -> String {
     }
 }
 
-/// `holderIdentity`: the `-init-master` node name (else the host name) and a random suffix,
-/// so a restarted process never mistakes its predecessor's Lease for its own.
-pub fn identity(cfg: &Config) -> String {
-    let base = cfg.init_master.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "ovnkube".into())
-    });
-    format!("{base}-{:08x}", crate::util::retry::random_u64() as u32)
+/// This process as a Lease holder (see [`instance`](super::instance)): the `-init-master` node
+/// name (else the host name), the boot, the PID and the host, so that a restarted process can
+/// tell its dead predecessor's Lease apart from a live replica's.
+pub fn identity(cfg: &Config) -> Instance {
+    instance::this_process(cfg.init_master.as_deref())
 }
 
 /// The fields of a Lease the decision reads.
@@ -105,7 +100,15 @@ pub enum Decision {
     Lost { holder: String },
 }
 
-pub fn decide(observed: Option<&Observed>, now: SystemTime, me: &str, leading: bool) -> Decision {
+/// `gone` says whether a holder is an ended predecessor of this process ([`Instance::predecessor_gone`]):
+/// its Lease is taken at once instead of after it expires.
+pub fn decide(
+    observed: Option<&Observed>,
+    now: SystemTime,
+    me: &str,
+    leading: bool,
+    gone: impl Fn(&str) -> bool,
+) -> Decision {
     let Some(o) = observed else {
         return Decision::Acquire;
     };
@@ -118,8 +121,23 @@ pub fn decide(observed: Option<&Observed>, now: SystemTime, me: &str, leading: b
             }
         }
         Some(h) if leading => Decision::Lost { holder: h.clone() },
-        Some(h) if !o.free(now) => Decision::Wait { holder: h.clone() },
+        Some(h) if !o.free(now) && !gone(h) => Decision::Wait { holder: h.clone() },
         _ => Decision::Acquire,
+    }
+}
+
+/// How long a standby sleeps before reading the Lease again: a retry period, or less when the
+/// holder's Lease expires sooner, so the takeover comes within a lease duration of the holder's
+/// last renewal rather than up to a retry period after it.
+pub fn standby_poll(observed: Option<&Observed>, now: SystemTime, retry: Duration) -> Duration {
+    // Past the expiry instant, so the next read finds it expired despite rounding.
+    const PAST_EXPIRY: Duration = Duration::from_millis(50);
+    let expires_in = observed
+        .and_then(|o| Some(o.renew_time? + o.lease_duration?))
+        .and_then(|t| t.duration_since(now).ok());
+    match expires_in {
+        Some(d) => retry.min(d + PAST_EXPIRY),
+        None => retry,
     }
 }
 
@@ -299,6 +317,8 @@ enum Round {
     Conflict,
     Standby {
         holder: String,
+        /// When to read the Lease again ([`standby_poll`]).
+        poll: Duration,
     },
     Lost {
         holder: String,
@@ -310,6 +330,8 @@ pub struct Elector {
     api: Api<Lease>,
     name: String,
     namespace: String,
+    /// This process as a holder, and its `holderIdentity` string.
+    instance: Instance,
     me: String,
     cfg: MasterHaConfig,
     lead: Arc<Leadership>,
@@ -326,11 +348,13 @@ fn is_conflict(e: &kube::Error) -> bool {
 impl Elector {
     pub fn new(client: kube::Client, cfg: &Config) -> Elector {
         let ha = cfg.master_ha.clone();
+        let instance = identity(cfg);
         Elector {
             api: Api::namespaced(client, &ha.lease_namespace),
             name: lease_name(cfg),
             namespace: ha.lease_namespace.clone(),
-            me: identity(cfg),
+            me: instance.to_string(),
+            instance,
             lead: Leadership::new(ha.renew_deadline),
             cfg: ha,
         }
@@ -359,8 +383,12 @@ impl Elector {
         let observed = current.as_ref().map(Observed::of);
         let leading = self.lead.is_leading();
         let pp = PostParams::default();
-        let written = match decide(observed.as_ref(), now, &self.me, leading) {
-            Decision::Wait { holder } => return Ok(Round::Standby { holder }),
+        let gone = |h: &str| self.instance.predecessor_gone(h, instance::ovnkube_running);
+        let written = match decide(observed.as_ref(), now, &self.me, leading, gone) {
+            Decision::Wait { holder } => {
+                let poll = standby_poll(observed.as_ref(), now, self.cfg.retry_period);
+                return Ok(Round::Standby { holder, poll });
+            }
             Decision::Lost { holder } => return Ok(Round::Lost { holder }),
             Decision::Renew => {
                 let Some(cur) = &current else {
@@ -369,6 +397,12 @@ impl Elector {
                 self.api.replace(&self.name, &pp, &renewed(cur, now)).await
             }
             Decision::Acquire => {
+                if let Some(h) = observed.as_ref().and_then(|o| o.holder.as_deref())
+                    && h != self.me
+                    && !observed.as_ref().is_some_and(|o| o.free(now))
+                {
+                    tracing::info!(lease = %self.lease_ref(), holder = %h, identity = %self.me, "the Lease's holder is an earlier process of this master that has ended; taking it over without waiting for it to expire");
+                }
                 let body = acquired(
                     current.as_ref(),
                     &self.name,
@@ -407,13 +441,14 @@ impl Elector {
         }
     }
 
-    /// Wait until we hold the Lease (at once when it is absent, free, expired or ours),
-    /// polling every retry period; the master components are standby meanwhile. `false` if
+    /// Wait until we hold the Lease (at once when it is absent, free, expired, ours or an
+    /// ended predecessor's), polling every retry period or at the holder's expiry if sooner; the master components are standby meanwhile. `false` if
     /// cancelled first.
     pub async fn acquire(&self, cancel: &CancelToken, ready: &Readiness) -> Result<bool> {
         let mut reported: Option<String> = None;
         let mut cancel = cancel.clone();
         loop {
+            let mut next = self.cfg.retry_period;
             match self.round().await {
                 Ok(Round::Leading) => {
                     tracing::info!(lease = %self.lease_ref(), identity = %self.me, "acquired the leader-election Lease; starting the master roles");
@@ -426,7 +461,7 @@ impl Elector {
                 Ok(Round::Conflict) => {
                     tracing::info!(lease = %self.lease_ref(), "another master wrote the Lease first; re-reading it at the next poll");
                 }
-                Ok(Round::Standby { holder } | Round::Lost { holder }) => {
+                Ok(Round::Standby { holder, poll }) => {
                     if reported.as_deref() != Some(holder.as_str()) {
                         tracing::info!(lease = %self.lease_ref(), %holder, identity = %self.me, "standby: another master leads; taking over once its Lease expires");
                         reported = Some(holder);
@@ -434,7 +469,10 @@ impl Elector {
                     for c in COMPONENTS {
                         ready.set_phase(c, Phase::Standby);
                     }
+                    next = poll;
                 }
+                // Not leading, so a round never reports a lost Lease here.
+                Ok(Round::Lost { .. }) => {}
                 Err(e) => tracing::warn!(
                     lease = %self.lease_ref(),
                     error = %format!("{e:#}"),
@@ -443,7 +481,7 @@ impl Elector {
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(false),
-                _ = tokio::time::sleep(self.cfg.retry_period) => {}
+                _ = tokio::time::sleep(next) => {}
             }
         }
     }
@@ -466,7 +504,7 @@ impl Elector {
                     lease = %self.lease_ref(),
                     "renewing the leader-election Lease hit a write conflict; re-reading it"
                 ),
-                Ok(Round::Standby { holder } | Round::Lost { holder }) => {
+                Ok(Round::Standby { holder, .. } | Round::Lost { holder }) => {
                     self.step_down();
                     bail!(
                         "lost the leader-election {} to {holder}; exiting so that this replica restarts as a standby",
@@ -612,7 +650,7 @@ mod tests {
         ];
         for (o, now, leading, want) in cases {
             assert_eq!(
-                decide(o.as_ref(), at(now), "a-1", leading),
+                decide(o.as_ref(), at(now), "a-1", leading, |_| false),
                 want,
                 "{o:?} now={now} leading={leading}"
             );
@@ -746,14 +784,67 @@ mod tests {
     }
 
     #[test]
+    fn an_ended_predecessor_is_taken_over_at_once_a_live_one_is_not() {
+        use Decision::*;
+        let valid = obs(Some("b-2"), Some(T0), Some(60));
+        let gone = |h: &str| h == "b-2";
+        assert_eq!(
+            decide(Some(&valid), at(T0 + 5), "a-1", false, gone),
+            Acquire
+        );
+        assert_eq!(
+            decide(Some(&valid), at(T0 + 5), "a-1", false, |_| false),
+            Wait {
+                holder: "b-2".into()
+            }
+        );
+        // Leading and someone else holds it: lost, whatever is known of the holder.
+        assert_eq!(
+            decide(Some(&valid), at(T0 + 5), "a-1", true, gone),
+            Lost {
+                holder: "b-2".into()
+            }
+        );
+    }
+
+    #[test]
+    fn standby_polls_at_the_holders_expiry_when_that_comes_first() {
+        let retry = Duration::from_secs(20);
+        let ms = Duration::from_millis;
+        // (observed, now, want)
+        let cases = vec![
+            (None, T0, retry),
+            (Some(obs(Some("b"), Some(T0), Some(60))), T0, retry),
+            (
+                Some(obs(Some("b"), Some(T0), Some(60))),
+                T0 + 50,
+                ms(10_050),
+            ),
+            (Some(obs(Some("b"), Some(T0), Some(60))), T0 + 60, ms(50)),
+            // Already expired (the holder wrote it long ago): poll at the retry period.
+            (Some(obs(Some("b"), Some(T0), Some(60))), T0 + 90, retry),
+            (Some(obs(Some("b"), None, Some(60))), T0, retry),
+            (Some(obs(Some("b"), Some(T0), None)), T0, retry),
+        ];
+        for (o, now, want) in cases {
+            assert_eq!(
+                standby_poll(o.as_ref(), at(now), retry),
+                want,
+                "{o:?} {now}"
+            );
+        }
+    }
+
+    #[test]
     fn lease_name_follows_the_roles_unless_given() {
         let mut cfg = Config {
             init_master: Some("m1".into()),
             ..Config::default()
         };
         assert_eq!(lease_name(&cfg), MASTER_LEASE);
-        assert!(identity(&cfg).starts_with("m1-"));
-        assert_ne!(identity(&cfg), identity(&cfg));
+        let me = identity(&cfg);
+        assert!(me.to_string().starts_with("m1-"), "{me}");
+        assert_eq!(me.pid, std::process::id());
         cfg.init_master = None;
         cfg.net_controller = true;
         assert_eq!(lease_name(&cfg), NET_CONTROLLER_LEASE);

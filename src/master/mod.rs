@@ -6,6 +6,7 @@
 //! exist, and only then allocates.
 
 pub mod election;
+pub mod instance;
 pub mod subnets;
 pub mod topology;
 
