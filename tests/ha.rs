@@ -401,23 +401,9 @@ async fn a_master_restarted_after_kill9_takes_its_lease_back_without_waiting_for
         a
     };
     env.create_nodes(["n1"]).await;
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    let served = |name: &'static str| {
-        let (env, api) = (&env, api.clone());
-        async move {
-            api.create(&PostParams::default(), &pod(name, "n1"))
-                .await
-                .unwrap();
-            eventually(&format!("{name} annotated"), WAIT, || async {
-                annotated_ips(env).await.contains_key(name).then_some(())
-            })
-            .await;
-        }
-    };
-
     let mut a = env.spawn("a", &args(&["-ha-election-retry-period=1"]));
     a.wait_log("acquired the leader-election Lease", WAIT);
-    served("p1").await;
+    annotate(&env, "p1").await;
     let first = holder(&env).await.expect("a holds the Lease");
 
     // A second process of m1 while the first runs: standby, never leading.
@@ -447,7 +433,7 @@ async fn a_master_restarted_after_kill9_takes_its_lease_back_without_waiting_for
         "{}",
         b.log_text()
     );
-    served("p2").await;
+    annotate(&env, "p2").await;
 
     // kill -9 and an immediate restart with every election flag at its default.
     b.kill9();
@@ -460,9 +446,99 @@ async fn a_master_restarted_after_kill9_takes_its_lease_back_without_waiting_for
         gap < Duration::from_secs(15),
         "took {gap:?}: it waited for the expiry"
     );
-    served("p3").await;
+    annotate(&env, "p3").await;
     let spec = lease(&env).await.unwrap().spec.unwrap();
     assert_eq!(spec.lease_duration_seconds, Some(60));
     assert_eq!(spec.lease_transitions, Some(2));
     assert_eq!(c.terminate().code(), Some(0));
+}
+
+/// `make bench`: the master failover gap, as the time from kill -9 of the leading master to the
+/// next pod annotated (a pod created right after the kill), over HA_BENCH_TRIALS (5) trials:
+/// a standby master on another node taking over (lease 4 s, renew 3 s, retry 1 s), and the
+/// same master restarted in place with the default timings (60 / 30 / 20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_master_failover() {
+    let trials: usize = std::env::var("HA_BENCH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let env = Env::start("ha-bench").await;
+    std::fs::write(env.dir.join("empty.conf"), "# flags only\n").unwrap();
+    env.create_nodes(["n1"]).await;
+    let args = |name: &str, default_timings: bool| -> Vec<String> {
+        master_args(&env, name, free_port())
+            .into_iter()
+            .filter(|f| !(default_timings && f.starts_with("-ha-election-")))
+            .map(|f| {
+                if f.starts_with("-loglevel") {
+                    "-loglevel=4".into()
+                } else {
+                    f
+                }
+            })
+            .collect()
+    };
+    let mut pods = 0;
+    let mut next_pod = || {
+        pods += 1;
+        format!("b{pods}")
+    };
+
+    // A standby on another node takes over; the killed one comes back as the new standby.
+    let mut standby_gaps = Vec::new();
+    let mut leader = env.spawn("s0", &args("m1", false));
+    leader.wait_log("acquired the leader-election Lease", WAIT);
+    let mut standby = env.spawn("s1", &args("m2", false));
+    standby.wait_log("standby: another master leads", WAIT);
+    for t in 1..=trials {
+        leader.kill9();
+        let killed = Instant::now();
+        annotate(&env, &next_pod()).await;
+        standby_gaps.push(killed.elapsed());
+        let name = if t % 2 == 1 { "m1" } else { "m2" };
+        leader = std::mem::replace(
+            &mut standby,
+            env.spawn(&format!("s{}", t + 1), &args(name, false)),
+        );
+        standby.wait_log("standby: another master leads", WAIT);
+    }
+    leader.terminate();
+    drop(standby);
+
+    // The same master restarted in place: it takes its own Lease back at once.
+    let mut restart_gaps = Vec::new();
+    let mut m = env.spawn("r0", &args("m3", true));
+    m.wait_log("acquired the leader-election Lease", WAIT);
+    for t in 1..=trials {
+        m.kill9();
+        let killed = Instant::now();
+        m = env.spawn(&format!("r{t}"), &args("m3", true));
+        annotate(&env, &next_pod()).await;
+        restart_gaps.push(killed.elapsed());
+    }
+    let stats = |v: &mut Vec<Duration>| {
+        v.sort();
+        (v[v.len() / 2].as_secs_f64(), v[v.len() - 1].as_secs_f64())
+    };
+    let (s50, smax) = stats(&mut standby_gaps);
+    let (r50, rmax) = stats(&mut restart_gaps);
+    println!(
+        "BENCH master failover (kill -9 -> next pod annotated), {trials} trials: \
+         standby takeover (lease 4 s) p50={s50:.2}s max={smax:.2}s; \
+         restart in place (lease 60 s) p50={r50:.2}s max={rmax:.2}s"
+    );
+}
+
+/// Create pod `name` on n1 and wait for its annotation.
+async fn annotate(env: &Env, name: &str) {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    api.create(&PostParams::default(), &pod(name, "n1"))
+        .await
+        .unwrap();
+    eventually(&format!("{name} annotated"), WAIT, || async {
+        annotated_ips(env).await.contains_key(name).then_some(())
+    })
+    .await;
 }
