@@ -244,3 +244,208 @@ fn wait_until(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::ctl::NbOp;
+    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::*;
+
+    const U: &str = "0123abcd-0000-4000-8000-00000000beef";
+
+    fn db(op: DbOp) -> NbOp {
+        NbOp::Db(op)
+    }
+
+    #[test]
+    fn db_table() {
+        let acl = || DbOp::Create {
+            table: nb::ACL.into(),
+            id: Some("acl1".into()),
+            columns: vec![ColVal::set("priority", 1001), ColVal::set("match", "ip4")],
+        };
+        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+            (
+                "create + set a reference to it",
+                vec![
+                    db(acl()),
+                    db(DbOp::Set {
+                        table: nb::PORT_GROUP.into(),
+                        record: "pg1".into(),
+                        columns: vec![ColVal::set("acls", Val::Set(vec![Val::Ref("acl1".into())]))],
+                        if_exists: false,
+                    }),
+                ],
+                Some(vec!["insert ACL", "wait Port_Group", "update Port_Group"]),
+            ),
+            (
+                "a reference to no row",
+                vec![db(DbOp::Add {
+                    table: nb::LOGICAL_ROUTER.into(),
+                    record: "r1".into(),
+                    column: "nat".into(),
+                    values: vec![Val::Ref("nat0".into())],
+                })],
+                None,
+            ),
+            (
+                "create + add the reference",
+                vec![
+                    db(DbOp::Create {
+                        table: nb::NAT.into(),
+                        id: Some("nat0".into()),
+                        columns: vec![ColVal::set("type", "snat")],
+                    }),
+                    db(DbOp::Add {
+                        table: nb::LOGICAL_ROUTER.into(),
+                        record: "r1".into(),
+                        column: "nat".into(),
+                        values: vec![Val::Ref("nat0".into())],
+                    }),
+                ],
+                Some(vec![
+                    "insert NAT",
+                    "wait Logical_Router",
+                    "mutate Logical_Router",
+                ]),
+            ),
+            ("the same id twice", vec![db(acl()), db(acl())], None),
+            (
+                "remove --if-exists and clear",
+                vec![
+                    db(DbOp::Remove {
+                        table: nb::LOGICAL_ROUTER.into(),
+                        record: "r1".into(),
+                        column: "static_routes".into(),
+                        values: vec![Val::Uuid(U.into())],
+                        if_exists: true,
+                    }),
+                    db(DbOp::Clear {
+                        table: nb::PORT_GROUP.into(),
+                        record: "pg1".into(),
+                        column: "ports".into(),
+                        if_exists: false,
+                    }),
+                ],
+                Some(vec![
+                    "mutate Logical_Router",
+                    "wait Port_Group",
+                    "update Port_Group",
+                ]),
+            ),
+            (
+                "destroy --if-exists",
+                vec![db(DbOp::Destroy {
+                    table: nb::ADDRESS_SET.into(),
+                    record: "as1".into(),
+                    if_exists: true,
+                })],
+                Some(vec!["delete Address_Set"]),
+            ),
+            (
+                "set --if-exists",
+                vec![db(DbOp::Set {
+                    table: nb::LOGICAL_SWITCH_PORT.into(),
+                    record: "pa".into(),
+                    columns: vec![ColVal::set("up", true)],
+                    if_exists: true,
+                })],
+                Some(vec!["update Logical_Switch_Port"]),
+            ),
+            (
+                "wait-until",
+                vec![db(DbOp::WaitUntil {
+                    table: nb::LOGICAL_SWITCH_PORT.into(),
+                    record: "pa".into(),
+                    conditions: vec![ColVal::set("up", true)],
+                })],
+                Some(vec!["wait Logical_Switch_Port"]),
+            ),
+            (
+                "set with another operator",
+                vec![db(DbOp::Set {
+                    table: nb::LOGICAL_SWITCH_PORT.into(),
+                    record: "pa".into(),
+                    columns: vec![ColVal::set("tag", 1).with_op("<")],
+                    if_exists: false,
+                })],
+                None,
+            ),
+            (
+                "an unnamed table by name",
+                vec![db(DbOp::Destroy {
+                    table: nb::ACL.into(),
+                    record: "x".into(),
+                    if_exists: true,
+                })],
+                None,
+            ),
+        ];
+        let r = test_replica();
+        for (what, ops, want) in cases {
+            let got = translate(&txn(ops), &r);
+            match want {
+                Some(k) => assert_eq!(
+                    kinds(&got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
+                    k,
+                    "{what}"
+                ),
+                None => assert!(got.is_err(), "{what}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn values_land_as_ovsdb_mutations() {
+        let t = txn(vec![
+            db(DbOp::Remove {
+                table: nb::LOAD_BALANCER.into(),
+                record: U.into(),
+                column: "vips".into(),
+                values: vec![Val::str("10.96.0.1:80")],
+                if_exists: true,
+            }),
+            db(DbOp::Set {
+                table: nb::LOAD_BALANCER.into(),
+                record: U.into(),
+                columns: vec![ColVal::key("vips", "10.96.0.2:80", "10.1.0.5:8080")],
+                if_exists: false,
+            }),
+            db(DbOp::Clear {
+                table: nb::LOGICAL_SWITCH.into(),
+                record: "n1".into(),
+                column: "other_config".into(),
+                if_exists: true,
+            }),
+            db(DbOp::Add {
+                table: nb::LOGICAL_SWITCH.into(),
+                record: "n1".into(),
+                column: "external_ids".into(),
+                values: vec![Val::str_map([("k", "v")])],
+            }),
+        ]);
+        let p = translate(&t, &test_replica()).unwrap();
+        assert_eq!(
+            p.ops[0],
+            json!({"op": "mutate", "table": nb::LOAD_BALANCER, "where": [["_uuid", "==", ["uuid", U]]],
+                   "mutations": [["vips", "delete", ["set", ["10.96.0.1:80"]]]]})
+        );
+        assert_eq!(p.ops[1]["rows"], json!([{"_uuid": ["uuid", U]}]));
+        assert_eq!(
+            p.ops[2]["mutations"],
+            json!([
+                ["vips", "delete", ["set", ["10.96.0.2:80"]]],
+                [
+                    "vips",
+                    "insert",
+                    ["map", [["10.96.0.2:80", "10.1.0.5:8080"]]]
+                ]
+            ])
+        );
+        assert_eq!(p.ops[3]["row"], json!({"other_config": ["map", []]}));
+        assert_eq!(
+            p.ops[5]["mutations"],
+            json!([["external_ids", "insert", ["map", [["k", "v"]]]]])
+        );
+    }
+}

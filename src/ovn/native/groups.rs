@@ -79,3 +79,128 @@ pub fn pg_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
     cx.mark(PG, name, Done::Deleted);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::ctl::NbOp;
+    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::*;
+
+    fn ports(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn groups_table() {
+        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+            (
+                "pg-add with ports of the replica",
+                vec![NbOp::PgAdd {
+                    name: "pg1".into(),
+                    ports: ports(&["pa", "pb"]),
+                }],
+                Some(vec![
+                    "wait Logical_Switch_Port",
+                    "wait Logical_Switch_Port",
+                    "insert Port_Group",
+                ]),
+            ),
+            (
+                "pg-add with a port of the same batch, then set its ports",
+                vec![
+                    NbOp::LspAdd {
+                        switch: "n1".into(),
+                        name: "x".into(),
+                    },
+                    NbOp::PgAdd {
+                        name: "pg1".into(),
+                        ports: ports(&["x"]),
+                    },
+                    NbOp::PgSetPorts {
+                        name: "pg1".into(),
+                        ports: ports(&["x", "pa"]),
+                    },
+                ],
+                Some(vec![
+                    "wait Logical_Switch",
+                    "insert Logical_Switch_Port",
+                    "mutate Logical_Switch",
+                    "insert Port_Group",
+                    "wait Logical_Switch_Port",
+                ]),
+            ),
+            (
+                "pg-add with a missing port",
+                vec![NbOp::PgAdd {
+                    name: "pg1".into(),
+                    ports: ports(&["ghost"]),
+                }],
+                None,
+            ),
+            (
+                "pg-set-ports of an existing group",
+                vec![NbOp::PgSetPorts {
+                    name: "pg1".into(),
+                    ports: ports(&["pa"]),
+                }],
+                Some(vec![
+                    "wait Logical_Switch_Port",
+                    "wait Port_Group",
+                    "update Port_Group",
+                ]),
+            ),
+            (
+                "pg-del",
+                vec![NbOp::PgDel { name: "pg1".into() }],
+                Some(vec!["delete Port_Group"]),
+            ),
+            (
+                "pg-add twice",
+                vec![
+                    NbOp::PgAdd {
+                        name: "pg1".into(),
+                        ports: vec![],
+                    },
+                    NbOp::PgAdd {
+                        name: "pg1".into(),
+                        ports: vec![],
+                    },
+                ],
+                None,
+            ),
+        ];
+        let r = test_replica();
+        for (what, ops, want) in cases {
+            let got = translate(&txn(ops), &r);
+            match want {
+                Some(k) => assert_eq!(
+                    kinds(&got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
+                    k,
+                    "{what}"
+                ),
+                None => assert!(matches!(got, Err(NotNative::Refused(_))), "{what}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn members_are_uuids_or_named_uuids() {
+        let t = txn(vec![
+            NbOp::LspAdd {
+                switch: "n1".into(),
+                name: "x".into(),
+            },
+            NbOp::PgAdd {
+                name: "pg1".into(),
+                ports: ports(&["x", "pa"]),
+            },
+        ]);
+        let p = translate(&t, &test_replica()).unwrap();
+        let id = &p.ops[1]["uuid-name"];
+        assert_eq!(p.ops[3]["op"], "wait");
+        assert_eq!(
+            p.ops[4]["row"],
+            json!({"name": "pg1", "ports": ["set", [["named-uuid", id], ["uuid", "p1"]]]})
+        );
+    }
+}

@@ -392,3 +392,123 @@ fn one(cx: &mut Ctx, op: &NbOp) -> Result<(), NotNative> {
         }
     }
 }
+
+/// A replica built in memory for the family tests: switches `n1` (ports `a` = 10.1.0.5,
+/// `b`) and `join`, switch `dup` twice, router `r1` with port `rtos-n1`, port `c` on `join`.
+#[cfg(test)]
+pub fn test_replica() -> Replica {
+    let mut r = Replica::default();
+    r.apply(&json!({
+        nb::LOGICAL_SWITCH: {
+            "s1": {"initial": {"name": "n1", "ports": ["set", [["uuid", "p1"], ["uuid", "p2"]]]}},
+            "s2": {"initial": {"name": "join", "ports": ["uuid", "p3"]}},
+            "s3": {"initial": {"name": "dup"}},
+            "s4": {"initial": {"name": "dup"}}},
+        nb::LOGICAL_SWITCH_PORT: {
+            "p1": {"initial": {"name": "pa", "addresses": "0a:58:0a:01:00:05 10.1.0.5"}},
+            "p2": {"initial": {"name": "pb"}},
+            "p3": {"initial": {"name": "pc", "addresses": "router"}}},
+        nb::LOGICAL_ROUTER: {"r1": {"initial": {"name": "r1", "ports": ["uuid", "l1"]}}},
+        nb::LOGICAL_ROUTER_PORT: {"l1": {"initial": {"name": "rtos-n1",
+            "mac": "0a:58:0a:01:00:01", "networks": "10.1.0.1/24"}}},
+    }))
+    .unwrap_or_else(|e| panic!("test replica: {e:#}"));
+    r.synced = true;
+    r
+}
+
+/// The plan's ops as `"op table"` strings, for table-style comparisons.
+#[cfg(test)]
+pub fn kinds(p: &Plan) -> Vec<String> {
+    p.ops
+        .iter()
+        .map(|o| {
+            format!(
+                "{} {}",
+                o["op"].as_str().unwrap_or("?"),
+                o["table"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub fn txn(ops: Vec<NbOp>) -> NbTxn {
+    let mut t = NbTxn::new();
+    t.extend(ops);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_resolve_references_to_rows_of_the_transaction() {
+        let refs = HashSet::from(["acl1".to_string()]);
+        let cases = [
+            (Val::str("x"), Some(json!("x"))),
+            (Val::Int(3), Some(json!(3))),
+            (Val::Uuid("u".into()), Some(json!(["uuid", "u"]))),
+            (Val::Ref("acl1".into()), Some(json!(["named-uuid", "acl1"]))),
+            (Val::Ref("acl2".into()), None),
+            (
+                Val::Set(vec![Val::Ref("acl1".into()), Val::Uuid("u".into())]),
+                Some(json!(["set", [["named-uuid", "acl1"], ["uuid", "u"]]])),
+            ),
+            (
+                Val::str_map([("k", "v")]),
+                Some(json!(["map", [["k", "v"]]])),
+            ),
+        ];
+        for (v, want) in cases {
+            assert_eq!(val_json(&v, &refs).ok(), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn ids_must_be_plain_unique_and_not_ours() {
+        let r = Replica::default();
+        let mut cx = Ctx::new(&r);
+        for (id, ok) in [
+            ("acl1", true),
+            ("acl1", false),
+            ("__lsp1", false),
+            ("a-b", false),
+            ("1a", false),
+            ("_x", true),
+        ] {
+            assert_eq!(cx.define(id).is_ok(), ok, "{id}");
+        }
+        assert!(cx.row_id("lsp").starts_with("__"));
+    }
+
+    #[test]
+    fn records_are_uuids_or_names_of_named_tables() {
+        let u = "0123abcd-0000-4000-8000-00000000beef";
+        let cases = [
+            (nb::LOAD_BALANCER, u, Some(by_uuid(u))),
+            (nb::ACL, u, Some(by_uuid(u))),
+            (nb::LOGICAL_SWITCH, "n1", Some(by_name("n1"))),
+            (nb::ACL, "n1", None),
+            // Could be a uuid prefix to ovn-nbctl.
+            (nb::LOGICAL_SWITCH, "beef", None),
+        ];
+        for (t, rec, want) in cases {
+            assert_eq!(record_cond(t, rec).ok(), want, "{t} {rec}");
+        }
+        assert_eq!(table_const("logical_switch"), Ok(nb::LOGICAL_SWITCH));
+        assert!(table_const("Bridge").is_err());
+    }
+
+    #[test]
+    fn routes_and_nat_commands_are_left_to_nbctl() {
+        let r = test_replica();
+        let t = txn(vec![NbOp::LrNatDel {
+            router: "r1".into(),
+            kind: None,
+            ip: None,
+        }]);
+        assert!(matches!(translate(&t, &r), Err(NotNative::Unsupported(_))));
+    }
+}

@@ -176,6 +176,7 @@ pub fn lsp_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
                     wait_none(LSP, name),
                     format!("lsp-del {name}: still absent"),
                 );
+                cx.mark(LSP, name, Done::Deleted);
                 return Ok(());
             };
             let uuid = json!(["uuid", u]);
@@ -195,5 +196,190 @@ pub fn lsp_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
             cx.mark(LSP, name, Done::Deleted);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::ctl::NbOp;
+    use super::super::super::ovsdb::{ColVal, DbOp, Val};
+    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::*;
+
+    fn add(sw: &str, port: &str, addr: &str) -> Vec<NbOp> {
+        vec![
+            NbOp::LspAdd {
+                switch: sw.into(),
+                name: port.into(),
+            },
+            NbOp::LspSetAddresses {
+                name: port.into(),
+                addresses: vec![addr.into()],
+            },
+        ]
+    }
+
+    fn del(port: &str) -> NbOp {
+        NbOp::LspDel { name: port.into() }
+    }
+
+    #[test]
+    fn port_add_merges_into_one_insert() {
+        let mut ops = add("n1", "default_x", "0a:58:0a:01:00:09 10.1.0.9");
+        ops.push(NbOp::Db(DbOp::Set {
+            table: LSP.into(),
+            record: "default_x".into(),
+            columns: vec![
+                ColVal::key("external_ids", "pod", "true"),
+                ColVal::key("external_ids", "pod", "yes"),
+                ColVal::set("dynamic_addresses", Val::Set(Vec::new())),
+            ],
+            if_exists: false,
+        }));
+        let p = translate(&txn(ops), &test_replica()).unwrap();
+        assert_eq!(
+            kinds(&p),
+            [
+                "wait Logical_Switch",
+                "insert Logical_Switch_Port",
+                "mutate Logical_Switch"
+            ]
+        );
+        assert_eq!(p.what.len(), p.ops.len());
+        assert_eq!(
+            p.ops[1]["row"],
+            json!({"name": "default_x", "addresses": ["set", ["0a:58:0a:01:00:09 10.1.0.9"]],
+                    "external_ids": ["map", [["pod", "yes"]]], "dynamic_addresses": ["set", []]})
+        );
+        let id = p.ops[1]["uuid-name"].clone();
+        assert_eq!(
+            p.ops[2]["mutations"],
+            json!([["ports", "insert", ["set", [["named-uuid", id]]]]])
+        );
+    }
+
+    /// (case, ops, the plan's op kinds or None when refused)
+    #[test]
+    fn ports_table() {
+        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+            (
+                "may-exist on the port's switch: guards only",
+                add("n1", "pa", "0a:58:0a:01:00:05 10.1.0.5"),
+                Some(vec![
+                    "wait Logical_Switch_Port",
+                    "wait Logical_Switch",
+                    "wait Logical_Switch_Port",
+                    "update Logical_Switch_Port",
+                ]),
+            ),
+            (
+                "may-exist on another switch",
+                add("join", "pa", "0a:58:0a:01:00:05 10.1.0.5"),
+                None,
+            ),
+            (
+                "an IP of another port of the switch",
+                add("n1", "x", "0a:58:0a:01:00:05 10.1.0.5"),
+                None,
+            ),
+            (
+                "the same IP on another switch",
+                add("join", "x", "0a:58:0a:01:00:05 10.1.0.5"),
+                Some(vec![
+                    "wait Logical_Switch",
+                    "insert Logical_Switch_Port",
+                    "mutate Logical_Switch",
+                ]),
+            ),
+            (
+                "one IP twice in the batch",
+                [
+                    add("n1", "x", "0a:58:0a:01:00:09 10.1.0.9"),
+                    add("n1", "y", "0a:58:0a:01:00:0a 10.1.0.9"),
+                ]
+                .concat(),
+                None,
+            ),
+            (
+                "the IP of a port deleted earlier in the batch",
+                [
+                    vec![del("pa")],
+                    add("n1", "x", "0a:58:0a:01:00:05 10.1.0.5"),
+                ]
+                .concat(),
+                Some(vec![
+                    "wait Logical_Switch_Port",
+                    "mutate Logical_Switch",
+                    "delete Logical_Switch_Port",
+                    "wait Logical_Switch",
+                    "insert Logical_Switch_Port",
+                    "mutate Logical_Switch",
+                ]),
+            ),
+            (
+                "delete an absent port",
+                vec![del("nope"), del("nope")],
+                Some(vec!["wait Logical_Switch_Port"]),
+            ),
+            (
+                "addresses of an unknown port",
+                vec![NbOp::LspSetAddresses {
+                    name: "ghost".into(),
+                    addresses: vec!["0a:58:0a:01:00:05 10.1.0.7".into()],
+                }],
+                None,
+            ),
+        ];
+        let r = test_replica();
+        for (what, ops, want) in cases {
+            let got = translate(&txn(ops), &r);
+            match want {
+                Some(k) => assert_eq!(
+                    kinds(&got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
+                    k,
+                    "{what}"
+                ),
+                None => assert!(matches!(got, Err(NotNative::Refused(_))), "{what}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn delete_is_guarded_by_the_replica_uuid() {
+        let p = translate(&txn(vec![del("pa")]), &test_replica()).unwrap();
+        assert_eq!(
+            p.ops[0]["where"],
+            json!([["_uuid", "==", ["uuid", "p1"]], ["name", "==", "pa"]])
+        );
+        assert_eq!(
+            p.ops[1]["where"],
+            json!([["ports", "includes", ["uuid", "p1"]]])
+        );
+        assert_eq!(p.ops[2]["where"], json!([["_uuid", "==", ["uuid", "p1"]]]));
+    }
+
+    #[test]
+    fn odd_shapes_are_left_to_nbctl() {
+        let cases = vec![
+            vec![del("beef")],
+            vec![NbOp::LspSetAddresses {
+                name: "pa".into(),
+                addresses: vec!["0a:58:0a:01:00:05 10.1.0.5/24".into()],
+            }],
+            [add("n1", "x", "0a:58:0a:01:00:09 10.1.0.9"), vec![del("x")]].concat(),
+        ];
+        for ops in cases {
+            let got = translate(&txn(ops.clone()), &test_replica());
+            assert!(
+                matches!(got, Err(NotNative::Unsupported(_))),
+                "{ops:?}: {got:?}"
+            );
+        }
+        assert_eq!(check_address("0a:58:0a:01:00:05"), Ok(false));
+        assert_eq!(check_address("unknown"), Ok(false));
+        assert_eq!(
+            check_address("0a:58:0a:01:00:05 10.1.0.5 fd00::5"),
+            Ok(true)
+        );
     }
 }

@@ -288,3 +288,212 @@ pub fn lb_del(cx: &mut Ctx, lb: &str) -> Result<(), NotNative> {
     cx.push(delete(LB, by_uuid(lb)), format!("lb-del {lb}"));
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::ctl::NbOp;
+    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::*;
+
+    const U: &str = "0123abcd-0000-4000-8000-00000000beef";
+
+    fn lrp_add(router: &str, name: &str, mac: &str, net: &str) -> NbOp {
+        NbOp::LrpAdd {
+            router: router.into(),
+            name: name.into(),
+            mac: mac.into(),
+            networks: vec![net.into()],
+        }
+    }
+
+    /// (case, ops, the plan's op kinds or None when refused)
+    #[test]
+    fn topology_table() {
+        let ls_add = |n: &str| NbOp::LsAdd { name: n.into() };
+        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+            (
+                "ls-add of a new switch",
+                vec![ls_add("n2"), ls_add("n2")],
+                Some(vec!["wait Logical_Switch", "insert Logical_Switch"]),
+            ),
+            (
+                "ls-add of an existing switch",
+                vec![ls_add("n1")],
+                Some(vec!["wait Logical_Switch"]),
+            ),
+            (
+                "ls-add of a name two switches have",
+                vec![ls_add("dup")],
+                None,
+            ),
+            (
+                "lr-add of an existing router",
+                vec![NbOp::LrAdd { name: "r1".into() }],
+                Some(vec!["wait Logical_Router"]),
+            ),
+            (
+                "ls-del of a switch, then of it again",
+                vec![
+                    NbOp::LsDel { name: "n1".into() },
+                    NbOp::LsDel { name: "n1".into() },
+                ],
+                Some(vec!["wait Logical_Switch", "delete Logical_Switch"]),
+            ),
+            (
+                "lr-del of an absent router",
+                vec![NbOp::LrDel { name: "gr".into() }],
+                Some(vec!["wait Logical_Router"]),
+            ),
+            (
+                "ls-del of a duplicated name",
+                vec![NbOp::LsDel { name: "dup".into() }],
+                None,
+            ),
+            (
+                "lrp-add of a new port",
+                vec![lrp_add("r1", "rtoj", "0a:58:64:40:00:01", "100.64.0.1/16")],
+                Some(vec![
+                    "wait Logical_Router",
+                    "insert Logical_Router_Port",
+                    "mutate Logical_Router",
+                ]),
+            ),
+            (
+                "lrp-add of the port as it is (mac case aside)",
+                vec![lrp_add("r1", "rtos-n1", "0A:58:0a:01:00:01", "10.1.0.1/24")],
+                Some(vec!["wait Logical_Router_Port", "wait Logical_Router"]),
+            ),
+            (
+                "lrp-add with another mac",
+                vec![lrp_add("r1", "rtos-n1", "0a:58:0a:01:00:02", "10.1.0.1/24")],
+                None,
+            ),
+            (
+                "lrp-add with other networks",
+                vec![lrp_add("r1", "rtos-n1", "0a:58:0a:01:00:01", "10.1.0.2/24")],
+                None,
+            ),
+            (
+                "lrp-add on another router",
+                vec![lrp_add("r2", "rtos-n1", "0a:58:0a:01:00:01", "10.1.0.1/24")],
+                None,
+            ),
+            (
+                "lrp-add with a bad network",
+                vec![lrp_add("r1", "x", "0a:58:0a:01:00:01", "10.1.0.1")],
+                None,
+            ),
+            (
+                "lrp-add with a bad mac",
+                vec![lrp_add("r1", "x", "0a:58:0a:01:00", "10.1.0.1/24")],
+                None,
+            ),
+            (
+                "lrp-del then lrp-add: re-created",
+                vec![
+                    NbOp::LrpDel {
+                        name: "rtos-n1".into(),
+                    },
+                    lrp_add("r1", "rtos-n1", "0a:58:0a:01:00:02", "10.1.0.1/24"),
+                ],
+                Some(vec![
+                    "wait Logical_Router_Port",
+                    "mutate Logical_Router",
+                    "delete Logical_Router_Port",
+                    "wait Logical_Router",
+                    "insert Logical_Router_Port",
+                    "mutate Logical_Router",
+                ]),
+            ),
+            (
+                "lrp-del of an absent port",
+                vec![NbOp::LrpDel { name: "x".into() }],
+                Some(vec!["wait Logical_Router_Port"]),
+            ),
+            (
+                "ls-lb-add, ls-lb-del, lr-lb-add",
+                vec![
+                    NbOp::LsLbAdd {
+                        switch: "n1".into(),
+                        lb: U.into(),
+                    },
+                    NbOp::LsLbDel {
+                        switch: "n1".into(),
+                        lb: U.into(),
+                    },
+                    NbOp::LrLbAdd {
+                        router: "r1".into(),
+                        lb: U.into(),
+                    },
+                ],
+                Some(vec![
+                    "wait Logical_Switch",
+                    "wait Load_Balancer",
+                    "mutate Logical_Switch",
+                    "wait Logical_Switch",
+                    "mutate Logical_Switch",
+                    "wait Logical_Router",
+                    "wait Load_Balancer",
+                    "mutate Logical_Router",
+                ]),
+            ),
+            (
+                "lb-del",
+                vec![NbOp::LbDel { lb: U.into() }],
+                Some(vec![
+                    "mutate Logical_Switch",
+                    "mutate Logical_Router",
+                    "delete Load_Balancer",
+                ]),
+            ),
+        ];
+        let r = test_replica();
+        for (what, ops, want) in cases {
+            let got = translate(&txn(ops), &r);
+            match want {
+                Some(k) => assert_eq!(
+                    kinds(&got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
+                    k,
+                    "{what}"
+                ),
+                None => assert!(matches!(got, Err(NotNative::Refused(_))), "{what}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn guards_hold_the_decisions() {
+        let r = test_replica();
+        // Absent: a wait for none; present as asked: the row's mac and networks as read.
+        let p = translate(&txn(vec![NbOp::LsAdd { name: "n2".into() }]), &r).unwrap();
+        assert_eq!(p.ops[0], wait_none(nb::LOGICAL_SWITCH, "n2"));
+        let p = translate(
+            &txn(vec![lrp_add(
+                "r1",
+                "rtos-n1",
+                "0a:58:0a:01:00:01",
+                "10.1.0.1/24",
+            )]),
+            &r,
+        )
+        .unwrap();
+        assert_eq!(
+            p.ops[0]["rows"],
+            json!([{"name": "rtos-n1", "mac": "0a:58:0a:01:00:01", "networks": ["set", ["10.1.0.1/24"]]}])
+        );
+        assert_eq!(
+            p.ops[1]["where"],
+            json!([["name", "==", "r1"], ["ports", "includes", ["uuid", "l1"]]])
+        );
+        let p = translate(&txn(vec![NbOp::LbDel { lb: U.into() }]), &r).unwrap();
+        assert_eq!(
+            p.ops[0]["where"],
+            json!([["load_balancer", "includes", ["uuid", U]]])
+        );
+        // Load balancers by name are left to ovn-nbctl.
+        let t = txn(vec![NbOp::LbDel {
+            lb: "cluster-lb-tcp".into(),
+        }]);
+        assert!(matches!(translate(&t, &r), Err(NotNative::Unsupported(_))));
+    }
+}
