@@ -200,10 +200,17 @@ pub fn table_const(table: &str) -> Result<&'static str, NotNative> {
     }
 }
 
-/// `ovn-nbctl` resolves a record argument as a uuid (or a uuid prefix) before a name; names
-/// that could be read that way are left to it.
+/// `ovn-nbctl` resolves a record argument as a full uuid first, then by name, then as a
+/// uuid prefix; a name that could be read as a uuid or a prefix of one (hex digits, with `-`
+/// exactly where a uuid has them) is left to it. Longer hex names (the address sets' `a`
+/// followed by a hash) can never be a prefix: a uuid has a `-` after 8 digits.
 pub fn plain_name(n: &str) -> Result<(), NotNative> {
-    if n.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    let could_be_uuid = n.len() <= 36
+        && n.chars().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if could_be_uuid {
         return unsupported(format!("record {n:?} could be a uuid"));
     }
     Ok(())
@@ -491,8 +498,15 @@ mod tests {
             (nb::ACL, u, Some(by_uuid(u))),
             (nb::LOGICAL_SWITCH, "n1", Some(by_name("n1"))),
             (nb::ACL, "n1", None),
-            // Could be a uuid prefix to ovn-nbctl.
+            // Could be a uuid prefix to ovn-nbctl; the longer hex names never are.
             (nb::LOGICAL_SWITCH, "beef", None),
+            (nb::LOGICAL_SWITCH, "0123abcd-01", None),
+            (
+                nb::ADDRESS_SET,
+                "a7148608989646301645",
+                Some(by_name("a7148608989646301645")),
+            ),
+            (nb::ADDRESS_SET, "0123abcd-0g", Some(by_name("0123abcd-0g"))),
         ];
         for (t, rec, want) in cases {
             assert_eq!(record_cond(t, rec).ok(), want, "{t} {rec}");
