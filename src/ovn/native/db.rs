@@ -248,7 +248,7 @@ fn wait_until(
 #[cfg(test)]
 mod tests {
     use super::super::super::ctl::NbOp;
-    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::super::plan::{Case, kinds, test_replica, translate, txn};
     use super::*;
 
     const U: &str = "0123abcd-0000-4000-8000-00000000beef";
@@ -264,7 +264,7 @@ mod tests {
             id: Some("acl1".into()),
             columns: vec![ColVal::set("priority", 1001), ColVal::set("match", "ip4")],
         };
-        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "create + set a reference to it",
                 vec![

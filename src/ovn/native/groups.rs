@@ -83,7 +83,7 @@ pub fn pg_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
 #[cfg(test)]
 mod tests {
     use super::super::super::ctl::NbOp;
-    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::super::plan::{Case, kinds, test_replica, translate, txn};
     use super::*;
 
     fn ports(p: &[&str]) -> Vec<String> {
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn groups_table() {
-        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "pg-add with ports of the replica",
                 vec![NbOp::PgAdd {

@@ -439,6 +439,10 @@ pub fn kinds(p: &Plan) -> Vec<String> {
         .collect()
 }
 
+/// A table-test case: what it is, the ops, and the plan's op kinds (`None`: no plan).
+#[cfg(test)]
+pub type Case = (&'static str, Vec<NbOp>, Option<Vec<&'static str>>);
+
 #[cfg(test)]
 pub fn txn(ops: Vec<NbOp>) -> NbTxn {
     let mut t = NbTxn::new();

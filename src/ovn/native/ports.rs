@@ -203,7 +203,7 @@ pub fn lsp_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
 mod tests {
     use super::super::super::ctl::NbOp;
     use super::super::super::ovsdb::{ColVal, DbOp, Val};
-    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::super::plan::{Case, kinds, test_replica, translate, txn};
     use super::*;
 
     fn add(sw: &str, port: &str, addr: &str) -> Vec<NbOp> {
@@ -261,7 +261,7 @@ mod tests {
     /// (case, ops, the plan's op kinds or None when refused)
     #[test]
     fn ports_table() {
-        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "may-exist on the port's switch: guards only",
                 add("n1", "pa", "0a:58:0a:01:00:05 10.1.0.5"),

@@ -292,7 +292,7 @@ pub fn lb_del(cx: &mut Ctx, lb: &str) -> Result<(), NotNative> {
 #[cfg(test)]
 mod tests {
     use super::super::super::ctl::NbOp;
-    use super::super::plan::{kinds, test_replica, translate, txn};
+    use super::super::plan::{Case, kinds, test_replica, translate, txn};
     use super::*;
 
     const U: &str = "0123abcd-0000-4000-8000-00000000beef";
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn topology_table() {
         let ls_add = |n: &str| NbOp::LsAdd { name: n.into() };
-        let cases: Vec<(&str, Vec<NbOp>, Option<Vec<&str>>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "ls-add of a new switch",
                 vec![ls_add("n2"), ls_add("n2")],
