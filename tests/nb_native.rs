@@ -375,8 +375,8 @@ async fn reconnects_after_an_nb_restart() {
     }
 }
 
-/// The real binary picks the native backend for a `tcp:` NB and serves pods without handing
-/// their transactions to ovn-nbctl.
+/// The real binary picks the native backend for a `tcp:` NB and serves the topology, the
+/// node and its pods without handing a transaction or query to ovn-nbctl.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_pods_natively() {
     use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
@@ -400,7 +400,6 @@ async fn the_binary_serves_pods_natively() {
     };
     nodes.create(&PostParams::default(), &node).await.unwrap();
     master.wait_log("pod worker started", Duration::from_secs(60));
-    let before = master.log_text().matches("through ovn-nbctl").count();
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     for i in 0..20 {
         let p = Pod {
@@ -430,21 +429,17 @@ async fn the_binary_serves_pods_natively() {
             .then_some(())
     })
     .await;
+    // Nothing the master writes or reads goes through ovn-nbctl: not the pods, not the
+    // cluster topology, the node's switch, the service load balancers or the policy
+    // controller's address sets (each fallback is logged at debug level, which -loglevel=5
+    // shows; the line below proves the log has debug lines).
     let log = master.log_text();
-    let pod_fallbacks: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("through ovn-nbctl") && l.contains("default_w"))
-        .collect();
-    assert!(pod_fallbacks.is_empty(), "{pod_fallbacks:#?}");
-    // Other controllers may still write through ovn-nbctl meanwhile (the policy controller's
-    // address sets react to the node); none of those writes may touch a logical switch port.
-    let later: Vec<&str> = log
+    assert!(log.contains("DEBUG"), "the master logs no debug lines");
+    let fallbacks: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("through ovn-nbctl"))
-        .skip(before)
-        .filter(|l| l.contains("Logical_Switch_Port") || l.contains("Lsp"))
         .collect();
-    assert!(later.is_empty(), "{later:#?}");
+    assert!(fallbacks.is_empty(), "{fallbacks:#?}");
     assert_eq!(
         env.central
             .nbctl(&[
