@@ -32,6 +32,11 @@ pub const DEPENDENCY: Policy = Policy::new(Duration::from_millis(100), Duration:
 /// connection attempt per second and process costs a server nothing.
 pub const RECONNECT: Policy = Policy::new(Duration::from_millis(100), Duration::from_secs(1));
 
+/// An NB transaction aborted because a guard of its translation no longer held (another
+/// client changed what it was decided on): 10 ms doubling to 200 ms, a handful of times,
+/// while the local replica catches up with that change.
+pub const NB_TXN_ABORT: Policy = Policy::new(Duration::from_millis(10), Duration::from_millis(200));
+
 impl Policy {
     pub const fn new(base: Duration, max: Duration) -> Self {
         Policy { base, max }
