@@ -25,12 +25,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::ipam::{Ipam, PodNet, parse_annotation};
+use super::ipam::Ipam;
 use super::pods_plan::{
     Blocked, Claim, Entry, PortRow, PortState, after_new_database, claim, delete_ops,
     pod_annotation, pod_node, pod_ns, port_ops, rebuild, stale_ports,
 };
-use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, parse_host_subnet};
+use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, PodNetwork, parse_host_subnet};
 use crate::kube::{Change, events, key};
 use crate::ovn::names::pod_port;
 use crate::ovn::signals::{NbEpoch, NbSignals, next_change};
@@ -227,8 +227,9 @@ impl Worker {
             .pod
             .as_ref()
             .and_then(|o| pod_annotation(o).map(str::to_string));
-        let ours =
-            |net: &PodNet, v: &str| parse_annotation(v, self.ipam.addrs()).as_ref() == Ok(net);
+        let ours = |net: &PodNetwork, v: &str| {
+            PodNetwork::parse_for_node(v, self.ipam.addrs()).as_ref() == Ok(net)
+        };
         if !same_pod {
             // Re-created under the same name: keep the address when the new pod does not ask
             // for another one, otherwise remove the old port first.
@@ -358,7 +359,7 @@ impl Worker {
         }
     }
 
-    fn release(&mut self, net: &PodNet) {
+    fn release(&mut self, net: &PodNetwork) {
         self.ipam.release(net.ip);
         // Room may have appeared for pods that were waiting.
         let waiting: Vec<String> = self.waiting.drain().collect();
@@ -684,11 +685,12 @@ impl Worker {
 
 /// Write the `ovn` annotation; returns the pod's new resourceVersion. A pod deleted meanwhile
 /// is not an error (its delete event follows).
-async fn annotate(shared: &Shared, pod: &Pod, net: &PodNet) -> Result<Option<u64>> {
+async fn annotate(shared: &Shared, pod: &Pod, net: &PodNetwork) -> Result<Option<u64>> {
     let _slot = shared.patch_slots.acquire().await?;
     let (ns, name) = (pod_ns(pod), pod.name_any());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
-    let patch = serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.annotation()}}});
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.to_annotation()}}});
     match api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await

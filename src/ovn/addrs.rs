@@ -11,6 +11,28 @@ pub fn mac_from_ip(ip: Ipv4Addr) -> String {
     format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
+/// A unicast MAC in colon form, normalised to lower case; `None` otherwise.
+pub fn parse_mac(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    let first = u8::from_str_radix(parts[0], 16).ok()?;
+    if first & 1 != 0 {
+        // Multicast/broadcast MACs cannot be a port address.
+        return None;
+    }
+    if parts.iter().all(|p| *p == "00") {
+        // The all-zero MAC is no station's address.
+        return None;
+    }
+    Some(s.to_ascii_lowercase())
+}
+
 /// Addresses derived from a node subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeAddrs {

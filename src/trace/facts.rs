@@ -9,13 +9,13 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::plan::{Acl, Endpoint, Isolation, Target};
-use crate::cni::types::PodNetwork;
 use crate::controller::pods_plan::{
     EXT_LOGICAL_SWITCH, EXT_POD_KEY, LSP, pod_annotation, pod_node,
 };
 use crate::controller::policy_model::compile;
 use crate::controller::policy_plan::{ACL, PORT_GROUP, policy_pg};
 use crate::controller::services::vips::Proto;
+use crate::kube::annotations::PodNetwork;
 use crate::ovn::names::{pod_port, rtos};
 use crate::ovn::{Query, Row};
 
