@@ -32,7 +32,7 @@ use super::pods_plan::{
 };
 use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, PodNetwork, parse_host_subnet};
 use crate::kube::{Change, events, key};
-use crate::ovn::names::pod_port;
+use crate::ovn::names::{pod_port, pod_port_of_key};
 use crate::ovn::signals::{NbEpoch, NbSignals, next_change};
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
 use crate::util::cancel::CancelToken;
@@ -430,7 +430,7 @@ impl Worker {
                 // Deleted (or re-created with another address): the old port goes first.
                 let port = match &e.pod {
                     Some(p) => pod_port(&pod_ns(p), &p.name_any()),
-                    None => k.replacen('/', "_", 1),
+                    None => pod_port_of_key(&k),
                 };
                 if e.port == PortState::Absent {
                     self.finish_delete(&k);
@@ -542,7 +542,7 @@ impl Worker {
                                 tracing::info!(node = %self.node, ip = %net.ip, mac = %net.mac, "logical port ready");
                                 self.shared.port_event(PortEvent::Up {
                                     pod: k.clone(),
-                                    port: k.replacen('/', "_", 1),
+                                    port: pod_port_of_key(&k),
                                     ip: net.ip,
                                 });
                             }
@@ -618,7 +618,7 @@ impl Worker {
         e.port = PortState::Absent;
         self.shared.port_event(PortEvent::Down {
             pod: k.to_string(),
-            port: k.replacen('/', "_", 1),
+            port: pod_port_of_key(k),
         });
         let gone = e.pod.is_none();
         if gone {
@@ -765,7 +765,7 @@ impl Running {
             if let (PortState::Synced, Some(net)) = (e.port, &e.net) {
                 self.shared.port_event(PortEvent::Up {
                     pod: k.clone(),
-                    port: k.replacen('/', "_", 1),
+                    port: pod_port_of_key(k),
                     ip: net.ip,
                 });
             }

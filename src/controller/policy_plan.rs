@@ -22,9 +22,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::policy_model::{Compiled, Labels, Peer, PortMatch, Proto, Rule};
+use super::policy_model::{Compiled, Labels, Peer, PortMatch, Rule};
 use crate::ovn::names::hash_name;
-use crate::ovn::{ColVal, DbOp, NbOp, Query, Row, Val};
+use crate::ovn::{ColVal, DbOp, NbOp, Proto, Query, Row, Val};
 
 pub const PRIO_DENY: i64 = 1000;
 pub const PRIO_ALLOW: i64 = 1001;
@@ -256,13 +256,13 @@ fn one_or_any(mut parts: Vec<String>) -> String {
 
 fn port_clause(p: &PortMatch) -> Option<String> {
     match p {
-        PortMatch::Any(proto) => Some(proto.ovn().to_string()),
+        PortMatch::Any(proto) => Some(proto.lower().to_string()),
         PortMatch::Range { proto, from, to } if from == to => {
-            Some(format!("{}.dst == {from}", proto.ovn()))
+            Some(format!("{}.dst == {from}", proto.lower()))
         }
         PortMatch::Range { proto, from, to } => Some(format!(
             "({0}.dst >= {from} && {0}.dst <= {to})",
-            proto.ovn()
+            proto.lower()
         )),
         PortMatch::Named { .. } => None,
     }
@@ -439,7 +439,7 @@ fn rule_objects(
         }
     }
     for ((proto, num), ips) in groups {
-        let k = format!("{key}.{}.{num}", proto.ovn());
+        let k = format!("{key}.{}.{num}", proto.lower());
         let name = hash_name(&k);
         out.sets.insert(
             name.clone(),
@@ -450,7 +450,7 @@ fn rule_objects(
         );
         acls.insert(acl(base(vec![
             format!("ip4.dst == ${name}"),
-            format!("{}.dst == {num}", proto.ovn()),
+            format!("{}.dst == {num}", proto.lower()),
         ])));
     }
 }

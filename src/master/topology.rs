@@ -3,33 +3,14 @@
 //! Nothing is emitted when the database already matches, so a restart changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use ipnet::Ipv4Net;
 
-use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
+use crate::ovn::addrs::{NodeAddrs, join_cidr, join_router_ip, mac_from_ip};
 use crate::ovn::ensure::{differing, ensure_lrp, set_keys};
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
-use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val, schema};
-
-/// The join network between the cluster router and the gateway routers (the later /16, so more
-/// than 253 gateways fit).
-pub fn join_cidr() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 16).unwrap_or_default()
-}
-
-/// The cluster router's address on the join switch.
-pub fn join_router_ip() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 1), 16).unwrap_or_default()
-}
-
-/// Protocols with a cluster-wide load balancer, and the `external_ids` key that marks each.
-pub const CLUSTER_LBS: [(&str, &str); 3] = [
-    ("tcp", names::EXT_CLUSTER_LB_TCP),
-    ("udp", names::EXT_CLUSTER_LB_UDP),
-    ("sctp", names::EXT_CLUSTER_LB_SCTP),
-];
+use crate::ovn::{ColVal, DbOp, Nb, NbOp, Proto, Query, Row, Val, schema};
 
 /// What the master reads from the NB database.
 #[derive(Debug, Clone, Default)]
@@ -88,10 +69,14 @@ impl Snapshot {
         let routers = t.pop().unwrap_or_default();
         let mut cluster_lbs = BTreeMap::new();
         for lb in &lbs {
-            for (proto, key) in CLUSTER_LBS {
-                if lb.map_get("external_ids", key).as_deref() == Some("yes") {
+            for p in Proto::ALL {
+                if lb
+                    .map_get("external_ids", &names::ext_cluster_lb(p))
+                    .as_deref()
+                    == Some("yes")
+                {
                     cluster_lbs
-                        .entry(proto.to_string())
+                        .entry(p.lower().to_string())
                         .or_insert(lb.uuid.clone());
                 }
             }
@@ -333,14 +318,15 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         &[],
         &mut out,
     );
-    for (proto, key) in CLUSTER_LBS {
+    for p in Proto::ALL {
+        let (proto, key) = (p.lower(), names::ext_cluster_lb(p));
         if !snap.cluster_lbs.contains_key(proto) {
             out.push(NbOp::Db(DbOp::Create {
                 table: "Load_Balancer".into(),
                 id: None,
                 columns: vec![
                     ColVal::set("name", format!("cluster-lb-{proto}")),
-                    ColVal::key("external_ids", key, "yes"),
+                    ColVal::key("external_ids", &key, "yes"),
                     ColVal::set("protocol", proto),
                 ],
             }));
@@ -547,9 +533,9 @@ pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
         .lbs
         .iter()
         .filter(|(_, ext)| {
-            ext.get("TCP_lb_gateway_router") == Some(&gr)
-                || ext.get("UDP_lb_gateway_router") == Some(&gr)
-                || ext.get("SCTP_lb_gateway_router") == Some(&gr)
+            Proto::ALL
+                .iter()
+                .any(|p| ext.get(&names::ext_gateway_lb(*p)) == Some(&gr))
         })
         .map(|(u, _)| u)
         .collect();

@@ -27,7 +27,7 @@ use super::gateway_plan::{self, GatewaySpec, GwSnapshot, PHYSNET, Uplink};
 use crate::config::ConfigError;
 use crate::host::ip::IpWrite;
 use crate::host::nic::{Host, pick_address};
-use crate::master::topology::join_cidr;
+use crate::ovn::addrs::join_cidr;
 use crate::ovn::names::{self, JOIN_SWITCH};
 use crate::ovn::names::{BR_INT, EXT_SYSTEM_ID};
 use crate::ovn::{ColVal, DbOp, Nb, NbOp, NbTxn, Query, Val, Vs, VsOp, VsTxn};

@@ -21,17 +21,13 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::master::topology::join_router_ip;
+use crate::ovn::addrs::join_router_ip;
 use crate::ovn::ensure::{differing, ensure_lrp, set_keys};
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
-use crate::ovn::{ColVal, DbOp, NbOp, Query, Row, Val};
+use crate::ovn::{ColVal, DbOp, NbOp, Proto, Query, Row, Val};
 
 /// The provider network name of the localnet port (`ovn-bridge-mappings=physnet:<bridge>`).
 pub const PHYSNET: &str = "physnet";
-/// `external_ids` key the service controller finds gateway routers by.
-pub const EXT_PHYSICAL_IP: &str = "physical_ip";
-/// `external_ids` key on `rtoe-G`.
-pub const EXT_GATEWAY_PHYSICAL_IP: &str = "gateway-physical-ip";
 
 /// Router port from a gateway router to the external switch.
 pub fn rtoe(gr: &str) -> String {
@@ -322,7 +318,7 @@ fn router_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
         out.push(set_keys("Logical_Router", &gr, "options", &opts));
     }
     let want_ext = [
-        (EXT_PHYSICAL_IP, phys_ip.clone()),
+        (names::EXT_PHYSICAL_IP, phys_ip.clone()),
         (names::EXT_NODE, node.to_string()),
     ];
     let ext = differing(&row("external_ids"), &want_ext);
@@ -384,7 +380,7 @@ fn external_side_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>)
         &rtoe,
         &spec.mac,
         spec.physical_ip,
-        &[(EXT_GATEWAY_PHYSICAL_IP, "yes".to_string())],
+        &[(names::EXT_GATEWAY_PHYSICAL_IP, "yes".to_string())],
         out,
     );
     ensure_lsp(
@@ -527,8 +523,8 @@ fn nodeport_lb_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
         .as_ref()
         .map(|r| r.set("load_balancer"))
         .unwrap_or_default();
-    for (upper, lower) in [("TCP", "tcp"), ("UDP", "udp")] {
-        let key = format!("{upper}_lb_gateway_router");
+    for p in [Proto::Tcp, Proto::Udp] {
+        let (key, lower) = (names::ext_gateway_lb(p), p.lower());
         let mine: Vec<&Row> = snap
             .lbs
             .iter()

@@ -33,6 +33,22 @@ pub fn parse_mac(s: &str) -> Option<String> {
     Some(s.to_ascii_lowercase())
 }
 
+/// The join network between the cluster router and the gateway routers (the later /16, so more
+/// than 253 gateways fit).
+pub fn join_cidr() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 16).unwrap_or_default()
+}
+
+/// The cluster router's address on the join switch: the join network's first host.
+pub fn join_router_ip() -> Ipv4Net {
+    let net = join_cidr();
+    Ipv4Net::new(
+        Ipv4Addr::from(u32::from(net.network()) + 1),
+        net.prefix_len(),
+    )
+    .unwrap_or(net)
+}
+
 /// Addresses derived from a node subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeAddrs {

@@ -14,8 +14,8 @@ use crate::controller::pods_plan::{
 };
 use crate::controller::policy_model::compile;
 use crate::controller::policy_plan::{ACL, PORT_GROUP, policy_pg};
-use crate::controller::services::vips::Proto;
 use crate::kube::annotations::PodNetwork;
+use crate::ovn::Proto;
 use crate::ovn::names::{pod_port, rtos};
 use crate::ovn::{Query, Row};
 

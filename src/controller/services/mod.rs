@@ -22,11 +22,11 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::kube::{Change, key};
 use crate::ovn::signals::next_change;
-use crate::ovn::{Nb, NbTxn, Query, names};
+use crate::ovn::{Nb, NbTxn, Proto, Query, names};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries, Retrying};
 use endpoints::{EpSet, Source};
-use vips::{Flavor, Gateway, LbTargets, LbWant, Proto, VipMap};
+use vips::{Flavor, Gateway, LbTargets, LbWant, VipMap};
 
 /// Services reconciled together at most (one transaction).
 const MAX_BATCH: usize = 500;
@@ -68,7 +68,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
     for lb in lbs {
         for p in Proto::ALL {
             if lb
-                .map_get("external_ids", &format!("k8s-cluster-lb-{}", p.lower()))
+                .map_get("external_ids", &names::ext_cluster_lb(p))
                 .as_deref()
                 == Some("yes")
             {
@@ -99,7 +99,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
     for r in routers {
         let name = r.str("name");
         let Some(ip) = r
-            .map_get("external_ids", "physical_ip")
+            .map_get("external_ids", names::EXT_PHYSICAL_IP)
             .and_then(|ip| ip.parse().ok())
         else {
             continue;
@@ -112,7 +112,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
         };
         for lb in lbs {
             for p in Proto::ALL {
-                let k = format!("{}_lb_gateway_router", p.upper());
+                let k = names::ext_gateway_lb(p);
                 if lb.map_get("external_ids", &k).as_deref() == Some(name.as_str()) {
                     g.lbs
                         .entry((p, Flavor::PLAIN))

@@ -12,43 +12,7 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 
 use super::endpoints::EpSet;
-use crate::ovn::{ColVal, DbOp, NbOp, Val, names};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    pub const ALL: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
-
-    pub fn lower(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-
-    pub fn upper(self) -> &'static str {
-        match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-            Proto::Sctp => "SCTP",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Proto> {
-        match s {
-            "TCP" => Some(Proto::Tcp),
-            "UDP" => Some(Proto::Udp),
-            "SCTP" => Some(Proto::Sctp),
-            _ => None,
-        }
-    }
-}
+use crate::ovn::{ColVal, DbOp, NbOp, Proto, Val, names};
 
 /// What sets a load balancer apart beyond its protocol. OVN's `affinity_timeout` and
 /// `skip_snat` are per load balancer, so services that need them get VIPs on a load balancer of
