@@ -33,6 +33,7 @@ use super::pods_plan::{
 use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, PodNetwork, parse_host_subnet};
 use crate::kube::{Change, events, key};
 use crate::ovn::names::{pod_port, pod_port_of_key};
+use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::{NbEpoch, NbSignals, next_change};
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
 use crate::util::cancel::CancelToken;
@@ -370,9 +371,9 @@ impl Worker {
 
     async fn check_switch(&mut self) {
         let q = [Query::find(
-            "Logical_Switch",
-            &["name"],
-            vec![ColVal::set("name", self.node.as_str())],
+            nb::LOGICAL_SWITCH,
+            &[col::NAME],
+            vec![ColVal::set(col::NAME, self.node.as_str())],
         )];
         match self.shared.nb.query(&q).await {
             Ok(t) if t.first().is_some_and(|rows| !rows.is_empty()) => {
@@ -879,7 +880,10 @@ impl PodController {
         };
 
         // 2. What NB holds: every pod port (one query) and the switches.
-        let queries = [PortRow::query(), Query::list("Logical_Switch", &["name"])];
+        let queries = [
+            PortRow::query(),
+            Query::list(nb::LOGICAL_SWITCH, &[col::NAME]),
+        ];
         let nb = self.nb.clone();
         let tables = match retry::until_ok(
             "reading pod ports from NB",
@@ -898,7 +902,7 @@ impl PodController {
             .unwrap_or_default();
         let switches: HashSet<String> = tables
             .get(1)
-            .map(|t| t.iter().map(|r| r.str("name")).collect())
+            .map(|t| t.iter().map(|r| r.str(col::NAME)).collect())
             .unwrap_or_default();
 
         // 3. Remove ports of pods that no longer exist (only ports carrying pod=true).

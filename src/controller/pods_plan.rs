@@ -12,6 +12,7 @@ use kube::ResourceExt;
 use super::ipam::{Ipam, parse_lsp_address};
 use crate::kube::annotations::{POD_NETWORK, PodNetwork};
 use crate::ovn::names::pod_port;
+use crate::ovn::schema::{col, nb};
 use crate::ovn::{ColVal, DbOp, NbOp, Query, Row, Val};
 
 /// `external_ids` keys on pod ports.
@@ -20,8 +21,6 @@ pub const EXT_NAMESPACE: &str = "namespace";
 pub const EXT_LOGICAL_SWITCH: &str = "logical_switch";
 /// `<ns>/<name>`, so the port can be traced back to its pod without parsing its name.
 pub const EXT_POD_KEY: &str = "k8s.ovn.org/pod";
-
-pub const LSP: &str = "Logical_Switch_Port";
 
 /// The switch (node) of a pod the controller serves; `None` for host-network pods and pods
 /// not scheduled yet (they wait for the update that sets `spec.nodeName`).
@@ -62,15 +61,15 @@ pub fn port_ops(node: &str, ns: &str, name: &str, net: &PodNetwork) -> Vec<NbOp>
             addresses: vec![net.lsp_address()],
         },
         NbOp::Db(DbOp::Set {
-            table: LSP.into(),
+            table: nb::LOGICAL_SWITCH_PORT.into(),
             record: port,
             columns: vec![
-                ColVal::key("external_ids", EXT_NAMESPACE, ns),
-                ColVal::key("external_ids", EXT_POD, "true"),
-                ColVal::key("external_ids", EXT_LOGICAL_SWITCH, node),
-                ColVal::key("external_ids", EXT_POD_KEY, format!("{ns}/{name}")),
-                ColVal::set("dynamic_addresses", Val::Set(Vec::new())),
-                ColVal::set("port_security", Val::str_set([net.lsp_address()])),
+                ColVal::key(col::EXTERNAL_IDS, EXT_NAMESPACE, ns),
+                ColVal::key(col::EXTERNAL_IDS, EXT_POD, "true"),
+                ColVal::key(col::EXTERNAL_IDS, EXT_LOGICAL_SWITCH, node),
+                ColVal::key(col::EXTERNAL_IDS, EXT_POD_KEY, format!("{ns}/{name}")),
+                ColVal::set(col::DYNAMIC_ADDRESSES, Val::Set(Vec::new())),
+                ColVal::set(col::PORT_SECURITY, Val::str_set([net.lsp_address()])),
             ],
             if_exists: false,
         }),
@@ -99,29 +98,29 @@ impl PortRow {
     /// them all at restart.
     pub fn query() -> Query {
         Query::find(
-            LSP,
+            nb::LOGICAL_SWITCH_PORT,
             &[
-                "name",
-                "addresses",
-                "dynamic_addresses",
-                "port_security",
-                "external_ids",
+                col::NAME,
+                col::ADDRESSES,
+                col::DYNAMIC_ADDRESSES,
+                col::PORT_SECURITY,
+                col::EXTERNAL_IDS,
             ],
-            vec![ColVal::key("external_ids", EXT_POD, "true")],
+            vec![ColVal::key(col::EXTERNAL_IDS, EXT_POD, "true")],
         )
     }
 
     pub fn from_row(r: &Row) -> PortRow {
-        let external_ids = r.map("external_ids");
+        let external_ids = r.map(col::EXTERNAL_IDS);
         PortRow {
-            name: r.str("name"),
+            name: r.str(col::NAME),
             switch: external_ids
                 .get(EXT_LOGICAL_SWITCH)
                 .cloned()
                 .unwrap_or_default(),
-            addresses: r.set("addresses"),
-            dynamic: r.set("dynamic_addresses"),
-            port_security: r.set("port_security"),
+            addresses: r.set(col::ADDRESSES),
+            dynamic: r.set(col::DYNAMIC_ADDRESSES),
+            port_security: r.set(col::PORT_SECURITY),
             external_ids,
         }
     }

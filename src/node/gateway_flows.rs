@@ -22,6 +22,7 @@ use crate::controller::services::validate::{self, Reserved};
 use crate::controller::services::vips;
 use crate::exec::{Cmd, Exec};
 use crate::kube::{Change, key};
+use crate::ovn::schema::{col, vs};
 use crate::ovn::{ColVal, Query, Val, Vs, Vsctl};
 use crate::util::cancel::CancelToken;
 
@@ -234,9 +235,9 @@ impl BridgeFlows {
     async fn ofports(&self) -> Result<Option<(i64, i64)>> {
         let q = |n: &str| {
             Query::find(
-                "Interface",
-                &["name", "ofport"],
-                vec![ColVal::set("name", Val::str(n))],
+                vs::INTERFACE,
+                &[col::NAME, col::OFPORT],
+                vec![ColVal::set(col::NAME, Val::str(n))],
             )
         };
         let t = self
@@ -247,7 +248,7 @@ impl BridgeFlows {
         let port = |i: usize| {
             t.get(i)
                 .and_then(|r| r.first())
-                .and_then(|r| r.get("ofport").and_then(|d| d.as_int()))
+                .and_then(|r| r.get(col::OFPORT).and_then(|d| d.as_int()))
                 .filter(|p| *p > 0)
         };
         Ok(port(0).zip(port(1)))
