@@ -227,7 +227,7 @@ pub async fn dispatch(
 }
 
 /// The common configuration with the Kubernetes defaults read from OVS (what `-init-node`
-/// wrote, reference §1.5 item 1), then the config file named by the network config.
+/// wrote; they replace the built-in defaults), then the config file named by the network config.
 async fn load_config(vs: &Vsctl, conf: &NetConf) -> Result<Config, CniError> {
     let defaults = match kube_defaults_from_ovs(vs).await {
         Ok(d) => d,

@@ -1,5 +1,8 @@
-//! `-init-gateways` (reference §7 with the fixes of §11.1 items 10–16): after the management
-//! port, in the same `-init-node` process.
+//! `-init-gateways`: the node's gateway router, external switch and bridge, after the
+//! management port, in the same `-init-node` process. It follows the later upstream gateway
+//! rather than the 2018 one: a /16 join network, no src-ip routes on the cluster router, a
+//! `localnet` external port, explicit load balancer protocols, any bridge name (found through
+//! `external_ids:bridge-uplink`), and a re-run that completes what an earlier one left out.
 //!
 //! * The interface and next hop come from the flags, else from the IPv4 default route.
 //! * Shared mode (default): the NIC's addresses and routes move to an OVS bridge

@@ -1,4 +1,5 @@
-//! OpenFlow on the shared gateway bridge (reference §7.5, §7.6), with `ovs-ofctl`.
+//! OpenFlow on the shared gateway bridge (the conntrack, ARP and NodePort flows), with
+//! `ovs-ofctl`.
 //!
 //! In shared mode the host and the gateway router share the NIC's IP and MAC. The bridge
 //! sorts arriving traffic: replies to connections the gateway router made (SNATed pod
@@ -38,8 +39,8 @@ pub fn patch_port(localnet_port: &str) -> String {
     format!("patch-{localnet_port}-to-br-int")
 }
 
-/// The conntrack and ARP flows (§7.5, plus unicast ARP replies to both the host and OVN,
-/// since both use the shared MAC).
+/// The conntrack and ARP flows, plus unicast ARP replies to both the host and OVN, since both
+/// use the shared MAC.
 pub fn base_flows(phys: i64, patch: i64, zone: u32) -> Vec<String> {
     let c = format!("cookie={COOKIE_BASE:#x}");
     vec![
@@ -97,7 +98,7 @@ impl ServiceFlow {
     }
 }
 
-/// One flow per NodePort (§7.6): new connections to `<node IP>:<nodePort>` go to OVN.
+/// One flow per NodePort: new connections to `<node IP>:<nodePort>` go to OVN.
 pub fn nodeport_flow(phys: i64, patch: i64, proto: &str, port: u16) -> String {
     ServiceFlow::nodeport(proto, port).flow(phys, patch)
 }

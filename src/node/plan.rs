@@ -40,7 +40,7 @@ pub fn external_ids_txn(
     if south.scheme == OvnScheme::Ssl
         && let (Some(k), Some(c), Some(ca)) = (&south.privkey, &south.cert, &south.cacert)
     {
-        // del-ssl first: OVS 2.9.1 hangs on set-ssl over an existing SSL row (§11 item 39).
+        // del-ssl first: OVS 2.9.1 hangs on set-ssl over an existing SSL row.
         txn.push(VsOp::DelSsl).push(VsOp::SetSsl {
             privkey: k.display().to_string(),
             cert: c.display().to_string(),
@@ -177,7 +177,8 @@ pub fn mgmt_routes(cfg: &Config) -> Vec<Ipv4Net> {
 }
 
 /// The CNI network configuration (one line of JSON). `mtu` and `configFilePath` let the
-/// plugin use the node's MTU and config file (§11 item 40).
+/// plugin use the node's MTU and config file (without them it would fall back to built-in
+/// defaults that need not match the node's).
 pub fn cni_conf(cfg: &Config) -> String {
     let mut v = serde_json::json!({
         "cniVersion": CNI_CONF_VERSION,
