@@ -4,6 +4,8 @@ pub mod addrs;
 pub mod ctl;
 pub mod ensure;
 pub mod jsonrpc;
+#[cfg(test)]
+pub mod mem;
 pub mod names;
 pub mod native;
 pub mod ovsdb;
