@@ -1,4 +1,4 @@
-//! Root-free tests of the pod controller's state machine: the API stand-in runs in-process
+//! Root-free tests of the controllers' state machines (pods, services): the API stand-in runs in-process
 //! (`kube-sandbox`) and the NB database is the in-memory [`MemNb`]. Events go in as API
 //! objects; what comes out is the NB state, the recorded transactions and the annotations.
 
@@ -199,4 +199,137 @@ async fn a_restarted_controller_rebuilds_its_state_from_annotations_and_ports() 
     assert_eq!(w.served("db").await, want("10.1.0.4"));
     assert_eq!(w.served("web").await, want("10.1.0.3"));
     assert_eq!(w.txns_for("web").len(), before);
+}
+
+mod services {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+
+    use super::*;
+    use crate::controller::services::ServiceController;
+    use crate::ovn::{ColVal, DbOp, Proto, names};
+
+    const VIP: &str = "10.96.0.10:80";
+
+    async fn world() -> World {
+        let w = World::new().await;
+        let lb = NbOp::Db(DbOp::Create {
+            table: nb::LOAD_BALANCER.into(),
+            id: None,
+            columns: vec![
+                ColVal::set(col::NAME, "cluster-lb-tcp"),
+                ColVal::key(col::EXTERNAL_IDS, &names::ext_cluster_lb(Proto::Tcp), "yes"),
+                ColVal::set(col::PROTOCOL, "tcp"),
+            ],
+        });
+        w.nb.seed([lb]).unwrap();
+        w
+    }
+
+    fn start(w: &World) -> (CancelSource, tokio::task::JoinHandle<anyhow::Result<()>>) {
+        let (source, token) = cancel_pair();
+        let nb: Arc<dyn Nb> = w.nb.clone();
+        let ctl = ServiceController::new(nb, false);
+        let informers = Informers::new(w.client.clone());
+        (
+            source,
+            tokio::spawn(ctl.run(w.client.clone(), informers, token)),
+        )
+    }
+
+    async fn add_service(w: &World, backends: &[&str]) {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.10",
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+        }))
+        .unwrap();
+        Api::<Service>::namespaced(w.client.clone(), "default")
+            .create(&PostParams::default(), &svc)
+            .await
+            .unwrap();
+        let addrs: Vec<serde_json::Value> = backends
+            .iter()
+            .map(|ip| serde_json::json!({"ip": ip}))
+            .collect();
+        let eps: Endpoints = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "subsets": [{"addresses": addrs,
+                         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}],
+        }))
+        .unwrap();
+        Api::<Endpoints>::namespaced(w.client.clone(), "default")
+            .create(&PostParams::default(), &eps)
+            .await
+            .unwrap();
+    }
+
+    /// The cluster TCP load balancer's VIPs once they equal `want`.
+    async fn vips(w: &World, want: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let have =
+                w.nb.row(nb::LOAD_BALANCER, "cluster-lb-tcp")
+                    .map(|r| r.map(col::VIPS))
+                    .unwrap_or_default();
+            if have.get(VIP).map(String::as_str) == Some(want) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "VIP {VIP} is {have:?}, not {want:?}; NB log: {:#?}",
+                w.nb.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn endpoints_become_vips_after_a_failed_transaction_and_survive_a_restart() {
+        let w = world().await;
+        w.nb.fail_next(1);
+        let (stop, task) = start(&w);
+        add_service(&w, &["10.1.0.3", "10.1.0.4"]).await;
+        vips(&w, "10.1.0.3:8080,10.1.0.4:8080").await;
+        let log = w.nb.log();
+        assert!(
+            !log[0].applied,
+            "the first transaction was failed on purpose"
+        );
+        assert!(log.iter().any(|r| r.applied), "{log:#?}");
+        stop.cancel();
+        tokio::time::timeout(WAIT, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+
+        // A restart over a database that is already right rewrites nothing: the only
+        // transaction after it is the one for the endpoint added afterwards.
+        let before = w.nb.log().len();
+        let (_stop, _task) = start(&w);
+        let api = Api::<Endpoints>::namespaced(w.client.clone(), "default");
+        let mut eps = api.get("web").await.unwrap();
+        if let Some(subsets) = eps.subsets.as_mut() {
+            subsets[0]
+                .addresses
+                .get_or_insert_default()
+                .push(serde_json::from_value(serde_json::json!({"ip": "10.1.0.5"})).unwrap());
+        }
+        api.replace("web", &PostParams::default(), &eps)
+            .await
+            .unwrap();
+        vips(&w, "10.1.0.3:8080,10.1.0.4:8080,10.1.0.5:8080").await;
+        let after: Vec<Vec<NbOp>> = w.nb.log().into_iter().skip(before).map(|r| r.ops).collect();
+        let want = NbOp::Db(DbOp::Set {
+            table: nb::LOAD_BALANCER.into(),
+            record: w.nb.row(nb::LOAD_BALANCER, "cluster-lb-tcp").unwrap().uuid,
+            columns: vec![ColVal::key(
+                col::VIPS,
+                VIP,
+                "10.1.0.3:8080,10.1.0.4:8080,10.1.0.5:8080",
+            )],
+            if_exists: false,
+        });
+        assert_eq!(after, [vec![want]]);
+    }
 }

@@ -16,6 +16,8 @@ use crate::exec::BoxFuture;
 
 /// Rows of each table, by UUID.
 type Tables = BTreeMap<String, BTreeMap<String, Row>>;
+/// `--id=@name` references of one transaction: name to UUID.
+type Refs = BTreeMap<String, String>;
 
 /// One recorded transaction and whether it was applied.
 #[derive(Clone, Debug)]
@@ -77,8 +79,9 @@ impl MemNb {
     pub fn seed(&self, ops: impl IntoIterator<Item = NbOp>) -> Result<()> {
         let mut s = self.state();
         let mut tables = s.tables.clone();
+        let mut refs = Refs::new();
         for op in ops {
-            apply(&mut tables, &mut s.next_uuid, &op)?;
+            apply(&mut tables, &mut s.next_uuid, &mut refs, &op)?;
         }
         s.tables = tables;
         Ok(())
@@ -99,11 +102,11 @@ impl Nb for MemNb {
                 bail!("in-memory NB: transaction failed as the test asked");
             }
             let mut tables = s.tables.clone();
-            let mut next = s.next_uuid;
+            let (mut next, mut refs) = (s.next_uuid, Refs::new());
             let res = txn
                 .ops
                 .iter()
-                .try_for_each(|op| apply(&mut tables, &mut next, op));
+                .try_for_each(|op| apply(&mut tables, &mut next, &mut refs, op));
             if res.is_ok() {
                 (s.tables, s.next_uuid, rec.applied) = (tables, next, true);
             }
@@ -140,7 +143,7 @@ fn select(tables: &Tables, q: &Query) -> Vec<Row> {
 
 /// Whether `row` satisfies the condition `c` (`=` on a column or a map key).
 fn holds(row: &Row, c: &ColVal) -> bool {
-    let want = datum(&c.value, &BTreeMap::new());
+    let want = datum(&c.value, &Refs::new());
     let have = match &c.key {
         Some(k) => row.map(&c.column).get(k).map(|v| Datum::Str(v.clone())),
         None => row.get(&c.column).cloned(),
@@ -152,7 +155,7 @@ fn holds(row: &Row, c: &ColVal) -> bool {
     }
 }
 
-fn datum(v: &Val, refs: &BTreeMap<String, String>) -> Datum {
+fn datum(v: &Val, refs: &Refs) -> Datum {
     match v {
         Val::Str(s) => Datum::Str(s.clone()),
         Val::Int(i) => Datum::Int(*i),
@@ -196,9 +199,9 @@ fn insert(tables: &mut Tables, next: &mut u64, table: &str, name: &str) -> Strin
     uuid
 }
 
-fn set_columns(row: &mut Row, columns: &[ColVal]) {
+fn set_columns(row: &mut Row, columns: &[ColVal], refs: &Refs) {
     for c in columns {
-        let v = datum(&c.value, &BTreeMap::new());
+        let v = datum(&c.value, refs);
         match &c.key {
             None => {
                 row.columns.insert(c.column.clone(), v);
@@ -224,7 +227,10 @@ fn row_mut<'t>(tables: &'t mut Tables, table: &str, uuid: &str) -> Result<&'t mu
 }
 
 /// Apply one operation; the ones the controllers under test use are modelled.
-fn apply(tables: &mut Tables, next: &mut u64, op: &NbOp) -> Result<()> {
+fn apply(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &NbOp) -> Result<()> {
+    let named = |tables: &Tables, table: &str, name: &str| {
+        find(tables, table, name).ok_or_else(|| anyhow!("in-memory NB: no {table} {name}"))
+    };
     match op {
         NbOp::LsAdd { name } => {
             if find(tables, nb::LOGICAL_SWITCH, name).is_none() {
@@ -253,23 +259,112 @@ fn apply(tables: &mut Tables, next: &mut u64, op: &NbOp) -> Result<()> {
             set_columns(
                 row_mut(tables, nb::LOGICAL_SWITCH_PORT, &u)?,
                 &[ColVal::set(col::ADDRESSES, v)],
+                refs,
             );
         }
-        NbOp::Db(db) => apply_db(tables, db)?,
+        NbOp::LsLbAdd { switch, lb } => {
+            let lb = named(tables, nb::LOAD_BALANCER, lb)?;
+            let u = named(tables, nb::LOGICAL_SWITCH, switch)?;
+            add_to_set(
+                row_mut(tables, nb::LOGICAL_SWITCH, &u)?,
+                col::LOAD_BALANCER,
+                [Datum::Uuid(lb)],
+            );
+        }
+        NbOp::LbDel { lb } => {
+            if let Some(u) = find(tables, nb::LOAD_BALANCER, lb) {
+                for rows in tables.values_mut() {
+                    rows.remove(&u);
+                    for r in rows.values_mut() {
+                        drop_refs(r, &u);
+                    }
+                }
+            }
+        }
+        NbOp::Db(db) => apply_db(tables, next, refs, db)?,
         other => bail!("in-memory NB does not model {other:?}"),
     }
     Ok(())
 }
 
-fn apply_db(tables: &mut Tables, op: &DbOp) -> Result<()> {
+fn add_to_set(row: &mut Row, column: &str, items: impl IntoIterator<Item = Datum>) {
+    let mut have = match row.columns.remove(column) {
+        Some(Datum::Set(v)) => v,
+        Some(one) => vec![one],
+        None => Vec::new(),
+    };
+    for i in items {
+        if !have.contains(&i) {
+            have.push(i);
+        }
+    }
+    row.columns.insert(column.to_string(), Datum::Set(have));
+}
+
+/// Remove set members or map keys equal to `values`.
+fn remove_from(row: &mut Row, column: &str, values: &[Datum]) {
+    match row.columns.get_mut(column) {
+        Some(Datum::Set(v)) => v.retain(|d| !values.contains(d)),
+        Some(Datum::Map(m)) => m.retain(|(k, _)| !values.contains(k)),
+        Some(one) if values.contains(one) => {
+            row.columns.remove(column);
+        }
+        _ => {}
+    }
+}
+
+/// A deleted row's UUID leaves every set that referred to it.
+fn drop_refs(row: &mut Row, uuid: &str) {
+    for v in row.columns.values_mut() {
+        if let Datum::Set(items) = v {
+            items.retain(|d| *d != Datum::Uuid(uuid.to_string()));
+        }
+    }
+}
+
+fn apply_db(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &DbOp) -> Result<()> {
     match op {
+        DbOp::Create { table, id, columns } => {
+            let u = insert(tables, next, table, "");
+            let row = row_mut(tables, table, &u)?;
+            row.columns.clear();
+            set_columns(row, columns, refs);
+            if let Some(id) = id {
+                refs.insert(id.clone(), u);
+            }
+        }
+        DbOp::Add {
+            table,
+            record,
+            column,
+            values,
+        } => {
+            let u = find(tables, table, record)
+                .ok_or_else(|| anyhow!("in-memory NB: add {table} {record}: no such row"))?;
+            let items = values.iter().map(|v| datum(v, refs));
+            add_to_set(row_mut(tables, table, &u)?, column, items);
+        }
+        DbOp::Remove {
+            table,
+            record,
+            column,
+            values,
+            if_exists,
+        } => match find(tables, table, record) {
+            Some(u) => {
+                let values: Vec<Datum> = values.iter().map(|v| datum(v, refs)).collect();
+                remove_from(row_mut(tables, table, &u)?, column, &values);
+            }
+            None if *if_exists => {}
+            None => bail!("in-memory NB: remove {table} {record}: no such row"),
+        },
         DbOp::Set {
             table,
             record,
             columns,
             if_exists,
         } => match find(tables, table, record) {
-            Some(u) => set_columns(row_mut(tables, table, &u)?, columns),
+            Some(u) => set_columns(row_mut(tables, table, &u)?, columns, refs),
             None if *if_exists => {}
             None => bail!("in-memory NB: set {table} {record}: no such row"),
         },
