@@ -986,9 +986,11 @@ impl PodController {
             p.done();
         }
 
-        // 5. Follow changes.
+        // 5. Follow changes. Cancellation is looked at first: the workers stop on it too, and
+        // a worker that ended because of it is a shutdown, not a failure.
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return Ok(()),
                 ch = pod_ch.next() => match ch {
                     None => bail!("pod watch ended"),

@@ -437,7 +437,7 @@ mod tests {
         assert!(db.transact(&bad).await.is_err());
         assert!(db.row(nb::LOGICAL_SWITCH_PORT, "p").is_some());
         // What it does not model is an error, never a silent no-op.
-        let unmodelled = txn(vec![NbOp::LbDel { lb: "x".into() }]);
+        let unmodelled = txn(vec![NbOp::LrAdd { name: "r".into() }]);
         assert!(db.transact(&unmodelled).await.is_err());
     }
 }
