@@ -105,7 +105,9 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
             .await
             .with_context(|| format!("initialising node {node}"))?;
         node_ready.done();
-        // The reference stays alive after node init only with -nodeport or -ha (§1.7).
+        // As in the reference, only -nodeport and -ha keep the process alive after node init;
+        // otherwise it exits once the other roles are done, so `-init-node` alone is a one-shot
+        // whose exit status tells whether the node came up.
         if ctx.cfg.nodeport || ctx.cfg.ha {
             let mut c = cancel.clone();
             tasks.spawn(async move {

@@ -9,8 +9,8 @@ use std::net::Ipv4Addr;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use crate::cni::types::{AddResult, CniEnv, Command, NetConf, PodNetwork, PrevResult};
-use crate::controller::ipam::{PodNet, parse_annotation};
+use crate::cni::types::{AddResult, CniEnv, Command, NetConf, PrevResult};
+use crate::kube::annotations::PodNetwork;
 use crate::ovn::addrs::NodeAddrs;
 use crate::ovn::ovsdb::{ColVal, Val, parse_tables, quote};
 
@@ -78,7 +78,7 @@ proptest! {
 
     #[test]
     fn pod_annotation_readers_never_panic(s in jsonish()) {
-        let _ = parse_annotation(&s, &node_addrs());
+        let _ = PodNetwork::parse_for_node(&s, &node_addrs());
         let _ = PodNetwork::parse(&s);
     }
 
@@ -91,13 +91,13 @@ proptest! {
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             mac[0] & 0xfe, mac[1], mac[2], mac[3], mac[4], mac[5]
         );
-        let net = PodNet { ip, prefix_len: 24, mac: mac.clone(), gateway: addrs.gateway.addr() };
-        let text = net.annotation();
-        let back = parse_annotation(&text, &addrs).map_err(TestCaseError::fail)?;
+        let net = PodNetwork { ip, prefix_len: 24, mac: mac.clone(), gateway: addrs.gateway.addr() };
+        let text = net.to_annotation();
+        let back = PodNetwork::parse_for_node(&text, &addrs).map_err(TestCaseError::fail)?;
         prop_assert_eq!(&back, &net);
         // The CNI plugin reads the same annotation to the same address.
         let cni = PodNetwork::parse(&text).map_err(TestCaseError::fail)?;
-        prop_assert_eq!(cni.ip.addr(), ip);
+        prop_assert_eq!(cni.cidr().to_string(), format!("{ip}/24"));
         prop_assert_eq!(cni.mac, mac);
         prop_assert_eq!(cni.gateway, addrs.gateway.addr());
     }

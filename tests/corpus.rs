@@ -150,10 +150,11 @@ fn run_annotation(c: &AnnotationCase) -> Result<(), (Option<u32>, String)> {
     let addrs = ovnkube::ovn::addrs::NodeAddrs::new("10.1.0.0/24".parse().unwrap());
     match c.kind.as_str() {
         "pod" => {
-            let r = ovnkube::controller::ipam::parse_annotation(&c.value, &addrs).map(|_| ());
+            let r = ovnkube::kube::annotations::PodNetwork::parse_for_node(&c.value, &addrs)
+                .map(|_| ());
             // Whatever the controller accepts, the CNI plugin reads too.
             if r.is_ok()
-                && let Err(e) = ovnkube::cni::types::PodNetwork::parse(&c.value)
+                && let Err(e) = ovnkube::kube::annotations::PodNetwork::parse(&c.value)
             {
                 return Err((
                     None,
@@ -352,7 +353,7 @@ async fn corpus_of_api_objects_leaves_the_controller_serving() {
             .parse()
             .unwrap(),
     );
-    ovnkube::controller::ipam::parse_annotation(&ann, &addrs)
+    ovnkube::kube::annotations::PodNetwork::parse_for_node(&ann, &addrs)
         .unwrap_or_else(|e| panic!("the normal pod's annotation {ann:?} is invalid: {e}"));
     assert!(
         matches!(master.child.try_wait(), Ok(None)),

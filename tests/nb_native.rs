@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ovn_testbed::Central;
-use ovnkube::controller::ipam::PodNet;
 use ovnkube::controller::pods_plan::{PortRow, delete_ops, port_ops};
 use ovnkube::exec::RealExec;
+use ovnkube::kube::annotations::PodNetwork;
 use ovnkube::ovn::jsonrpc::Remote;
 use ovnkube::ovn::ovsdb::{Datum, parse_tables};
 use ovnkube::ovn::{
@@ -38,10 +38,10 @@ async fn native(central: &Central, tcp: bool) -> NativeNb {
     NativeNb::start(remote, nbctl(central), TIMEOUT)
 }
 
-fn net(ip: [u8; 4]) -> PodNet {
+fn net(ip: [u8; 4]) -> PodNetwork {
     let ip = Ipv4Addr::from(ip);
     let o = ip.octets();
-    PodNet {
+    PodNetwork {
         ip,
         prefix_len: 24,
         mac: format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),

@@ -12,13 +12,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, ResourceExt};
 use serde_json::Value;
 
-use super::types::{
-    AddResult, CniEnv, CniError, Command, NetConf, PodNetwork, PrevResult, code, version_info,
-};
+use super::types::{AddResult, CniEnv, CniError, Command, NetConf, PrevResult, code, version_info};
 use crate::config::{self, Config, DEFAULT_CONFIG_FILE, Invocation, KubernetesConfig};
 use crate::exec::{Exec, RealExec};
 use crate::host::ip::{Ip, IpWrite, Link};
-use crate::kube::annotations::POD_NETWORK;
+use crate::kube::annotations::{POD_NETWORK, PodNetwork};
 use crate::ovn::names::{
     BR_INT, EXT_K8S_API_SERVER, EXT_K8S_CA, EXT_K8S_TOKEN, EXT_K8S_TOKEN_FILE, fnv1a64, pod_port,
 };
@@ -66,7 +64,11 @@ fn port_txn(a: &Attachment<'_>, lp: &str, holders: &[String]) -> VsTxn {
         columns: vec![
             ColVal::key("external_ids", "iface-id", Val::str(lp)),
             ColVal::key("external_ids", "attached_mac", Val::str(a.pn.mac.as_str())),
-            ColVal::key("external_ids", "ip_address", Val::str(a.pn.ip.to_string())),
+            ColVal::key(
+                "external_ids",
+                "ip_address",
+                Val::str(a.pn.cidr().to_string()),
+            ),
             ColVal::key(
                 "external_ids",
                 "sandbox",
@@ -225,7 +227,7 @@ pub async fn dispatch(
 }
 
 /// The common configuration with the Kubernetes defaults read from OVS (what `-init-node`
-/// wrote, reference §1.5 item 1), then the config file named by the network config.
+/// wrote; they replace the built-in defaults), then the config file named by the network config.
 async fn load_config(vs: &Vsctl, conf: &NetConf) -> Result<Config, CniError> {
     let defaults = match kube_defaults_from_ovs(vs).await {
         Ok(d) => d,
@@ -338,7 +340,7 @@ impl Plugin {
             Ok(r) => {
                 tracing::info!(
                     pod = %format!("{ns}/{pod}"), container = %env.container_id,
-                    host_if = %host_if, ip = %pn.ip, mac = %pn.mac, "pod network attached"
+                    host_if = %host_if, ip = %pn.cidr(), mac = %pn.mac, "pod network attached"
                 );
                 Ok(r.to_json(version))
             }
@@ -390,7 +392,7 @@ impl Plugin {
             pod_if: a.env.ifname.clone(),
             pod_mac: a.pn.mac.clone(),
             sandbox: a.netns.into(),
-            ip: a.pn.ip,
+            ip: a.pn.cidr(),
             gateway: a.pn.gateway,
             mtu: a.mtu,
         })
@@ -413,7 +415,7 @@ impl Plugin {
             .context("creating the veth pair")?;
         let in_pod = Ip::in_netns(self.exec.clone(), a.netns);
         in_pod
-            .apply(&IpWrite::addr_replace(ifname, a.pn.ip))
+            .apply(&IpWrite::addr_replace(ifname, a.pn.cidr()))
             .await
             .context("setting the pod address")?;
         in_pod
@@ -810,7 +812,8 @@ mod tests {
             args: BTreeMap::new(),
         };
         let pn = PodNetwork {
-            ip: "10.1.0.5/24".parse().unwrap(),
+            ip: "10.1.0.5".parse().unwrap(),
+            prefix_len: 24,
             mac: "0a:58:0a:01:00:05".into(),
             gateway: "10.1.0.1".parse().unwrap(),
         };

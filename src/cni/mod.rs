@@ -2,7 +2,8 @@
 //!
 //! Driven by the container runtime: `CNI_*` environment, the network config on stdin, the
 //! result (or a CNI error object) on stdout. Errors exit 1 (the reference exited 0 for some,
-//! §11 item 40/41). Logs go to stderr (or `-logfile` from the config file).
+//! so the runtime took a failed ADD for a success). Logs go to stderr (or `-logfile` from the
+//! config file).
 
 mod linux;
 pub mod types;

@@ -308,43 +308,6 @@ pub fn version_info() -> Value {
     json!({"cniVersion": PLUGIN_VERSION, "supportedVersions": SUPPORTED_VERSIONS})
 }
 
-/// The pod's `ovn` annotation (the master's format: `{"ip_address":"IP/len",
-/// "mac_address":"MAC","gateway_ip":"GW"}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodNetwork {
-    pub ip: Ipv4Net,
-    pub mac: String,
-    pub gateway: Ipv4Addr,
-}
-
-impl PodNetwork {
-    pub fn parse(s: &str) -> Result<PodNetwork, String> {
-        let m: BTreeMap<String, Value> =
-            serde_json::from_str(s).map_err(|e| format!("not a JSON object: {e}"))?;
-        let get = |k: &str| {
-            m.get(k)
-                .and_then(Value::as_str)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("key {k:?} missing or empty"))
-        };
-        let ip: Ipv4Net = get("ip_address")?
-            .parse()
-            .map_err(|e| format!("ip_address is not an IPv4 CIDR: {e}"))?;
-        let mac = get("mac_address")?.to_ascii_lowercase();
-        let mac_ok = mac.split(':').count() == 6
-            && mac
-                .split(':')
-                .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()));
-        if !mac_ok {
-            return Err(format!("mac_address {mac:?} is not a MAC address"));
-        }
-        let gateway: Ipv4Addr = get("gateway_ip")?
-            .parse()
-            .map_err(|e| format!("gateway_ip is not an IPv4 address: {e}"))?;
-        Ok(PodNetwork { ip, mac, gateway })
-    }
-}
-
 /// What ADD did, rendered per requested version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddResult {
@@ -446,6 +409,7 @@ impl PrevResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kube::annotations::PodNetwork;
 
     fn env(vars: &[(&str, &str)]) -> Result<CniEnv, CniError> {
         let m: BTreeMap<String, String> = vars
@@ -578,7 +542,7 @@ mod tests {
             r#"{"ip_address":"10.1.0.5/24", "mac_address":"0A:58:0a:01:00:05", "gateway_ip": "10.1.0.1"}"#,
         )
         .unwrap();
-        assert_eq!(p.ip.to_string(), "10.1.0.5/24");
+        assert_eq!(p.cidr().to_string(), "10.1.0.5/24");
         assert_eq!(p.mac, "0a:58:0a:01:00:05");
         assert!(PodNetwork::parse(r#"{"ip_address":"10.1.0.5/24"}"#).is_err());
         assert!(
@@ -587,6 +551,14 @@ mod tests {
             )
             .is_err()
         );
+        // The plugin has no node subnet: a bare address or a missing gateway is not enough.
+        for bad in [
+            r#"{"ip_address":"10.1.0.5","mac_address":"0a:58:0a:01:00:05","gateway_ip":"10.1.0.1"}"#,
+            r#"{"ip_address":"10.1.0.5/24","mac_address":"0a:58:0a:01:00:05"}"#,
+            r#"{"ip_address":"","mac_address":"0a:58:0a:01:00:05","gateway_ip":"10.1.0.1"}"#,
+        ] {
+            assert!(PodNetwork::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

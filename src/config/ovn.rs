@@ -143,7 +143,7 @@ impl OvnAuth {
     /// The passive remote the database server should listen on for this address, e.g.
     /// `ptcp:6641:192.168.33.11` (the given address only, not every address of the host).
     /// `None` for unix sockets and for lists of cluster members (see [`ServerSetup`]).
-    pub fn server_target(&self) -> Option<String> {
+    fn listen_remote(&self) -> Option<String> {
         match (&self.scheme, self.endpoints.as_slice()) {
             (OvnScheme::Tcp | OvnScheme::Ssl, [OvnEndpoint::Inet(sa)]) => {
                 let ip = match sa.ip() {
@@ -163,7 +163,7 @@ impl OvnAuth {
                 members: self.endpoints.len(),
             };
         }
-        let Some(remote) = self.server_target() else {
+        let Some(remote) = self.listen_remote() else {
             return ServerSetup::Nothing;
         };
         let ssl = match (&self.scheme, &self.privkey, &self.cert, &self.cacert) {
@@ -194,7 +194,8 @@ impl OvnAuth {
     }
 }
 
-/// Parses an address value into its scheme and endpoints (messages as in the reference, §1.6).
+/// Parses an address value into its scheme and endpoints (messages as in the reference, which
+/// scripts and docs quote).
 pub(crate) fn parse_address(value: &str) -> Result<(OvnScheme, Vec<OvnEndpoint>), String> {
     let entries: Vec<&str> = value.split(',').map(str::trim).collect();
     if let Some(first) = entries.first()

@@ -6,6 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
 
+/// Where the database server would listen for `a`, read through what the master acts on.
+fn listen_remote(a: &OvnAuth) -> Option<String> {
+    match a.server_setup() {
+        ServerSetup::Listen { remote, .. } => Some(remote),
+        _ => None,
+    }
+}
+
 /// A private temp directory, removed on drop.
 struct Tmp(PathBuf);
 
@@ -350,7 +358,7 @@ fn guide_master_command_line() {
         Some("tcp:10.0.0.5:6631")
     );
     assert_eq!(
-        c.ovn_south.server.server_target().as_deref(),
+        listen_remote(&c.ovn_south.server).as_deref(),
         Some("ptcp:6632:10.0.0.5")
     );
 }
@@ -447,7 +455,7 @@ fn vagrant_master_with_ssl_args() {
         Some("ssl:192.168.33.11:6631")
     );
     assert_eq!(
-        nb.server.server_target().as_deref(),
+        listen_remote(&nb.server).as_deref(),
         Some("pssl:6631:192.168.33.11")
     );
     assert_eq!(
@@ -464,7 +472,7 @@ fn vagrant_master_with_ssl_args() {
     );
     let sb = &c.ovn_south;
     assert_eq!(
-        sb.server.server_target().as_deref(),
+        listen_remote(&sb.server).as_deref(),
         Some("pssl:6632:192.168.33.11")
     );
     assert_eq!(
@@ -557,7 +565,7 @@ fn defaults_without_file() {
         }]
     );
     assert_eq!(c.ovn_north.client.client_target(), None);
-    assert_eq!(c.ovn_north.server.server_target(), None);
+    assert_eq!(listen_remote(&c.ovn_north.server), None);
     assert_eq!(c.ovn_south.client.scheme, OvnScheme::Unix);
 }
 
@@ -764,7 +772,7 @@ fn reference_sample_file() {
         ]
     );
     assert_eq!(
-        c.ovn_south.server.server_target().as_deref(),
+        listen_remote(&c.ovn_south.server).as_deref(),
         Some("pssl:6642:1.2.3.4")
     );
 }
@@ -811,7 +819,8 @@ fn kube_defaults_can_be_injected() {
     let Invocation::Run(c) = r else { panic!() };
     assert_eq!(c.kubernetes.apiserver, "http://9.9.9.9:8080");
     assert_eq!(c.kubernetes.token.as_deref(), Some("ovs-token"));
-    // A missing OVS value yields "" and validation fails unless file/CLI supply it (§1.5 item 1).
+    // A missing OVS value yields "" (the built-in default is replaced, not kept), so validation
+    // fails unless the file or the command line supplies it.
     let empty = KubernetesConfig {
         apiserver: String::new(),
         ..KubernetesConfig::default()
@@ -835,7 +844,7 @@ fn token_is_redacted_in_debug() {
     assert!(!format!("{:?}", run(&[]).kubernetes).contains("redacted"));
 }
 
-// ---------------------------------------------------------------- §1.6 validation
+// ---------------------------------------------------------------- validation
 
 #[test]
 fn kubeconfig_not_found() {
@@ -1002,7 +1011,7 @@ fn connection_strings_appendix_b() {
         Some("tcp:192.168.33.11:6631")
     );
     assert_eq!(
-        c.ovn_north.server.server_target().as_deref(),
+        listen_remote(&c.ovn_north.server).as_deref(),
         Some("ptcp:6631:192.168.33.11")
     );
     assert!(c.ovn_north.client.ssl_args().is_empty());
@@ -1022,7 +1031,7 @@ fn ovn_address_lists() {
         Some("ssl:1.2.3.4:6641,ssl:1.2.3.5:6641,ssl:[fd00::1]:6641")
     );
     // A cluster: no single member's address for the replicated Connection table.
-    assert_eq!(c.ovn_north.server.server_target(), None);
+    assert_eq!(listen_remote(&c.ovn_north.server), None);
     assert_eq!(c.ovn_north.client.endpoints.len(), 3);
     assert_eq!(
         err(&["-nb-address=tcp://1.2.3.4:6641,ssl://1.2.3.5:6641"]),
@@ -1048,7 +1057,7 @@ fn ovn_unix_extension() {
         assert_eq!(a.scheme, OvnScheme::Unix);
         assert_eq!(a.endpoints, vec![OvnEndpoint::Unix(PathBuf::from(p))]);
         assert_eq!(a.client_target(), Some(format!("unix:{p}")));
-        assert_eq!(c.ovn_north.server.server_target(), None);
+        assert_eq!(listen_remote(&c.ovn_north.server), None);
         assert!(a.ssl_args().is_empty());
     }
     assert!(err(&["-nb-address=unix:"]).contains("missing socket path"));

@@ -1,5 +1,6 @@
-//! Merging (built-in default < config file < command line) and validation (§1.6 order, then the
-//! extensions), producing the final [`Config`].
+//! Merging (built-in default < config file < command line) and validation (in the reference's
+//! order, so the first error reported is the same, then the extensions), producing the final
+//! [`Config`].
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -853,7 +854,8 @@ fn build_ovn(
         )
     };
     let address = pick(&cli.address, &fl.address, addr_flag, section, "address");
-    // §1.5 item 3: ssl addresses get default cert paths for both client and server.
+    // ssl addresses get default cert paths for both client and server of the direction, so a
+    // bare `ssl:` address works with the conventional key locations.
     let ssl = address
         .as_ref()
         .is_some_and(|a| a.value.trim().to_ascii_lowercase().starts_with("ssl"));
@@ -1016,7 +1018,7 @@ pub(crate) fn parse_service_cidr(
 mod tests {
     use super::*;
 
-    // Unreachable through parse_args since ssl addresses get default cert paths (§1.5 item 3).
+    // Unreachable through parse_args since ssl addresses get default cert paths.
     #[test]
     fn ssl_requires_key_cert_and_ca() {
         let ctx = Ctx { file: None };

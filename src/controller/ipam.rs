@@ -1,4 +1,4 @@
-//! Pod addresses of one node subnet, and the `ovn` pod annotation.
+//! Pod addresses of one node subnet.
 //!
 //! Pure and single-owner: the node's worker task is the only writer, so one address can never
 //! be handed to two pods however events are replayed.
@@ -236,118 +236,10 @@ impl Ipam {
     }
 }
 
-/// A pod's network: what the `ovn` annotation says and what its logical port carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodNet {
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub mac: String,
-    pub gateway: Ipv4Addr,
-}
-
-impl PodNet {
-    /// A freshly allocated address: MAC derived from the IP, the node's gateway.
-    pub fn new(ip: Ipv4Addr, addrs: &NodeAddrs) -> PodNet {
-        PodNet {
-            ip,
-            prefix_len: addrs.subnet.prefix_len(),
-            mac: crate::ovn::addrs::mac_from_ip(ip),
-            gateway: addrs.gateway.addr(),
-        }
-    }
-
-    /// The annotation value, byte for byte the reference's format (CNI plugins and tools
-    /// parse it; note the spaces after the commas and before the gateway value).
-    pub fn annotation(&self) -> String {
-        format!(
-            "{{\"ip_address\":\"{}/{}\", \"mac_address\":\"{}\", \"gateway_ip\": \"{}\"}}",
-            self.ip, self.prefix_len, self.mac, self.gateway
-        )
-    }
-
-    /// The logical port's `addresses` entry: `"<mac> <ip>"`.
-    pub fn lsp_address(&self) -> String {
-        format!("{} {}", self.mac, self.ip)
-    }
-}
-
-/// Parse an `ovn` annotation value as a pod on a node with `addrs` must carry it. The checks
-/// that need other pods (address already used) are the allocator's.
-pub fn parse_annotation(value: &str, addrs: &NodeAddrs) -> Result<PodNet, String> {
-    #[derive(serde::Deserialize)]
-    struct Raw {
-        ip_address: Option<String>,
-        mac_address: Option<String>,
-        gateway_ip: Option<String>,
-    }
-    let raw: Raw =
-        serde_json::from_str(value).map_err(|e| format!("it is not the expected JSON: {e}"))?;
-    let ip_s = raw.ip_address.ok_or("ip_address is missing")?;
-    let (ip, len) = match ip_s.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (ip_s.as_str(), None),
-    };
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| format!("ip_address {ip_s:?} is not an IPv4 address"))?;
-    let want_len = addrs.subnet.prefix_len();
-    if let Some(len) = len
-        && len.parse::<u8>().ok() != Some(want_len)
-    {
-        return Err(format!(
-            "ip_address {ip_s:?} does not have the node subnet's prefix length /{want_len}"
-        ));
-    }
-    if !addrs.subnet.contains(&ip) {
-        return Err(format!(
-            "ip_address {ip} is outside the node subnet {}",
-            addrs.subnet
-        ));
-    }
-    let mac = raw.mac_address.ok_or("mac_address is missing")?;
-    let mac = parse_mac(&mac).ok_or_else(|| format!("mac_address {mac:?} is not a MAC address"))?;
-    let gateway = addrs.gateway.addr();
-    if let Some(gw) = raw.gateway_ip
-        && gw.parse::<Ipv4Addr>().ok() != Some(gateway)
-    {
-        return Err(format!(
-            "gateway_ip {gw:?} is not the node's gateway {gateway}"
-        ));
-    }
-    Ok(PodNet {
-        ip,
-        prefix_len: want_len,
-        mac,
-        gateway,
-    })
-}
-
-/// A unicast MAC in colon form, normalised to lower case; `None` otherwise.
-pub fn parse_mac(s: &str) -> Option<String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6
-        || parts
-            .iter()
-            .any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    let first = u8::from_str_radix(parts[0], 16).ok()?;
-    if first & 1 != 0 {
-        // Multicast/broadcast MACs cannot be a port address.
-        return None;
-    }
-    if parts.iter().all(|p| *p == "00") {
-        // The all-zero MAC is no station's address.
-        return None;
-    }
-    Some(s.to_ascii_lowercase())
-}
-
 /// Parse a logical port `addresses` entry `"<mac> <ip>"`.
 pub fn parse_lsp_address(s: &str) -> Option<(String, Ipv4Addr)> {
     let mut it = s.split_whitespace();
-    let mac = parse_mac(it.next()?)?;
+    let mac = crate::ovn::addrs::parse_mac(it.next()?)?;
     let ip = it.next()?.parse().ok()?;
     if it.next().is_some() {
         return None;
@@ -450,69 +342,6 @@ mod tests {
         assert_eq!(all.len(), 508);
         assert_eq!(all[253], ip("10.128.1.0"));
         assert_eq!(*all.last().unwrap(), ip("10.128.1.254"));
-    }
-
-    #[test]
-    fn annotation_is_byte_exact() {
-        let addrs = NodeAddrs::new(net("192.168.2.0/24"));
-        let p = PodNet::new(ip("192.168.2.3"), &addrs);
-        assert_eq!(
-            p.annotation(),
-            r#"{"ip_address":"192.168.2.3/24", "mac_address":"0a:58:c0:a8:02:03", "gateway_ip": "192.168.2.1"}"#
-        );
-        assert_eq!(p.lsp_address(), "0a:58:c0:a8:02:03 192.168.2.3");
-        assert_eq!(parse_annotation(&p.annotation(), &addrs), Ok(p));
-    }
-
-    #[test]
-    fn annotations_from_users_and_old_versions() {
-        let addrs = NodeAddrs::new(net("192.168.2.0/24"));
-        // The reference's own example (northd MAC), compact JSON, no gateway: accepted.
-        let ok = parse_annotation(
-            r#"{"ip_address":"192.168.2.3/24","mac_address":"0A:00:00:00:00:03"}"#,
-            &addrs,
-        )
-        .unwrap();
-        assert_eq!(ok.mac, "0a:00:00:00:00:03");
-        assert_eq!(ok.gateway, ip("192.168.2.1"));
-        for (bad, why) in [
-            ("nope", "expected JSON"),
-            (
-                r#"{"mac_address":"0a:00:00:00:00:03"}"#,
-                "ip_address is missing",
-            ),
-            (
-                r#"{"ip_address":"192.168.3.3/24","mac_address":"0a:00:00:00:00:03"}"#,
-                "outside the node subnet",
-            ),
-            (
-                r#"{"ip_address":"192.168.2.3/16","mac_address":"0a:00:00:00:00:03"}"#,
-                "prefix length",
-            ),
-            (
-                r#"{"ip_address":"x/24","mac_address":"0a:00:00:00:00:03"}"#,
-                "not an IPv4",
-            ),
-            (
-                r#"{"ip_address":"192.168.2.3/24"}"#,
-                "mac_address is missing",
-            ),
-            (
-                r#"{"ip_address":"192.168.2.3/24","mac_address":"zz"}"#,
-                "not a MAC",
-            ),
-            (
-                r#"{"ip_address":"192.168.2.3/24","mac_address":"01:00:00:00:00:03"}"#,
-                "not a MAC",
-            ),
-            (
-                r#"{"ip_address":"192.168.2.3/24","mac_address":"0a:00:00:00:00:03","gateway_ip":"192.168.2.9"}"#,
-                "not the node's gateway",
-            ),
-        ] {
-            let e = parse_annotation(bad, &addrs).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub mod policy_model;
 pub mod policy_plan;
 pub mod services;
 
+#[cfg(test)]
+mod machine_tests;
+
 use std::sync::Arc;
 
 use anyhow::{Context, Result};

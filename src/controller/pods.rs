@@ -25,14 +25,15 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::ipam::{Ipam, PodNet, parse_annotation};
+use super::ipam::Ipam;
 use super::pods_plan::{
     Blocked, Claim, Entry, PortRow, PortState, after_new_database, claim, delete_ops,
     pod_annotation, pod_node, pod_ns, port_ops, rebuild, stale_ports,
 };
-use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, parse_host_subnet};
+use crate::kube::annotations::{HOST_SUBNET, POD_NETWORK, PodNetwork, parse_host_subnet};
 use crate::kube::{Change, events, key};
-use crate::ovn::names::pod_port;
+use crate::ovn::names::{pod_port, pod_port_of_key};
+use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::{NbEpoch, NbSignals, next_change};
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
 use crate::util::cancel::CancelToken;
@@ -227,8 +228,9 @@ impl Worker {
             .pod
             .as_ref()
             .and_then(|o| pod_annotation(o).map(str::to_string));
-        let ours =
-            |net: &PodNet, v: &str| parse_annotation(v, self.ipam.addrs()).as_ref() == Ok(net);
+        let ours = |net: &PodNetwork, v: &str| {
+            PodNetwork::parse_for_node(v, self.ipam.addrs()).as_ref() == Ok(net)
+        };
         if !same_pod {
             // Re-created under the same name: keep the address when the new pod does not ask
             // for another one, otherwise remove the old port first.
@@ -358,7 +360,7 @@ impl Worker {
         }
     }
 
-    fn release(&mut self, net: &PodNet) {
+    fn release(&mut self, net: &PodNetwork) {
         self.ipam.release(net.ip);
         // Room may have appeared for pods that were waiting.
         let waiting: Vec<String> = self.waiting.drain().collect();
@@ -369,9 +371,9 @@ impl Worker {
 
     async fn check_switch(&mut self) {
         let q = [Query::find(
-            "Logical_Switch",
-            &["name"],
-            vec![ColVal::set("name", self.node.as_str())],
+            nb::LOGICAL_SWITCH,
+            &[col::NAME],
+            vec![ColVal::set(col::NAME, self.node.as_str())],
         )];
         match self.shared.nb.query(&q).await {
             Ok(t) if t.first().is_some_and(|rows| !rows.is_empty()) => {
@@ -429,7 +431,7 @@ impl Worker {
                 // Deleted (or re-created with another address): the old port goes first.
                 let port = match &e.pod {
                     Some(p) => pod_port(&pod_ns(p), &p.name_any()),
-                    None => k.replacen('/', "_", 1),
+                    None => pod_port_of_key(&k),
                 };
                 if e.port == PortState::Absent {
                     self.finish_delete(&k);
@@ -541,7 +543,7 @@ impl Worker {
                                 tracing::info!(node = %self.node, ip = %net.ip, mac = %net.mac, "logical port ready");
                                 self.shared.port_event(PortEvent::Up {
                                     pod: k.clone(),
-                                    port: k.replacen('/', "_", 1),
+                                    port: pod_port_of_key(&k),
                                     ip: net.ip,
                                 });
                             }
@@ -617,7 +619,7 @@ impl Worker {
         e.port = PortState::Absent;
         self.shared.port_event(PortEvent::Down {
             pod: k.to_string(),
-            port: k.replacen('/', "_", 1),
+            port: pod_port_of_key(k),
         });
         let gone = e.pod.is_none();
         if gone {
@@ -684,11 +686,12 @@ impl Worker {
 
 /// Write the `ovn` annotation; returns the pod's new resourceVersion. A pod deleted meanwhile
 /// is not an error (its delete event follows).
-async fn annotate(shared: &Shared, pod: &Pod, net: &PodNet) -> Result<Option<u64>> {
+async fn annotate(shared: &Shared, pod: &Pod, net: &PodNetwork) -> Result<Option<u64>> {
     let _slot = shared.patch_slots.acquire().await?;
     let (ns, name) = (pod_ns(pod), pod.name_any());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
-    let patch = serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.annotation()}}});
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.to_annotation()}}});
     match api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -763,7 +766,7 @@ impl Running {
             if let (PortState::Synced, Some(net)) = (e.port, &e.net) {
                 self.shared.port_event(PortEvent::Up {
                     pod: k.clone(),
-                    port: k.replacen('/', "_", 1),
+                    port: pod_port_of_key(k),
                     ip: net.ip,
                 });
             }
@@ -877,7 +880,10 @@ impl PodController {
         };
 
         // 2. What NB holds: every pod port (one query) and the switches.
-        let queries = [PortRow::query(), Query::list("Logical_Switch", &["name"])];
+        let queries = [
+            PortRow::query(),
+            Query::list(nb::LOGICAL_SWITCH, &[col::NAME]),
+        ];
         let nb = self.nb.clone();
         let tables = match retry::until_ok(
             "reading pod ports from NB",
@@ -896,7 +902,7 @@ impl PodController {
             .unwrap_or_default();
         let switches: HashSet<String> = tables
             .get(1)
-            .map(|t| t.iter().map(|r| r.str("name")).collect())
+            .map(|t| t.iter().map(|r| r.str(col::NAME)).collect())
             .unwrap_or_default();
 
         // 3. Remove ports of pods that no longer exist (only ports carrying pod=true).
@@ -980,9 +986,11 @@ impl PodController {
             p.done();
         }
 
-        // 5. Follow changes.
+        // 5. Follow changes. Cancellation is looked at first: the workers stop on it too, and
+        // a worker that ended because of it is a shutdown, not a failure.
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return Ok(()),
                 ch = pod_ch.next() => match ch {
                     None => bail!("pod watch ended"),

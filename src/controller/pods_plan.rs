@@ -9,9 +9,10 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::ipam::{Ipam, PodNet, parse_annotation, parse_lsp_address};
-use crate::kube::annotations::POD_NETWORK;
+use super::ipam::{Ipam, parse_lsp_address};
+use crate::kube::annotations::{POD_NETWORK, PodNetwork};
 use crate::ovn::names::pod_port;
+use crate::ovn::schema::{col, nb};
 use crate::ovn::{ColVal, DbOp, NbOp, Query, Row, Val};
 
 /// `external_ids` keys on pod ports.
@@ -20,8 +21,6 @@ pub const EXT_NAMESPACE: &str = "namespace";
 pub const EXT_LOGICAL_SWITCH: &str = "logical_switch";
 /// `<ns>/<name>`, so the port can be traced back to its pod without parsing its name.
 pub const EXT_POD_KEY: &str = "k8s.ovn.org/pod";
-
-pub const LSP: &str = "Logical_Switch_Port";
 
 /// The switch (node) of a pod the controller serves; `None` for host-network pods and pods
 /// not scheduled yet (they wait for the update that sets `spec.nodeName`).
@@ -50,7 +49,7 @@ pub fn pod_annotation(pod: &Pod) -> Option<&str> {
 /// `dynamic_addresses` is cleared so a port once made by northd's IPAM carries only ours.
 /// `port_security` holds the same MAC and IP: a pod that sends with another pod's MAC or IP
 /// (or answers ARP for it) has its packets dropped at its own port.
-pub fn port_ops(node: &str, ns: &str, name: &str, net: &PodNet) -> Vec<NbOp> {
+pub fn port_ops(node: &str, ns: &str, name: &str, net: &PodNetwork) -> Vec<NbOp> {
     let port = pod_port(ns, name);
     vec![
         NbOp::LspAdd {
@@ -62,15 +61,15 @@ pub fn port_ops(node: &str, ns: &str, name: &str, net: &PodNet) -> Vec<NbOp> {
             addresses: vec![net.lsp_address()],
         },
         NbOp::Db(DbOp::Set {
-            table: LSP.into(),
+            table: nb::LOGICAL_SWITCH_PORT.into(),
             record: port,
             columns: vec![
-                ColVal::key("external_ids", EXT_NAMESPACE, ns),
-                ColVal::key("external_ids", EXT_POD, "true"),
-                ColVal::key("external_ids", EXT_LOGICAL_SWITCH, node),
-                ColVal::key("external_ids", EXT_POD_KEY, format!("{ns}/{name}")),
-                ColVal::set("dynamic_addresses", Val::Set(Vec::new())),
-                ColVal::set("port_security", Val::str_set([net.lsp_address()])),
+                ColVal::key(col::EXTERNAL_IDS, EXT_NAMESPACE, ns),
+                ColVal::key(col::EXTERNAL_IDS, EXT_POD, "true"),
+                ColVal::key(col::EXTERNAL_IDS, EXT_LOGICAL_SWITCH, node),
+                ColVal::key(col::EXTERNAL_IDS, EXT_POD_KEY, format!("{ns}/{name}")),
+                ColVal::set(col::DYNAMIC_ADDRESSES, Val::Set(Vec::new())),
+                ColVal::set(col::PORT_SECURITY, Val::str_set([net.lsp_address()])),
             ],
             if_exists: false,
         }),
@@ -99,29 +98,29 @@ impl PortRow {
     /// them all at restart.
     pub fn query() -> Query {
         Query::find(
-            LSP,
+            nb::LOGICAL_SWITCH_PORT,
             &[
-                "name",
-                "addresses",
-                "dynamic_addresses",
-                "port_security",
-                "external_ids",
+                col::NAME,
+                col::ADDRESSES,
+                col::DYNAMIC_ADDRESSES,
+                col::PORT_SECURITY,
+                col::EXTERNAL_IDS,
             ],
-            vec![ColVal::key("external_ids", EXT_POD, "true")],
+            vec![ColVal::key(col::EXTERNAL_IDS, EXT_POD, "true")],
         )
     }
 
     pub fn from_row(r: &Row) -> PortRow {
-        let external_ids = r.map("external_ids");
+        let external_ids = r.map(col::EXTERNAL_IDS);
         PortRow {
-            name: r.str("name"),
+            name: r.str(col::NAME),
             switch: external_ids
                 .get(EXT_LOGICAL_SWITCH)
                 .cloned()
                 .unwrap_or_default(),
-            addresses: r.set("addresses"),
-            dynamic: r.set("dynamic_addresses"),
-            port_security: r.set("port_security"),
+            addresses: r.set(col::ADDRESSES),
+            dynamic: r.set(col::DYNAMIC_ADDRESSES),
+            port_security: r.set(col::PORT_SECURITY),
             external_ids,
         }
     }
@@ -135,7 +134,7 @@ impl PortRow {
     }
 
     /// Whether the port already is exactly what [`port_ops`] would make.
-    pub fn matches(&self, node: &str, ns: &str, name: &str, net: &PodNet) -> bool {
+    pub fn matches(&self, node: &str, ns: &str, name: &str, net: &PodNetwork) -> bool {
         let ext = |k: &str| self.external_ids.get(k).map(String::as_str);
         self.switch == node
             && self.addresses == [net.lsp_address()]
@@ -176,7 +175,7 @@ pub struct Entry {
     /// Latest state; `None` once deleted (the entry lives until its port is gone).
     pub pod: Option<Arc<Pod>>,
     /// The address held in the node's allocator for this pod.
-    pub net: Option<PodNet>,
+    pub net: Option<PodNetwork>,
     pub port: PortState,
     /// The pod's annotation equals `net`.
     pub annotated: bool,
@@ -234,9 +233,9 @@ pub fn after_new_database(entries: &mut HashMap<String, Entry>) -> Vec<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// From its annotation (kept, never rewritten).
-    Annotated(PodNet),
+    Annotated(PodNetwork),
     /// Newly allocated (to be annotated).
-    Allocated(PodNet),
+    Allocated(PodNetwork),
     Rejected {
         value: String,
         why: String,
@@ -249,7 +248,7 @@ pub enum Claim {
 pub fn claim(ipam: &mut Ipam, pod: &Pod) -> Claim {
     let addrs = *ipam.addrs();
     if let Some(v) = pod_annotation(pod) {
-        let net = match parse_annotation(v, &addrs) {
+        let net = match PodNetwork::parse_for_node(v, &addrs) {
             Ok(n) => n,
             Err(why) => {
                 return Claim::Rejected {
@@ -273,9 +272,9 @@ pub fn claim(ipam: &mut Ipam, pod: &Pod) -> Claim {
         };
     }
     match ipam.allocate_with_mac() {
-        Some((ip, mac)) => Claim::Allocated(PodNet {
+        Some((ip, mac)) => Claim::Allocated(PodNetwork {
             mac,
-            ..PodNet::new(ip, &addrs)
+            ..PodNetwork::new(ip, &addrs)
         }),
         None => Claim::Full,
     }
@@ -358,7 +357,7 @@ pub fn rebuild(
             && let Some((mac, ip)) = r.static_address()
             && ipam.reserve_with_mac(ip, &mac).is_ok()
         {
-            let net = PodNet {
+            let net = PodNetwork {
                 ip,
                 prefix_len: addrs.subnet.prefix_len(),
                 mac,
@@ -390,13 +389,13 @@ mod tests {
 
     #[test]
     fn a_new_database_rewrites_served_ports_with_their_addresses() {
-        let net = |ip: &str| PodNet {
+        let net = |ip: &str| PodNetwork {
             ip: ip.parse().unwrap(),
             mac: "0a:58:0a:01:00:05".into(),
             prefix_len: 24,
             gateway: "10.1.0.1".parse().unwrap(),
         };
-        let entry = |ann: Option<&str>, net: Option<PodNet>, port, alive: bool| {
+        let entry = |ann: Option<&str>, net: Option<PodNetwork>, port, alive: bool| {
             let mut e = Entry::new(pod("p", Some("n1"), ann, 0));
             e.net = net;
             e.port = port;
@@ -476,8 +475,8 @@ mod tests {
         "10.1.2.0/24".parse().unwrap()
     }
 
-    fn net(ip: &str) -> PodNet {
-        PodNet::new(
+    fn net(ip: &str) -> PodNetwork {
+        PodNetwork::new(
             ip.parse().unwrap(),
             &crate::ovn::addrs::NodeAddrs::new(subnet()),
         )
@@ -609,7 +608,7 @@ mod tests {
 
     #[test]
     fn rebuild_prefers_annotations_then_ports_then_allocates() {
-        let ann = |ip: &str| net(ip).annotation();
+        let ann = |ip: &str| net(ip).to_annotation();
         let pods = vec![
             // Annotated, port matches: nothing to do.
             pod("a", Some("n1"), Some(&ann("10.1.2.3")), 0),
@@ -669,7 +668,7 @@ mod tests {
     #[test]
     fn claims() {
         let mut ipam = Ipam::new(subnet());
-        let user = net("10.1.2.77").annotation();
+        let user = net("10.1.2.77").to_annotation();
         assert_eq!(
             claim(&mut ipam, &pod("u", Some("n1"), Some(&user), 0)),
             Claim::Annotated(net("10.1.2.77"))

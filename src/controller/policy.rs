@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::pods::PortEvent;
 use super::pods_plan::{EXT_POD_KEY, PortRow, pod_node, pod_ns};
-use super::policy_model::{Compiled, Proto, compile};
+use super::policy_model::{Compiled, compile};
 use super::policy_plan::{
     Ids, Objects, PodView, Unit, World, deny_objects, diff_ops, mgmt_objects, nb_queries, parse_nb,
     policy_objects,
@@ -32,7 +32,7 @@ use super::policy_plan::{
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, key};
 use crate::ovn::signals::next_change;
-use crate::ovn::{Nb, NbOp, NbTxn};
+use crate::ovn::{Nb, NbOp, NbTxn, Proto};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries};
 
@@ -58,7 +58,7 @@ fn container_ports(pod: &Pod) -> Vec<(String, Proto, u16)> {
             };
             let proto = match p.protocol.as_deref() {
                 None => Proto::Tcp,
-                Some(s) => match Proto::parse(s) {
+                Some(s) => match Proto::parse_any_case(s) {
                     Some(pr) => pr,
                     None => continue,
                 },

@@ -15,6 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
+use crate::ovn::Proto;
+
 pub type Labels = BTreeMap<String, String>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -103,34 +105,6 @@ impl Selector {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    /// Kubernetes spelling (`TCP`); `None` for anything else.
-    pub fn parse(s: &str) -> Option<Proto> {
-        match s.to_ascii_uppercase().as_str() {
-            "TCP" => Some(Proto::Tcp),
-            "UDP" => Some(Proto::Udp),
-            "SCTP" => Some(Proto::Sctp),
-            _ => None,
-        }
-    }
-
-    /// The OVN match field prefix (`tcp`, `udp`, `sctp`).
-    pub fn ovn(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-}
-
 /// One `ports` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PortMatch {
@@ -204,7 +178,7 @@ fn port_num(v: i32, what: &str) -> Result<u16, String> {
 pub fn parse_port(p: &NetworkPolicyPort) -> Result<PortMatch, String> {
     let proto = match p.protocol.as_deref() {
         None => Proto::Tcp,
-        Some(s) => Proto::parse(s)
+        Some(s) => Proto::parse_any_case(s)
             .ok_or_else(|| format!("protocol {s:?} is not supported (valid: TCP, UDP, SCTP)"))?,
     };
     match &p.port {

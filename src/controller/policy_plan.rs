@@ -22,9 +22,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::policy_model::{Compiled, Labels, Peer, PortMatch, Proto, Rule};
+use super::policy_model::{Compiled, Labels, Peer, PortMatch, Rule};
 use crate::ovn::names::hash_name;
-use crate::ovn::{ColVal, DbOp, NbOp, Query, Row, Val};
+use crate::ovn::schema::{col, nb};
+use crate::ovn::{ColVal, DbOp, NbOp, Proto, Query, Row, Val};
 
 pub const PRIO_DENY: i64 = 1000;
 pub const PRIO_ALLOW: i64 = 1001;
@@ -39,10 +40,6 @@ pub const EXT_POLICY: &str = "policy";
 pub const EXT_DIRECTION: &str = "direction";
 pub const EXT_NAME: &str = "name";
 pub const EXT_RULE: &str = "rule";
-
-pub const PORT_GROUP: &str = "Port_Group";
-pub const ADDRESS_SET: &str = "Address_Set";
-pub const ACL: &str = "ACL";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dir {
@@ -256,13 +253,13 @@ fn one_or_any(mut parts: Vec<String>) -> String {
 
 fn port_clause(p: &PortMatch) -> Option<String> {
     match p {
-        PortMatch::Any(proto) => Some(proto.ovn().to_string()),
+        PortMatch::Any(proto) => Some(proto.lower().to_string()),
         PortMatch::Range { proto, from, to } if from == to => {
-            Some(format!("{}.dst == {from}", proto.ovn()))
+            Some(format!("{}.dst == {from}", proto.lower()))
         }
         PortMatch::Range { proto, from, to } => Some(format!(
             "({0}.dst >= {from} && {0}.dst <= {to})",
-            proto.ovn()
+            proto.lower()
         )),
         PortMatch::Named { .. } => None,
     }
@@ -439,7 +436,7 @@ fn rule_objects(
         }
     }
     for ((proto, num), ips) in groups {
-        let k = format!("{key}.{}.{num}", proto.ovn());
+        let k = format!("{key}.{}.{num}", proto.lower());
         let name = hash_name(&k);
         out.sets.insert(
             name.clone(),
@@ -450,7 +447,7 @@ fn rule_objects(
         );
         acls.insert(acl(base(vec![
             format!("ip4.dst == ${name}"),
-            format!("{}.dst == {num}", proto.ovn()),
+            format!("{}.dst == {num}", proto.lower()),
         ])));
     }
 }
@@ -539,20 +536,26 @@ pub fn mgmt_objects(ips: impl IntoIterator<Item = Ipv4Addr>) -> Objects {
 /// Queries for everything the controller may own (filtered by `external_ids` on reading).
 pub fn nb_queries() -> Vec<Query> {
     vec![
-        Query::list(PORT_GROUP, &["name", "ports", "acls", "external_ids"]),
-        Query::list(ADDRESS_SET, &["name", "addresses", "external_ids"]),
         Query::list(
-            ACL,
+            nb::PORT_GROUP,
+            &[col::NAME, col::PORTS, col::ACLS, col::EXTERNAL_IDS],
+        ),
+        Query::list(
+            nb::ADDRESS_SET,
+            &[col::NAME, col::ADDRESSES, col::EXTERNAL_IDS],
+        ),
+        Query::list(
+            nb::ACL,
             &[
-                "direction",
-                "priority",
-                "match",
-                "action",
-                "options",
-                "external_ids",
+                col::DIRECTION,
+                col::PRIORITY,
+                col::MATCH,
+                col::ACTION,
+                col::OPTIONS,
+                col::EXTERNAL_IDS,
             ],
         ),
-        Query::list("Logical_Switch_Port", &["name"]),
+        Query::list(nb::LOGICAL_SWITCH_PORT, &[col::NAME]),
     ]
 }
 
@@ -561,7 +564,7 @@ pub fn nb_queries() -> Vec<Query> {
 pub fn parse_nb(pgs: &[Row], sets: &[Row], acls: &[Row], lsps: &[Row]) -> BTreeMap<Unit, Objects> {
     let port_names: BTreeMap<&str, String> = lsps
         .iter()
-        .map(|r| (r.uuid.as_str(), r.str("name")))
+        .map(|r| (r.uuid.as_str(), r.str(col::NAME)))
         .collect();
     let acl_by_uuid: BTreeMap<&str, AclSpec> = acls
         .iter()
@@ -569,23 +572,23 @@ pub fn parse_nb(pgs: &[Row], sets: &[Row], acls: &[Row], lsps: &[Row]) -> BTreeM
             (
                 r.uuid.as_str(),
                 AclSpec {
-                    direction: r.str("direction"),
-                    priority: r.get("priority").and_then(|d| d.as_int()).unwrap_or(-1),
-                    matches: r.str("match"),
-                    action: r.str("action"),
-                    after_lb: r.map_get("options", "apply-after-lb").as_deref() == Some("true"),
-                    external_ids: r.map("external_ids"),
+                    direction: r.str(col::DIRECTION),
+                    priority: r.get(col::PRIORITY).and_then(|d| d.as_int()).unwrap_or(-1),
+                    matches: r.str(col::MATCH),
+                    action: r.str(col::ACTION),
+                    after_lb: r.map_get(col::OPTIONS, "apply-after-lb").as_deref() == Some("true"),
+                    external_ids: r.map(col::EXTERNAL_IDS),
                 },
             )
         })
         .collect();
     let mut out: BTreeMap<Unit, Objects> = BTreeMap::new();
     for r in pgs {
-        let ext = r.map("external_ids");
+        let ext = r.map(col::EXTERNAL_IDS);
         let Some(unit) = unit_of(&ext) else { continue };
         let spec = PgSpec {
             ports: r
-                .set("ports")
+                .set(col::PORTS)
                 .iter()
                 .map(|u| {
                     port_names
@@ -595,25 +598,28 @@ pub fn parse_nb(pgs: &[Row], sets: &[Row], acls: &[Row], lsps: &[Row]) -> BTreeM
                 })
                 .collect(),
             acls: r
-                .set("acls")
+                .set(col::ACLS)
                 .iter()
                 .filter_map(|u| acl_by_uuid.get(u.as_str()).cloned())
                 .collect(),
             external_ids: ext,
         };
-        out.entry(unit).or_default().pgs.insert(r.str("name"), spec);
+        out.entry(unit)
+            .or_default()
+            .pgs
+            .insert(r.str(col::NAME), spec);
     }
     for r in sets {
-        let ext = r.map("external_ids");
+        let ext = r.map(col::EXTERNAL_IDS);
         let Some(unit) = unit_of(&ext) else { continue };
         let spec = AsSpec {
-            addresses: r.set("addresses").into_iter().collect(),
+            addresses: r.set(col::ADDRESSES).into_iter().collect(),
             external_ids: ext,
         };
         out.entry(unit)
             .or_default()
             .sets
-            .insert(r.str("name"), spec);
+            .insert(r.str(col::NAME), spec);
     }
     out
 }
@@ -641,20 +647,20 @@ impl Ids {
 
 fn acl_create(a: &AclSpec, id: &str) -> NbOp {
     let mut columns = vec![
-        ColVal::set("direction", a.direction.as_str()),
-        ColVal::set("priority", a.priority),
-        ColVal::set("match", a.matches.as_str()),
-        ColVal::set("action", a.action.as_str()),
-        ColVal::set("external_ids", Val::str_map(&a.external_ids)),
+        ColVal::set(col::DIRECTION, a.direction.as_str()),
+        ColVal::set(col::PRIORITY, a.priority),
+        ColVal::set(col::MATCH, a.matches.as_str()),
+        ColVal::set(col::ACTION, a.action.as_str()),
+        ColVal::set(col::EXTERNAL_IDS, Val::str_map(&a.external_ids)),
     ];
     if a.after_lb {
         columns.push(ColVal::set(
-            "options",
+            col::OPTIONS,
             Val::str_map([("apply-after-lb", "true")]),
         ));
     }
     NbOp::Db(DbOp::Create {
-        table: ACL.into(),
+        table: nb::ACL.into(),
         id: Some(id.into()),
         columns,
     })
@@ -663,9 +669,9 @@ fn acl_create(a: &AclSpec, id: &str) -> NbOp {
 fn set_acls(pg: &str, acls: &BTreeSet<AclSpec>, ids_: &mut Ids, ops: &mut Vec<NbOp>) {
     if acls.is_empty() {
         ops.push(NbOp::Db(DbOp::Clear {
-            table: PORT_GROUP.into(),
+            table: nb::PORT_GROUP.into(),
             record: pg.into(),
-            column: "acls".into(),
+            column: col::ACLS.into(),
             if_exists: false,
         }));
         return;
@@ -678,9 +684,9 @@ fn set_acls(pg: &str, acls: &BTreeSet<AclSpec>, ids_: &mut Ids, ops: &mut Vec<Nb
     }
     // Replacing the set lets OVSDB garbage-collect the ACLs no longer referenced.
     ops.push(NbOp::Db(DbOp::Set {
-        table: PORT_GROUP.into(),
+        table: nb::PORT_GROUP.into(),
         record: pg.into(),
-        columns: vec![ColVal::set("acls", Val::Set(refs))],
+        columns: vec![ColVal::set(col::ACLS, Val::Set(refs))],
         if_exists: false,
     }));
 }
@@ -688,9 +694,9 @@ fn set_acls(pg: &str, acls: &BTreeSet<AclSpec>, ids_: &mut Ids, ops: &mut Vec<Nb
 fn set_ports(pg: &str, ports: &BTreeSet<String>) -> NbOp {
     if ports.is_empty() {
         NbOp::Db(DbOp::Clear {
-            table: PORT_GROUP.into(),
+            table: nb::PORT_GROUP.into(),
             record: pg.into(),
-            column: "ports".into(),
+            column: col::PORTS.into(),
             if_exists: false,
         })
     } else {
@@ -708,25 +714,28 @@ pub fn diff_ops(cur: &Objects, want: &Objects, ids_: &mut Ids) -> Vec<NbOp> {
     for (name, w) in &want.sets {
         match cur.sets.get(name) {
             None => ops.push(NbOp::Db(DbOp::Create {
-                table: ADDRESS_SET.into(),
+                table: nb::ADDRESS_SET.into(),
                 id: None,
                 columns: vec![
-                    ColVal::set("name", name.as_str()),
-                    ColVal::set("external_ids", Val::str_map(&w.external_ids)),
-                    ColVal::set("addresses", Val::str_set(&w.addresses)),
+                    ColVal::set(col::NAME, name.as_str()),
+                    ColVal::set(col::EXTERNAL_IDS, Val::str_map(&w.external_ids)),
+                    ColVal::set(col::ADDRESSES, Val::str_set(&w.addresses)),
                 ],
             })),
             Some(c) => {
                 let mut columns = Vec::new();
                 if c.addresses != w.addresses {
-                    columns.push(ColVal::set("addresses", Val::str_set(&w.addresses)));
+                    columns.push(ColVal::set(col::ADDRESSES, Val::str_set(&w.addresses)));
                 }
                 if c.external_ids != w.external_ids {
-                    columns.push(ColVal::set("external_ids", Val::str_map(&w.external_ids)));
+                    columns.push(ColVal::set(
+                        col::EXTERNAL_IDS,
+                        Val::str_map(&w.external_ids),
+                    ));
                 }
                 if !columns.is_empty() {
                     ops.push(NbOp::Db(DbOp::Set {
-                        table: ADDRESS_SET.into(),
+                        table: nb::ADDRESS_SET.into(),
                         record: name.clone(),
                         columns,
                         if_exists: false,
@@ -743,9 +752,12 @@ pub fn diff_ops(cur: &Objects, want: &Objects, ids_: &mut Ids) -> Vec<NbOp> {
                     ports: w.ports.iter().cloned().collect(),
                 });
                 ops.push(NbOp::Db(DbOp::Set {
-                    table: PORT_GROUP.into(),
+                    table: nb::PORT_GROUP.into(),
                     record: name.clone(),
-                    columns: vec![ColVal::set("external_ids", Val::str_map(&w.external_ids))],
+                    columns: vec![ColVal::set(
+                        col::EXTERNAL_IDS,
+                        Val::str_map(&w.external_ids),
+                    )],
                     if_exists: false,
                 }));
                 if !w.acls.is_empty() {
@@ -755,9 +767,12 @@ pub fn diff_ops(cur: &Objects, want: &Objects, ids_: &mut Ids) -> Vec<NbOp> {
             Some(c) => {
                 if c.external_ids != w.external_ids {
                     ops.push(NbOp::Db(DbOp::Set {
-                        table: PORT_GROUP.into(),
+                        table: nb::PORT_GROUP.into(),
                         record: name.clone(),
-                        columns: vec![ColVal::set("external_ids", Val::str_map(&w.external_ids))],
+                        columns: vec![ColVal::set(
+                            col::EXTERNAL_IDS,
+                            Val::str_map(&w.external_ids),
+                        )],
                         if_exists: false,
                     }));
                 }
@@ -774,14 +789,14 @@ pub fn diff_ops(cur: &Objects, want: &Objects, ids_: &mut Ids) -> Vec<NbOp> {
         // Not `pg-del --if-exists`: ovn-nbctl 23.03 has no such option. Its ACLs go with it
         // (ACL rows are not roots).
         ops.push(NbOp::Db(DbOp::Destroy {
-            table: PORT_GROUP.into(),
+            table: nb::PORT_GROUP.into(),
             record: name.clone(),
             if_exists: true,
         }));
     }
     for name in cur.sets.keys().filter(|n| !want.sets.contains_key(*n)) {
         ops.push(NbOp::Db(DbOp::Destroy {
-            table: ADDRESS_SET.into(),
+            table: nb::ADDRESS_SET.into(),
             record: name.clone(),
             if_exists: true,
         }));
@@ -1154,7 +1169,9 @@ mod tests {
         // Deleted: port group and address set go.
         let ops = diff_ops(&want, &Objects::default(), &mut ids_);
         assert_eq!(ops.len(), 2);
-        assert!(matches!(&ops[0], NbOp::Db(DbOp::Destroy { table, .. }) if table == PORT_GROUP));
+        assert!(
+            matches!(&ops[0], NbOp::Db(DbOp::Destroy { table, .. }) if table == nb::PORT_GROUP)
+        );
     }
 
     #[test]

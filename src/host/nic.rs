@@ -22,7 +22,8 @@ use crate::exec::Exec;
 use crate::ovn::names::{BR_INT, EXT_BRIDGE_DATAPATH};
 use crate::ovn::{ColVal, DbOp, Query, Row, Val, Vs, VsOp, VsTxn, Vsctl};
 
-/// `Bridge` external_ids key naming the NIC a bridge was made for (§11.1 item 14).
+/// `Bridge` external_ids key naming the NIC a bridge was made for, so the gateway finds its
+/// bridge whatever it is called (the reference required `br<nic>`).
 pub const EXT_BRIDGE_UPLINK: &str = "bridge-uplink";
 const LINK_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -455,7 +456,7 @@ impl Host {
     }
 }
 
-/// The bridge for `nic` in one transaction (§7.3 step 1): standalone (NORMAL switching for
+/// The bridge for `nic` in one transaction: standalone (NORMAL switching for
 /// the host's own traffic), the NIC's MAC pinned so the host keeps its MAC, the NIC as a
 /// transient port (deleted when OVS restarts with `--delete-transient-ports`), and the
 /// `bridge-uplink` tag. `datapath_type` only for a bridge we create.
@@ -500,7 +501,7 @@ pub fn bridge_txn(bridge: &str, nic: &str, mac: &str, datapath_type: Option<Stri
     txn
 }
 
-/// §7.3 step 2: make OVS delete transient ports when it restarts, so a NIC is not left in a
+/// Make OVS delete transient ports when it restarts, so a NIC is not left in a
 /// bridge by a crashed node. Best effort: logged, never fatal.
 fn ensure_transient_port_cleanup(root: &std::path::Path) {
     let os = std::fs::read_to_string(root.join("etc/os-release")).unwrap_or_default();

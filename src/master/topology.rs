@@ -3,33 +3,15 @@
 //! Nothing is emitted when the database already matches, so a restart changes nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
 
 use anyhow::Result;
 use ipnet::Ipv4Net;
 
-use crate::ovn::addrs::{NodeAddrs, mac_from_ip};
+use crate::ovn::addrs::{NodeAddrs, join_cidr, join_router_ip, mac_from_ip};
 use crate::ovn::ensure::{differing, ensure_lrp, set_keys};
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
-use crate::ovn::{ColVal, DbOp, Nb, NbOp, Query, Row, Val, schema};
-
-/// The join network between the cluster router and the gateway routers (the later /16, so more
-/// than 253 gateways fit).
-pub fn join_cidr() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 16).unwrap_or_default()
-}
-
-/// The cluster router's address on the join switch.
-pub fn join_router_ip() -> Ipv4Net {
-    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 1), 16).unwrap_or_default()
-}
-
-/// Protocols with a cluster-wide load balancer, and the `external_ids` key that marks each.
-pub const CLUSTER_LBS: [(&str, &str); 3] = [
-    ("tcp", names::EXT_CLUSTER_LB_TCP),
-    ("udp", names::EXT_CLUSTER_LB_UDP),
-    ("sctp", names::EXT_CLUSTER_LB_SCTP),
-];
+use crate::ovn::schema::{col, nb};
+use crate::ovn::{ColVal, DbOp, Nb, NbOp, Proto, Query, Row, Val};
 
 /// What the master reads from the NB database.
 #[derive(Debug, Clone, Default)]
@@ -52,33 +34,53 @@ impl Snapshot {
     pub fn queries() -> Vec<Query> {
         vec![
             Query::list(
-                "Logical_Router",
-                &["name", "external_ids", "options", "ports", "static_routes"],
+                nb::LOGICAL_ROUTER,
+                &[
+                    col::NAME,
+                    col::EXTERNAL_IDS,
+                    col::OPTIONS,
+                    col::PORTS,
+                    col::STATIC_ROUTES,
+                ],
             ),
             Query::list(
-                "Logical_Switch",
-                &["name", "other_config", "external_ids", "load_balancer"],
+                nb::LOGICAL_SWITCH,
+                &[
+                    col::NAME,
+                    col::OTHER_CONFIG,
+                    col::EXTERNAL_IDS,
+                    col::LOAD_BALANCER,
+                ],
             ),
             Query::list(
-                "Logical_Router_Port",
-                &["name", "mac", "networks", "external_ids"],
+                nb::LOGICAL_ROUTER_PORT,
+                &[col::NAME, col::MAC, col::NETWORKS, col::EXTERNAL_IDS],
             ),
             Query::find(
-                "Logical_Switch_Port",
-                &["name", "type", "options", "addresses", "external_ids"],
-                vec![ColVal::set("type", "router")],
+                nb::LOGICAL_SWITCH_PORT,
+                &[
+                    col::NAME,
+                    col::TYPE,
+                    col::OPTIONS,
+                    col::ADDRESSES,
+                    col::EXTERNAL_IDS,
+                ],
+                vec![ColVal::set(col::TYPE, "router")],
             ),
-            Query::list("Load_Balancer", &["name", "protocol", "external_ids"]),
             Query::list(
-                "Logical_Router_Static_Route",
-                &["ip_prefix", "nexthop", "policy", "external_ids"],
+                nb::LOAD_BALANCER,
+                &[col::NAME, col::PROTOCOL, col::EXTERNAL_IDS],
+            ),
+            Query::list(
+                nb::LOGICAL_ROUTER_STATIC_ROUTE,
+                &[col::IP_PREFIX, col::NEXTHOP, col::POLICY, col::EXTERNAL_IDS],
             ),
         ]
     }
 
     pub fn from_tables(mut t: Vec<Vec<Row>>) -> Snapshot {
         let by_name = |rows: Vec<Row>| -> HashMap<String, Row> {
-            rows.into_iter().map(|r| (r.str("name"), r)).collect()
+            rows.into_iter().map(|r| (r.str(col::NAME), r)).collect()
         };
         let routes = t.pop().unwrap_or_default();
         let lbs = t.pop().unwrap_or_default();
@@ -88,10 +90,14 @@ impl Snapshot {
         let routers = t.pop().unwrap_or_default();
         let mut cluster_lbs = BTreeMap::new();
         for lb in &lbs {
-            for (proto, key) in CLUSTER_LBS {
-                if lb.map_get("external_ids", key).as_deref() == Some("yes") {
+            for p in Proto::ALL {
+                if lb
+                    .map_get(col::EXTERNAL_IDS, &names::ext_cluster_lb(p))
+                    .as_deref()
+                    == Some("yes")
+                {
                     cluster_lbs
-                        .entry(proto.to_string())
+                        .entry(p.lower().to_string())
                         .or_insert(lb.uuid.clone());
                 }
             }
@@ -104,7 +110,7 @@ impl Snapshot {
             cluster_lbs,
             lbs: lbs
                 .into_iter()
-                .map(|r| (r.uuid.clone(), r.map("external_ids")))
+                .map(|r| (r.uuid.clone(), r.map(col::EXTERNAL_IDS)))
                 .collect(),
             routes: routes.into_iter().map(|r| (r.uuid.clone(), r)).collect(),
             mgmt_ports: HashMap::new(),
@@ -122,9 +128,9 @@ impl Snapshot {
         let fixed = queries.len();
         queries.extend(nodes.iter().map(|n| {
             Query::find(
-                schema::nb::LOGICAL_SWITCH_PORT,
-                &["name", "addresses", "external_ids"],
-                vec![ColVal::set("name", Val::str(names::mgmt_port(n)))],
+                nb::LOGICAL_SWITCH_PORT,
+                &[col::NAME, col::ADDRESSES, col::EXTERNAL_IDS],
+                vec![ColVal::set(col::NAME, Val::str(names::mgmt_port(n)))],
             )
         }));
         let mut tables = nb.query(&queries).await?;
@@ -133,7 +139,7 @@ impl Snapshot {
         snap.mgmt_ports = mgmt
             .into_iter()
             .flatten()
-            .map(|r| (r.str("name"), r))
+            .map(|r| (r.str(col::NAME), r))
             .collect();
         Ok(snap)
     }
@@ -157,28 +163,35 @@ fn ensure_router_lsp(
         });
     }
     let ok = existing.is_some_and(|p| {
-        p.str("type") == "router"
-            && p.map_get("options", "router-port").as_deref() == Some(router_port)
-            && p.set("addresses") == ["router"]
+        p.str(col::TYPE) == "router"
+            && p.map_get(col::OPTIONS, "router-port").as_deref() == Some(router_port)
+            && p.set(col::ADDRESSES) == ["router"]
     });
     if !ok {
         out.push(NbOp::Db(DbOp::Set {
-            table: "Logical_Switch_Port".into(),
+            table: nb::LOGICAL_SWITCH_PORT.into(),
             record: name.into(),
             columns: vec![
-                ColVal::set("type", "router"),
-                ColVal::key("options", "router-port", router_port),
-                ColVal::set("addresses", Val::str_set(["router"])),
+                ColVal::set(col::TYPE, "router"),
+                ColVal::key(col::OPTIONS, "router-port", router_port),
+                ColVal::set(col::ADDRESSES, Val::str_set(["router"])),
             ],
             if_exists: false,
         }));
     }
     let ext = differing(
-        &existing.map(|p| p.map("external_ids")).unwrap_or_default(),
+        &existing
+            .map(|p| p.map(col::EXTERNAL_IDS))
+            .unwrap_or_default(),
         ext,
     );
     if !ext.is_empty() {
-        out.push(set_keys("Logical_Switch_Port", name, "external_ids", &ext));
+        out.push(set_keys(
+            nb::LOGICAL_SWITCH_PORT,
+            name,
+            col::EXTERNAL_IDS,
+            &ext,
+        ));
     }
 }
 
@@ -186,34 +199,36 @@ fn ensure_router_lsp(
 /// or unmarked (older releases did not mark it) but holding a node switch's configuration
 /// under a name that is no infrastructure's.
 fn owns_switch(sw: &Row, node: &str) -> bool {
-    match sw.map_get("external_ids", names::EXT_NODE) {
+    match sw.map_get(col::EXTERNAL_IDS, names::EXT_NODE) {
         Some(n) => n == node,
         None => {
             names::reserved_node_name(node).is_none()
-                && sw.map_get("other_config", "subnet").is_some()
-                && sw.map_get("external_ids", names::EXT_GATEWAY_IP).is_some()
+                && sw.map_get(col::OTHER_CONFIG, "subnet").is_some()
+                && sw
+                    .map_get(col::EXTERNAL_IDS, names::EXT_GATEWAY_IP)
+                    .is_some()
         }
     }
 }
 
 /// Whether `row` carries `external_ids:k8s-node=<node>`.
 fn marked_for(row: &Row, node: &str) -> bool {
-    row.map_get("external_ids", names::EXT_NODE).as_deref() == Some(node)
+    row.map_get(col::EXTERNAL_IDS, names::EXT_NODE).as_deref() == Some(node)
 }
 
 /// Whether the router port `rtos-<node>` is ours for `node`. Only this controller uses the
 /// `rtos-` names, so an unmarked one (older releases) is ours too.
 fn owns_rtos(p: &Row, node: &str) -> bool {
-    p.map_get("external_ids", names::EXT_NODE)
+    p.map_get(col::EXTERNAL_IDS, names::EXT_NODE)
         .is_none_or(|n| n == node)
 }
 
 /// Whether the switch port `stor-<node>` is ours: marked for the node, or unmarked and
 /// pointing at the node's router port.
 fn owns_stor(p: &Row, node: &str) -> bool {
-    match p.map_get("external_ids", names::EXT_NODE) {
+    match p.map_get(col::EXTERNAL_IDS, names::EXT_NODE) {
         Some(n) => n == node,
-        None => p.map_get("options", "router-port") == Some(names::rtos(node)),
+        None => p.map_get(col::OPTIONS, "router-port") == Some(names::rtos(node)),
     }
 }
 
@@ -230,7 +245,7 @@ pub fn node_conflicts(snap: &Snapshot, node: &str) -> Vec<String> {
         out.push(format!(
             "logical switch {sw} exists and is not this node's (external_ids:{}={:?})",
             names::EXT_NODE,
-            row.map_get("external_ids", names::EXT_NODE)
+            row.map_get(col::EXTERNAL_IDS, names::EXT_NODE)
                 .unwrap_or_default()
         ));
     }
@@ -268,14 +283,14 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
     }
     let want = [(names::EXT_CLUSTER_ROUTER, "yes".to_string())];
     let ext = differing(
-        &router.map(|r| r.map("external_ids")).unwrap_or_default(),
+        &router.map(|r| r.map(col::EXTERNAL_IDS)).unwrap_or_default(),
         &want,
     );
     if !ext.is_empty() {
         out.push(set_keys(
-            "Logical_Router",
+            nb::LOGICAL_ROUTER,
             CLUSTER_ROUTER,
-            "external_ids",
+            col::EXTERNAL_IDS,
             &ext,
         ));
     }
@@ -292,24 +307,24 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         ("exclude_ips", join_router_ip().addr().to_string()),
     ];
     let ipam = differing(
-        &join.map(|s| s.map("other_config")).unwrap_or_default(),
+        &join.map(|s| s.map(col::OTHER_CONFIG)).unwrap_or_default(),
         &ipam,
     );
     if !ipam.is_empty() {
         out.push(set_keys(
-            "Logical_Switch",
+            nb::LOGICAL_SWITCH,
             JOIN_SWITCH,
-            "other_config",
+            col::OTHER_CONFIG,
             &ipam,
         ));
     }
     // A node called `join` once marked the join switch as its own (a release that did not
     // refuse that name); unmark it so node cleanup can never match it.
-    if join.is_some_and(|j| j.map_get("external_ids", names::EXT_NODE).is_some()) {
+    if join.is_some_and(|j| j.map_get(col::EXTERNAL_IDS, names::EXT_NODE).is_some()) {
         out.push(NbOp::Db(DbOp::Remove {
-            table: "Logical_Switch".into(),
+            table: nb::LOGICAL_SWITCH.into(),
             record: JOIN_SWITCH.into(),
-            column: "external_ids".into(),
+            column: col::EXTERNAL_IDS.into(),
             values: vec![Val::str(names::EXT_NODE)],
             if_exists: false,
         }));
@@ -333,15 +348,16 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
         &[],
         &mut out,
     );
-    for (proto, key) in CLUSTER_LBS {
+    for p in Proto::ALL {
+        let (proto, key) = (p.lower(), names::ext_cluster_lb(p));
         if !snap.cluster_lbs.contains_key(proto) {
             out.push(NbOp::Db(DbOp::Create {
-                table: "Load_Balancer".into(),
+                table: nb::LOAD_BALANCER.into(),
                 id: None,
                 columns: vec![
-                    ColVal::set("name", format!("cluster-lb-{proto}")),
-                    ColVal::key("external_ids", key, "yes"),
-                    ColVal::set("protocol", proto),
+                    ColVal::set(col::NAME, format!("cluster-lb-{proto}")),
+                    ColVal::key(col::EXTERNAL_IDS, &key, "yes"),
+                    ColVal::set(col::PROTOCOL, proto),
                 ],
             }));
         }
@@ -386,7 +402,7 @@ fn ensure_mgmt_lsp(snap: &Snapshot, node: &str, subnet: Ipv4Net, mac: &str, out:
             name: port.clone(),
         });
     }
-    if existing.is_none_or(|p| p.set("addresses") != [want.clone()]) {
+    if existing.is_none_or(|p| p.set(col::ADDRESSES) != [want.clone()]) {
         out.push(NbOp::LspSetAddresses {
             name: port.clone(),
             addresses: vec![want],
@@ -394,14 +410,16 @@ fn ensure_mgmt_lsp(snap: &Snapshot, node: &str, subnet: Ipv4Net, mac: &str, out:
     }
     let mark = [(names::EXT_NODE, node.to_string())];
     let ext = differing(
-        &existing.map(|p| p.map("external_ids")).unwrap_or_default(),
+        &existing
+            .map(|p| p.map(col::EXTERNAL_IDS))
+            .unwrap_or_default(),
         &mark,
     );
     if !ext.is_empty() {
         out.push(set_keys(
-            schema::nb::LOGICAL_SWITCH_PORT,
+            nb::LOGICAL_SWITCH_PORT,
             &port,
-            "external_ids",
+            col::EXTERNAL_IDS,
             &ext,
         ));
     }
@@ -422,22 +440,26 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net, mgmt_mac: Option<&
         ("exclude_ips", a.mgmt.addr().to_string()),
     ];
     let other = differing(
-        &existing.map(|s| s.map("other_config")).unwrap_or_default(),
+        &existing
+            .map(|s| s.map(col::OTHER_CONFIG))
+            .unwrap_or_default(),
         &other,
     );
     if !other.is_empty() {
-        out.push(set_keys("Logical_Switch", &sw, "other_config", &other));
+        out.push(set_keys(nb::LOGICAL_SWITCH, &sw, col::OTHER_CONFIG, &other));
     }
     let ext = [
         (names::EXT_GATEWAY_IP, a.gateway.to_string()),
         (names::EXT_NODE, node.to_string()),
     ];
     let ext = differing(
-        &existing.map(|s| s.map("external_ids")).unwrap_or_default(),
+        &existing
+            .map(|s| s.map(col::EXTERNAL_IDS))
+            .unwrap_or_default(),
         &ext,
     );
     if !ext.is_empty() {
-        out.push(set_keys("Logical_Switch", &sw, "external_ids", &ext));
+        out.push(set_keys(nb::LOGICAL_SWITCH, &sw, col::EXTERNAL_IDS, &ext));
     }
     let rtos = names::rtos(node);
     ensure_lrp(
@@ -458,7 +480,7 @@ pub fn node_ops(snap: &Snapshot, node: &str, subnet: Ipv4Net, mgmt_mac: Option<&
         &mut out,
     );
     let have_lbs: BTreeSet<String> = existing
-        .map(|s| s.set("load_balancer").into_iter().collect())
+        .map(|s| s.set(col::LOAD_BALANCER).into_iter().collect())
         .unwrap_or_default();
     for uuid in snap.cluster_lbs.values() {
         if !have_lbs.contains(uuid) {
@@ -521,13 +543,13 @@ pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
     }
     if let Some(cr) = snap.routers.get(CLUSTER_ROUTER) {
         let mut mine: Vec<&String> = cr
-            .set("static_routes")
+            .set(col::STATIC_ROUTES)
             .iter()
             .filter_map(|u| snap.routes.get_key_value(u).map(|(k, _)| k))
             .filter(|u| {
                 snap.routes
                     .get(*u)
-                    .and_then(|r| r.map_get("external_ids", names::EXT_NODE))
+                    .and_then(|r| r.map_get(col::EXTERNAL_IDS, names::EXT_NODE))
                     .as_deref()
                     == Some(node)
             })
@@ -535,9 +557,9 @@ pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
         mine.sort();
         if !mine.is_empty() {
             out.push(NbOp::Db(DbOp::Remove {
-                table: "Logical_Router".into(),
+                table: nb::LOGICAL_ROUTER.into(),
                 record: CLUSTER_ROUTER.into(),
-                column: "static_routes".into(),
+                column: col::STATIC_ROUTES.into(),
                 values: mine.into_iter().map(|u| Val::Uuid(u.clone())).collect(),
                 if_exists: true,
             }));
@@ -547,9 +569,9 @@ pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
         .lbs
         .iter()
         .filter(|(_, ext)| {
-            ext.get("TCP_lb_gateway_router") == Some(&gr)
-                || ext.get("UDP_lb_gateway_router") == Some(&gr)
-                || ext.get("SCTP_lb_gateway_router") == Some(&gr)
+            Proto::ALL
+                .iter()
+                .any(|p| ext.get(&names::ext_gateway_lb(*p)) == Some(&gr))
         })
         .map(|(u, _)| u)
         .collect();
@@ -562,7 +584,7 @@ pub fn node_cleanup_ops(snap: &Snapshot, node: &str) -> Vec<NbOp> {
 pub fn nodes_in_nb(snap: &Snapshot) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (name, sw) in &snap.switches {
-        if let Some(n) = sw.map_get("external_ids", names::EXT_NODE) {
+        if let Some(n) = sw.map_get(col::EXTERNAL_IDS, names::EXT_NODE) {
             out.insert(n);
         } else if owns_switch(sw, name) {
             // Switches made by older releases carry no node id; their configuration marks them.
@@ -593,7 +615,7 @@ mod tests {
             uuid: format!("uuid-{name}"),
             columns: Default::default(),
         };
-        r.columns.insert("name".into(), Datum::Str(name.into()));
+        r.columns.insert(col::NAME.into(), Datum::Str(name.into()));
         for (k, v) in cols {
             r.columns.insert((*k).into(), v.clone());
         }
@@ -640,7 +662,7 @@ mod tests {
             CLUSTER_ROUTER.into(),
             row(
                 CLUSTER_ROUTER,
-                &[("external_ids", map(&[("k8s-cluster-router", "yes")]))],
+                &[(col::EXTERNAL_IDS, map(&[("k8s-cluster-router", "yes")]))],
             ),
         );
         s.switches.insert(
@@ -648,7 +670,7 @@ mod tests {
             row(
                 "join",
                 &[(
-                    "other_config",
+                    col::OTHER_CONFIG,
                     map(&[("subnet", "100.64.0.0/16"), ("exclude_ips", "100.64.0.1")]),
                 )],
             ),
@@ -658,9 +680,9 @@ mod tests {
             row(
                 "rtoj-ovn_cluster_router",
                 &[
-                    ("mac", Datum::Str("0a:58:64:40:00:01".into())),
-                    ("networks", Datum::Str("100.64.0.1/16".into())),
-                    ("external_ids", map(&[("connect_to_join", "yes")])),
+                    (col::MAC, Datum::Str("0a:58:64:40:00:01".into())),
+                    (col::NETWORKS, Datum::Str("100.64.0.1/16".into())),
+                    (col::EXTERNAL_IDS, map(&[("connect_to_join", "yes")])),
                 ],
             ),
         );
@@ -669,12 +691,12 @@ mod tests {
             row(
                 "jtor-ovn_cluster_router",
                 &[
-                    ("type", Datum::Str("router".into())),
+                    (col::TYPE, Datum::Str("router".into())),
                     (
-                        "options",
+                        col::OPTIONS,
                         map(&[("router-port", "rtoj-ovn_cluster_router")]),
                     ),
-                    ("addresses", Datum::Str("router".into())),
+                    (col::ADDRESSES, Datum::Str("router".into())),
                 ],
             ),
         );
@@ -707,15 +729,15 @@ mod tests {
                 "n1",
                 &[
                     (
-                        "other_config",
+                        col::OTHER_CONFIG,
                         map(&[("subnet", "10.1.3.0/24"), ("exclude_ips", "10.1.3.2")]),
                     ),
                     (
-                        "external_ids",
+                        col::EXTERNAL_IDS,
                         map(&[("gateway_ip", "10.1.3.1/24"), ("k8s-node", "n1")]),
                     ),
                     (
-                        "load_balancer",
+                        col::LOAD_BALANCER,
                         Datum::Set(vec![
                             Datum::Uuid("lb-tcp".into()),
                             Datum::Uuid("lb-udp".into()),
@@ -730,9 +752,9 @@ mod tests {
             row(
                 "rtos-n1",
                 &[
-                    ("mac", Datum::Str("0a:58:0a:01:03:01".into())),
-                    ("networks", Datum::Str("10.1.3.1/24".into())),
-                    ("external_ids", map(&[("k8s-node", "n1")])),
+                    (col::MAC, Datum::Str("0a:58:0a:01:03:01".into())),
+                    (col::NETWORKS, Datum::Str("10.1.3.1/24".into())),
+                    (col::EXTERNAL_IDS, map(&[("k8s-node", "n1")])),
                 ],
             ),
         );
@@ -741,10 +763,10 @@ mod tests {
             row(
                 "stor-n1",
                 &[
-                    ("type", Datum::Str("router".into())),
-                    ("options", map(&[("router-port", "rtos-n1")])),
-                    ("addresses", Datum::Str("router".into())),
-                    ("external_ids", map(&[("k8s-node", "n1")])),
+                    (col::TYPE, Datum::Str("router".into())),
+                    (col::OPTIONS, map(&[("router-port", "rtos-n1")])),
+                    (col::ADDRESSES, Datum::Str("router".into())),
+                    (col::EXTERNAL_IDS, map(&[("k8s-node", "n1")])),
                 ],
             ),
         );
@@ -765,27 +787,27 @@ mod tests {
             row(
                 "n1",
                 &[
-                    ("other_config", map(&[("subnet", "10.1.3.0/24")])),
-                    ("external_ids", map(&[("gateway_ip", "10.1.3.1/24")])),
+                    (col::OTHER_CONFIG, map(&[("subnet", "10.1.3.0/24")])),
+                    (col::EXTERNAL_IDS, map(&[("gateway_ip", "10.1.3.1/24")])),
                 ],
             ),
         );
         snap.switches.insert(
             "n2".into(),
-            row("n2", &[("external_ids", map(&[("k8s-node", "n2")]))]),
+            row("n2", &[(col::EXTERNAL_IDS, map(&[("k8s-node", "n2")]))]),
         );
         snap.switches.insert("ext_n1".into(), row("ext_n1", &[]));
         snap.routers.insert(
             "GR_n1".into(),
-            row("GR_n1", &[("external_ids", map(&[("k8s-node", "n1")]))]),
+            row("GR_n1", &[(col::EXTERNAL_IDS, map(&[("k8s-node", "n1")]))]),
         );
         snap.router_ports
             .insert("rtos-n1".into(), row("rtos-n1", &[]));
         snap.switch_ports
             .insert("jtor-GR_n1".into(), row("jtor-GR_n1", &[]));
-        let mut r1 = row("r1", &[("external_ids", map(&[("k8s-node", "n1")]))]);
+        let mut r1 = row("r1", &[(col::EXTERNAL_IDS, map(&[("k8s-node", "n1")]))]);
         r1.uuid = "route-1".into();
-        let mut r2 = row("r2", &[("external_ids", map(&[("k8s-node", "n2")]))]);
+        let mut r2 = row("r2", &[(col::EXTERNAL_IDS, map(&[("k8s-node", "n2")]))]);
         r2.uuid = "route-2".into();
         snap.routes.insert("route-1".into(), r1);
         snap.routes.insert("route-2".into(), r2);
@@ -794,7 +816,7 @@ mod tests {
             .unwrap()
             .columns
             .insert(
-                "static_routes".into(),
+                col::STATIC_ROUTES.into(),
                 Datum::Set(vec![
                     Datum::Uuid("route-1".into()),
                     Datum::Uuid("route-2".into()),
@@ -835,7 +857,7 @@ mod tests {
             .get_mut("join")
             .unwrap()
             .columns
-            .insert("external_ids".into(), map(&[("k8s-node", "join")]));
+            .insert(col::EXTERNAL_IDS.into(), map(&[("k8s-node", "join")]));
         let join_uuid = snap.switches["join"].uuid.clone();
         for name in ["join", "ovn_cluster_router", "GR_n1", "ext_n1"] {
             assert!(!node_conflicts(&snap, name).is_empty(), "{name}");
@@ -858,7 +880,10 @@ mod tests {
         // An operator's switch that happens to have the node's name.
         snap.switches.insert(
             "web".into(),
-            row("web", &[("other_config", map(&[("mcast_snoop", "true")]))]),
+            row(
+                "web",
+                &[(col::OTHER_CONFIG, map(&[("mcast_snoop", "true")]))],
+            ),
         );
         let c = node_conflicts(&snap, "web");
         assert_eq!(c.len(), 1, "{c:?}");
@@ -867,17 +892,20 @@ mod tests {
         // Another node's marks.
         snap.switches.insert(
             "n1".into(),
-            row("n1", &[("external_ids", map(&[("k8s-node", "n9")]))]),
+            row("n1", &[(col::EXTERNAL_IDS, map(&[("k8s-node", "n9")]))]),
         );
         snap.router_ports.insert(
             "rtos-n1".into(),
-            row("rtos-n1", &[("external_ids", map(&[("k8s-node", "n9")]))]),
+            row(
+                "rtos-n1",
+                &[(col::EXTERNAL_IDS, map(&[("k8s-node", "n9")]))],
+            ),
         );
         snap.switch_ports.insert(
             "stor-n1".into(),
             row(
                 "stor-n1",
-                &[("options", map(&[("router-port", "rtos-n9")]))],
+                &[(col::OPTIONS, map(&[("router-port", "rtos-n9")]))],
             ),
         );
         assert_eq!(node_conflicts(&snap, "n1").len(), 3);
@@ -931,8 +959,8 @@ mod tests {
             row(
                 "k8s-n1",
                 &[
-                    ("addresses", Datum::Str(addrs.into())),
-                    ("external_ids", map(ext)),
+                    (col::ADDRESSES, Datum::Str(addrs.into())),
+                    (col::EXTERNAL_IDS, map(ext)),
                 ],
             )
         };

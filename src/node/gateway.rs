@@ -1,5 +1,8 @@
-//! `-init-gateways` (reference §7 with the fixes of §11.1 items 10–16): after the management
-//! port, in the same `-init-node` process.
+//! `-init-gateways`: the node's gateway router, external switch and bridge, after the
+//! management port, in the same `-init-node` process. It follows the later upstream gateway
+//! rather than the 2018 one: a /16 join network, no src-ip routes on the cluster router, a
+//! `localnet` external port, explicit load balancer protocols, any bridge name (found through
+//! `external_ids:bridge-uplink`), and a re-run that completes what an earlier one left out.
 //!
 //! * The interface and next hop come from the flags, else from the IPv4 default route.
 //! * Shared mode (default): the NIC's addresses and routes move to an OVS bridge
@@ -27,9 +30,10 @@ use super::gateway_plan::{self, GatewaySpec, GwSnapshot, PHYSNET, Uplink};
 use crate::config::ConfigError;
 use crate::host::ip::IpWrite;
 use crate::host::nic::{Host, pick_address};
-use crate::master::topology::join_cidr;
+use crate::ovn::addrs::join_cidr;
 use crate::ovn::names::{self, JOIN_SWITCH};
 use crate::ovn::names::{BR_INT, EXT_SYSTEM_ID};
+use crate::ovn::schema::{col, nb, vs};
 use crate::ovn::{ColVal, DbOp, Nb, NbOp, NbTxn, Query, Val, Vs, VsOp, VsTxn};
 
 /// `Open_vSwitch` external_ids key ovn-controller reads the provider bridges from.
@@ -172,9 +176,9 @@ async fn spare(
         port: nic.into(),
     })
     .push(VsOp::Db(DbOp::Set {
-        table: "Interface".into(),
+        table: vs::INTERFACE.into(),
         record: nic.into(),
-        columns: vec![ColVal::key("external_ids", "iface-id", Val::str(&port))],
+        columns: vec![ColVal::key(col::EXTERNAL_IDS, "iface-id", Val::str(&port))],
         if_exists: false,
     }));
     host.vs
@@ -264,12 +268,12 @@ fn nexthop_for(
 async fn system_id(host: &Host) -> Result<String> {
     let t = host
         .vs
-        .query(&[Query::list("Open_vSwitch", &["external_ids"])])
+        .query(&[Query::list(vs::OPEN_VSWITCH, &[col::EXTERNAL_IDS])])
         .await
         .context("reading the local Open vSwitch database")?;
     t.first()
         .and_then(|r| r.first())
-        .and_then(|r| r.map_get("external_ids", EXT_SYSTEM_ID))
+        .and_then(|r| r.map_get(col::EXTERNAL_IDS, EXT_SYSTEM_ID))
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
             anyhow!(
@@ -283,15 +287,15 @@ async fn mac_in_use(host: &Host, bridge: &str) -> Result<String> {
     let t = host
         .vs
         .query(&[Query::find(
-            "Interface",
-            &["name", "mac_in_use"],
-            vec![ColVal::set("name", Val::str(bridge))],
+            vs::INTERFACE,
+            &[col::NAME, col::MAC_IN_USE],
+            vec![ColVal::set(col::NAME, Val::str(bridge))],
         )])
         .await?;
     let mac = t
         .first()
         .and_then(|r| r.first())
-        .map(|r| r.str("mac_in_use"))
+        .map(|r| r.str(col::MAC_IN_USE))
         .filter(|m| !m.is_empty());
     match mac {
         Some(m) => Ok(m),
@@ -309,12 +313,12 @@ async fn mac_in_use(host: &Host, bridge: &str) -> Result<String> {
 async fn set_bridge_mapping(host: &Host, bridge: &str) -> Result<()> {
     let t = host
         .vs
-        .query(&[Query::list("Open_vSwitch", &["external_ids"])])
+        .query(&[Query::list(vs::OPEN_VSWITCH, &[col::EXTERNAL_IDS])])
         .await?;
     let cur = t
         .first()
         .and_then(|r| r.first())
-        .and_then(|r| r.map_get("external_ids", EXT_BRIDGE_MAPPINGS))
+        .and_then(|r| r.map_get(col::EXTERNAL_IDS, EXT_BRIDGE_MAPPINGS))
         .unwrap_or_default();
     let want = merge_mapping(&cur, PHYSNET, bridge);
     if want == cur {
@@ -322,10 +326,10 @@ async fn set_bridge_mapping(host: &Host, bridge: &str) -> Result<()> {
     }
     let mut txn = VsTxn::new();
     txn.push(VsOp::Db(DbOp::Set {
-        table: "Open_vSwitch".into(),
+        table: vs::OPEN_VSWITCH.into(),
         record: ".".into(),
         columns: vec![ColVal::key(
-            "external_ids",
+            col::EXTERNAL_IDS,
             EXT_BRIDGE_MAPPINGS,
             Val::str(&want),
         )],
@@ -355,14 +359,14 @@ async fn gateway_physical_ip(nb: &dyn Nb, node: &str) -> Result<Option<Ipv4Net>>
     let gr = names::gateway_router(node);
     let t = nb
         .query(&[Query::find(
-            "Logical_Router_Port",
-            &["name", "networks"],
-            vec![ColVal::set("name", Val::str(gateway_plan::rtoe(&gr)))],
+            nb::LOGICAL_ROUTER_PORT,
+            &[col::NAME, col::NETWORKS],
+            vec![ColVal::set(col::NAME, Val::str(gateway_plan::rtoe(&gr)))],
         )])
         .await?;
     Ok(t.first()
         .and_then(|r| r.first())
-        .and_then(|r| r.set("networks").first().and_then(|n| n.parse().ok())))
+        .and_then(|r| r.set(col::NETWORKS).first().and_then(|n| n.parse().ok())))
 }
 
 /// What the host side of a gateway init found (or made): the NB part is programmed from it.
@@ -453,20 +457,24 @@ async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
     let gr = names::gateway_router(node);
     let (rtoj, jtor) = (names::rtoj(&gr), names::jtor(&gr));
     let by_name = |t: &str, cols: &[&str], n: &str| {
-        Query::find(t, cols, vec![ColVal::set("name", Val::str(n))])
+        Query::find(t, cols, vec![ColVal::set(col::NAME, Val::str(n))])
     };
     let deadline = tokio::time::Instant::now() + IPAM_TIMEOUT;
     let mut asked = false;
     loop {
         let t = nb
             .query(&[
-                by_name("Logical_Router_Port", &["name", "networks"], &rtoj),
+                by_name(nb::LOGICAL_ROUTER_PORT, &[col::NAME, col::NETWORKS], &rtoj),
                 by_name(
-                    "Logical_Switch_Port",
-                    &["name", "type", "addresses", "dynamic_addresses"],
+                    nb::LOGICAL_SWITCH_PORT,
+                    &[col::NAME, col::TYPE, col::ADDRESSES, col::DYNAMIC_ADDRESSES],
                     &jtor,
                 ),
-                by_name("Logical_Switch", &["name", "other_config"], JOIN_SWITCH),
+                by_name(
+                    nb::LOGICAL_SWITCH,
+                    &[col::NAME, col::OTHER_CONFIG],
+                    JOIN_SWITCH,
+                ),
             ])
             .await
             .context("reading the join port from the NB database")?;
@@ -477,7 +485,7 @@ async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
                 .flatten()
         };
         if let Some(ip) = first(0)
-            .and_then(|p| p.set("networks").first().cloned())
+            .and_then(|p| p.set(col::NETWORKS).first().cloned())
             .and_then(|n| n.parse::<Ipv4Net>().ok())
             .and_then(|n| in_join(n.addr()))
         {
@@ -485,7 +493,7 @@ async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
         }
         let lsp = first(1);
         if let Some(ip) = lsp
-            .map(|p| p.str("dynamic_addresses"))
+            .map(|p| p.str(col::DYNAMIC_ADDRESSES))
             .and_then(|d| d.split_whitespace().last().and_then(|a| a.parse().ok()))
             .and_then(in_join)
         {
@@ -494,14 +502,14 @@ async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
         let Some(join) = first(2) else {
             bail!("logical switch {JOIN_SWITCH} does not exist: is ovnkube -init-master running?");
         };
-        if join.map_get("other_config", "subnet").is_none() {
+        if join.map_get(col::OTHER_CONFIG, "subnet").is_none() {
             bail!(
                 "logical switch {JOIN_SWITCH} has no other_config:subnet, so OVN cannot assign \
                  join addresses: restart ovnkube -init-master (this version sets it)"
             );
         }
-        let dynamic =
-            lsp.is_some_and(|p| p.str("type").is_empty() && p.set("addresses") == ["dynamic"]);
+        let dynamic = lsp
+            .is_some_and(|p| p.str(col::TYPE).is_empty() && p.set(col::ADDRESSES) == ["dynamic"]);
         if !dynamic && !asked {
             let mut txn = NbTxn::new();
             txn.push(NbOp::LspAdd {
@@ -509,12 +517,12 @@ async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
                 name: jtor.clone(),
             })
             .push(NbOp::Db(DbOp::Set {
-                table: "Logical_Switch_Port".into(),
+                table: nb::LOGICAL_SWITCH_PORT.into(),
                 record: jtor.clone(),
                 columns: vec![
-                    ColVal::set("type", Val::str("")),
-                    ColVal::set("options", Val::Map(Vec::new())),
-                    ColVal::set("addresses", Val::str_set(["dynamic"])),
+                    ColVal::set(col::TYPE, Val::str("")),
+                    ColVal::set(col::OPTIONS, Val::Map(Vec::new())),
+                    ColVal::set(col::ADDRESSES, Val::str_set(["dynamic"])),
                 ],
                 if_exists: false,
             }));

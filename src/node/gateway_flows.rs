@@ -1,4 +1,5 @@
-//! OpenFlow on the shared gateway bridge (reference §7.5, §7.6), with `ovs-ofctl`.
+//! OpenFlow on the shared gateway bridge (the conntrack, ARP and NodePort flows), with
+//! `ovs-ofctl`.
 //!
 //! In shared mode the host and the gateway router share the NIC's IP and MAC. The bridge
 //! sorts arriving traffic: replies to connections the gateway router made (SNATed pod
@@ -22,6 +23,7 @@ use crate::controller::services::validate::{self, Reserved};
 use crate::controller::services::vips;
 use crate::exec::{Cmd, Exec};
 use crate::kube::{Change, key};
+use crate::ovn::schema::{col, vs};
 use crate::ovn::{ColVal, Query, Val, Vs, Vsctl};
 use crate::util::cancel::CancelToken;
 
@@ -37,8 +39,8 @@ pub fn patch_port(localnet_port: &str) -> String {
     format!("patch-{localnet_port}-to-br-int")
 }
 
-/// The conntrack and ARP flows (§7.5, plus unicast ARP replies to both the host and OVN,
-/// since both use the shared MAC).
+/// The conntrack and ARP flows, plus unicast ARP replies to both the host and OVN, since both
+/// use the shared MAC.
 pub fn base_flows(phys: i64, patch: i64, zone: u32) -> Vec<String> {
     let c = format!("cookie={COOKIE_BASE:#x}");
     vec![
@@ -96,7 +98,7 @@ impl ServiceFlow {
     }
 }
 
-/// One flow per NodePort (§7.6): new connections to `<node IP>:<nodePort>` go to OVN.
+/// One flow per NodePort: new connections to `<node IP>:<nodePort>` go to OVN.
 pub fn nodeport_flow(phys: i64, patch: i64, proto: &str, port: u16) -> String {
     ServiceFlow::nodeport(proto, port).flow(phys, patch)
 }
@@ -234,9 +236,9 @@ impl BridgeFlows {
     async fn ofports(&self) -> Result<Option<(i64, i64)>> {
         let q = |n: &str| {
             Query::find(
-                "Interface",
-                &["name", "ofport"],
-                vec![ColVal::set("name", Val::str(n))],
+                vs::INTERFACE,
+                &[col::NAME, col::OFPORT],
+                vec![ColVal::set(col::NAME, Val::str(n))],
             )
         };
         let t = self
@@ -247,7 +249,7 @@ impl BridgeFlows {
         let port = |i: usize| {
             t.get(i)
                 .and_then(|r| r.first())
-                .and_then(|r| r.get("ofport").and_then(|d| d.as_int()))
+                .and_then(|r| r.get(col::OFPORT).and_then(|d| d.as_int()))
                 .filter(|p| *p > 0)
         };
         Ok(port(0).zip(port(1)))

@@ -21,17 +21,14 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::master::topology::join_router_ip;
+use crate::ovn::addrs::join_router_ip;
 use crate::ovn::ensure::{differing, ensure_lrp, set_keys};
 use crate::ovn::names::{self, CLUSTER_ROUTER, JOIN_SWITCH};
-use crate::ovn::{ColVal, DbOp, NbOp, Query, Row, Val};
+use crate::ovn::schema::{col, nb};
+use crate::ovn::{ColVal, DbOp, NbOp, Proto, Query, Row, Val};
 
 /// The provider network name of the localnet port (`ovn-bridge-mappings=physnet:<bridge>`).
 pub const PHYSNET: &str = "physnet";
-/// `external_ids` key the service controller finds gateway routers by.
-pub const EXT_PHYSICAL_IP: &str = "physical_ip";
-/// `external_ids` key on `rtoe-G`.
-pub const EXT_GATEWAY_PHYSICAL_IP: &str = "gateway-physical-ip";
 
 /// Router port from a gateway router to the external switch.
 pub fn rtoe(gr: &str) -> String {
@@ -101,39 +98,48 @@ impl GwSnapshot {
     pub fn queries(node: &str, uplink_port: &str) -> Vec<Query> {
         let gr = names::gateway_router(node);
         let by_name = |table: &str, cols: &[&str], name: &str| {
-            Query::find(table, cols, vec![ColVal::set("name", Val::str(name))])
+            Query::find(table, cols, vec![ColVal::set(col::NAME, Val::str(name))])
         };
         let lr_cols = [
-            "name",
-            "options",
-            "external_ids",
-            "static_routes",
-            "nat",
-            "load_balancer",
+            col::NAME,
+            col::OPTIONS,
+            col::EXTERNAL_IDS,
+            col::STATIC_ROUTES,
+            col::NAT,
+            col::LOAD_BALANCER,
         ];
-        let lrp_cols = ["name", "mac", "networks", "external_ids"];
-        let lsp_cols = ["name", "type", "options", "addresses", "dynamic_addresses"];
+        let lrp_cols = [col::NAME, col::MAC, col::NETWORKS, col::EXTERNAL_IDS];
+        let lsp_cols = [
+            col::NAME,
+            col::TYPE,
+            col::OPTIONS,
+            col::ADDRESSES,
+            col::DYNAMIC_ADDRESSES,
+        ];
         vec![
-            by_name("Logical_Router", &lr_cols, &gr),
-            by_name("Logical_Router", &lr_cols, CLUSTER_ROUTER),
-            by_name("Logical_Switch", &["name"], &names::ext_switch(node)),
-            by_name("Logical_Router_Port", &lrp_cols, &names::rtoj(&gr)),
-            by_name("Logical_Router_Port", &lrp_cols, &rtoe(&gr)),
-            by_name("Logical_Switch_Port", &lsp_cols, &names::jtor(&gr)),
-            by_name("Logical_Switch_Port", &lsp_cols, &etor(&gr)),
-            by_name("Logical_Switch_Port", &lsp_cols, uplink_port),
+            by_name(nb::LOGICAL_ROUTER, &lr_cols, &gr),
+            by_name(nb::LOGICAL_ROUTER, &lr_cols, CLUSTER_ROUTER),
+            by_name(nb::LOGICAL_SWITCH, &[col::NAME], &names::ext_switch(node)),
+            by_name(nb::LOGICAL_ROUTER_PORT, &lrp_cols, &names::rtoj(&gr)),
+            by_name(nb::LOGICAL_ROUTER_PORT, &lrp_cols, &rtoe(&gr)),
+            by_name(nb::LOGICAL_SWITCH_PORT, &lsp_cols, &names::jtor(&gr)),
+            by_name(nb::LOGICAL_SWITCH_PORT, &lsp_cols, &etor(&gr)),
+            by_name(nb::LOGICAL_SWITCH_PORT, &lsp_cols, uplink_port),
             Query::list(
-                "Logical_Router_Static_Route",
+                nb::LOGICAL_ROUTER_STATIC_ROUTE,
                 &[
-                    "ip_prefix",
-                    "nexthop",
-                    "policy",
-                    "output_port",
-                    "external_ids",
+                    col::IP_PREFIX,
+                    col::NEXTHOP,
+                    col::POLICY,
+                    col::OUTPUT_PORT,
+                    col::EXTERNAL_IDS,
                 ],
             ),
-            Query::list("NAT", &["type", "external_ip", "logical_ip"]),
-            Query::list("Load_Balancer", &["name", "protocol", "external_ids"]),
+            Query::list(nb::NAT, &[col::TYPE, col::EXTERNAL_IP, col::LOGICAL_IP]),
+            Query::list(
+                nb::LOAD_BALANCER,
+                &[col::NAME, col::PROTOCOL, col::EXTERNAL_IDS],
+            ),
         ]
     }
 
@@ -146,11 +152,11 @@ impl GwSnapshot {
         let ext_switch = first(next());
         let mut lrps = BTreeMap::new();
         for r in next().into_iter().chain(next()) {
-            lrps.insert(r.str("name"), r);
+            lrps.insert(r.str(col::NAME), r);
         }
         let mut lsps = BTreeMap::new();
         for r in next().into_iter().chain(next()).chain(next()) {
-            lsps.insert(r.str("name"), r);
+            lsps.insert(r.str(col::NAME), r);
         }
         let routes = next().into_iter().map(|r| (r.uuid.clone(), r)).collect();
         let nats = next().into_iter().map(|r| (r.uuid.clone(), r)).collect();
@@ -180,33 +186,33 @@ struct RouteKey {
 impl RouteKey {
     fn of(r: &Row) -> RouteKey {
         RouteKey {
-            policy: if r.str("policy") == "src-ip" {
+            policy: if r.str(col::POLICY) == "src-ip" {
                 "src-ip"
             } else {
                 "dst-ip"
             },
-            prefix: r.str("ip_prefix"),
-            nexthop: r.str("nexthop"),
-            port: r.str("output_port"),
+            prefix: r.str(col::IP_PREFIX),
+            nexthop: r.str(col::NEXTHOP),
+            port: r.str(col::OUTPUT_PORT),
         }
     }
 
     fn create(&self, id: &str, node: Option<&str>) -> NbOp {
         let mut columns = vec![
-            ColVal::set("ip_prefix", Val::str(&self.prefix)),
-            ColVal::set("nexthop", Val::str(&self.nexthop)),
+            ColVal::set(col::IP_PREFIX, Val::str(&self.prefix)),
+            ColVal::set(col::NEXTHOP, Val::str(&self.nexthop)),
         ];
         if self.policy == "src-ip" {
-            columns.push(ColVal::set("policy", Val::str("src-ip")));
+            columns.push(ColVal::set(col::POLICY, Val::str("src-ip")));
         }
         if !self.port.is_empty() {
-            columns.push(ColVal::set("output_port", Val::str(&self.port)));
+            columns.push(ColVal::set(col::OUTPUT_PORT, Val::str(&self.port)));
         }
         if let Some(n) = node {
-            columns.push(ColVal::key("external_ids", names::EXT_NODE, Val::str(n)));
+            columns.push(ColVal::key(col::EXTERNAL_IDS, names::EXT_NODE, Val::str(n)));
         }
         NbOp::Db(DbOp::Create {
-            table: "Logical_Router_Static_Route".into(),
+            table: nb::LOGICAL_ROUTER_STATIC_ROUTE.into(),
             id: Some(id.into()),
             columns,
         })
@@ -225,7 +231,7 @@ fn prefix_str(n: Ipv4Net) -> String {
 /// Creates a row with `--id=@<id>` and references it from `router.column`.
 fn add_ref(out: &mut Vec<NbOp>, router: &str, column: &str, id: &str) {
     out.push(NbOp::Db(DbOp::Add {
-        table: "Logical_Router".into(),
+        table: nb::LOGICAL_ROUTER.into(),
         record: router.into(),
         column: column.into(),
         values: vec![Val::Ref(id.into())],
@@ -238,7 +244,7 @@ fn remove_refs(out: &mut Vec<NbOp>, router: &str, column: &str, mut uuids: Vec<S
     }
     uuids.sort();
     out.push(NbOp::Db(DbOp::Remove {
-        table: "Logical_Router".into(),
+        table: nb::LOGICAL_ROUTER.into(),
         record: router.into(),
         column: column.into(),
         values: uuids.into_iter().map(Val::Uuid).collect(),
@@ -268,16 +274,18 @@ fn ensure_lsp(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let ok = existing.is_some_and(|p| {
-        p.str("type") == kind && p.map("options") == want_opts && p.set("addresses") == addresses
+        p.str(col::TYPE) == kind
+            && p.map(col::OPTIONS) == want_opts
+            && p.set(col::ADDRESSES) == addresses
     });
     if !ok {
         out.push(NbOp::Db(DbOp::Set {
-            table: "Logical_Switch_Port".into(),
+            table: nb::LOGICAL_SWITCH_PORT.into(),
             record: name.into(),
             columns: vec![
-                ColVal::set("type", Val::str(kind)),
-                ColVal::set("options", Val::str_map(options.iter().copied())),
-                ColVal::set("addresses", Val::str_set(addresses.iter().copied())),
+                ColVal::set(col::TYPE, Val::str(kind)),
+                ColVal::set(col::OPTIONS, Val::str_map(options.iter().copied())),
+                ColVal::set(col::ADDRESSES, Val::str_set(addresses.iter().copied())),
             ],
             if_exists: false,
         }));
@@ -317,17 +325,17 @@ fn router_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
         // back and re-derived on every run, so a changed join IP is followed.
         ("lb_force_snat_ip", join_ip.clone()),
     ];
-    let opts = differing(&row("options"), &want_opts);
+    let opts = differing(&row(col::OPTIONS), &want_opts);
     if !opts.is_empty() {
-        out.push(set_keys("Logical_Router", &gr, "options", &opts));
+        out.push(set_keys(nb::LOGICAL_ROUTER, &gr, col::OPTIONS, &opts));
     }
     let want_ext = [
-        (EXT_PHYSICAL_IP, phys_ip.clone()),
+        (names::EXT_PHYSICAL_IP, phys_ip.clone()),
         (names::EXT_NODE, node.to_string()),
     ];
-    let ext = differing(&row("external_ids"), &want_ext);
+    let ext = differing(&row(col::EXTERNAL_IDS), &want_ext);
     if !ext.is_empty() {
-        out.push(set_keys("Logical_Router", &gr, "external_ids", &ext));
+        out.push(set_keys(nb::LOGICAL_ROUTER, &gr, col::EXTERNAL_IDS, &ext));
     }
 }
 
@@ -384,7 +392,7 @@ fn external_side_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>)
         &rtoe,
         &spec.mac,
         spec.physical_ip,
-        &[(EXT_GATEWAY_PHYSICAL_IP, "yes".to_string())],
+        &[(names::EXT_GATEWAY_PHYSICAL_IP, "yes".to_string())],
         out,
     );
     ensure_lsp(
@@ -423,7 +431,7 @@ fn gateway_route_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>)
     let have: Vec<(String, RouteKey)> = snap
         .gr
         .as_ref()
-        .map(|r| r.set("static_routes"))
+        .map(|r| r.set(col::STATIC_ROUTES))
         .unwrap_or_default()
         .into_iter()
         .filter_map(|u| snap.routes.get(&u).map(|r| (u, RouteKey::of(r))))
@@ -438,12 +446,12 @@ fn cluster_route_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>)
     let cr_have: Vec<(String, RouteKey)> = snap
         .cluster_router
         .as_ref()
-        .map(|r| r.set("static_routes"))
+        .map(|r| r.set(col::STATIC_ROUTES))
         .unwrap_or_default()
         .into_iter()
         .filter_map(|u| {
             let r = snap.routes.get(&u)?;
-            (r.map_get("external_ids", names::EXT_NODE).as_deref() == Some(node))
+            (r.map_get(col::EXTERNAL_IDS, names::EXT_NODE).as_deref() == Some(node))
                 .then(|| (u, RouteKey::of(r)))
         })
         .collect();
@@ -474,12 +482,13 @@ fn snat_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
     let nat_have: Vec<(String, (String, String))> = snap
         .gr
         .as_ref()
-        .map(|r| r.set("nat"))
+        .map(|r| r.set(col::NAT))
         .unwrap_or_default()
         .into_iter()
         .filter_map(|u| {
             let n = snap.nats.get(&u)?;
-            (n.str("type") == "snat").then(|| (u, (n.str("external_ip"), n.str("logical_ip"))))
+            (n.str(col::TYPE) == "snat")
+                .then(|| (u, (n.str(col::EXTERNAL_IP), n.str(col::LOGICAL_IP))))
         })
         .collect();
     let nat_want: Vec<(String, String)> = spec
@@ -490,7 +499,7 @@ fn snat_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
     remove_refs(
         out,
         &gr,
-        "nat",
+        col::NAT,
         nat_have
             .iter()
             .filter(|(_, k)| !nat_want.contains(k))
@@ -506,15 +515,15 @@ fn snat_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
         }
         let id = format!("nat{i}");
         out.push(NbOp::Db(DbOp::Create {
-            table: "NAT".into(),
+            table: nb::NAT.into(),
             id: Some(id.clone()),
             columns: vec![
-                ColVal::set("type", Val::str("snat")),
-                ColVal::set("external_ip", Val::str(ext_ip)),
-                ColVal::set("logical_ip", Val::str(logical)),
+                ColVal::set(col::TYPE, Val::str("snat")),
+                ColVal::set(col::EXTERNAL_IP, Val::str(ext_ip)),
+                ColVal::set(col::LOGICAL_IP, Val::str(logical)),
             ],
         }));
-        add_ref(out, &gr, "nat", &id);
+        add_ref(out, &gr, col::NAT, &id);
     }
 }
 
@@ -525,14 +534,14 @@ fn nodeport_lb_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
     let attached = snap
         .gr
         .as_ref()
-        .map(|r| r.set("load_balancer"))
+        .map(|r| r.set(col::LOAD_BALANCER))
         .unwrap_or_default();
-    for (upper, lower) in [("TCP", "tcp"), ("UDP", "udp")] {
-        let key = format!("{upper}_lb_gateway_router");
+    for p in [Proto::Tcp, Proto::Udp] {
+        let (key, lower) = (names::ext_gateway_lb(p), p.lower());
         let mine: Vec<&Row> = snap
             .lbs
             .iter()
-            .filter(|lb| lb.map_get("external_ids", &key).as_deref() == Some(gr.as_str()))
+            .filter(|lb| lb.map_get(col::EXTERNAL_IDS, &key).as_deref() == Some(gr.as_str()))
             .collect();
         if !spec.nodeport {
             out.extend(mine.iter().map(|lb| NbOp::LbDel {
@@ -544,30 +553,30 @@ fn nodeport_lb_ops(snap: &GwSnapshot, spec: &GatewaySpec, out: &mut Vec<NbOp>) {
             None => {
                 let id = format!("lb{lower}");
                 out.push(NbOp::Db(DbOp::Create {
-                    table: "Load_Balancer".into(),
+                    table: nb::LOAD_BALANCER.into(),
                     id: Some(id.clone()),
                     columns: vec![
-                        ColVal::set("name", Val::str(format!("{gr}-{lower}"))),
-                        ColVal::set("protocol", Val::str(lower)),
-                        ColVal::key("external_ids", &key, Val::str(&gr)),
+                        ColVal::set(col::NAME, Val::str(format!("{gr}-{lower}"))),
+                        ColVal::set(col::PROTOCOL, Val::str(lower)),
+                        ColVal::key(col::EXTERNAL_IDS, &key, Val::str(&gr)),
                     ],
                 }));
-                add_ref(out, &gr, "load_balancer", &id);
+                add_ref(out, &gr, col::LOAD_BALANCER, &id);
             }
             Some(lb) => {
-                if lb.str("protocol") != lower {
+                if lb.str(col::PROTOCOL) != lower {
                     out.push(NbOp::Db(DbOp::Set {
-                        table: "Load_Balancer".into(),
+                        table: nb::LOAD_BALANCER.into(),
                         record: lb.uuid.clone(),
-                        columns: vec![ColVal::set("protocol", Val::str(lower))],
+                        columns: vec![ColVal::set(col::PROTOCOL, Val::str(lower))],
                         if_exists: false,
                     }));
                 }
                 if !attached.contains(&lb.uuid) {
                     out.push(NbOp::Db(DbOp::Add {
-                        table: "Logical_Router".into(),
+                        table: nb::LOGICAL_ROUTER.into(),
                         record: gr.clone(),
-                        column: "load_balancer".into(),
+                        column: col::LOAD_BALANCER.into(),
                         values: vec![Val::Uuid(lb.uuid.clone())],
                     }));
                 }
@@ -594,14 +603,14 @@ fn sync_routes(
             stale.push(u.clone());
         }
     }
-    remove_refs(out, router, "static_routes", stale);
+    remove_refs(out, router, col::STATIC_ROUTES, stale);
     for (i, k) in want.iter().enumerate() {
         if kept.contains(&k) {
             continue;
         }
         let id = format!("{id_prefix}route{i}");
         out.push(k.create(&id, node));
-        add_ref(out, router, "static_routes", &id);
+        add_ref(out, router, col::STATIC_ROUTES, &id);
     }
 }
 
@@ -662,13 +671,13 @@ mod tests {
         let mut snap = GwSnapshot::default();
         let route = |u: &str, prefix: &str, nh: &str, port: &str, policy: &str, node: &str| {
             let mut c = vec![
-                ("ip_prefix", s(prefix)),
-                ("nexthop", s(nh)),
-                ("output_port", s(port)),
-                ("policy", s(policy)),
+                (col::IP_PREFIX, s(prefix)),
+                (col::NEXTHOP, s(nh)),
+                (col::OUTPUT_PORT, s(port)),
+                (col::POLICY, s(policy)),
             ];
             if !node.is_empty() {
-                c.push(("external_ids", map(&[("k8s-node", node)])));
+                c.push((col::EXTERNAL_IDS, map(&[("k8s-node", node)])));
             }
             row(u, &c)
         };
@@ -686,42 +695,42 @@ mod tests {
             row(
                 "nat1",
                 &[
-                    ("type", s("snat")),
-                    ("external_ip", s("172.31.0.1")),
-                    ("logical_ip", s("10.128.0.0/14")),
+                    (col::TYPE, s("snat")),
+                    (col::EXTERNAL_IP, s("172.31.0.1")),
+                    (col::LOGICAL_IP, s("10.128.0.0/14")),
                 ],
             ),
         );
         snap.gr = Some(row(
             "gr",
             &[
-                ("name", s("GR_n1")),
+                (col::NAME, s("GR_n1")),
                 (
-                    "options",
+                    col::OPTIONS,
                     map(&[("chassis", "chassis-1"), ("lb_force_snat_ip", "100.64.0.3")]),
                 ),
                 (
-                    "external_ids",
+                    col::EXTERNAL_IDS,
                     map(&[("physical_ip", "172.31.0.1"), ("k8s-node", "n1")]),
                 ),
-                ("static_routes", uuids(&["r1", "r2"])),
-                ("nat", uuids(&["nat1"])),
-                ("load_balancer", uuids(&["lbt", "lbu"])),
+                (col::STATIC_ROUTES, uuids(&["r1", "r2"])),
+                (col::NAT, uuids(&["nat1"])),
+                (col::LOAD_BALANCER, uuids(&["lbt", "lbu"])),
             ],
         ));
         snap.cluster_router = Some(row(
             "cr",
-            &[("static_routes", uuids(&["r3", "r4", "other"]))],
+            &[(col::STATIC_ROUTES, uuids(&["r3", "r4", "other"]))],
         ));
-        snap.ext_switch = Some(row("ext", &[("name", s("ext_n1"))]));
+        snap.ext_switch = Some(row("ext", &[(col::NAME, s("ext_n1"))]));
         let lrp = |name: &str, mac: &str, net: &str, ext: &[(&str, &str)]| {
             row(
                 name,
                 &[
-                    ("name", s(name)),
-                    ("mac", s(mac)),
-                    ("networks", s(net)),
-                    ("external_ids", map(ext)),
+                    (col::NAME, s(name)),
+                    (col::MAC, s(mac)),
+                    (col::NETWORKS, s(net)),
+                    (col::EXTERNAL_IDS, map(ext)),
                 ],
             )
         };
@@ -734,16 +743,16 @@ mod tests {
                 &[("gateway-physical-ip", "yes")],
             ),
         ] {
-            snap.lrps.insert(p.str("name"), p);
+            snap.lrps.insert(p.str(col::NAME), p);
         }
         let lsp = |name: &str, ty: &str, opts: &[(&str, &str)], addr: &str| {
             row(
                 name,
                 &[
-                    ("name", s(name)),
-                    ("type", s(ty)),
-                    ("options", map(opts)),
-                    ("addresses", s(addr)),
+                    (col::NAME, s(name)),
+                    (col::TYPE, s(ty)),
+                    (col::OPTIONS, map(opts)),
+                    (col::ADDRESSES, s(addr)),
                 ],
             )
         };
@@ -767,21 +776,27 @@ mod tests {
                 "unknown",
             ),
         ] {
-            snap.lsps.insert(p.str("name"), p);
+            snap.lsps.insert(p.str(col::NAME), p);
         }
         snap.lbs = vec![
             row(
                 "lbt",
                 &[
-                    ("protocol", s("tcp")),
-                    ("external_ids", map(&[("TCP_lb_gateway_router", "GR_n1")])),
+                    (col::PROTOCOL, s("tcp")),
+                    (
+                        col::EXTERNAL_IDS,
+                        map(&[("TCP_lb_gateway_router", "GR_n1")]),
+                    ),
                 ],
             ),
             row(
                 "lbu",
                 &[
-                    ("protocol", s("udp")),
-                    ("external_ids", map(&[("UDP_lb_gateway_router", "GR_n1")])),
+                    (col::PROTOCOL, s("udp")),
+                    (
+                        col::EXTERNAL_IDS,
+                        map(&[("UDP_lb_gateway_router", "GR_n1")]),
+                    ),
                 ],
             ),
         ];
@@ -863,7 +878,7 @@ mod tests {
         let mut sp = spec();
         sp.nodeport = false;
         let s = render(&gateway_ops(&GwSnapshot::default(), &sp));
-        assert!(!s.contains("Load_Balancer"), "{s}");
+        assert!(!s.contains(nb::LOAD_BALANCER), "{s}");
         let s = render(&gateway_ops(&applied(&spec()), &sp));
         assert_eq!(s, "-- --if-exists lb-del lbt -- --if-exists lb-del lbu");
     }

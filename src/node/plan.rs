@@ -13,6 +13,7 @@ use crate::ovn::names::{
     EXT_K8S_TOKEN_FILE, EXT_OVN_NB, EXT_OVN_REMOTE, EXT_SYSTEM_ID, mgmt_iface, mgmt_port,
     node_switch,
 };
+use crate::ovn::schema::{col, vs};
 use crate::ovn::{ColVal, DbOp, NbOp, NbTxn, Val, VsOp, VsTxn};
 
 /// The CNI config file the node writes into `-cni-conf-dir`.
@@ -39,7 +40,7 @@ pub fn external_ids_txn(
     if south.scheme == OvnScheme::Ssl
         && let (Some(k), Some(c), Some(ca)) = (&south.privkey, &south.cert, &south.cacert)
     {
-        // del-ssl first: OVS 2.9.1 hangs on set-ssl over an existing SSL row (§11 item 39).
+        // del-ssl first: OVS 2.9.1 hangs on set-ssl over an existing SSL row.
         txn.push(VsOp::DelSsl).push(VsOp::SetSsl {
             privkey: k.display().to_string(),
             cert: c.display().to_string(),
@@ -47,7 +48,7 @@ pub fn external_ids_txn(
         });
     }
     let mut cols = Vec::new();
-    let mut put = |k: &str, v: String| cols.push(ColVal::key("external_ids", k, Val::str(v)));
+    let mut put = |k: &str, v: String| cols.push(ColVal::key(col::EXTERNAL_IDS, k, Val::str(v)));
     if let Some(t) = cfg.ovn_south.client.client_target() {
         put(EXT_OVN_REMOTE, t);
     }
@@ -70,7 +71,7 @@ pub fn external_ids_txn(
         put(EXT_SYSTEM_ID, node.to_string());
     }
     txn.push(VsOp::Db(DbOp::Set {
-        table: "Open_vSwitch".into(),
+        table: vs::OPEN_VSWITCH.into(),
         record: ".".into(),
         columns: cols,
         if_exists: false,
@@ -86,11 +87,11 @@ pub fn token_ops(token: Option<&str>) -> Option<Vec<serde_json::Value>> {
     let tok = token.filter(|t| !t.is_empty())?;
     Some(vec![serde_json::json!({
         "op": "mutate",
-        "table": "Open_vSwitch",
+        "table": vs::OPEN_VSWITCH,
         "where": [],
         "mutations": [
-            ["external_ids", "delete", ["set", [EXT_K8S_TOKEN]]],
-            ["external_ids", "insert", ["map", [[EXT_K8S_TOKEN, tok]]]],
+            [col::EXTERNAL_IDS, "delete", ["set", [EXT_K8S_TOKEN]]],
+            [col::EXTERNAL_IDS, "insert", ["map", [[EXT_K8S_TOKEN, tok]]]],
         ],
     })])
 }
@@ -111,9 +112,9 @@ pub fn mgmt_vs_txn(
     });
     if !br_int_exists && let Some(dp) = datapath_type.filter(|d| !d.is_empty()) {
         txn.push(VsOp::Db(DbOp::Set {
-            table: "Bridge".into(),
+            table: vs::BRIDGE.into(),
             record: BR_INT.into(),
-            columns: vec![ColVal::set("datapath_type", Val::str(dp))],
+            columns: vec![ColVal::set(col::DATAPATH_TYPE, Val::str(dp))],
             if_exists: false,
         }));
     }
@@ -122,13 +123,13 @@ pub fn mgmt_vs_txn(
         port: iface.clone(),
     })
     .push(VsOp::Db(DbOp::Set {
-        table: "Interface".into(),
+        table: vs::INTERFACE.into(),
         record: iface,
         columns: vec![
-            ColVal::set("type", Val::str("internal")),
-            ColVal::set("mtu_request", Val::Int(i64::from(mtu))),
-            ColVal::set("mac", Val::str(mac)),
-            ColVal::key("external_ids", "iface-id", Val::str(mgmt_port(node))),
+            ColVal::set(col::TYPE, Val::str("internal")),
+            ColVal::set(col::MTU_REQUEST, Val::Int(i64::from(mtu))),
+            ColVal::set(col::MAC, Val::str(mac)),
+            ColVal::key(col::EXTERNAL_IDS, "iface-id", Val::str(mgmt_port(node))),
         ],
         if_exists: false,
     }));
@@ -176,7 +177,8 @@ pub fn mgmt_routes(cfg: &Config) -> Vec<Ipv4Net> {
 }
 
 /// The CNI network configuration (one line of JSON). `mtu` and `configFilePath` let the
-/// plugin use the node's MTU and config file (§11 item 40).
+/// plugin use the node's MTU and config file (without them it would fall back to built-in
+/// defaults that need not match the node's).
 pub fn cni_conf(cfg: &Config) -> String {
     let mut v = serde_json::json!({
         "cniVersion": CNI_CONF_VERSION,
@@ -252,10 +254,10 @@ mod tests {
         assert_eq!(
             serde_json::Value::Array(ops),
             serde_json::json!([{
-                "op": "mutate", "table": "Open_vSwitch", "where": [],
+                "op": "mutate", "table": vs::OPEN_VSWITCH, "where": [],
                 "mutations": [
-                    ["external_ids", "delete", ["set", ["k8s-api-token"]]],
-                    ["external_ids", "insert", ["map", [["k8s-api-token", "s3cr3t-tok"]]]],
+                    [col::EXTERNAL_IDS, "delete", ["set", ["k8s-api-token"]]],
+                    [col::EXTERNAL_IDS, "insert", ["map", [["k8s-api-token", "s3cr3t-tok"]]]],
                 ],
             }])
         );
@@ -353,7 +355,7 @@ mod tests {
         );
         // An existing br-int keeps its datapath type.
         let s = render(&mgmt_vs_txn("n1", 1400, "m", true, Some("netdev")));
-        assert!(!s.contains("datapath_type"), "{s}");
+        assert!(!s.contains(col::DATAPATH_TYPE), "{s}");
         let addrs = NodeAddrs::new("10.1.3.0/24".parse().unwrap());
         assert_eq!(
             mgmt_nb_txn("n1", "0a:58:0a:01:03:02", &addrs)

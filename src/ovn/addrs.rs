@@ -11,6 +11,44 @@ pub fn mac_from_ip(ip: Ipv4Addr) -> String {
     format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
+/// A unicast MAC in colon form, normalised to lower case; `None` otherwise.
+pub fn parse_mac(s: &str) -> Option<String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6
+        || parts
+            .iter()
+            .any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    let first = u8::from_str_radix(parts[0], 16).ok()?;
+    if first & 1 != 0 {
+        // Multicast/broadcast MACs cannot be a port address.
+        return None;
+    }
+    if parts.iter().all(|p| *p == "00") {
+        // The all-zero MAC is no station's address.
+        return None;
+    }
+    Some(s.to_ascii_lowercase())
+}
+
+/// The join network between the cluster router and the gateway routers (the later /16, so more
+/// than 253 gateways fit).
+pub fn join_cidr() -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 0), 16).unwrap_or_default()
+}
+
+/// The cluster router's address on the join switch: the join network's first host.
+pub fn join_router_ip() -> Ipv4Net {
+    let net = join_cidr();
+    Ipv4Net::new(
+        Ipv4Addr::from(u32::from(net.network()) + 1),
+        net.prefix_len(),
+    )
+    .unwrap_or(net)
+}
+
 /// Addresses derived from a node subnet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeAddrs {

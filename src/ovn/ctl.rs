@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 
 use super::ovsdb::{DbOp, Query, Row, parse_tables};
 use crate::exec::{BoxFuture, Cmd, Exec};
+use crate::ovn::schema::nb;
 
 /// Router static-route policy (`--policy=src-ip` or the default dst-ip).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,7 +198,7 @@ impl NbOp {
             PgDel { name } => out.extend([
                 s("--if-exists"),
                 s("destroy"),
-                s("Port_Group"),
+                s(nb::PORT_GROUP),
                 name.clone(),
             ]),
             Db(op) => op.render(out),
@@ -585,6 +586,7 @@ mod tests {
     use super::*;
     use crate::exec::{FakeExec, FakeReply};
     use crate::ovn::ovsdb::{ColVal, Val};
+    use crate::ovn::schema::col;
 
     fn node_txn() -> NbTxn {
         let mut t = NbTxn::new();
@@ -592,9 +594,9 @@ mod tests {
             name: "node1".into(),
         })
         .push(NbOp::Db(DbOp::Set {
-            table: "Logical_Switch".into(),
+            table: nb::LOGICAL_SWITCH.into(),
             record: "node1".into(),
-            columns: vec![ColVal::key("other_config", "subnet", "10.1.0.0/24")],
+            columns: vec![ColVal::key(col::OTHER_CONFIG, "subnet", "10.1.0.0/24")],
             if_exists: false,
         }))
         .push(NbOp::LspAdd {
@@ -619,7 +621,7 @@ mod tests {
                 "node1",
                 "--",
                 "set",
-                "Logical_Switch",
+                nb::LOGICAL_SWITCH,
                 "node1",
                 "other_config:\"subnet\"=\"10.1.0.0/24\"",
                 "--",
@@ -700,12 +702,12 @@ mod tests {
         let nb = Nbctl(Ctl::new(fake.clone(), CtlTarget::new("ovn-nbctl")));
         let res = nb
             .query(&[
-                Query::list("Logical_Switch", &["name"]),
+                Query::list(nb::LOGICAL_SWITCH, &[col::NAME]),
                 Query::find(
-                    "Logical_Router",
-                    &["name"],
+                    nb::LOGICAL_ROUTER,
+                    &[col::NAME],
                     vec![ColVal::key(
-                        "external_ids",
+                        col::EXTERNAL_IDS,
                         "k8s-cluster-router",
                         Val::str("yes"),
                     )],
@@ -713,7 +715,7 @@ mod tests {
             ])
             .await
             .unwrap();
-        assert_eq!(res[0][0].str("name"), "n1");
+        assert_eq!(res[0][0].str(col::NAME), "n1");
         assert!(res[1].is_empty());
     }
 }

@@ -4,15 +4,19 @@ pub mod addrs;
 pub mod ctl;
 pub mod ensure;
 pub mod jsonrpc;
+#[cfg(test)]
+pub mod mem;
 pub mod names;
 pub mod native;
 pub mod ovsdb;
+pub mod proto;
 pub mod schema;
 pub mod signals;
 
 pub use ctl::{Ctl, CtlTarget, Nb, NbOp, NbTxn, Nbctl, RoutePolicy, Vs, VsOp, VsTxn, Vsctl};
 pub use native::NativeNb;
 pub use ovsdb::{ColVal, DbOp, Query, Row, Val};
+pub use proto::Proto;
 
 use std::sync::Arc;
 

@@ -1,6 +1,8 @@
 //! Names of OVN and OVS objects. These are part of the external contract: existing clusters,
 //! docs and tools (`ovn-nbctl show`, `ovn-trace` recipes) know them.
 
+use super::Proto;
+
 /// The distributed cluster router (the later, fixed name; the 2018 code used the master's host
 /// name, which collided with the master's switch name in `ovn-sbctl lflow-list`).
 pub const CLUSTER_ROUTER: &str = "ovn_cluster_router";
@@ -9,11 +11,13 @@ pub const JOIN_SWITCH: &str = "join";
 
 /// `external_ids` keys other tools rely on.
 pub const EXT_CLUSTER_ROUTER: &str = "k8s-cluster-router";
-pub const EXT_CLUSTER_LB_TCP: &str = "k8s-cluster-lb-tcp";
-pub const EXT_CLUSTER_LB_UDP: &str = "k8s-cluster-lb-udp";
-pub const EXT_CLUSTER_LB_SCTP: &str = "k8s-cluster-lb-sctp";
 pub const EXT_CONNECT_TO_JOIN: &str = "connect_to_join";
 pub const EXT_GATEWAY_IP: &str = "gateway_ip";
+/// `external_ids` key the service controller finds gateway routers by: the router's physical
+/// (node) address.
+pub const EXT_PHYSICAL_IP: &str = "physical_ip";
+/// `external_ids` key on a gateway router's port to the external switch.
+pub const EXT_GATEWAY_PHYSICAL_IP: &str = "gateway-physical-ip";
 /// Marks every NB row this controller owns for a node, so start-up sync finds them.
 pub const EXT_NODE: &str = "k8s-node";
 
@@ -26,6 +30,18 @@ pub const EXT_SERVICE_LB_SKIP_SNAT: &str = "k8s-service-lb-skip-snat";
 pub const EXT_SERVICE_LB_GATEWAY: &str = "k8s-service-lb-gateway-router";
 /// A node-local service load balancer (on that node's switch only): the node's name.
 pub const EXT_SERVICE_LB_NODE: &str = "k8s-service-lb-node";
+
+/// `external_ids` key (value `yes`) marking the cluster-wide load balancer of `p`:
+/// `k8s-cluster-lb-tcp`.
+pub fn ext_cluster_lb(p: Proto) -> String {
+    format!("k8s-cluster-lb-{}", p.lower())
+}
+
+/// `external_ids` key whose value names the gateway router a load balancer of `p` belongs to:
+/// `TCP_lb_gateway_router` (the service controller's contract with the node agent).
+pub fn ext_gateway_lb(p: Proto) -> String {
+    format!("{}_lb_gateway_router", p.upper())
+}
 
 /// Router port from the cluster router to the join switch.
 pub fn rtoj(router: &str) -> String {
@@ -76,6 +92,15 @@ pub fn ext_switch(node: &str) -> String {
 /// Logical switch port of a pod.
 pub fn pod_port(namespace: &str, pod: &str) -> String {
     format!("{namespace}_{pod}")
+}
+
+/// Logical switch port of the pod whose informer key is `namespace/pod`. Kubernetes names
+/// cannot contain `/`, so the first one is the separator.
+pub fn pod_port_of_key(key: &str) -> String {
+    match key.split_once('/') {
+        Some((namespace, pod)) => pod_port(namespace, pod),
+        None => key.to_string(),
+    }
 }
 
 /// Why a node called `node` must not get OVN objects, if it must not: its switch would take the
@@ -196,5 +221,8 @@ mod tests {
         assert_eq!(stor("n1"), "stor-n1");
         assert_eq!(ext_switch("n1"), "ext_n1");
         assert_eq!(pod_port("default", "web"), "default_web");
+        assert_eq!(pod_port_of_key("default/web"), "default_web");
+        assert_eq!(ext_cluster_lb(Proto::Sctp), "k8s-cluster-lb-sctp");
+        assert_eq!(ext_gateway_lb(Proto::Udp), "UDP_lb_gateway_router");
     }
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::ovn::schema::col;
 use anyhow::{Context, Result, bail};
 
 /// A value in ovsdb-client command syntax.
@@ -329,8 +330,8 @@ impl Query {
         out.push("--".into());
         if !self.columns.is_empty() {
             let mut cols = self.columns.clone();
-            if !cols.iter().any(|c| c == "_uuid") {
-                cols.insert(0, "_uuid".into());
+            if !cols.iter().any(|c| c == col::UUID) {
+                cols.insert(0, col::UUID.into());
             }
             out.push(format!("--columns={}", cols.join(",")));
         }
@@ -498,7 +499,7 @@ pub fn parse_tables(stdout: &str) -> Result<Vec<Vec<Row>>> {
             };
             for (h, c) in headings.iter().zip(cells) {
                 let d = Datum::from_json(c).with_context(|| format!("column {h}"))?;
-                if h == "_uuid" {
+                if h == col::UUID {
                     row.uuid = d.as_str().unwrap_or_default().to_string();
                 } else {
                     row.columns.insert(h.clone(), d);
@@ -514,12 +515,13 @@ pub fn parse_tables(stdout: &str) -> Result<Vec<Vec<Row>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ovn::schema::nb;
 
     #[test]
     fn quoting_keeps_hostile_strings_as_data() {
         assert_eq!(quote("plain"), "\"plain\"");
         assert_eq!(quote("a\"b\\c$d"), r#""a\"b\\c$d""#);
-        let cv = ColVal::key("external_ids", "k8s.ovn.org/x", "a \"q\" b");
+        let cv = ColVal::key(col::EXTERNAL_IDS, "k8s.ovn.org/x", "a \"q\" b");
         assert_eq!(cv.render(), r#"external_ids:"k8s.ovn.org/x"="a \"q\" b""#);
     }
 
@@ -535,9 +537,12 @@ mod tests {
     fn renders_generic_ops() {
         let mut out = Vec::new();
         DbOp::Create {
-            table: "ACL".into(),
+            table: nb::ACL.into(),
             id: Some("acl".into()),
-            columns: vec![ColVal::set("priority", 1001), ColVal::set("match", "ip4")],
+            columns: vec![
+                ColVal::set(col::PRIORITY, 1001),
+                ColVal::set(col::MATCH, "ip4"),
+            ],
         }
         .render(&mut out);
         assert_eq!(
@@ -545,16 +550,16 @@ mod tests {
             [
                 "--id=@acl",
                 "create",
-                "ACL",
+                nb::ACL,
                 "priority=1001",
                 "match=\"ip4\""
             ]
         );
         let mut out = Vec::new();
         DbOp::Remove {
-            table: "load_balancer".into(),
+            table: nb::LOAD_BALANCER.into(),
             record: "u1".into(),
-            column: "vips".into(),
+            column: col::VIPS.into(),
             values: vec![Val::str("10.0.0.1:80")],
             if_exists: true,
         }
@@ -564,9 +569,9 @@ mod tests {
             [
                 "--if-exists",
                 "remove",
-                "load_balancer",
+                nb::LOAD_BALANCER,
                 "u1",
-                "vips",
+                col::VIPS,
                 "\"10.0.0.1:80\""
             ]
         );
@@ -576,9 +581,9 @@ mod tests {
     fn renders_queries() {
         let mut out = Vec::new();
         Query::find(
-            "Logical_Switch_Port",
-            &["name"],
-            vec![ColVal::key("external_ids", "pod", "true")],
+            nb::LOGICAL_SWITCH_PORT,
+            &[col::NAME],
+            vec![ColVal::key(col::EXTERNAL_IDS, "pod", "true")],
         )
         .render(&mut out);
         assert_eq!(
@@ -587,7 +592,7 @@ mod tests {
                 "--",
                 "--columns=_uuid,name",
                 "find",
-                "Logical_Switch_Port",
+                nb::LOGICAL_SWITCH_PORT,
                 "external_ids:\"pod\"=\"true\""
             ]
         );
@@ -602,12 +607,12 @@ mod tests {
         assert_eq!(t.len(), 2);
         let r = &t[0][0];
         assert_eq!(r.uuid, "u-1");
-        assert_eq!(r.str("name"), "p1");
-        assert_eq!(r.set("addresses"), ["0a:58:0a:01:00:05 10.1.0.5"]);
-        assert_eq!(r.map_get("external_ids", "pod").as_deref(), Some("true"));
-        assert_eq!(r.str("type"), "");
-        assert_eq!(r.set("tags"), ["a", "b"]);
-        assert_eq!(r.get("tag").and_then(Datum::as_int), Some(7));
+        assert_eq!(r.str(col::NAME), "p1");
+        assert_eq!(r.set(col::ADDRESSES), ["0a:58:0a:01:00:05 10.1.0.5"]);
+        assert_eq!(r.map_get(col::EXTERNAL_IDS, "pod").as_deref(), Some("true"));
+        assert_eq!(r.str(col::TYPE), "");
+        assert_eq!(r.set(col::TAGS), ["a", "b"]);
+        assert_eq!(r.get(col::TAG).and_then(Datum::as_int), Some(7));
         assert!(t[1].is_empty());
     }
 

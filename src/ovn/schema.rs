@@ -61,4 +61,17 @@ pub mod col {
     pub const DIRECTION: &str = "direction";
     pub const INTERFACES: &str = "interfaces";
     pub const SELECTION_FIELDS: &str = "selection_fields";
+    pub const DYNAMIC_ADDRESSES: &str = "dynamic_addresses";
+    pub const TAG: &str = "tag";
+    pub const TAGS: &str = "tags";
+    pub const IP_PREFIX: &str = "ip_prefix";
+    pub const NEXTHOP: &str = "nexthop";
+    pub const OUTPUT_PORT: &str = "output_port";
+    pub const POLICY: &str = "policy";
+    pub const LOGICAL_IP: &str = "logical_ip";
+    pub const EXTERNAL_IP: &str = "external_ip";
+    pub const DATAPATH_TYPE: &str = "datapath_type";
+    pub const MTU_REQUEST: &str = "mtu_request";
+    pub const MAC_IN_USE: &str = "mac_in_use";
+    pub const OFPORT: &str = "ofport";
 }

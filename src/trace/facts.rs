@@ -9,14 +9,13 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use super::plan::{Acl, Endpoint, Isolation, Target};
-use crate::cni::types::PodNetwork;
-use crate::controller::pods_plan::{
-    EXT_LOGICAL_SWITCH, EXT_POD_KEY, LSP, pod_annotation, pod_node,
-};
+use crate::controller::pods_plan::{EXT_LOGICAL_SWITCH, EXT_POD_KEY, pod_annotation, pod_node};
 use crate::controller::policy_model::compile;
-use crate::controller::policy_plan::{ACL, PORT_GROUP, policy_pg};
-use crate::controller::services::vips::Proto;
+use crate::controller::policy_plan::policy_pg;
+use crate::kube::annotations::PodNetwork;
+use crate::ovn::Proto;
 use crate::ovn::names::{pod_port, rtos};
+use crate::ovn::schema::{col, nb};
 use crate::ovn::{Query, Row};
 
 /// A logical switch port: name, uuid, first `"<mac> <ip>"` address, owning pod and its switch
@@ -47,13 +46,22 @@ pub struct Facts {
 /// controller's own reader).
 pub fn queries() -> Vec<Query> {
     vec![
-        Query::list(LSP, &["name", "addresses", "external_ids"]),
-        Query::list("Logical_Router_Port", &["name", "mac"]),
         Query::list(
-            ACL,
-            &["direction", "priority", "match", "action", "external_ids"],
+            nb::LOGICAL_SWITCH_PORT,
+            &[col::NAME, col::ADDRESSES, col::EXTERNAL_IDS],
         ),
-        Query::list(PORT_GROUP, &["name", "ports"]),
+        Query::list(nb::LOGICAL_ROUTER_PORT, &[col::NAME, col::MAC]),
+        Query::list(
+            nb::ACL,
+            &[
+                col::DIRECTION,
+                col::PRIORITY,
+                col::MATCH,
+                col::ACTION,
+                col::EXTERNAL_IDS,
+            ],
+        ),
+        Query::list(nb::PORT_GROUP, &[col::NAME, col::PORTS]),
     ]
 }
 
@@ -75,7 +83,7 @@ impl Facts {
             .iter()
             .map(|r| {
                 let (mac, ip) = r
-                    .set("addresses")
+                    .set(col::ADDRESSES)
                     .first()
                     .map(|a| parse_address(a))
                     .unwrap_or_default();
@@ -83,30 +91,30 @@ impl Facts {
                     uuid: r.uuid.clone(),
                     mac,
                     ip,
-                    pod: r.map_get("external_ids", EXT_POD_KEY),
-                    switch: r.map_get("external_ids", EXT_LOGICAL_SWITCH),
+                    pod: r.map_get(col::EXTERNAL_IDS, EXT_POD_KEY),
+                    switch: r.map_get(col::EXTERNAL_IDS, EXT_LOGICAL_SWITCH),
                 };
-                (r.str("name"), lsp)
+                (r.str(col::NAME), lsp)
             })
             .collect();
         let router_macs = table(1)
             .iter()
-            .map(|r| (r.str("name"), r.str("mac").to_ascii_lowercase()))
+            .map(|r| (r.str(col::NAME), r.str(col::MAC).to_ascii_lowercase()))
             .collect();
         let acls = table(2)
             .iter()
             .map(|r| Acl {
                 uuid: r.uuid.clone(),
-                direction: r.str("direction"),
-                priority: r.get("priority").and_then(|d| d.as_int()).unwrap_or(-1),
-                matches: r.str("match"),
-                action: r.str("action"),
-                external_ids: r.map("external_ids"),
+                direction: r.str(col::DIRECTION),
+                priority: r.get(col::PRIORITY).and_then(|d| d.as_int()).unwrap_or(-1),
+                matches: r.str(col::MATCH),
+                action: r.str(col::ACTION),
+                external_ids: r.map(col::EXTERNAL_IDS),
             })
             .collect();
         let pgs = table(3)
             .iter()
-            .map(|r| (r.str("name"), r.set("ports").into_iter().collect()))
+            .map(|r| (r.str(col::NAME), r.set(col::PORTS).into_iter().collect()))
             .collect();
         Facts {
             lsps,

@@ -21,9 +21,9 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::config::{self, Config, Invocation};
-use crate::controller::services::{read_targets, vips::Proto};
+use crate::controller::services::read_targets;
 use crate::exec::{Cmd, Exec, RealExec};
-use crate::ovn::{self, Nb, Nbctl};
+use crate::ovn::{self, Nb, Nbctl, Proto};
 use facts::Facts;
 use plan::{Report, Target};
 

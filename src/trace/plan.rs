@@ -11,7 +11,7 @@ use crate::controller::policy_plan::{
     EXT_DIRECTION, EXT_NAMESPACE, EXT_OWNER, EXT_POLICY, EXT_RULE, OWNER_DENY, OWNER_MGMT,
     OWNER_POLICY,
 };
-use crate::controller::services::vips::Proto;
+use crate::ovn::Proto;
 
 /// Source port of the traced connection (any ephemeral port; policies never match on it).
 pub const SRC_PORT: u16 = 33333;

@@ -7,9 +7,9 @@ use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use ovnkube::cni::types::PodNetwork;
 use ovnkube::controller::policy_model::Selector;
 use ovnkube::controller::policy_plan::policy_pg;
+use ovnkube::kube::annotations::PodNetwork;
 use ovnkube::ovn::names;
 
 /// A pod as the checker needs it: only pods bound to a node and on the pod network.
@@ -197,15 +197,15 @@ fn pods(w: &World, nb: &NbView) -> Vec<Violation> {
             }
         };
         if let Some(Some(subnet)) = w.nodes.get(&p.node)
-            && !(subnet.contains(&net.ip.addr()) && net.ip.prefix_len() == subnet.prefix_len())
+            && !(subnet.contains(&net.ip) && net.prefix_len == subnet.prefix_len())
         {
             v.push(Violation::PodOutsideSubnet {
                 pod: id.clone(),
-                ip: net.ip.to_string(),
+                ip: net.cidr().to_string(),
                 subnet: subnet.to_string(),
             });
         }
-        let want = format!("{} {}", net.mac, net.ip.addr());
+        let want = net.lsp_address();
         match nb.pod_ports.get(&id) {
             None => v.push(Violation::PodWithoutPort(id)),
             Some(port) => {
@@ -243,7 +243,7 @@ fn duplicate_ips(w: &World, nb: &NbView) -> Vec<Violation> {
             .and_then(|a| PodNetwork::parse(a).ok())
         {
             users
-                .entry(net.ip.addr())
+                .entry(net.ip)
                 .or_default()
                 .insert(format!("pod {}", port_name(p)));
         }

@@ -12,7 +12,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-/// The Debian file gateway code appends `--delete-transient-ports` to (reference §7.3).
+/// The Debian file the node's gateway code appends `--delete-transient-ports` to (so a NIC in
+/// a bridge is released when OVS restarts).
 const OVS_DEFAULTS: &str = "/etc/default/openvswitch-switch";
 
 /// Options for [`Chassis::start`].

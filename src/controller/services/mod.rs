@@ -21,12 +21,13 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::kube::{Change, key};
+use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::next_change;
-use crate::ovn::{Nb, NbTxn, Query, names};
+use crate::ovn::{Nb, NbTxn, Proto, Query, names};
 use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries, Retrying};
 use endpoints::{EpSet, Source};
-use vips::{Flavor, Gateway, LbTargets, LbWant, Proto, VipMap};
+use vips::{Flavor, Gateway, LbTargets, LbWant, VipMap};
 
 /// Services reconciled together at most (one transaction).
 const MAX_BATCH: usize = 500;
@@ -49,15 +50,21 @@ pub struct NbState {
 /// leaves the VIPs out: at 1,000 services they are most of the table.
 pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
     let lb_cols: &[&str] = if with_vips {
-        &["name", "protocol", "external_ids", "vips"]
+        &[col::NAME, col::PROTOCOL, col::EXTERNAL_IDS, col::VIPS]
     } else {
-        &["name", "protocol", "external_ids"]
+        &[col::NAME, col::PROTOCOL, col::EXTERNAL_IDS]
     };
     let t = nb
         .query(&[
-            Query::list("Load_Balancer", lb_cols),
-            Query::list("Logical_Router", &["name", "external_ids", "options"]),
-            Query::list("Logical_Switch", &["name", "external_ids", "load_balancer"]),
+            Query::list(nb::LOAD_BALANCER, lb_cols),
+            Query::list(
+                nb::LOGICAL_ROUTER,
+                &[col::NAME, col::EXTERNAL_IDS, col::OPTIONS],
+            ),
+            Query::list(
+                nb::LOGICAL_SWITCH,
+                &[col::NAME, col::EXTERNAL_IDS, col::LOAD_BALANCER],
+            ),
         ])
         .await
         .context("reading load balancers, gateway routers and node switches")?;
@@ -68,7 +75,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
     for lb in lbs {
         for p in Proto::ALL {
             if lb
-                .map_get("external_ids", &format!("k8s-cluster-lb-{}", p.lower()))
+                .map_get(col::EXTERNAL_IDS, &names::ext_cluster_lb(p))
                 .as_deref()
                 == Some("yes")
             {
@@ -78,7 +85,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
                     .or_insert_with(|| lb.uuid.clone());
             }
         }
-        match LbWant::parse(&lb.map("external_ids")) {
+        match LbWant::parse(&lb.map(col::EXTERNAL_IDS)) {
             Some(LbWant::Cluster(p, f)) => {
                 targets
                     .cluster
@@ -97,23 +104,23 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
         }
     }
     for r in routers {
-        let name = r.str("name");
+        let name = r.str(col::NAME);
         let Some(ip) = r
-            .map_get("external_ids", "physical_ip")
+            .map_get(col::EXTERNAL_IDS, names::EXT_PHYSICAL_IP)
             .and_then(|ip| ip.parse().ok())
         else {
             continue;
         };
         let mut g = Gateway {
             router: name.clone(),
-            node: r.map_get("external_ids", names::EXT_NODE),
+            node: r.map_get(col::EXTERNAL_IDS, names::EXT_NODE),
             physical_ip: ip,
             lbs: BTreeMap::new(),
         };
         for lb in lbs {
             for p in Proto::ALL {
-                let k = format!("{}_lb_gateway_router", p.upper());
-                if lb.map_get("external_ids", &k).as_deref() == Some(name.as_str()) {
+                let k = names::ext_gateway_lb(p);
+                if lb.map_get(col::EXTERNAL_IDS, &k).as_deref() == Some(name.as_str()) {
                     g.lbs
                         .entry((p, Flavor::PLAIN))
                         .or_insert_with(|| lb.uuid.clone());
@@ -130,8 +137,13 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
     targets.gateways.sort_by(|a, b| a.router.cmp(&b.router));
     let switches: SwitchLbs = switches
         .iter()
-        .filter(|s| s.map_get("external_ids", names::EXT_NODE).is_some())
-        .map(|s| (s.str("name"), s.set("load_balancer").into_iter().collect()))
+        .filter(|s| s.map_get(col::EXTERNAL_IDS, names::EXT_NODE).is_some())
+        .map(|s| {
+            (
+                s.str(col::NAME),
+                s.set(col::LOAD_BALANCER).into_iter().collect(),
+            )
+        })
         .collect();
     for sw in switches.keys() {
         // Node switches are named after their node.
@@ -155,7 +167,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
     let owned: BTreeSet<String> = targets.all_uuids().into_iter().collect();
     let mut actual = VipMap::new();
     for lb in lbs.iter().filter(|lb| owned.contains(&lb.uuid)) {
-        for (vip, backends) in lb.map("vips") {
+        for (vip, backends) in lb.map(col::VIPS) {
             actual.insert((lb.uuid.clone(), vip), backends);
         }
     }

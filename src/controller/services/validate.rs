@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Service;
 use super::endpoints::EpSet;
 
 use crate::config::Config;
-use crate::master::topology::join_cidr;
+use crate::ovn::addrs::join_cidr;
 
 /// The networks a Service-supplied address must stay out of.
 #[derive(Clone, Debug, PartialEq, Eq)]

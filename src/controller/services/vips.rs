@@ -12,43 +12,8 @@ use std::net::Ipv4Addr;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 
 use super::endpoints::EpSet;
-use crate::ovn::{ColVal, DbOp, NbOp, Val, names};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Proto {
-    pub const ALL: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Sctp];
-
-    pub fn lower(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Sctp => "sctp",
-        }
-    }
-
-    pub fn upper(self) -> &'static str {
-        match self {
-            Proto::Tcp => "TCP",
-            Proto::Udp => "UDP",
-            Proto::Sctp => "SCTP",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Proto> {
-        match s {
-            "TCP" => Some(Proto::Tcp),
-            "UDP" => Some(Proto::Udp),
-            "SCTP" => Some(Proto::Sctp),
-            _ => None,
-        }
-    }
-}
+use crate::ovn::schema::{col, nb};
+use crate::ovn::{ColVal, DbOp, NbOp, Proto, Val, names};
 
 /// What sets a load balancer apart beyond its protocol. OVN's `affinity_timeout` and
 /// `skip_snat` are per load balancer, so services that need them get VIPs on a load balancer of
@@ -207,21 +172,21 @@ pub fn create_lb_ops(wants: &[LbWant], switches: &[String]) -> Vec<NbOp> {
         let id = format!("svclb{i}");
         let (p, f) = w.proto_flavor();
         let mut columns = vec![
-            ColVal::set("name", Val::str(w.name())),
-            ColVal::set("protocol", Val::str(p.lower())),
+            ColVal::set(col::NAME, Val::str(w.name())),
+            ColVal::set(col::PROTOCOL, Val::str(p.lower())),
         ];
         columns.extend(
             w.external_ids()
                 .into_iter()
-                .map(|(k, v)| ColVal::key("external_ids", k, Val::str(v))),
+                .map(|(k, v)| ColVal::key(col::EXTERNAL_IDS, k, Val::str(v))),
         );
         columns.extend(
             f.options()
                 .into_iter()
-                .map(|(k, v)| ColVal::key("options", k, Val::str(v))),
+                .map(|(k, v)| ColVal::key(col::OPTIONS, k, Val::str(v))),
         );
         out.push(NbOp::Db(DbOp::Create {
-            table: "Load_Balancer".into(),
+            table: nb::LOAD_BALANCER.into(),
             id: Some(id.clone()),
             columns,
         }));
@@ -229,14 +194,16 @@ pub fn create_lb_ops(wants: &[LbWant], switches: &[String]) -> Vec<NbOp> {
             NbOp::Db(DbOp::Add {
                 table: table.into(),
                 record: record.into(),
-                column: "load_balancer".into(),
+                column: col::LOAD_BALANCER.into(),
                 values: vec![Val::Ref(id.clone())],
             })
         };
         match w {
-            LbWant::Cluster(..) => out.extend(switches.iter().map(|s| attach("Logical_Switch", s))),
-            LbWant::Gateway(gr, ..) => out.push(attach("Logical_Router", gr)),
-            LbWant::Node(n, ..) => out.push(attach("Logical_Switch", &names::node_switch(n))),
+            LbWant::Cluster(..) => {
+                out.extend(switches.iter().map(|s| attach(nb::LOGICAL_SWITCH, s)))
+            }
+            LbWant::Gateway(gr, ..) => out.push(attach(nb::LOGICAL_ROUTER, gr)),
+            LbWant::Node(n, ..) => out.push(attach(nb::LOGICAL_SWITCH, &names::node_switch(n))),
         }
     }
     out
@@ -641,7 +608,7 @@ pub fn diff_ops(have: &VipMap, want: &VipMap) -> Vec<NbOp> {
         if have.get(&(lb.clone(), vip.clone())) != Some(b) {
             sets.entry(lb)
                 .or_default()
-                .push(ColVal::key("vips", vip, b.as_str()));
+                .push(ColVal::key(col::VIPS, vip, b.as_str()));
         }
     }
     for (lb, vip) in have.keys() {
@@ -652,16 +619,16 @@ pub fn diff_ops(have: &VipMap, want: &VipMap) -> Vec<NbOp> {
     let mut out = Vec::new();
     for (lb, values) in removes {
         out.push(NbOp::Db(DbOp::Remove {
-            table: "Load_Balancer".into(),
+            table: nb::LOAD_BALANCER.into(),
             record: lb.to_string(),
-            column: "vips".into(),
+            column: col::VIPS.into(),
             values,
             if_exists: true,
         }));
     }
     for (lb, columns) in sets {
         out.push(NbOp::Db(DbOp::Set {
-            table: "Load_Balancer".into(),
+            table: nb::LOAD_BALANCER.into(),
             record: lb.to_string(),
             columns,
             if_exists: false,
