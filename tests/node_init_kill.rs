@@ -152,11 +152,10 @@ async fn a_node_agent_killed_during_init_converges_after_a_restart() {
             node_objects_ok(&env, NODE_IP, &subnet, &mgmt).ok()
         })
         .await;
-        let side = eventually("the node's own state", WAIT, || async {
+        eventually("the node's own state", WAIT, || async {
             node_side_ok(&env, &n1).await.ok()
         })
         .await;
-        assert_eq!(side, ());
         let took = t.elapsed();
         eprintln!("killed after {stage:?}: converged {took:?} after the restart");
         figures.push((stage, took));
