@@ -105,8 +105,10 @@ install-bin:
 	ln -sf $(PREFIX)/bin/ovnkube $(DESTDIR)$(CNI_BIN)/ovn-k8s-cni-overlay
 	ln -sf ovnkube $(DESTDIR)$(PREFIX)/bin/ovn-kube-util
 
-# Benchmarks, not tests; release profile (what users run). Pod controller: 50 nodes, 2,000 then 10,000 pods created at
-# POD_BENCH_RATE pods/s; prints create->annotation p50/p99, pods/s and the p99 growth. The binary
+# Benchmarks, not tests; release profile (what users run). Pod controller: POD_BENCH_NODES (100)
+# nodes, POD_BENCH_SIZES (2,000, 10,000 and 20,000) pods created at POD_BENCH_RATE (500) pods/s;
+# prints create->annotation p50/p99, pods/s, the master's RSS, the load and the p99 growth, and
+# writes each size's latency CDF to POD_BENCH_PLOTS (docs/bench/pod-latency-<n>.svg). The binary
 # uses the native OVSDB backend; OVNKUBE_NB_BACKEND=exec measures the ovn-nbctl one instead.
 # Policy benchmark: POLICY_BENCH_NS (100) namespaces x POLICY_BENCH_PODS (10) pods x 5 policies;
 # prints the time to program NB, northd's time, ACL / port group / address set / logical flow
@@ -114,11 +116,15 @@ install-bin:
 # Services: SVC_BENCH_SERVICES (1,000) services x 10 endpoints from EndpointSlices; prints the
 # time to program them, northd CPU, endpoint change -> VIP p50/p99 and a no-change master
 # restart (sync time, NB writes); then OVN's own cost of the load-balancer layouts.
+# Restart at scale: RESTART_BENCH_NODES (50) nodes, RESTART_BENCH_PODS (10,000) pods,
+# RESTART_BENCH_SERVICES (1,000) services x 10 endpoints, RESTART_BENCH_POLICIES (500) policies;
+# prints the NB transactions of a no-change restart and spawn -> new pod annotated.
 bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
 	$(CARGO) test --release -p ovnkube --test services_bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p ovnkube --test ha -- --ignored --nocapture bench_master_failover
+	$(CARGO) test --release -p ovnkube --test restart_bench -- --ignored --nocapture
 
 # Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
 # config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the

@@ -490,27 +490,50 @@ async fn nb_outage_is_retried() {
     assert!(master.log_text().contains("will retry"));
 }
 
-/// `make bench`: pods on 50 nodes, create→annotation latency and throughput at 2,000 and
-/// 10,000 pods (a fresh cluster for each). Pods are created at `POD_BENCH_RATE` pods/s
-/// (default 200) so latency is measured under a steady load, not a backlog.
+/// `make bench`: pods on `POD_BENCH_NODES` nodes (default 100), create→annotation latency
+/// and throughput at `POD_BENCH_SIZES` pods (default 2,000, 10,000 and 20,000; a fresh cluster
+/// for each). Pods are created at `POD_BENCH_RATE` pods/s (default 500) so latency is measured
+/// under a steady load, not a backlog. Prints p50/p99, the master's RSS once every pod is
+/// annotated and the machine's load, and writes each size's latency CDF as an SVG into
+/// `POD_BENCH_PLOTS` (default `docs/bench/`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with `make bench`"]
 async fn bench_pod_annotation_latency() {
-    let rate: f64 = std::env::var("POD_BENCH_RATE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200.0);
+    let num = |key: &str, default: f64| -> f64 {
+        std::env::var(key)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let rate = num("POD_BENCH_RATE", 500.0);
+    let nodes = num("POD_BENCH_NODES", 100.0) as usize;
     let sizes: Vec<usize> = std::env::var("POD_BENCH_SIZES")
         .ok()
         .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![2000, 10000]);
+        .unwrap_or_else(|| vec![2000, 10000, 20000]);
+    let plots = std::env::var("POD_BENCH_PLOTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/bench"));
     let mut p99s = Vec::new();
     for n in sizes {
-        let (p50, p99, tail99, rate_out) = bench_once(n, rate).await;
+        let r = bench_once(n, nodes, rate).await;
+        let (p50, p99) = (pct(&r.latencies_ms, 0.5), pct(&r.latencies_ms, 0.99));
         println!(
-            "BENCH pods={n} nodes=50 offered={rate}/s  p50={p50:.1}ms  p99={p99:.1}ms  \
-             p99(last 10%)={tail99:.1}ms  throughput={rate_out:.0} pods/s"
+            "BENCH pods={n} nodes={nodes} offered={rate}/s  p50={p50:.1}ms  p99={p99:.1}ms  \
+             p99(last 10%)={:.1}ms  max={:.1}ms  throughput={:.0} pods/s  master RSS={} MiB  \
+             load: {}",
+            r.tail_p99_ms,
+            r.latencies_ms.last().copied().unwrap_or_default(),
+            r.throughput,
+            r.rss_kib / 1024,
+            load()
         );
+        let svg = plots.join(format!("pod-latency-{n}.svg"));
+        let title = format!("create -> annotation, {n} pods on {nodes} nodes at {rate}/s");
+        match write_cdf(&svg, &title, &r.latencies_ms) {
+            Ok(()) => println!("BENCH latency CDF written to {}", svg.display()),
+            Err(e) => println!("BENCH latency CDF not written to {}: {e:#}", svg.display()),
+        }
         p99s.push((n, p99));
     }
     if let [(a, pa), .., (b, pb)] = p99s.as_slice() {
@@ -518,7 +541,91 @@ async fn bench_pod_annotation_latency() {
     }
 }
 
-async fn bench_once(n: usize, rate: f64) -> (f64, f64, f64, f64) {
+/// One size's figures: every pod's latency (sorted), the p99 of the last tenth created, the
+/// pods/s annotated, and the master's RSS once all are annotated.
+struct BenchRun {
+    latencies_ms: Vec<f64>,
+    tail_p99_ms: f64,
+    throughput: f64,
+    rss_kib: u64,
+}
+
+/// The `p` quantile (0..=1) of sorted values.
+fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// The load averages, to read noisy numbers by (this machine is shared).
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// VmRSS of `pid` in KiB (0 when unreadable).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The empirical CDF of `sorted_ms` as an SVG line chart (log-scaled latency axis, so that
+/// the body and the tail are both readable).
+fn write_cdf(path: &std::path::Path, title: &str, sorted_ms: &[f64]) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lo = sorted_ms.first().copied().unwrap_or(0.1).max(0.1);
+    let hi = sorted_ms.last().copied().unwrap_or(1.0).max(lo * 2.0);
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (ms, log scale)")
+        .y_desc("fraction of pods")
+        .draw()?;
+    let n = sorted_ms.len().max(1) as f64;
+    // At most ~2,000 points: the curve stays readable and the file small at 20,000 pods.
+    let step = (sorted_ms.len() / 2000).max(1);
+    let points = sorted_ms
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % step == 0 || *i + 1 == sorted_ms.len())
+        .map(|(i, ms)| (ms.max(lo), (i + 1) as f64 / n));
+    chart.draw_series(LineSeries::new(points, &BLUE))?;
+    for (q, color) in [(0.5, &GREEN), (0.99, &RED)] {
+        let x = pct(sorted_ms, q).max(lo);
+        chart
+            .draw_series(LineSeries::new([(x, 0.0), (x, 1.0)], color))?
+            .label(format!("p{:.0} {x:.1} ms", q * 100.0))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+async fn bench_once(n: usize, node_count: usize, rate: f64) -> BenchRun {
     let env = Env::start(&format!("bench{n}")).await;
     let args: Vec<String> = env
         .master_args("10.9.0.0/16")
@@ -533,12 +640,11 @@ async fn bench_once(n: usize, rate: f64) -> (f64, f64, f64, f64) {
         .collect();
     let mut master = env.spawn("master", &args);
     master.wait_log("cluster topology ready", WAIT);
-    let nodes: Vec<String> = (0..50).map(|i| format!("node{i:02}")).collect();
+    let nodes: Vec<String> = (0..node_count).map(|i| format!("node{i:03}")).collect();
     env.create_nodes(&nodes.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     wait_nodes_ready(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
     master.wait_log("pod worker started", WAIT);
-
     // First sight of the annotation, per pod.
     let seen: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
     let watch = {
@@ -601,19 +707,19 @@ async fn bench_once(n: usize, rate: f64) -> (f64, f64, f64, f64) {
         v.sort_by(|a, b| a.total_cmp(b));
         v
     };
-    let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
     let all = lat(&order);
     let tail = lat(&order[order.len() * 9 / 10..]);
     let last = seen.values().max().copied().unwrap_or(start);
     let throughput = n as f64 / last.duration_since(start).as_secs_f64();
     assert_eq!(pod_ports(&env).len(), n);
+    let rss_kib = rss_kib(master.child.id());
     master.terminate();
-    (
-        pct(&all, 0.5),
-        pct(&all, 0.99),
-        pct(&tail, 0.99),
+    BenchRun {
+        tail_p99_ms: pct(&tail, 0.99),
+        latencies_ms: all,
         throughput,
-    )
+        rss_kib,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -126,10 +126,9 @@ struct Shared {
     events: events::Events,
     patch_slots: Semaphore,
     port_events: Option<mpsc::UnboundedSender<PortEvent>>,
-    /// The NB and the API server as all workers see them: an outage is logged once, not per
-    /// pod and attempt.
+    /// The NB as all workers see it: an outage is logged once, not per pod and attempt (the
+    /// API server's is `kube::outage`, shared with the rest of the process).
     nb_outage: std::sync::Mutex<Outage>,
-    api_outage: std::sync::Mutex<Outage>,
 }
 
 /// Reports `objects` failures to `outage` (which logs the start of an outage once); the
@@ -592,9 +591,10 @@ impl Worker {
         .await;
         let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         if let Some((_, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
-            note_failure(&self.shared.api_outage, failed, &format!("{e:#}"));
+            // The API server as the whole process sees it: one WARN per outage.
+            crate::kube::outage::failed(failed, &format!("annotating pods: {e:#}"));
         } else if !results.is_empty() {
-            note_success(&self.shared.api_outage);
+            crate::kube::outage::succeeded();
         }
         for (k, res) in results {
             match res {
@@ -690,12 +690,16 @@ async fn annotate(shared: &Shared, pod: &Pod, net: &PodNetwork) -> Result<Option
     let _slot = shared.patch_slots.acquire().await?;
     let (ns, name) = (pod_ns(pod), pod.name_any());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
-    let patch =
-        serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.to_annotation()}}});
-    match api
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    let patch = serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.to_annotation()}}});
+    let (pp, merge) = (PatchParams::default(), Patch::Merge(&patch));
+    let call = api.patch(&name, &pp, &merge);
+    let timeout = crate::kube::outage::CALL_TIMEOUT;
+    let Ok(res) = tokio::time::timeout(timeout, call).await else {
+        bail!(
+            "patching the {POD_NETWORK} annotation of pod {ns}/{name}: the API server did not answer within {timeout:?}"
+        );
+    };
+    match res {
         Ok(p) => {
             tracing::info!(ip = %net.ip, "annotated pod {ns}/{name}");
             crate::metrics::get().pod_annotated(crate::metrics::creation_time(&pod.metadata));
@@ -957,7 +961,6 @@ impl PodController {
                 nb_outage: std::sync::Mutex::new(Outage::new(
                     "pod logical ports in the NB database",
                 )),
-                api_outage: std::sync::Mutex::new(Outage::new("pod annotations in the API server")),
             }),
             workers: HashMap::new(),
             parked: HashMap::new(),

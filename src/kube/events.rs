@@ -53,9 +53,14 @@ impl Events {
         note: &str,
     ) {
         let ev = warning(action, reason, note);
-        if let Err(e) = self.recorder.publish(&ev, &reference).await {
-            let name = reference.name.as_deref().unwrap_or_default();
-            tracing::warn!(object = %name, error = %e, "could not record event {reason}");
+        match self.recorder.publish(&ev, &reference).await {
+            Ok(()) => super::outage::succeeded(),
+            Err(e) => {
+                // Logged at WARN once per API outage (there), each event at DEBUG.
+                let name = reference.name.as_deref().unwrap_or_default();
+                super::outage::failed(1, &format!("recording event {reason} for {name}: {e}"));
+                tracing::debug!(object = %name, error = %e, "could not record event {reason}");
+            }
         }
     }
 }

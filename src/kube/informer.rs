@@ -270,6 +270,7 @@ where
         .filter_map(move |ev| {
             let out = match ev {
                 Ok(ev) => {
+                    crate::kube::outage::succeeded();
                     if let watcher::Event::Delete(o) = &ev {
                         reported.remove(&key(o));
                     }
@@ -285,7 +286,14 @@ where
                     out
                 }
                 Err(e) => {
-                    tracing::warn!(kind = %kind, error = %e, "watch error; retrying");
+                    // The first failure of an outage is the process's one WARN; every retry
+                    // of every watch is a DEBUG line.
+                    let e = e.to_string();
+                    crate::kube::outage::failed(
+                        cache.objects.len(),
+                        &format!("watching {plural}: {e}"),
+                    );
+                    tracing::debug!(kind = %kind, error = %e, "watch error; retrying");
                     Vec::new()
                 }
             };

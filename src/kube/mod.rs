@@ -3,6 +3,7 @@
 pub mod client;
 pub mod informer;
 pub mod names;
+pub mod outage;
 pub mod shared;
 pub mod token_file;
 

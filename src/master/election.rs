@@ -371,9 +371,13 @@ impl Elector {
     /// Read the Lease, decide, write. Bounded by the retry period so a hung API call cannot
     /// hold the loop past the renew deadline.
     async fn round(&self) -> Result<Round> {
-        tokio::time::timeout(self.cfg.retry_period, self.round_inner())
+        let r = tokio::time::timeout(self.cfg.retry_period, self.round_inner())
             .await
-            .map_err(|_| anyhow!("the API server did not answer within the retry period"))?
+            .map_err(|_| anyhow!("the API server did not answer within the retry period"))?;
+        if r.is_ok() {
+            crate::kube::outage::succeeded();
+        }
+        r
     }
 
     async fn round_inner(&self) -> Result<Round> {
@@ -473,11 +477,17 @@ impl Elector {
                 }
                 // Not leading, so a round never reports a lost Lease here.
                 Ok(Round::Lost { .. }) => {}
-                Err(e) => tracing::warn!(
-                    lease = %self.lease_ref(),
-                    error = %format!("{e:#}"),
-                    "reading or writing the leader-election Lease failed; retrying (check the API server and the RBAC for coordination.k8s.io leases)"
-                ),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    crate::kube::outage::failed(
+                        1,
+                        &format!(
+                            "reading or writing the leader-election {} (check the RBAC for coordination.k8s.io leases): {e}",
+                            self.lease_ref()
+                        ),
+                    );
+                    tracing::debug!(lease = %self.lease_ref(), error = %e, "reading or writing the leader-election Lease failed; retrying");
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(false),
@@ -511,11 +521,14 @@ impl Elector {
                         self.lease_ref()
                     );
                 }
-                Err(e) => tracing::warn!(
-                    lease = %self.lease_ref(),
-                    error = %format!("{e:#}"),
-                    "renewing the leader-election Lease failed; retrying"
-                ),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    crate::kube::outage::failed(
+                        1,
+                        &format!("renewing the leader-election {}: {e}", self.lease_ref()),
+                    );
+                    tracing::debug!(lease = %self.lease_ref(), error = %e, "renewing the leader-election Lease failed; retrying");
+                }
             }
             if let Err(r) = self.lead.check(Instant::now()) {
                 self.step_down();

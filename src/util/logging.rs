@@ -124,13 +124,23 @@ impl Logging {
     }
 }
 
+/// The default filter: `level` for ovnkube; the libraries' own chatter capped. kube-client
+/// logs a WARN for every watch whose connection is cut ("eof in poll"), once per watch each
+/// time the API server goes away; the watcher resumes it, and the outage itself is logged
+/// once by `kube::outage`, so only kube-client's errors are kept.
+fn directives(level: u8) -> String {
+    format!(
+        "{},kube=warn,kube_client=error,hyper=warn",
+        level_filter(level)
+    )
+}
+
 /// Install the global subscriber. A `-logfile` that cannot be opened is an error (the caller
 /// exits 1): a daemon told to log to a file must not silently log somewhere else.
 /// `RUST_LOG`, when set, overrides the level.
 pub fn init(level: u8, logfile: Option<&Path>) -> Result<Logging, LogFileError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{},kube=warn,hyper=warn", level_filter(level)))
-    });
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives(level)));
     let no_color = std::env::var("NO_COLOR").ok();
     let ansi = use_ansi(
         logfile.is_some(),

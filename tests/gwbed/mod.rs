@@ -17,7 +17,7 @@ use kube::api::{ObjectMeta, PostParams};
 use ovn_testbed::{Chassis, Outside, TestPod};
 
 use crate::common::{Env, eventually};
-use crate::nodebed::NodeSide;
+use crate::nodebed::{CLUSTER_SUBNET, NodeSide};
 
 pub const OUTSIDE: &str = "172.31.0.100/24";
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -331,4 +331,108 @@ pub fn nodeport_ingress(out: &Outside, dbg: &dyn Fn() -> String) {
         out.exec(&["python3", "-c", &client("172.31.0.1", NODE_PORT as u16)])
             .unwrap()
     });
+}
+
+/// `ovn-nbctl args` with a failure read as empty output (the NB may be away).
+fn lenient(env: &Env, args: &[&str]) -> String {
+    nbctl(env, args, true)
+}
+
+/// What must be in the NB for node n1 (master's and node's objects); `Err` says what is not.
+pub fn node_objects_ok(
+    env: &Env,
+    node_ip: &str,
+    subnet: &str,
+    mgmt: &str,
+) -> Result<String, String> {
+    let gr = "GR_n1";
+    let check = |ok: bool, what: String| if ok { Ok(()) } else { Err(what) };
+    // The master's.
+    let sw = lenient(env, &["get", "Logical_Switch", "n1", "other_config:subnet"]);
+    check(sw == subnet, format!("switch n1 subnet {sw:?}"))?;
+    let rtos = lenient(env, &["get", "Logical_Router_Port", "rtos-n1", "networks"]);
+    check(!rtos.is_empty(), "rtos-n1".into())?;
+    // The node's: the management port's LSP with its address, on the node switch.
+    let a = lenient(env, &["get", "Logical_Switch_Port", "k8s-n1", "addresses"]);
+    check(a.contains(mgmt), format!("k8s-n1 addresses {a:?}"))?;
+    let ports = lenient(env, &["lsp-list", "n1"]);
+    check(ports.contains("(k8s-n1)"), format!("n1 ports {ports:?}"))?;
+    // The gateway router, its join port and the address derived from it.
+    let chassis = lenient(env, &["get", "Logical_Router", gr, "options:chassis"]);
+    check(chassis == "n1", format!("{gr} chassis {chassis:?}"))?;
+    let j = lenient(
+        env,
+        &["get", "Logical_Router_Port", "rtoj-GR_n1", "networks"],
+    );
+    let join = j
+        .trim_matches(|c| c == '[' || c == ']' || c == '"')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    check(
+        join.starts_with("100.64."),
+        format!("rtoj-{gr} networks {j:?}"),
+    )?;
+    let jtor = lenient(env, &["get", "Logical_Switch_Port", "jtor-GR_n1", "type"]);
+    check(jtor == "router", format!("jtor-{gr} type {jtor:?}"))?;
+    let snat_ip = lenient(
+        env,
+        &["get", "Logical_Router", gr, "options:lb_force_snat_ip"],
+    );
+    check(
+        snat_ip == join,
+        format!("lb_force_snat_ip {snat_ip:?} join {join}"),
+    )?;
+    let routes = lenient(env, &["lr-route-list", gr]);
+    check(
+        routes.contains(CLUSTER_SUBNET) && routes.contains("0.0.0.0/0"),
+        format!("{gr} routes {routes}"),
+    )?;
+    let nat = lenient(env, &["lr-nat-list", gr]);
+    check(
+        nat.contains(node_ip) && nat.contains(CLUSTER_SUBNET),
+        format!("{gr} NAT {nat}"),
+    )?;
+    let attached = lenient(env, &["get", "Logical_Router", gr, "load_balancer"]);
+    for p in ["TCP", "UDP"] {
+        let uuid = nb(
+            env,
+            &[
+                "--bare",
+                "--columns=_uuid",
+                "find",
+                "Load_Balancer",
+                &format!("external_ids:{p}_lb_gateway_router={gr}"),
+            ],
+        );
+        check(
+            !uuid.is_empty() && attached.contains(&uuid),
+            format!("{p} LB {uuid:?} on {gr}: {attached}"),
+        )?;
+    }
+    let ext = lenient(env, &["lsp-list", "ext_n1"]);
+    check(
+        ext.contains("breth1_n1") && ext.contains("etor-GR_n1"),
+        format!("ext_n1 ports {ext:?}"),
+    )?;
+    let ln = lenient(env, &["get", "Logical_Switch_Port", "breth1_n1", "type"]);
+    check(ln == "localnet", format!("breth1_n1 type {ln:?}"))?;
+    // The cluster router's routes of this node follow the join address.
+    let cr = lenient(
+        env,
+        &[
+            "--bare",
+            "--columns=nexthop",
+            "find",
+            "Logical_Router_Static_Route",
+            "external_ids:k8s-node=n1",
+        ],
+    );
+    let hops: Vec<&str> = cr.split_whitespace().collect();
+    check(
+        hops.len() == 2 && hops.iter().all(|h| *h == join),
+        format!("cluster-router routes of n1: {hops:?} (join {join})"),
+    )?;
+    Ok(join)
 }

@@ -159,6 +159,19 @@ impl SandboxHandle {
         self.shared.paused.send_replace(false);
     }
 
+    /// Takes the server down, as a stopped apiserver process looks to its clients: the
+    /// listening socket is closed (connections are refused) and every open connection,
+    /// watches included, is cut. The objects stay; [`SandboxHandle::start_serving`] brings the
+    /// server back on the same address. Writes made by the sandbox's library API still work.
+    pub fn stop_serving(&self) {
+        self.shared.offline.send_replace(true);
+    }
+
+    /// Ends a [`SandboxHandle::stop_serving`]: the same address accepts connections again.
+    pub fn start_serving(&self) {
+        self.shared.offline.send_replace(false);
+    }
+
     /// Every distinct (verb, group, resource) served so far (including requests that then
     /// failed, e.g. a 404 on get: RBAC is checked before the object is looked up).
     pub fn api_calls(&self) -> std::collections::BTreeSet<ApiCall> {
@@ -184,6 +197,7 @@ impl Sandbox {
             server_address: addr.to_string(),
             shutdown: rx.clone(),
             paused: watch::channel(false).0,
+            offline: watch::channel(false).0,
         });
         let mut tasks = vec![tokio::spawn(server::serve(
             listener,
@@ -263,6 +277,16 @@ impl Sandbox {
     /// See [`SandboxHandle::resume`].
     pub fn resume(&self) {
         self.handle().resume();
+    }
+
+    /// See [`SandboxHandle::stop_serving`].
+    pub fn stop_serving(&self) {
+        self.handle().stop_serving();
+    }
+
+    /// See [`SandboxHandle::start_serving`].
+    pub fn start_serving(&self) {
+        self.handle().start_serving();
     }
 
     /// See [`SandboxHandle::rejected_requests`].

@@ -46,6 +46,9 @@ pub struct Shared {
     /// While true the server is frozen: connections are accepted and kept open, but no
     /// request is answered and no watch event is sent until it turns false again.
     pub paused: watch::Sender<bool>,
+    /// While true the server is down, as a stopped apiserver process: the listening socket is
+    /// closed (new connections are refused) and every open connection was cut.
+    pub offline: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -58,46 +61,48 @@ impl Shared {
 }
 
 /// Accepts connections until `shutdown` turns true; dropping the JoinSet then aborts them.
+/// While `Shared::offline` is set the listener is closed and every connection cut; it is
+/// bound again (same address) when the flag clears.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let addr = listener.local_addr().ok();
+    let mut listener = Some(listener);
+    let mut offline = shared.offline.subscribe();
     let mut conns = JoinSet::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
+        let Some(l) = listener.as_ref() else {
+            let back = tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    false
+                }
+                r = until(&mut offline, false) => r,
+            };
+            if back {
+                listener = rebind(addr).await;
+            }
+            continue;
+        };
         tokio::select! {
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     break;
                 }
             }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    // As Go's net package (and so the real apiserver) does: without it, watch
-                    // events written in quick succession wait ~40 ms for the client's delayed
-                    // ACK (Nagle).
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!("TCP_NODELAY not set: {e}");
-                    }
-                    let shared = shared.clone();
-                    conns.spawn(async move {
-                        let svc = service_fn(move |req| handle(shared.clone(), req));
-                        // No header-read timeout: hyper counts the idle time of a keep-alive
-                        // connection against it, and closing idle connections under a pooling
-                        // client (kube-rs, kubectl) makes its next request fail, which the
-                        // real apiserver never does.
-                        let conn = http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .header_read_timeout(None)
-                            .serve_connection(TokioIo::new(stream), svc);
-                        if let Err(e) = conn.await {
-                            tracing::debug!("connection ended: {e}");
-                        }
-                    });
-                }
+            _ = until(&mut offline, true) => {
+                listener = None;
+                conns.abort_all();
+            }
+            accepted = l.accept() => match accepted {
+                Ok((stream, _)) => accept(&mut conns, stream, shared.clone()),
                 Err(e) => {
                     // E.g. out of file descriptors: back off instead of spinning.
                     tracing::warn!("accept failed: {e}");
@@ -107,6 +112,47 @@ pub async fn serve(
         }
         while conns.try_join_next().is_some() {}
     }
+}
+
+/// Resolves when the flag is `want` (false if the sender is gone, which `Shared` prevents).
+async fn until(flag: &mut watch::Receiver<bool>, want: bool) -> bool {
+    flag.wait_for(|v| *v == want).await.is_ok()
+}
+
+/// The listener again after an offline period, on the address it had (a loopback port is
+/// free again at once; should another process have taken it, retry until it is released).
+async fn rebind(addr: Option<std::net::SocketAddr>) -> Option<TcpListener> {
+    let addr = addr?;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Some(l),
+            Err(e) => {
+                tracing::warn!("binding {addr} again failed: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+fn accept(conns: &mut JoinSet<()>, stream: tokio::net::TcpStream, shared: Arc<Shared>) {
+    // As Go's net package (and so the real apiserver) does: without it, watch events written
+    // in quick succession wait ~40 ms for the client's delayed ACK (Nagle).
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!("TCP_NODELAY not set: {e}");
+    }
+    conns.spawn(async move {
+        let svc = service_fn(move |req| handle(shared.clone(), req));
+        // No header-read timeout: hyper counts the idle time of a keep-alive connection
+        // against it, and closing idle connections under a pooling client (kube-rs, kubectl)
+        // makes its next request fail, which the real apiserver never does.
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .serve_connection(TokioIo::new(stream), svc);
+        if let Err(e) = conn.await {
+            tracing::debug!("connection ended: {e}");
+        }
+    });
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
