@@ -602,9 +602,10 @@ fn full_dump(central: &Central) -> Vec<(String, BTreeMap<String, Datum>)> {
 mod scenario {
     use super::*;
     use ovnkube::controller::policy_plan::{self, AclSpec, Ids, Objects, PgSpec};
-    use ovnkube::controller::services::vips::{Flavor, LbWant, Proto, create_lb_ops};
+    use ovnkube::controller::services::vips::{Flavor, LbWant, create_lb_ops};
     use ovnkube::master::topology::{Snapshot, cluster_ops, node_cleanup_ops, node_ops};
     use ovnkube::node::gateway_plan::{GatewaySpec, GwSnapshot, Uplink, gateway_ops};
+    use ovnkube::ovn::Proto;
 
     pub const NODES: usize = 4;
 

@@ -690,7 +690,8 @@ async fn annotate(shared: &Shared, pod: &Pod, net: &PodNetwork) -> Result<Option
     let _slot = shared.patch_slots.acquire().await?;
     let (ns, name) = (pod_ns(pod), pod.name_any());
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
-    let patch = serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.to_annotation()}}});
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {POD_NETWORK: net.to_annotation()}}});
     let (pp, merge) = (PatchParams::default(), Patch::Merge(&patch));
     let call = api.patch(&name, &pp, &merge);
     let timeout = crate::kube::outage::CALL_TIMEOUT;
