@@ -18,27 +18,32 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::tls::{self, ClientTls};
 use crate::util::retry::{self, Backoff};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the database listens. Only plain stream sockets: `ssl:` needs certificates and is
-/// left to the exec backend.
+/// Where the database listens. `Ssl` needs the client's certificates ([`ClientTls`]), which
+/// travel with the [`Client`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Remote {
     Unix(PathBuf),
     Tcp(SocketAddr),
+    Ssl(SocketAddr),
 }
 
 impl Remote {
-    /// `unix:PATH` or `tcp:IP:PORT` (`tcp:[v6]:PORT`); `None` for anything else (ssl, a list
-    /// of cluster members, passive remotes).
+    /// One member: `unix:PATH`, `tcp:IP:PORT` or `ssl:IP:PORT` (`[v6]` for IPv6 hosts); `None`
+    /// for anything else (a list of cluster members, passive remotes).
     pub fn parse(target: &str) -> Option<Remote> {
         if target.contains(',') {
             return None;
         }
         if let Some(p) = target.strip_prefix("unix:") {
             return (!p.is_empty()).then(|| Remote::Unix(PathBuf::from(p)));
+        }
+        if let Some(a) = target.strip_prefix("ssl:") {
+            return a.parse().ok().map(Remote::Ssl);
         }
         target.strip_prefix("tcp:")?.parse().ok().map(Remote::Tcp)
     }
@@ -81,6 +86,7 @@ impl fmt::Display for Remote {
         match self {
             Remote::Unix(p) => write!(f, "unix:{}", p.display()),
             Remote::Tcp(a) => write!(f, "tcp:{a}"),
+            Remote::Ssl(a) => write!(f, "ssl:{a}"),
         }
     }
 }
@@ -88,22 +94,45 @@ impl fmt::Display for Remote {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn connect(remote: &Remote) -> Result<Box<dyn Io>> {
+async fn tcp(a: &SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpStream::connect(a).await?;
+    // Small request/response messages: latency matters more than packing.
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// A TLS session with the server at `a`. The files are read again for each connection, so a
+/// rotated certificate is used from the next reconnect on.
+async fn tls_session(a: &SocketAddr, tls: Option<&ClientTls>) -> Result<Box<dyn Io>> {
+    let tls = tls
+        .context("an ssl: remote needs the client's private key, certificate and CA certificate")?;
+    let cfg = tls.client_config()?;
+    let s = tcp(a).await.context("connecting")?;
+    let session = tokio_rustls::TlsConnector::from(cfg)
+        .connect(tls::server_name(a.ip()), s)
+        .await
+        .with_context(|| format!("TLS handshake failed ({})", tls.describe()))?;
+    Ok(Box::new(session))
+}
+
+async fn connect(remote: &Remote, tls: Option<&ClientTls>) -> Result<Box<dyn Io>> {
     let fut = async {
-        Ok::<Box<dyn Io>, std::io::Error>(match remote {
+        Ok::<Box<dyn Io>, anyhow::Error>(match remote {
             Remote::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
-            Remote::Tcp(a) => {
-                let s = tokio::net::TcpStream::connect(a).await?;
-                // Small request/response messages: latency matters more than packing.
-                s.set_nodelay(true)?;
-                Box::new(s)
-            }
+            Remote::Tcp(a) => Box::new(tcp(a).await?),
+            Remote::Ssl(a) => tls_session(a, tls).await?,
         })
     };
     tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
         .map_err(|_| anyhow!("connecting to {remote} timed out"))?
         .with_context(|| format!("connecting to {remote}"))
+}
+
+/// What the connection task connects to.
+struct Link {
+    remote: Remote,
+    tls: Option<ClientTls>,
 }
 
 struct Req {
@@ -142,8 +171,23 @@ impl Client {
         timeout: Duration,
         events: Option<mpsc::UnboundedSender<Event>>,
     ) -> Client {
+        Client::start_tls(remote, None, timeout, events)
+    }
+
+    /// Like [`Client::start_with_events`], with the client certificates an `ssl:` remote
+    /// needs (ignored for other remotes).
+    pub fn start_tls(
+        remote: Remote,
+        tls: Option<ClientTls>,
+        timeout: Duration,
+        events: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Client {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(remote.clone(), rx, timeout, events));
+        let link = Link {
+            remote: remote.clone(),
+            tls,
+        };
+        tokio::spawn(run(link, rx, timeout, events));
         Client {
             tx,
             remote,
@@ -257,18 +301,19 @@ fn emit(remote: &Remote, log: Option<LinkLog>, retry_in: Duration) {
 /// JSON-RPC, is retried as slowly as one that refuses); the backoff starts over only after the
 /// server has answered on a connection.
 async fn run(
-    remote: Remote,
+    link_to: Link,
     mut rx: mpsc::UnboundedReceiver<Req>,
     timeout: Duration,
     events: Option<mpsc::UnboundedSender<Event>>,
 ) {
+    let remote = &link_to.remote;
     let mut backoff = Backoff::new(retry::RECONNECT);
     let mut link = LinkState::default();
     let mut retry_at = Instant::now();
     let mut last_err = String::from("not connected yet");
     loop {
         if Instant::now() >= retry_at {
-            let why = match connect(&remote).await {
+            let why = match connect(remote, link_to.tls.as_ref()).await {
                 Ok(io) => {
                     tracing::debug!(%remote, "OVSDB socket connected; probing with echo");
                     if let Some(ev) = &events {
@@ -276,7 +321,7 @@ async fn run(
                     }
                     let mut answered = || {
                         backoff.reset();
-                        emit(&remote, link.answered(), Duration::ZERO);
+                        emit(remote, link.answered(), Duration::ZERO);
                     };
                     match serve(io, &mut rx, timeout, events.as_ref(), &mut answered).await {
                         None => return,
@@ -291,7 +336,7 @@ async fn run(
             if matches!(log, Some(LinkLog::Lost(_))) {
                 crate::metrics::get().nb_disconnected();
             }
-            emit(&remote, log, delay);
+            emit(remote, log, delay);
             last_err = why;
             retry_at = Instant::now() + delay;
         }
@@ -571,8 +616,18 @@ mod tests {
             Remote::parse("tcp:[::1]:6641").map(|r| r.to_string()),
             Some("tcp:[::1]:6641".to_string())
         );
+        assert_eq!(
+            Remote::parse("ssl:127.0.0.1:6641"),
+            Some(Remote::Ssl("127.0.0.1:6641".parse().unwrap()))
+        );
+        assert_eq!(
+            Remote::parse("ssl:[::1]:6641").map(|r| r.to_string()),
+            Some("ssl:[::1]:6641".to_string())
+        );
         for other in [
-            "ssl:127.0.0.1:6641",
+            "ssl:1.1.1.1:1,ssl:1.1.1.2:1",
+            "ssl:host:6641",
+            "pssl:6641",
             "tcp:1.1.1.1:1,tcp:1.1.1.2:1",
             "ptcp:6641",
             "unix:",
