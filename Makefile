@@ -23,6 +23,8 @@ CNI_BIN ?= /opt/cni/bin
 RUNTIME_PACKAGES = ovn-central ovn-host openvswitch-switch iproute2 ethtool iputils-ping netcat-openbsd python3 util-linux logrotate systemd
 # The metrics test parses /metrics with the Prometheus project's own OpenMetrics parser.
 RUNTIME_PACKAGES += python3-prometheus-client
+# The ssl tests make their certificates with ovs-pki.
+RUNTIME_PACKAGES += openvswitch-pki
 LINT_PACKAGES = shellcheck vagrant
 DEMO_DIR ?= /tmp/ovnkube-demo
 

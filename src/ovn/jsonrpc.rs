@@ -101,17 +101,58 @@ async fn tcp(a: &SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     Ok(s)
 }
 
+/// A failure of the TLS layer (unusable certificate files, a server certificate the CA did
+/// not sign, our certificate refused): the server is there, but will not be reached until an
+/// operator fixes certificates, so the log says so even after it said "unreachable".
+#[derive(Debug)]
+struct TlsFailure(String);
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+/// How an attempt failed, for the log ([`LinkState`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailKind {
+    /// Refused, closed, reset, timed out, not JSON-RPC: the server may come back by itself.
+    #[default]
+    Unreachable,
+    /// The TLS layer refused the session ([`TlsFailure`]).
+    Tls,
+}
+
+impl FailKind {
+    fn of(e: &anyhow::Error) -> FailKind {
+        if e.chain().any(|c| c.downcast_ref::<TlsFailure>().is_some()) {
+            FailKind::Tls
+        } else {
+            FailKind::Unreachable
+        }
+    }
+}
+
 /// A TLS session with the server at `a`. The files are read again for each connection, so a
 /// rotated certificate is used from the next reconnect on.
 async fn tls_session(a: &SocketAddr, tls: Option<&ClientTls>) -> Result<Box<dyn Io>> {
     let tls = tls
         .context("an ssl: remote needs the client's private key, certificate and CA certificate")?;
-    let cfg = tls.client_config()?;
+    let cfg = tls
+        .client_config()
+        .map_err(|e| anyhow!(TlsFailure(format!("{e:#}"))))?;
     let s = tcp(a).await.context("connecting")?;
     let session = tokio_rustls::TlsConnector::from(cfg)
         .connect(tls::server_name(a.ip()), s)
         .await
-        .with_context(|| format!("TLS handshake failed ({})", tls.describe()))?;
+        .map_err(|e| {
+            anyhow!(TlsFailure(format!(
+                "TLS handshake failed: {e} ({})",
+                tls.describe()
+            )))
+        })?;
     Ok(Box::new(session))
 }
 
@@ -237,8 +278,8 @@ impl Client {
 pub(crate) struct LinkState {
     up: bool,
     ever_up: bool,
-    /// The first error since the connection was last up.
-    failing: Option<String>,
+    /// The first error (of the latest kind) since the connection was last up.
+    failing: Option<(String, FailKind)>,
 }
 
 /// A log line [`LinkState`] asks for.
@@ -267,17 +308,21 @@ impl LinkState {
 
     /// An attempt or a connection failed with `why`. Only the change of state is logged: the
     /// same peer can fail in alternating ways (closed, reset, broken pipe) from one attempt
-    /// to the next, and each attempt is logged at DEBUG anyway.
-    pub(crate) fn failed(&mut self, why: &str) -> Option<LinkLog> {
-        if std::mem::take(&mut self.up) {
-            self.failing = Some(why.to_string());
-            return Some(LinkLog::Lost(why.to_string()));
-        }
-        if self.failing.is_some() {
+    /// to the next, and each attempt is logged at DEBUG anyway. A change of [`FailKind`] is a
+    /// change of state: a server that was not up yet and now refuses our certificates must
+    /// not stay logged as "refused".
+    pub(crate) fn failed(&mut self, why: &str, kind: FailKind) -> Option<LinkLog> {
+        let was_up = std::mem::take(&mut self.up);
+        let same_kind = self.failing.as_ref().is_some_and(|(_, k)| *k == kind);
+        if !was_up && same_kind {
             return None;
         }
-        self.failing = Some(why.to_string());
-        Some(LinkLog::Failing(why.to_string()))
+        self.failing = Some((why.to_string(), kind));
+        Some(if was_up {
+            LinkLog::Lost(why.to_string())
+        } else {
+            LinkLog::Failing(why.to_string())
+        })
     }
 }
 
@@ -313,7 +358,7 @@ async fn run(
     let mut last_err = String::from("not connected yet");
     loop {
         if Instant::now() >= retry_at {
-            let why = match connect(remote, link_to.tls.as_ref()).await {
+            let (why, kind) = match connect(remote, link_to.tls.as_ref()).await {
                 Ok(io) => {
                     tracing::debug!(%remote, "OVSDB socket connected; probing with echo");
                     if let Some(ev) = &events {
@@ -325,14 +370,14 @@ async fn run(
                     };
                     match serve(io, &mut rx, timeout, events.as_ref(), &mut answered).await {
                         None => return,
-                        Some(e) => e,
+                        Some(e) => (e, FailKind::Unreachable),
                     }
                 }
-                Err(e) => format!("{e:#}"),
+                Err(e) => (format!("{e:#}"), FailKind::of(&e)),
             };
             let delay = backoff.failed();
             tracing::debug!(%remote, error = %why, ?delay, attempt = backoff.failures(), "OVSDB attempt failed");
-            let log = link.failed(&why);
+            let log = link.failed(&why, kind);
             if matches!(log, Some(LinkLog::Lost(_))) {
                 crate::metrics::get().nb_disconnected();
             }
@@ -683,16 +728,21 @@ mod tests {
 
     #[test]
     fn link_state_logs_once_per_change_of_state() {
+        use FailKind::{Tls, Unreachable};
         use LinkLog::*;
         let mut l = LinkState::default();
         let steps: Vec<Option<LinkLog>> = vec![
-            l.failed("refused"),
-            l.failed("refused"),
-            l.failed("closed"),
+            l.failed("refused", Unreachable),
+            l.failed("refused", Unreachable),
+            l.failed("closed", Unreachable),
             l.answered(),
             l.answered(),
-            l.failed("closed"),
-            l.failed("reset"),
+            l.failed("closed", Unreachable),
+            l.failed("reset", Unreachable),
+            l.answered(),
+            l.failed("refused", Unreachable),
+            l.failed("bad CA", Tls),
+            l.failed("bad CA", Tls),
             l.answered(),
         ];
         assert_eq!(
@@ -704,6 +754,10 @@ mod tests {
                 Some(Established { reconnect: false }),
                 None,
                 Some(Lost("closed".into())),
+                None,
+                Some(Established { reconnect: true }),
+                Some(Lost("refused".into())),
+                Some(Failing("bad CA".into())),
                 None,
                 Some(Established { reconnect: true }),
             ]

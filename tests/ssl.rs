@@ -1,0 +1,349 @@
+//! `ssl:` NB addresses on the native OVSDB connection, against real `ovsdb-server`s listening
+//! on `pssl:` with certificates made by `ovs-pki`: the client verifies the server against the
+//! configured CA and presents its own certificate; the binary serves pods over it without
+//! `ovn-nbctl`; a wrong CA and bad key files are refused with errors that name the flag.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Env, eventually};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::{Api, ResourceExt};
+use ovn_testbed::{Central, Pki};
+use ovnkube::config::CertFile;
+use ovnkube::controller::ipam::PodNet;
+use ovnkube::controller::pods_plan::port_ops;
+use ovnkube::exec::RealExec;
+use ovnkube::ovn::jsonrpc::Remote;
+use ovnkube::ovn::tls::ClientTls;
+use ovnkube::ovn::{Ctl, CtlTarget, NativeNb, Nb, NbTxn, Nbctl};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(60);
+
+fn file(flag: &str, p: &Path) -> CertFile {
+    CertFile {
+        flag: flag.to_string(),
+        path: p.to_path_buf(),
+    }
+}
+
+fn client_tls(pki: &Pki, cacert: &Path) -> ClientTls {
+    ClientTls {
+        privkey: file("-nb-client-privkey", &pki.client_key()),
+        cert: file("-nb-client-cert", &pki.client_cert()),
+        cacert: file("-nb-client-cacert", cacert),
+    }
+}
+
+/// `ovn-nbctl` on the central's unix socket: the fallback, which these tests must not need.
+fn nbctl(central: &Central) -> Arc<dyn Nb> {
+    let mut t = CtlTarget::new("ovn-nbctl");
+    t.db_args = vec![format!("--db={}", central.nb_db())];
+    t.timeout = TIMEOUT;
+    Arc::new(Nbctl(Ctl::new(Arc::new(RealExec::new(2)), t)))
+}
+
+fn add_port(i: u8) -> NbTxn {
+    let ip = Ipv4Addr::new(10, 1, 0, 10 + i);
+    let net = PodNet {
+        ip,
+        prefix_len: 24,
+        mac: format!("0a:58:0a:01:00:{:02x}", 10 + i),
+        gateway: Ipv4Addr::new(10, 1, 0, 1),
+    };
+    let mut t = NbTxn::new();
+    t.extend(port_ops("n1", "default", &format!("s{i}"), &net));
+    t
+}
+
+async fn until_ok(nb: &NativeNb, t: &NbTxn, within: Duration) {
+    let start = Instant::now();
+    loop {
+        match nb.transact(t).await {
+            Ok(_) => return,
+            Err(e) if start.elapsed() < within => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no success within {within:?}: {e:#}"),
+        }
+    }
+}
+
+/// The error a client gets from `nb` once its connection attempts fail in the TLS layer
+/// (before that: "not connected yet", or the loss of a previous connection); the last error
+/// after a while if they never do.
+async fn tls_error(nb: &NativeNb) -> String {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let e = nb.transact(&add_port(99)).await.unwrap_err();
+        let msg = format!("{e:#}");
+        if msg.contains("TLS handshake failed") || Instant::now() > deadline {
+            return msg;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The client's TLS against a stock `ovsdb-server` (OpenSSL) on `pssl:`: transactions run
+/// natively; a CA that did not sign the server's certificate is refused with the flag named;
+/// the CA file is read again on reconnect (rotation), not only at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_client_over_tls_verifies_the_server_and_rereads_files_on_reconnect() {
+    let pki = Pki::create().unwrap();
+    let mut central = Central::start().unwrap();
+    central.nbctl(&["ls-add", "n1"]).unwrap();
+    let (nb_addr, _) = central.listen_ssl(&pki).unwrap();
+
+    let good = NativeNb::start_tls(
+        Remote::Ssl(nb_addr),
+        Some(client_tls(&pki, &pki.ca_cert())),
+        nbctl(&central),
+        TIMEOUT,
+    );
+    until_ok(&good, &add_port(1), TIMEOUT).await;
+    good.transact(&add_port(2)).await.unwrap();
+    let s = good.stats();
+    assert_eq!((s.native, s.fallback), (2, 0), "{s:?}");
+    let ports = central
+        .nbctl(&["--bare", "--columns=name", "list", "Logical_Switch_Port"])
+        .unwrap();
+    assert!(ports.contains("default_s2"), "{ports}");
+
+    // The server's certificate does not chain to this CA: refused, and the error says which
+    // flag names the CA that did not verify it.
+    let wrong = NativeNb::start_tls(
+        Remote::Ssl(nb_addr),
+        Some(client_tls(&pki, &pki.other_ca_cert())),
+        nbctl(&central),
+        TIMEOUT,
+    );
+    let msg = tls_error(&wrong).await;
+    assert!(msg.contains("-nb-client-cacert"), "{msg}");
+    assert!(msg.contains("TLS handshake failed"), "{msg}");
+    assert!(msg.contains("UnknownIssuer"), "{msg}");
+    assert_eq!(wrong.stats().native, 0);
+
+    // Rotation: the CA file is replaced by a bad one while connected (nothing changes), then
+    // the server restarts: the reconnect reads it again and fails; fixed, it reconnects.
+    let ca = pki.dir().join("rotated-ca.pem");
+    std::fs::copy(pki.ca_cert(), &ca).unwrap();
+    let rotating = NativeNb::start_tls(
+        Remote::Ssl(nb_addr),
+        Some(client_tls(&pki, &ca)),
+        nbctl(&central),
+        TIMEOUT,
+    );
+    until_ok(&rotating, &add_port(3), TIMEOUT).await;
+    std::fs::copy(pki.other_ca_cert(), &ca).unwrap();
+    rotating.transact(&add_port(4)).await.unwrap();
+    central.stop_nb();
+    central.start_nb().unwrap();
+    let msg = tls_error(&rotating).await;
+    assert!(
+        msg.contains("-nb-client-cacert") && msg.contains("rotated-ca.pem"),
+        "{msg}"
+    );
+    std::fs::copy(pki.ca_cert(), &ca).unwrap();
+    until_ok(&rotating, &add_port(5), Duration::from_secs(15)).await;
+    assert_eq!(rotating.stats().fallback, 0);
+}
+
+/// The master's flags for an `ssl://` NB at `nb` (the SB stays tcp): client and server
+/// certificates from `pki`, the client's CA `client_ca`.
+fn ssl_master_args(env: &Env, pki: &Pki, nb: SocketAddr, client_ca: &Path) -> Vec<String> {
+    let p = |p: &Path| p.display().to_string();
+    let mut args: Vec<String> = env
+        .master_args("10.7.0.0/16")
+        .into_iter()
+        .filter(|a| !a.starts_with("-nb-address="))
+        .collect();
+    args.extend([
+        format!("-nb-address=ssl://{nb}"),
+        format!("-nb-client-privkey={}", p(&pki.client_key())),
+        format!("-nb-client-cert={}", p(&pki.client_cert())),
+        format!("-nb-client-cacert={}", p(client_ca)),
+        format!("-nb-server-privkey={}", p(&pki.server_key())),
+        format!("-nb-server-cert={}", p(&pki.server_cert())),
+        format!("-nb-server-cacert={}", p(&pki.ca_cert())),
+    ]);
+    args
+}
+
+fn pod(name: &str, node: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![Container {
+                name: "c".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The binary with `-nb-address=ssl://…`: the master opens the `pssl:` listener from its
+/// `-nb-server-*` flags (over the central's local socket), the NB backend is the native
+/// connection over TLS, and pods are annotated without `ovn-nbctl` writing their ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_pods_over_ssl_natively() {
+    let pki = Pki::create().unwrap();
+    let env = Env::start("ssl").await;
+    let nb = ovn_testbed::free_loopback_addr().unwrap();
+    let mut master = env.spawn("master", &ssl_master_args(&env, &pki, nb, &pki.ca_cert()));
+    master.wait_log("NB backend: native OVSDB connection", WAIT);
+    let backend = master
+        .log_text()
+        .lines()
+        .find(|l| l.contains("NB backend:"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(backend.contains(&format!("ssl:{nb}")), "{backend}");
+    master.wait_log("cluster topology ready", WAIT);
+    assert_eq!(
+        env.central.nb_connections().unwrap(),
+        [format!("pssl:{}:{}", nb.port(), nb.ip())]
+    );
+    let nodes: Api<Node> = Api::all(env.client.clone());
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some("n1".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    master.wait_log("pod worker started", WAIT);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    for i in 0..10 {
+        pods.create(&PostParams::default(), &pod(&format!("t{i}"), "n1"))
+            .await
+            .unwrap();
+    }
+    eventually("pods annotated", WAIT, || async {
+        let l = pods.list(&ListParams::default()).await.unwrap().items;
+        let done = l
+            .iter()
+            .filter(|p| p.annotations().contains_key("ovn"))
+            .count();
+        (done == 10).then_some(())
+    })
+    .await;
+    let log = master.log_text();
+    // Every transaction that falls back to ovn-nbctl is logged (at debug, -loglevel=5):
+    // none may write a logical switch port.
+    let fallbacks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("through ovn-nbctl"))
+        .filter(|l| l.contains("default_t") || l.contains("Logical_Switch_Port"))
+        .collect();
+    assert!(fallbacks.is_empty(), "{fallbacks:#?}");
+    let lost: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("OVSDB connection lost"))
+        .collect();
+    assert!(lost.is_empty(), "the TLS connection dropped: {lost:#?}");
+    let ports = env
+        .central
+        .nbctl(&[
+            "--bare",
+            "--columns=name",
+            "find",
+            "Logical_Switch_Port",
+            "external_ids:pod=true",
+        ])
+        .unwrap();
+    assert_eq!(ports.split_whitespace().count(), 10, "{ports}");
+    master.terminate();
+}
+
+/// A client CA that did not sign the server's certificate: the master keeps retrying and
+/// says why, naming the flag and the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_refuses_a_server_its_ca_did_not_sign() {
+    let pki = Pki::create().unwrap();
+    let env = Env::start("sslca").await;
+    let nb = ovn_testbed::free_loopback_addr().unwrap();
+    let wrong = pki.other_ca_cert();
+    let mut master = env.spawn("master", &ssl_master_args(&env, &pki, nb, &wrong));
+    // At first nothing listens (the master opens the listener once it leads); then the
+    // server is there and our CA refuses it, which is a new warning, not a repeat.
+    master.wait_log("TLS handshake failed", WAIT);
+    let line = master
+        .log_text()
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("TLS handshake failed"))
+        .map(str::to_string);
+    let line = line.unwrap_or_else(|| panic!("no warning for ssl:{nb}:\n{}", master.log_text()));
+    assert!(line.contains("-nb-client-cacert"), "{line}");
+    assert!(line.contains(&wrong.display().to_string()), "{line}");
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(!master.log_text().contains("cluster topology ready"));
+    master.terminate();
+}
+
+/// Key files that are missing, or are not keys, end the process at start with an error that
+/// names the flag and the path; key material never reaches the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_key_files_are_configuration_errors_at_start() {
+    let pki = Pki::create().unwrap();
+    let env = Env::start("sslkey").await;
+    let nb = ovn_testbed::free_loopback_addr().unwrap();
+    let missing = pki.dir().join("missing-privkey.pem");
+    let cases = [
+        (missing.clone(), "missing-privkey.pem"),
+        // A certificate where the key should be: readable, but no key in it.
+        (pki.client_cert(), "no private key"),
+    ];
+    let key_text = std::fs::read_to_string(pki.client_key()).unwrap();
+    let key_body = key_text.lines().nth(1).unwrap().to_string();
+    for (key, want) in cases {
+        let args: Vec<String> = ssl_master_args(&env, &pki, nb, &pki.ca_cert())
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("-nb-client-privkey=") {
+                    format!("-nb-client-privkey={}", key.display())
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let mut d = env.spawn("badkey", &args);
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = d.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < WAIT, "ovnkube kept running with {key:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(status.code(), Some(1), "{key:?}");
+        let mut stderr = String::new();
+        if let Some(mut e) = d.child.stderr.take() {
+            use std::io::Read;
+            e.read_to_string(&mut stderr).unwrap();
+        }
+        let out = format!("{stderr}{}", d.log_text());
+        let line = out
+            .lines()
+            .find(|l| l.contains("-nb-client-privkey"))
+            .unwrap_or_else(|| panic!("no error naming the flag for {key:?}:\n{out}"));
+        assert!(line.contains(&key.display().to_string()), "{line}");
+        assert!(line.contains(want), "{line}");
+        assert!(!out.contains(&key_body), "key material in the output");
+        assert!(!out.contains("NB backend: native"), "{out}");
+    }
+}
