@@ -116,10 +116,13 @@ install-bin:
 # Services: SVC_BENCH_SERVICES (1,000) services x 10 endpoints from EndpointSlices; prints the
 # time to program them, northd CPU, endpoint change -> VIP p50/p99 and a no-change master
 # restart (sync time, NB writes); then OVN's own cost of the load-balancer layouts.
+# ssl: SSL_BENCH_PODS (1,000) pods at SSL_BENCH_RATE (100) pods/s on 10 nodes, the NB over
+# ssl: next to tcp: (both native); prints create->annotation p50/p99 of each and their ratio.
 bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
 	$(CARGO) test --release -p ovnkube --test services_bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p ovnkube --test ssl -- --ignored --nocapture bench_ssl_against_tcp_pod_latency
 
 # Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
 # config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::podbench::PodLatency;
 use common::{Env, eventually};
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
 use kube::api::{ListParams, ObjectMeta, PostParams};
@@ -345,5 +346,89 @@ async fn bad_key_files_are_configuration_errors_at_start() {
         assert!(line.contains(want), "{line}");
         assert!(!out.contains(&key_body), "key material in the output");
         assert!(!out.contains("NB backend: native"), "{out}");
+    }
+}
+
+/// Starts a master with `args`, `nodes` nodes, and measures pod create → annotation latency
+/// for `n` pods at `rate` pods/s.
+async fn bench_backend(env: &Env, args: &[String], n: usize, rate: f64) -> PodLatency {
+    use ovnkube::kube::annotations::HOST_SUBNET;
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| {
+            if a.starts_with("-loglevel") {
+                "-loglevel=4".into()
+            } else {
+                a.clone()
+            }
+        })
+        .collect();
+    let mut master = env.spawn("master", &args);
+    master.wait_log("cluster topology ready", WAIT);
+    let nodes: Vec<String> = (0..10).map(|i| format!("node{i:02}")).collect();
+    env.create_nodes(&nodes).await;
+    let api: Api<Node> = Api::all(env.client.clone());
+    eventually("node subnets", WAIT, || async {
+        let l = api.list(&ListParams::default()).await.unwrap().items;
+        let done = l
+            .iter()
+            .filter(|n| n.annotations().contains_key(HOST_SUBNET))
+            .count();
+        (done == nodes.len()).then_some(())
+    })
+    .await;
+    master.wait_log("pod worker started", WAIT);
+    let l = common::podbench::annotation_latency(env, &nodes, n, rate, pod).await;
+    let log = master.log_text();
+    assert!(log.contains("NB backend: native"), "not native:\n{log}");
+    assert!(
+        !log.contains("OVSDB connection lost"),
+        "the connection dropped during the run"
+    );
+    master.terminate();
+    l
+}
+
+/// `make bench`: pod create → annotation latency with the NB over `ssl:` next to plain `tcp:`,
+/// both on the native connection, each on a fresh cluster of 10 nodes. `SSL_BENCH_PODS`
+/// (default 1000) pods at `SSL_BENCH_RATE` (default 100) pods/s. Target: ssl within 1.5× tcp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_ssl_against_tcp_pod_latency() {
+    let env_num = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = env_num("SSL_BENCH_PODS", 1000.0) as usize;
+    let rate = env_num("SSL_BENCH_RATE", 100.0);
+    let mut got = Vec::new();
+    for scheme in ["tcp", "ssl"] {
+        let env = Env::start(&format!("bench{scheme}")).await;
+        // Kept until the run is over: the master reads the certificates on every reconnect.
+        let pki = Pki::create().unwrap();
+        let args = match scheme {
+            "ssl" => {
+                let nb = ovn_testbed::free_loopback_addr().unwrap();
+                ssl_master_args(&env, &pki, nb, &pki.ca_cert())
+            }
+            _ => env.master_args("10.7.0.0/16"),
+        };
+        got.push((scheme, bench_backend(&env, &args, n, rate).await));
+    }
+    for (scheme, l) in &got {
+        println!(
+            "BENCH nb={scheme} pods={n} nodes=10 offered={rate}/s  p50={:.1}ms  p99={:.1}ms  \
+             p99(last 10%)={:.1}ms  throughput={:.0} pods/s",
+            l.p50_ms, l.p99_ms, l.tail_p99_ms, l.throughput
+        );
+    }
+    if let [(_, tcp), (_, ssl)] = got.as_slice() {
+        println!(
+            "BENCH ssl/tcp: p50 {:.2}x  p99 {:.2}x (target: within 1.5x)",
+            ssl.p50_ms / tcp.p50_ms,
+            ssl.p99_ms / tcp.p99_ms
+        );
     }
 }
