@@ -122,7 +122,7 @@ bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
 	$(CARGO) test --release -p ovnkube --test services_bench -- --ignored --nocapture --test-threads=1
-	$(CARGO) test --release -p ovnkube --test ssl -- --ignored --nocapture bench_ssl_against_tcp_pod_latency
+	$(CARGO) test --release -p ovnkube --test ssl -- --ignored --nocapture --test-threads=1 bench_ssl_against_tcp
 
 # Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
 # config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the

@@ -432,3 +432,68 @@ async fn bench_ssl_against_tcp_pod_latency() {
         );
     }
 }
+
+/// `make bench`: one pod's NB transaction (add a port), sequentially, natively over `tcp:`
+/// and over `ssl:` to the same NB: the cost TLS adds to a transaction. `SSL_BENCH_TXNS`
+/// (default 500) transactions each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_ssl_against_tcp_transaction_latency() {
+    let n: usize = std::env::var("SSL_BENCH_TXNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let pki = Pki::create().unwrap();
+    // One central each: a database has one set of listeners (set-connection replaces them).
+    let (tcp_central, ssl_central) = (Central::start().unwrap(), Central::start().unwrap());
+    let tcp_addr = common::open_nb_tcp(&tcp_central).await;
+    let (ssl_addr, _) = ssl_central.listen_ssl(&pki).unwrap();
+    let mut p50s = Vec::new();
+    for (scheme, central, remote, tls) in [
+        ("tcp", &tcp_central, Remote::Tcp(tcp_addr), None),
+        (
+            "ssl",
+            &ssl_central,
+            Remote::Ssl(ssl_addr),
+            Some(client_tls(&pki, &pki.ca_cert())),
+        ),
+    ] {
+        central.nbctl(&["ls-add", "n1"]).unwrap();
+        let nb = NativeNb::start_tls(remote, tls, nbctl(central), TIMEOUT);
+        let net = |i: usize| PodNet {
+            ip: Ipv4Addr::from(0x0a01_0000 + i as u32 + 2),
+            prefix_len: 16,
+            mac: format!("0a:58:0a:01:{:02x}:{:02x}", (i + 2) >> 8, (i + 2) & 0xff),
+            gateway: Ipv4Addr::new(10, 1, 0, 1),
+        };
+        let txn = |i: usize| {
+            let mut t = NbTxn::new();
+            t.extend(port_ops("n1", scheme, &format!("b{i}"), &net(i)));
+            t
+        };
+        until_ok(&nb, &txn(0), TIMEOUT).await;
+        let mut ms: Vec<f64> = Vec::with_capacity(n);
+        for i in 1..=n {
+            let t = txn(i);
+            let start = Instant::now();
+            nb.transact(&t).await.unwrap();
+            ms.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        assert_eq!(nb.stats().fallback, 0, "{scheme}: {:?}", nb.stats());
+        ms.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+        println!(
+            "BENCH txn nb={scheme} n={n}  p50={:.2}ms  p99={:.2}ms",
+            pct(0.5),
+            pct(0.99)
+        );
+        p50s.push((pct(0.5), pct(0.99)));
+    }
+    if let [(t50, t99), (s50, s99)] = p50s.as_slice() {
+        println!(
+            "BENCH txn ssl/tcp: p50 {:.2}x  p99 {:.2}x",
+            s50 / t50,
+            s99 / t99
+        );
+    }
+}

@@ -423,7 +423,13 @@ async fn serve(
     let (werr_tx, mut werr_rx) = oneshot::channel::<String>();
     let writer = tokio::spawn(async move {
         while let Some(buf) = wrx.recv().await {
-            if let Err(e) = wr.write_all(&buf).await {
+            // A TLS stream may hold written data in its session until flushed (a plain
+            // socket's flush does nothing).
+            let res = match wr.write_all(&buf).await {
+                Ok(()) => wr.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
                 let _ = werr_tx.send(format!("writing: {e}"));
                 return;
             }
