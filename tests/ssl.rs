@@ -85,7 +85,10 @@ async fn tls_error(nb: &NativeNb) -> String {
     loop {
         let e = nb.transact(&add_port(99)).await.unwrap_err();
         let msg = format!("{e:#}");
-        if msg.contains("TLS handshake failed") || Instant::now() > deadline {
+        if msg.contains("TLS handshake failed")
+            || msg.contains("TLS session failed")
+            || Instant::now() > deadline
+        {
             return msg;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -130,6 +133,23 @@ async fn native_client_over_tls_verifies_the_server_and_rereads_files_on_reconne
     assert!(msg.contains("TLS handshake failed"), "{msg}");
     assert!(msg.contains("UnknownIssuer"), "{msg}");
     assert_eq!(wrong.stats().native, 0);
+
+    // Our certificate is signed by a CA the server does not trust: the server refuses it.
+    let stranger = NativeNb::start_tls(
+        Remote::Ssl(nb_addr),
+        Some(ClientTls {
+            privkey: file("-nb-client-privkey", &pki.stranger_key()),
+            cert: file("-nb-client-cert", &pki.stranger_cert()),
+            cacert: file("-nb-client-cacert", &pki.ca_cert()),
+        }),
+        nbctl(&central),
+        TIMEOUT,
+    );
+    let msg = tls_error(&stranger).await;
+    // The alert (UnknownCA) races with our first write (broken pipe); either way the error
+    // is a TLS one and names our certificate.
+    assert!(msg.contains("-nb-client-cert"), "{msg}");
+    assert_eq!(stranger.stats().native, 0);
 
     // Rotation: the CA file is replaced by a bad one while connected (nothing changes), then
     // the server restarts: the reconnect reads it again and fails; fixed, it reconnects.

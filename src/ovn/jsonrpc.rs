@@ -170,6 +170,23 @@ async fn connect(remote: &Remote, tls: Option<&ClientTls>) -> Result<Box<dyn Io>
         .with_context(|| format!("connecting to {remote}"))
 }
 
+/// Why a connection that was set up failed. In TLS 1.3 the server checks our certificate
+/// after our side of the handshake is done, so its refusal (an alert) arrives as the first
+/// read: a TLS session that fails before the server ever answered counts as a TLS failure,
+/// with what the handshake checks.
+fn session_failure(why: String, answered: bool, tls: Option<&ClientTls>) -> (String, FailKind) {
+    match tls {
+        Some(t) if !answered => (
+            format!(
+                "the TLS session failed before the server answered: {why} ({})",
+                t.describe()
+            ),
+            FailKind::Tls,
+        ),
+        _ => (why, FailKind::Unreachable),
+    }
+}
+
 /// What the connection task connects to.
 struct Link {
     remote: Remote,
@@ -364,13 +381,15 @@ async fn run(
                     if let Some(ev) = &events {
                         let _ = ev.send(Event::Connected);
                     }
+                    let mut got_answer = false;
                     let mut answered = || {
+                        got_answer = true;
                         backoff.reset();
                         emit(remote, link.answered(), Duration::ZERO);
                     };
                     match serve(io, &mut rx, timeout, events.as_ref(), &mut answered).await {
                         None => return,
-                        Some(e) => (e, FailKind::Unreachable),
+                        Some(e) => session_failure(e, got_answer, link_to.tls.as_ref()),
                     }
                 }
                 Err(e) => (format!("{e:#}"), FailKind::of(&e)),
@@ -730,6 +749,33 @@ mod tests {
         assert!(second.unwrap().is_array());
         drop(server.await.unwrap());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_tls_session_that_fails_before_any_answer_is_a_tls_failure() {
+        let f = |flag: &str| crate::config::CertFile {
+            flag: flag.into(),
+            path: "/x.pem".into(),
+        };
+        let tls = ClientTls {
+            privkey: f("-nb-client-privkey"),
+            cert: f("-nb-client-cert"),
+            cacert: f("-nb-client-cacert"),
+        };
+        for (answered, tls, kind) in [
+            (false, Some(&tls), FailKind::Tls),
+            (true, Some(&tls), FailKind::Unreachable),
+            (false, None, FailKind::Unreachable),
+        ] {
+            let (why, got) = session_failure("reading: alert".into(), answered, tls);
+            assert_eq!(got, kind, "answered={answered}");
+            assert!(why.contains("reading: alert"), "{why}");
+            assert_eq!(
+                why.contains("-nb-client-cert"),
+                kind == FailKind::Tls,
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -89,10 +89,11 @@ impl ClientTls {
         Ok(Arc::new(cfg))
     }
 
-    /// What a failed handshake is checked against, for its error message.
+    /// What a handshake checks, both ways, for its error message.
     pub fn describe(&self) -> String {
         format!(
-            "the server's certificate must be signed by the CA in {} {}; ours is {} {}",
+            "the server's certificate must be signed by the CA in {} {}, and ours, {} {}, by \
+             the CA the server trusts",
             self.cacert.flag,
             self.cacert.path.display(),
             self.cert.flag,

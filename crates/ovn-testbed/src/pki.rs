@@ -1,14 +1,15 @@
 //! A private OVS public key infrastructure made with `ovs-pki` (package openvswitch-pki), the
 //! way an operator makes one for OVN over SSL: `ovs-pki init` creates two CAs (`switchca`,
-//! `controllerca`); `ovs-pki req+sign NAME` makes a key and a certificate signed by the
-//! switch CA. The database server and its clients both trust the switch CA.
+//! `controllerca`); `ovs-pki req+sign NAME [switch|controller]` makes a key and a certificate
+//! signed by that CA. The database server and its clients both trust the switch CA.
 
 use crate::proc::{self, CMD_TIMEOUT};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The PKI directory, a `server` and a `client` key+certificate (signed by the switch CA).
+/// The PKI directory, a `server` and a `client` key+certificate (signed by the switch CA) and
+/// a `stranger` one (signed by the controller CA).
 /// Dropping it removes the directory.
 #[derive(Debug)]
 pub struct Pki {
@@ -18,6 +19,8 @@ pub struct Pki {
 /// The names given to `ovs-pki req+sign`.
 const SERVER: &str = "server";
 const CLIENT: &str = "client";
+/// A client whose certificate the other CA signed (one the server does not trust).
+const STRANGER: &str = "stranger";
 
 impl Pki {
     /// `ovs-pki --dir=<dir>/pki init`, then `req+sign` for the server and the client.
@@ -27,10 +30,14 @@ impl Pki {
             dir: crate::new_private_dir()?,
         };
         pki.ovs_pki(&["init"]).context("ovs-pki init")?;
-        for name in [SERVER, CLIENT] {
+        for (name, ca) in [
+            (SERVER, "switch"),
+            (CLIENT, "switch"),
+            (STRANGER, "controller"),
+        ] {
             // --batch: sign without asking to confirm the request's fingerprint.
-            pki.ovs_pki(&["--batch", "req+sign", name, "switch"])
-                .with_context(|| format!("ovs-pki req+sign {name}"))?;
+            pki.ovs_pki(&["--batch", "req+sign", name, ca])
+                .with_context(|| format!("ovs-pki req+sign {name} {ca}"))?;
         }
         Ok(pki)
     }
@@ -69,6 +76,13 @@ impl Pki {
     }
     pub fn client_cert(&self) -> PathBuf {
         self.dir.join(format!("{CLIENT}-cert.pem"))
+    }
+    /// A client key+certificate signed by [`Pki::other_ca_cert`]: the server refuses it.
+    pub fn stranger_key(&self) -> PathBuf {
+        self.dir.join(format!("{STRANGER}-privkey.pem"))
+    }
+    pub fn stranger_cert(&self) -> PathBuf {
+        self.dir.join(format!("{STRANGER}-cert.pem"))
     }
 }
 
