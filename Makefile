@@ -23,6 +23,8 @@ CNI_BIN ?= /opt/cni/bin
 RUNTIME_PACKAGES = ovn-central ovn-host openvswitch-switch iproute2 ethtool iputils-ping netcat-openbsd python3 util-linux logrotate systemd
 # The metrics test parses /metrics with the Prometheus project's own OpenMetrics parser.
 RUNTIME_PACKAGES += python3-prometheus-client
+# The ssl tests make their certificates with ovs-pki.
+RUNTIME_PACKAGES += openvswitch-pki
 LINT_PACKAGES = shellcheck vagrant
 DEMO_DIR ?= /tmp/ovnkube-demo
 
@@ -119,12 +121,17 @@ install-bin:
 # Restart at scale: RESTART_BENCH_NODES (50) nodes, RESTART_BENCH_PODS (10,000) pods,
 # RESTART_BENCH_SERVICES (1,000) services x 10 endpoints, RESTART_BENCH_POLICIES (500) policies;
 # prints the NB transactions of a no-change restart and spawn -> new pod annotated.
+# Master failover: HA_BENCH_TRIALS (5) kills of the leading master; prints kill -> next pod
+# annotated for a standby taking over and for the master restarted in place.
+# ssl: SSL_BENCH_PODS (1,000) pods at SSL_BENCH_RATE (100) pods/s on 10 nodes, the NB over
+# ssl: next to tcp: (both native); prints create->annotation p50/p99 of each and their ratio.
 bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
 	$(CARGO) test --release -p ovnkube --test services_bench -- --ignored --nocapture --test-threads=1
 	$(CARGO) test --release -p ovnkube --test ha -- --ignored --nocapture bench_master_failover
 	$(CARGO) test --release -p ovnkube --test restart_bench -- --ignored --nocapture
+	$(CARGO) test --release -p ovnkube --test ssl -- --ignored --nocapture --test-threads=1 bench_ssl_against_tcp
 
 # Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
 # config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the

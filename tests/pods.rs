@@ -550,13 +550,7 @@ struct BenchRun {
     rss_kib: u64,
 }
 
-/// The `p` quantile (0..=1) of sorted values.
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
-}
+use common::podbench::pct;
 
 /// The load averages, to read noisy numbers by (this machine is shared).
 fn load() -> String {
@@ -645,79 +639,17 @@ async fn bench_once(n: usize, node_count: usize, rate: f64) -> BenchRun {
         .await;
     wait_nodes_ready(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
     master.wait_log("pod worker started", WAIT);
-    // First sight of the annotation, per pod.
-    let seen: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
-    let watch = {
-        let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            let mut s = watcher(api, watcher::Config::default()).boxed();
-            while let Some(ev) = s.next().await {
-                if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
-                    && p.annotations().contains_key("ovn")
-                {
-                    seen.lock()
-                        .unwrap()
-                        .entry(p.name_any())
-                        .or_insert_with(std::time::Instant::now);
-                }
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let created: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
-    let start = std::time::Instant::now();
-    let mut handles = Vec::new();
-    for i in 0..n {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let name = format!("p{i:05}");
-        let p = pod(&name, Some(&nodes[i % nodes.len()]), false, None);
-        let (api, created, slots) = (api.clone(), created.clone(), slots.clone());
-        handles.push(tokio::spawn(async move {
-            let _s = slots.acquire().await.unwrap();
-            created
-                .lock()
-                .unwrap()
-                .insert(name, std::time::Instant::now());
-            api.create(&PostParams::default(), &p).await.unwrap();
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
-    let long = Duration::from_secs(600);
-    eventually("all bench pods annotated", long, || async {
-        (seen.lock().unwrap().len() >= n).then_some(())
+    let l = common::podbench::annotation_latency(&env, &nodes, n, rate, |name, node| {
+        pod(name, Some(node), false, None)
     })
     .await;
-    watch.abort();
-    let seen = seen.lock().unwrap().clone();
-    let created = created.lock().unwrap().clone();
-    let mut order: Vec<(&String, &std::time::Instant)> = created.iter().collect();
-    order.sort_by_key(|(_, t)| **t);
-    let lat = |keys: &[(&String, &std::time::Instant)]| -> Vec<f64> {
-        let mut v: Vec<f64> = keys
-            .iter()
-            .map(|(k, t)| seen[*k].saturating_duration_since(**t).as_secs_f64() * 1000.0)
-            .collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v
-    };
-    let all = lat(&order);
-    let tail = lat(&order[order.len() * 9 / 10..]);
-    let last = seen.values().max().copied().unwrap_or(start);
-    let throughput = n as f64 / last.duration_since(start).as_secs_f64();
     assert_eq!(pod_ports(&env).len(), n);
     let rss_kib = rss_kib(master.child.id());
     master.terminate();
     BenchRun {
-        tail_p99_ms: pct(&tail, 0.99),
-        latencies_ms: all,
-        throughput,
+        tail_p99_ms: l.tail_p99_ms,
+        latencies_ms: l.sorted_ms,
+        throughput: l.throughput,
         rss_kib,
     }
 }

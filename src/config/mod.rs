@@ -8,7 +8,10 @@ mod ovn;
 mod roles;
 mod validate;
 
-pub use roles::{CertFile, ROLE_FLAGS, cert_files, check_cert_files, check_runnable, require_role};
+pub use roles::{
+    CertFile, ROLE_FLAGS, auth_cert_files, cert_files, check_cert_files, check_runnable,
+    require_role,
+};
 
 #[cfg(test)]
 mod props;

@@ -32,20 +32,25 @@ pub struct CertFile {
     pub path: PathBuf,
 }
 
-fn auth_files(auth: &OvnAuth, prefix: &str, out: &mut Vec<CertFile>) {
+/// The private key, certificate and CA certificate of `auth`, each with the flag that names it
+/// (`prefix` is e.g. `nb-client`: `-nb-client-privkey`, `-nb-client-cert`, `-nb-client-cacert`);
+/// `None` where no file is configured.
+pub fn auth_cert_files(auth: &OvnAuth, prefix: &str) -> [Option<CertFile>; 3] {
     let named = [
         ("privkey", &auth.privkey),
         ("cert", &auth.cert),
         ("cacert", &auth.cacert),
     ];
-    for (what, path) in named {
-        if let Some(p) = path {
-            out.push(CertFile {
-                flag: format!("-{prefix}-{what}"),
-                path: p.clone(),
-            });
-        }
-    }
+    named.map(|(what, path)| {
+        path.as_ref().map(|p| CertFile {
+            flag: format!("-{prefix}-{what}"),
+            path: p.clone(),
+        })
+    })
+}
+
+fn auth_files(auth: &OvnAuth, prefix: &str, out: &mut Vec<CertFile>) {
+    out.extend(auth_cert_files(auth, prefix).into_iter().flatten());
 }
 
 /// The files the configured roles read: every role talks to the NB as a client; the master

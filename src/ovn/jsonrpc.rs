@@ -18,27 +18,32 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::tls::{self, ClientTls};
 use crate::util::retry::{self, Backoff};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the database listens. Only plain stream sockets: `ssl:` needs certificates and is
-/// left to the exec backend.
+/// Where the database listens. `Ssl` needs the client's certificates ([`ClientTls`]), which
+/// travel with the [`Client`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Remote {
     Unix(PathBuf),
     Tcp(SocketAddr),
+    Ssl(SocketAddr),
 }
 
 impl Remote {
-    /// `unix:PATH` or `tcp:IP:PORT` (`tcp:[v6]:PORT`); `None` for anything else (ssl, a list
-    /// of cluster members, passive remotes).
+    /// One member: `unix:PATH`, `tcp:IP:PORT` or `ssl:IP:PORT` (`[v6]` for IPv6 hosts); `None`
+    /// for anything else (a list of cluster members, passive remotes).
     pub fn parse(target: &str) -> Option<Remote> {
         if target.contains(',') {
             return None;
         }
         if let Some(p) = target.strip_prefix("unix:") {
             return (!p.is_empty()).then(|| Remote::Unix(PathBuf::from(p)));
+        }
+        if let Some(a) = target.strip_prefix("ssl:") {
+            return a.parse().ok().map(Remote::Ssl);
         }
         target.strip_prefix("tcp:")?.parse().ok().map(Remote::Tcp)
     }
@@ -81,6 +86,7 @@ impl fmt::Display for Remote {
         match self {
             Remote::Unix(p) => write!(f, "unix:{}", p.display()),
             Remote::Tcp(a) => write!(f, "tcp:{a}"),
+            Remote::Ssl(a) => write!(f, "ssl:{a}"),
         }
     }
 }
@@ -88,22 +94,103 @@ impl fmt::Display for Remote {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn connect(remote: &Remote) -> Result<Box<dyn Io>> {
+async fn tcp(a: &SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let s = tokio::net::TcpStream::connect(a).await?;
+    // Small request/response messages: latency matters more than packing.
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// A failure of the TLS layer (unusable certificate files, a server certificate the CA did
+/// not sign, our certificate refused): the server is there, but will not be reached until an
+/// operator fixes certificates, so the log says so even after it said "unreachable".
+#[derive(Debug)]
+struct TlsFailure(String);
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsFailure {}
+
+/// How an attempt failed, for the log ([`LinkState`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailKind {
+    /// Refused, closed, reset, timed out, not JSON-RPC: the server may come back by itself.
+    #[default]
+    Unreachable,
+    /// The TLS layer refused the session ([`TlsFailure`]).
+    Tls,
+}
+
+impl FailKind {
+    fn of(e: &anyhow::Error) -> FailKind {
+        if e.chain().any(|c| c.downcast_ref::<TlsFailure>().is_some()) {
+            FailKind::Tls
+        } else {
+            FailKind::Unreachable
+        }
+    }
+}
+
+/// A TLS session with the server at `a`. The files are read again for each connection, so a
+/// rotated certificate is used from the next reconnect on.
+async fn tls_session(a: &SocketAddr, tls: Option<&ClientTls>) -> Result<Box<dyn Io>> {
+    let tls = tls
+        .context("an ssl: remote needs the client's private key, certificate and CA certificate")?;
+    let cfg = tls
+        .client_config()
+        .map_err(|e| anyhow!(TlsFailure(format!("{e:#}"))))?;
+    let s = tcp(a).await.context("connecting")?;
+    let session = tokio_rustls::TlsConnector::from(cfg)
+        .connect(tls::server_name(a.ip()), s)
+        .await
+        .map_err(|e| {
+            anyhow!(TlsFailure(format!(
+                "TLS handshake failed: {e} ({})",
+                tls.describe()
+            )))
+        })?;
+    Ok(Box::new(session))
+}
+
+async fn connect(remote: &Remote, tls: Option<&ClientTls>) -> Result<Box<dyn Io>> {
     let fut = async {
-        Ok::<Box<dyn Io>, std::io::Error>(match remote {
+        Ok::<Box<dyn Io>, anyhow::Error>(match remote {
             Remote::Unix(p) => Box::new(tokio::net::UnixStream::connect(p).await?),
-            Remote::Tcp(a) => {
-                let s = tokio::net::TcpStream::connect(a).await?;
-                // Small request/response messages: latency matters more than packing.
-                s.set_nodelay(true)?;
-                Box::new(s)
-            }
+            Remote::Tcp(a) => Box::new(tcp(a).await?),
+            Remote::Ssl(a) => tls_session(a, tls).await?,
         })
     };
     tokio::time::timeout(CONNECT_TIMEOUT, fut)
         .await
         .map_err(|_| anyhow!("connecting to {remote} timed out"))?
         .with_context(|| format!("connecting to {remote}"))
+}
+
+/// Why a connection that was set up failed. In TLS 1.3 the server checks our certificate
+/// after our side of the handshake is done, so its refusal (an alert) arrives as the first
+/// read: a TLS session that fails before the server ever answered counts as a TLS failure,
+/// with what the handshake checks.
+fn session_failure(why: String, answered: bool, tls: Option<&ClientTls>) -> (String, FailKind) {
+    match tls {
+        Some(t) if !answered => (
+            format!(
+                "the TLS session failed before the server answered: {why} ({})",
+                t.describe()
+            ),
+            FailKind::Tls,
+        ),
+        _ => (why, FailKind::Unreachable),
+    }
+}
+
+/// What the connection task connects to.
+struct Link {
+    remote: Remote,
+    tls: Option<ClientTls>,
 }
 
 struct Req {
@@ -142,8 +229,23 @@ impl Client {
         timeout: Duration,
         events: Option<mpsc::UnboundedSender<Event>>,
     ) -> Client {
+        Client::start_tls(remote, None, timeout, events)
+    }
+
+    /// Like [`Client::start_with_events`], with the client certificates an `ssl:` remote
+    /// needs (ignored for other remotes).
+    pub fn start_tls(
+        remote: Remote,
+        tls: Option<ClientTls>,
+        timeout: Duration,
+        events: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Client {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(remote.clone(), rx, timeout, events));
+        let link = Link {
+            remote: remote.clone(),
+            tls,
+        };
+        tokio::spawn(run(link, rx, timeout, events));
         Client {
             tx,
             remote,
@@ -193,8 +295,8 @@ impl Client {
 pub(crate) struct LinkState {
     up: bool,
     ever_up: bool,
-    /// The first error since the connection was last up.
-    failing: Option<String>,
+    /// The first error (of the latest kind) since the connection was last up.
+    failing: Option<(String, FailKind)>,
 }
 
 /// A log line [`LinkState`] asks for.
@@ -223,17 +325,21 @@ impl LinkState {
 
     /// An attempt or a connection failed with `why`. Only the change of state is logged: the
     /// same peer can fail in alternating ways (closed, reset, broken pipe) from one attempt
-    /// to the next, and each attempt is logged at DEBUG anyway.
-    pub(crate) fn failed(&mut self, why: &str) -> Option<LinkLog> {
-        if std::mem::take(&mut self.up) {
-            self.failing = Some(why.to_string());
-            return Some(LinkLog::Lost(why.to_string()));
-        }
-        if self.failing.is_some() {
+    /// to the next, and each attempt is logged at DEBUG anyway. A change of [`FailKind`] is a
+    /// change of state: a server that was not up yet and now refuses our certificates must
+    /// not stay logged as "refused".
+    pub(crate) fn failed(&mut self, why: &str, kind: FailKind) -> Option<LinkLog> {
+        let was_up = std::mem::take(&mut self.up);
+        let same_kind = self.failing.as_ref().is_some_and(|(_, k)| *k == kind);
+        if !was_up && same_kind {
             return None;
         }
-        self.failing = Some(why.to_string());
-        Some(LinkLog::Failing(why.to_string()))
+        self.failing = Some((why.to_string(), kind));
+        Some(if was_up {
+            LinkLog::Lost(why.to_string())
+        } else {
+            LinkLog::Failing(why.to_string())
+        })
     }
 }
 
@@ -257,41 +363,44 @@ fn emit(remote: &Remote, log: Option<LinkLog>, retry_in: Duration) {
 /// JSON-RPC, is retried as slowly as one that refuses); the backoff starts over only after the
 /// server has answered on a connection.
 async fn run(
-    remote: Remote,
+    link_to: Link,
     mut rx: mpsc::UnboundedReceiver<Req>,
     timeout: Duration,
     events: Option<mpsc::UnboundedSender<Event>>,
 ) {
+    let remote = &link_to.remote;
     let mut backoff = Backoff::new(retry::RECONNECT);
     let mut link = LinkState::default();
     let mut retry_at = Instant::now();
     let mut last_err = String::from("not connected yet");
     loop {
         if Instant::now() >= retry_at {
-            let why = match connect(&remote).await {
+            let (why, kind) = match connect(remote, link_to.tls.as_ref()).await {
                 Ok(io) => {
                     tracing::debug!(%remote, "OVSDB socket connected; probing with echo");
                     if let Some(ev) = &events {
                         let _ = ev.send(Event::Connected);
                     }
+                    let mut got_answer = false;
                     let mut answered = || {
+                        got_answer = true;
                         backoff.reset();
-                        emit(&remote, link.answered(), Duration::ZERO);
+                        emit(remote, link.answered(), Duration::ZERO);
                     };
                     match serve(io, &mut rx, timeout, events.as_ref(), &mut answered).await {
                         None => return,
-                        Some(e) => e,
+                        Some(e) => session_failure(e, got_answer, link_to.tls.as_ref()),
                     }
                 }
-                Err(e) => format!("{e:#}"),
+                Err(e) => (format!("{e:#}"), FailKind::of(&e)),
             };
             let delay = backoff.failed();
             tracing::debug!(%remote, error = %why, ?delay, attempt = backoff.failures(), "OVSDB attempt failed");
-            let log = link.failed(&why);
+            let log = link.failed(&why, kind);
             if matches!(log, Some(LinkLog::Lost(_))) {
                 crate::metrics::get().nb_disconnected();
             }
-            emit(&remote, log, delay);
+            emit(remote, log, delay);
             last_err = why;
             retry_at = Instant::now() + delay;
         }
@@ -333,7 +442,13 @@ async fn serve(
     let (werr_tx, mut werr_rx) = oneshot::channel::<String>();
     let writer = tokio::spawn(async move {
         while let Some(buf) = wrx.recv().await {
-            if let Err(e) = wr.write_all(&buf).await {
+            // A TLS stream may hold written data in its session until flushed (a plain
+            // socket's flush does nothing).
+            let res = match wr.write_all(&buf).await {
+                Ok(()) => wr.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
                 let _ = werr_tx.send(format!("writing: {e}"));
                 return;
             }
@@ -571,8 +686,18 @@ mod tests {
             Remote::parse("tcp:[::1]:6641").map(|r| r.to_string()),
             Some("tcp:[::1]:6641".to_string())
         );
+        assert_eq!(
+            Remote::parse("ssl:127.0.0.1:6641"),
+            Some(Remote::Ssl("127.0.0.1:6641".parse().unwrap()))
+        );
+        assert_eq!(
+            Remote::parse("ssl:[::1]:6641").map(|r| r.to_string()),
+            Some("ssl:[::1]:6641".to_string())
+        );
         for other in [
-            "ssl:127.0.0.1:6641",
+            "ssl:1.1.1.1:1,ssl:1.1.1.2:1",
+            "ssl:host:6641",
+            "pssl:6641",
             "tcp:1.1.1.1:1,tcp:1.1.1.2:1",
             "ptcp:6641",
             "unix:",
@@ -627,17 +752,49 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_session_that_fails_before_any_answer_is_a_tls_failure() {
+        let f = |flag: &str| crate::config::CertFile {
+            flag: flag.into(),
+            path: "/x.pem".into(),
+        };
+        let tls = ClientTls {
+            privkey: f("-nb-client-privkey"),
+            cert: f("-nb-client-cert"),
+            cacert: f("-nb-client-cacert"),
+        };
+        for (answered, tls, kind) in [
+            (false, Some(&tls), FailKind::Tls),
+            (true, Some(&tls), FailKind::Unreachable),
+            (false, None, FailKind::Unreachable),
+        ] {
+            let (why, got) = session_failure("reading: alert".into(), answered, tls);
+            assert_eq!(got, kind, "answered={answered}");
+            assert!(why.contains("reading: alert"), "{why}");
+            assert_eq!(
+                why.contains("-nb-client-cert"),
+                kind == FailKind::Tls,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
     fn link_state_logs_once_per_change_of_state() {
+        use FailKind::{Tls, Unreachable};
         use LinkLog::*;
         let mut l = LinkState::default();
         let steps: Vec<Option<LinkLog>> = vec![
-            l.failed("refused"),
-            l.failed("refused"),
-            l.failed("closed"),
+            l.failed("refused", Unreachable),
+            l.failed("refused", Unreachable),
+            l.failed("closed", Unreachable),
             l.answered(),
             l.answered(),
-            l.failed("closed"),
-            l.failed("reset"),
+            l.failed("closed", Unreachable),
+            l.failed("reset", Unreachable),
+            l.answered(),
+            l.failed("refused", Unreachable),
+            l.failed("bad CA", Tls),
+            l.failed("bad CA", Tls),
             l.answered(),
         ];
         assert_eq!(
@@ -649,6 +806,10 @@ mod tests {
                 Some(Established { reconnect: false }),
                 None,
                 Some(Lost("closed".into())),
+                None,
+                Some(Established { reconnect: true }),
+                Some(Lost("refused".into())),
+                Some(Failing("bad CA".into())),
                 None,
                 Some(Established { reconnect: true }),
             ]

@@ -12,6 +12,7 @@ pub mod ovsdb;
 pub mod proto;
 pub mod schema;
 pub mod signals;
+pub mod tls;
 
 pub use ctl::{Ctl, CtlTarget, Nb, NbOp, NbTxn, Nbctl, RoutePolicy, Vs, VsOp, VsTxn, Vsctl};
 pub use native::NativeNb;
@@ -20,7 +21,9 @@ pub use proto::Proto;
 
 use std::sync::Arc;
 
-use crate::config::{OvnAuth, OvnScheme};
+use anyhow::Result;
+
+use crate::config::OvnAuth;
 use crate::exec::Exec;
 
 /// An `ovn-nbctl`/`ovn-sbctl` target honouring the configured client address and certificates
@@ -39,32 +42,38 @@ pub fn vs_ctl(exec: Arc<dyn Exec>) -> Ctl {
     Ctl::new(exec, CtlTarget::new("ovs-vsctl"))
 }
 
-/// The NB backend: a persistent OVSDB connection for `unix:`/`tcp:` targets (what it cannot
-/// translate goes through `ovn-nbctl`), plain `ovn-nbctl` for `ssl:`, cluster lists and the
+/// The NB backend: a persistent OVSDB connection for `unix:`/`tcp:`/`ssl:` targets (what it
+/// cannot translate goes through `ovn-nbctl`), plain `ovn-nbctl` for cluster lists and the
 /// tool's default socket. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
-/// Needs a tokio runtime (the connection is a task).
-pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Arc<dyn Nb> {
+/// Needs a tokio runtime (the connection is a task). Certificate files that cannot be used are
+/// a configuration error.
+pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Result<Arc<dyn Nb>> {
     // Every NB transaction of every role is timed here, whichever backend runs it.
-    Arc::new(crate::metrics::MeteredNb(nb_backend_inner(exec, auth)))
+    Ok(Arc::new(crate::metrics::MeteredNb(nb_backend_inner(
+        exec, auth,
+    )?)))
 }
 
-fn nb_backend_inner(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Arc<dyn Nb> {
+/// The prefix of the NB client's certificate flags (`-nb-client-privkey` …).
+const NB_CLIENT_FLAGS: &str = "nb-client";
+
+fn nb_backend_inner(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Result<Arc<dyn Nb>> {
     let ctl = db_ctl(exec, "ovn-nbctl", auth);
     let timeout = ctl.target().timeout;
     let nbctl: Arc<dyn Nb> = Arc::new(Nbctl(ctl));
     let forced_exec = std::env::var("OVNKUBE_NB_BACKEND").is_ok_and(|v| v == "exec");
     let remote = auth
         .client_target()
-        .filter(|_| auth.scheme != OvnScheme::Ssl && !forced_exec)
+        .filter(|_| !forced_exec)
         .and_then(|t| jsonrpc::Remote::parse(&t));
-    match remote {
-        Some(remote) => {
-            tracing::info!(%remote, "NB backend: native OVSDB connection");
-            Arc::new(NativeNb::start(remote, nbctl, timeout))
-        }
-        None => {
-            tracing::info!("NB backend: ovn-nbctl");
-            nbctl
-        }
+    let Some(remote) = remote else {
+        tracing::info!("NB backend: ovn-nbctl");
+        return Ok(nbctl);
+    };
+    let tls = tls::ClientTls::from_auth(auth, NB_CLIENT_FLAGS)?;
+    if let Some(t) = &tls {
+        t.check()?;
     }
+    tracing::info!(%remote, "NB backend: native OVSDB connection");
+    Ok(Arc::new(NativeNb::start_tls(remote, tls, nbctl, timeout)))
 }

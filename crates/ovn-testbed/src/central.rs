@@ -6,6 +6,7 @@
 
 use crate::proc::{self, CMD_TIMEOUT};
 use anyhow::{Context, Result, anyhow, bail};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -198,6 +199,32 @@ impl Central {
             .collect())
     }
 
+    /// Makes the NB and SB listen on `pssl:` on fresh loopback addresses with `pki`'s server
+    /// certificate, trusting `pki`'s CA for client certificates, the way an operator does on a
+    /// Debian central (`ovn-nbctl set-ssl … -- set-connection pssl:PORT:IP`, likewise
+    /// `ovn-sbctl`); returns the NB and SB addresses once both accept connections. For tests
+    /// of the client side only: ovnkube's master sets these listeners up itself from its
+    /// `-nb-server-*`/`-sb-server-*` flags.
+    pub fn listen_ssl(&self, pki: &crate::Pki) -> Result<(SocketAddr, SocketAddr)> {
+        let (nb, sb) = (crate::free_loopback_addr()?, crate::free_loopback_addr()?);
+        let files =
+            [pki.server_key(), pki.server_cert(), pki.ca_cert()].map(|p| p.display().to_string());
+        for (addr, ctl) in [(nb, Db::Nb), (sb, Db::Sb)] {
+            let remote = format!("pssl:{}:{}", addr.port(), addr.ip());
+            let mut args = vec!["set-ssl"];
+            args.extend(files.iter().map(String::as_str));
+            args.extend(["--", "set-connection", remote.as_str()]);
+            match ctl {
+                Db::Nb => self.nbctl(&args)?,
+                Db::Sb => self.sbctl(&args)?,
+            };
+        }
+        for addr in [nb, sb] {
+            wait_listening(addr)?;
+        }
+        Ok((nb, sb))
+    }
+
     /// PIDs of the running daemons (NB, SB, northd), for tests that check cleanup.
     pub fn pids(&self) -> Vec<i32> {
         ["ovnnb_db.pid", "ovnsb_db.pid", "ovn-northd.pid"]
@@ -286,6 +313,18 @@ impl Central {
         .context("creating an empty NB database")?;
         self.start_nb()
     }
+}
+
+/// Waits until something accepts TCP connections on `addr` (a listener just configured).
+fn wait_listening(addr: SocketAddr) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        if std::time::Instant::now() > deadline {
+            bail!("nothing listens on {addr} 10 s after set-connection");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 impl Drop for Central {

@@ -4,7 +4,8 @@
 //! each [`Chassis`] runs its own `ovsdb-server`, `ovs-vswitchd` (userspace `netdev`
 //! datapath) and `ovn-controller` inside a private network namespace; [`TestPod`]s are
 //! network namespaces wired to a chassis's `br-int` with a veth pair; an [`Outside`] namespace
-//! stands for the network beyond the chassis's gateway NICs.
+//! stands for the network beyond the chassis's gateway NICs. [`Pki`] makes certificates with
+//! `ovs-pki` for databases served over SSL.
 //!
 //! Everything lives under a private directory (`$TMPDIR/ovn-testbed-<pid>-<n>`, or under
 //! `$OVN_TESTBED_DIR`) and in namespaces named `otb<pid>x<n>-…`, so tests in one or several
@@ -18,6 +19,7 @@ mod central;
 mod chassis;
 mod forward;
 mod outside;
+mod pki;
 mod pod;
 mod proc;
 
@@ -25,6 +27,7 @@ pub use central::Central;
 pub use chassis::{Chassis, ChassisOpts, two_chassis};
 pub use forward::Forwarder;
 pub use outside::Outside;
+pub use pki::Pki;
 pub use pod::TestPod;
 pub use proc::pid_alive;
 

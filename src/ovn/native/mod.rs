@@ -37,6 +37,7 @@ use super::ctl::{Nb, NbTxn};
 use super::jsonrpc::{Client, Remote};
 use super::ovsdb::{Query, Row};
 use super::signals::NbSignalSender;
+use super::tls::ClientTls;
 use crate::exec::BoxFuture;
 use crate::util::retry;
 use plan::{NotNative, translate};
@@ -103,8 +104,18 @@ impl NativeNb {
     /// Start the connection task (needs a tokio runtime); it connects in the background, so
     /// this works while the NB is still down.
     pub fn start(remote: Remote, fallback: Arc<dyn Nb>, timeout: Duration) -> NativeNb {
+        NativeNb::start_tls(remote, None, fallback, timeout)
+    }
+
+    /// [`NativeNb::start`] with the client certificates an `ssl:` remote needs.
+    pub fn start_tls(
+        remote: Remote,
+        tls: Option<ClientTls>,
+        fallback: Arc<dyn Nb>,
+        timeout: Duration,
+    ) -> NativeNb {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = Client::start_with_events(remote, timeout, Some(tx));
+        let client = Client::start_tls(remote, tls, timeout, Some(tx));
         let replica = Arc::new(RwLock::new(Replica::default()));
         let signals = Arc::new(NbSignalSender::default());
         tokio::spawn(keep_replica(
