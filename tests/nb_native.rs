@@ -609,15 +609,15 @@ mod scenario {
 
     pub const NODES: usize = 4;
 
-    fn node(i: usize) -> String {
+    pub fn node(i: usize) -> String {
         format!("n{i}")
     }
 
-    fn subnet(i: usize) -> ipnet::Ipv4Net {
+    pub fn subnet(i: usize) -> ipnet::Ipv4Net {
         format!("10.128.{i}.0/24").parse().unwrap()
     }
 
-    fn mac(i: usize) -> String {
+    pub fn mac(i: usize) -> String {
         format!("0a:58:0a:80:{i:02x}:02")
     }
 
@@ -892,5 +892,61 @@ async fn the_project_transactions_match_nbctl_without_fallback() {
         "Address_Set",
     ] {
         assert!(seen.contains(t), "no {t} rows were compared");
+    }
+}
+
+/// Benchmark (`make bench` style, `--ignored`): the master's initial topology plus 50 node
+/// switches (each node read, planned and written as the master does), per backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_topology_and_50_node_switches() {
+    use ovnkube::master::topology::{Snapshot, cluster_ops, node_ops};
+    let nodes: usize = std::env::var("TOPOLOGY_BENCH_NODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    for backend in ["exec", "native"] {
+        let c = Central::start().unwrap();
+        let nb: Arc<dyn Nb> = match backend {
+            "exec" => nbctl(&c),
+            _ => {
+                let n = native(&c, false).await;
+                let start = Instant::now();
+                while !n.replica_synced() {
+                    assert!(start.elapsed() < TIMEOUT, "the replica never synced");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Arc::new(n)
+            }
+        };
+        let start = Instant::now();
+        let snap = Snapshot::read(&*nb).await.unwrap();
+        nb.transact(&txn(cluster_ops(&snap))).await.unwrap();
+        let topology = start.elapsed();
+        for i in 1..=nodes {
+            let node = scenario::node(i);
+            let snap = Snapshot::read_with_mgmt(&*nb, std::slice::from_ref(&node))
+                .await
+                .unwrap();
+            let ops = node_ops(&snap, &node, scenario::subnet(i), Some(&scenario::mac(i)));
+            nb.transact(&txn(ops)).await.unwrap();
+        }
+        let total = start.elapsed();
+        let switches = c
+            .nbctl(&["--bare", "--columns=name", "list", "Logical_Switch"])
+            .unwrap()
+            .split_whitespace()
+            .count();
+        assert_eq!(
+            switches,
+            nodes + 1,
+            "{backend}: node switches and the join switch"
+        );
+        println!(
+            "BENCH topology backend={backend} cluster={:.1}ms cluster+{nodes}nodes={:.1}ms per-node={:.2}ms",
+            topology.as_secs_f64() * 1e3,
+            total.as_secs_f64() * 1e3,
+            (total - topology).as_secs_f64() * 1e3 / nodes as f64
+        );
     }
 }

@@ -14,7 +14,7 @@
 //! duplicate IP, a missing port, a missing switch) ends as an error naming the command.
 //!
 //! Only shapes the project does not produce (`lr-route-add`, `lr-nat-add`, names that read
-//! as uuid prefixes, odd address forms) and a replica that never syncs run through `ovn-nbctl`
+//! as uuid prefixes, odd address forms) run through `ovn-nbctl`
 //! ([`NbStats::fallback`] counts them; the equivalence tests assert zero for the project's
 //! transactions). Queries are `select`s converted to the rows that `--format=json` yields.
 
@@ -212,8 +212,15 @@ impl NativeNb {
             return Ok(String::new());
         }
         txn.validate()?;
+        // Without the replica nothing can be decided as ovn-nbctl decides it; a connection
+        // that is down would fail ovn-nbctl alike, so this is an error to retry, not a fallback.
         if !self.synced().await {
-            return self.fall_back(txn, "the NB replica is not in sync").await;
+            bail!(
+                "NB transaction of {} commands: no NB replica from {} within {:?} (connection down?)",
+                txn.len(),
+                self.remote(),
+                self.timeout
+            );
         }
         let mut attempt = 0;
         loop {
