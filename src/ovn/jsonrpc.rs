@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::cluster::{Leadership, Members};
 use crate::util::retry::{self, Backoff};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -142,8 +143,20 @@ impl Client {
         timeout: Duration,
         events: Option<mpsc::UnboundedSender<Event>>,
     ) -> Client {
+        Client::start_members(Members::single(remote), timeout, events)
+    }
+
+    /// Like [`Client::start_with_events`] for a list of members: each connection goes to the
+    /// next member (see [`Members`]) and, for a cluster, serves requests only once the member
+    /// has shown it is the leader; `Event::Connected` is sent then.
+    pub fn start_members(
+        members: Members,
+        timeout: Duration,
+        events: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Client {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(remote.clone(), rx, timeout, events));
+        let remote = members.first().clone();
+        tokio::spawn(run(members, rx, timeout, events));
         Client {
             tx,
             remote,
@@ -195,6 +208,13 @@ pub(crate) struct LinkState {
     ever_up: bool,
     /// The first error since the connection was last up.
     failing: Option<String>,
+}
+
+/// How one connection is vetted before it serves requests: not at all (one server), or by
+/// the leadership watch on `_Server` (a cluster member).
+struct Vet<'a> {
+    leadership: Option<&'a mut Leadership>,
+    events: Option<&'a mpsc::UnboundedSender<Event>>,
 }
 
 /// A log line [`LinkState`] asks for.
@@ -257,7 +277,7 @@ fn emit(remote: &Remote, log: Option<LinkLog>, retry_in: Duration) {
 /// JSON-RPC, is retried as slowly as one that refuses); the backoff starts over only after the
 /// server has answered on a connection.
 async fn run(
-    remote: Remote,
+    mut members: Members,
     mut rx: mpsc::UnboundedReceiver<Req>,
     timeout: Duration,
     events: Option<mpsc::UnboundedSender<Event>>,
@@ -266,19 +286,30 @@ async fn run(
     let mut link = LinkState::default();
     let mut retry_at = Instant::now();
     let mut last_err = String::from("not connected yet");
+    let mut leadership = members.db().map(Leadership::new);
+    let mut remote = members.first().clone();
     loop {
         if Instant::now() >= retry_at {
+            remote = members.next();
             let why = match connect(&remote).await {
                 Ok(io) => {
                     tracing::debug!(%remote, "OVSDB socket connected; probing with echo");
-                    if let Some(ev) = &events {
-                        let _ = ev.send(Event::Connected);
+                    if let Some(l) = leadership.as_mut() {
+                        l.reset();
                     }
+                    let vet = Vet {
+                        leadership: leadership.as_mut(),
+                        events: events.as_ref(),
+                    };
+                    let clustered = vet.leadership.is_some();
                     let mut answered = || {
                         backoff.reset();
+                        if clustered {
+                            tracing::info!(%remote, "OVSDB cluster member is connected and the leader; using it");
+                        }
                         emit(&remote, link.answered(), Duration::ZERO);
                     };
-                    match serve(io, &mut rx, timeout, events.as_ref(), &mut answered).await {
+                    match serve(io, &mut rx, timeout, vet, &mut answered).await {
                         None => return,
                         Some(e) => e,
                     }
@@ -299,8 +330,9 @@ async fn run(
             r = rx.recv() => match r {
                 None => return,
                 Some(req) => {
+                    let what = if leadership.is_some() { members.describe() } else { remote.to_string() };
                     let _ = req.reply.send(Err(anyhow!(
-                        "OVSDB server {remote} unavailable: {last_err}"
+                        "OVSDB server {what} unavailable: {last_err}"
                     )));
                 }
             },
@@ -315,16 +347,21 @@ struct InFlight {
     deadline: Instant,
 }
 
+/// The request id of the leadership watch's `monitor` (ours count up from 1).
+const VET_ID: u64 = u64::MAX;
+
 /// Serve one connection until it fails (`Some(why)`) or every handle is dropped (`None`).
 /// In-flight requests of a failed connection get the failure: they may or may not have been
 /// committed, which only the caller can sort out (by retrying an idempotent change).
 /// The connection counts as working once the server answered something well-formed: an `echo`
-/// is sent first so that a real server answers at once.
+/// is sent first so that a real server answers at once. A cluster member must also pass the
+/// leadership watch before any request is sent to it, and fails as soon as it no longer does.
+/// (Over 80 lines: one `select!` over the connection's event sources reads best in one place.)
 async fn serve(
     io: Box<dyn Io>,
     rx: &mut mpsc::UnboundedReceiver<Req>,
     timeout: Duration,
-    events: Option<&mpsc::UnboundedSender<Event>>,
+    mut vet: Vet<'_>,
     answered: &mut (dyn FnMut() + Send),
 ) -> Option<String> {
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -345,21 +382,27 @@ async fn serve(
     let mut healthy = false;
     // The probe: its reply only marks the connection as working (nobody waits for it).
     let (probe, _) = oneshot::channel();
-    pending.insert(
-        0,
-        InFlight {
-            reply: probe,
-            method: "echo",
-            deadline: Instant::now() + timeout,
-        },
-    );
-    let _ = wtx.send(
-        serde_json::to_vec(&json!({"method": "echo", "params": [], "id": 0})).unwrap_or_default(),
-    );
+    send_internal(&wtx, &mut pending, 0, "echo", json!([]), probe, timeout);
+    let (vet_tx, mut vet_rx) = oneshot::channel();
+    let mut vetted = vet.leadership.is_none();
+    if vetted {
+        connected(vet.events);
+    } else {
+        let params = Leadership::monitor_params();
+        send_internal(
+            &wtx,
+            &mut pending,
+            VET_ID,
+            "monitor",
+            params,
+            vet_tx,
+            timeout,
+        );
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let failure = loop {
         tokio::select! {
-            r = rx.recv() => {
+            r = rx.recv(), if vetted => {
                 let Some(req) = r else { break None };
                 let id = next_id;
                 next_id += 1;
@@ -375,14 +418,29 @@ async fn serve(
                     break Some("the writer stopped".to_string());
                 }
             }
+            v = &mut vet_rx, if !vetted => {
+                let Some(l) = vet.leadership.as_deref_mut() else {
+                    break Some("no leadership watch".to_string());
+                };
+                if let Err(why) = vet_reply(v, l) {
+                    break Some(why);
+                }
+                vetted = true;
+                connected(vet.events);
+                if healthy {
+                    answered();
+                }
+            }
             n = rd.read_buf(&mut framer.buf) => match n {
                 Ok(0) => break Some("the server closed the connection".to_string()),
                 Err(e) => break Some(format!("reading: {e}")),
-                Ok(_) => match on_input(&mut framer, &mut pending, &wtx, events) {
+                Ok(_) => match on_input(&mut framer, &mut pending, &wtx, vet.events, vet.leadership.as_deref_mut()) {
                     Err(e) => break Some(format!("{e:#}")),
                     Ok(n) if n > 0 && !healthy => {
                         healthy = true;
-                        answered();
+                        if vetted {
+                            answered();
+                        }
                     }
                     Ok(_) => {}
                 },
@@ -408,12 +466,55 @@ async fn serve(
     failure
 }
 
+/// A request of the connection's own (the probe, the leadership watch).
+fn send_internal(
+    wtx: &mpsc::UnboundedSender<Vec<u8>>,
+    pending: &mut HashMap<u64, InFlight>,
+    id: u64,
+    method: &'static str,
+    params: Value,
+    reply: oneshot::Sender<Result<Value>>,
+    timeout: Duration,
+) {
+    pending.insert(
+        id,
+        InFlight {
+            reply,
+            method,
+            deadline: Instant::now() + timeout,
+        },
+    );
+    let msg = json!({"method": method, "params": params, "id": id});
+    let _ = wtx.send(serde_json::to_vec(&msg).unwrap_or_default());
+}
+
+fn connected(events: Option<&mpsc::UnboundedSender<Event>>) {
+    if let Some(ev) = events {
+        let _ = ev.send(Event::Connected);
+    }
+}
+
+/// The initial rows of the leadership watch decide whether this member is used.
+fn vet_reply(
+    reply: Result<Result<Value>, oneshot::error::RecvError>,
+    leadership: &mut Leadership,
+) -> Result<(), String> {
+    match reply {
+        Ok(Ok(initial)) => leadership
+            .apply(&initial)
+            .map_err(|why| format!("{why}; trying another member")),
+        Ok(Err(e)) => Err(format!("monitoring _Server failed: {e:#}")),
+        Err(_) => Err("the _Server monitor got no reply".to_string()),
+    }
+}
+
 /// Handle every complete message in the buffer.
 fn on_input(
     framer: &mut Framer,
     pending: &mut HashMap<u64, InFlight>,
     wtx: &mpsc::UnboundedSender<Vec<u8>>,
     events: Option<&mpsc::UnboundedSender<Event>>,
+    mut leadership: Option<&mut Leadership>,
 ) -> Result<usize> {
     let mut msgs = Vec::new();
     framer.frames(|bytes| {
@@ -430,6 +531,12 @@ fn on_input(
                 let params = m.get("params").cloned().unwrap_or_else(|| json!([]));
                 let reply = json!({"result": params, "error": null, "id": id});
                 let _ = wtx.send(serde_json::to_vec(&reply).unwrap_or_default());
+            } else if let Some(l) = leadership.as_deref_mut()
+                && let Some(update) = Leadership::update_of(&m)
+            {
+                // A change of leader (or of the member's link to its cluster): drop it.
+                l.apply(update)
+                    .map_err(|why| anyhow!("{why}; moving to another member"))?;
             } else if let Some(ev) = events {
                 let _ = ev.send(Event::Notification(m));
             }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
+use super::cluster::Members;
 use super::ctl::{Nb, NbOp, NbTxn};
 use super::jsonrpc::{Client, Event, Remote};
 use super::ovsdb::{ColVal, DbOp, Query, Row, Val, parse_tables};
@@ -81,8 +82,14 @@ impl NativeNb {
     /// Start the connection task (needs a tokio runtime); it connects in the background, so
     /// this works while the NB is still down.
     pub fn start(remote: Remote, fallback: Arc<dyn Nb>, timeout: Duration) -> NativeNb {
+        NativeNb::start_members(Members::single(remote), fallback, timeout)
+    }
+
+    /// Like [`NativeNb::start`] for one server or the members of a cluster (only the leader
+    /// is used; the connection moves on when the leader changes).
+    pub fn start_members(members: Members, fallback: Arc<dyn Nb>, timeout: Duration) -> NativeNb {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = Client::start_with_events(remote, timeout, Some(tx));
+        let client = Client::start_members(members, timeout, Some(tx));
         let replica = Arc::new(RwLock::new(Replica::default()));
         let signals = Arc::new(NbSignalSender::default());
         tokio::spawn(keep_replica(
