@@ -91,7 +91,7 @@ impl Members {
     }
 
     /// The member to try next.
-    pub fn next(&mut self) -> Remote {
+    pub fn next_member(&mut self) -> Remote {
         if self.pos >= self.order.len() {
             shuffle(&mut self.order, retry::random_u64);
             self.pos = 0;
@@ -309,7 +309,7 @@ mod tests {
         let mut m = Members::cluster(remotes.clone(), "OVN_Northbound");
         let mut orders = std::collections::HashSet::new();
         for _ in 0..30 {
-            let mut round: Vec<String> = (0..3).map(|_| m.next().to_string()).collect();
+            let mut round: Vec<String> = (0..3).map(|_| m.next_member().to_string()).collect();
             orders.insert(round.clone());
             round.sort();
             let mut all: Vec<String> = remotes.iter().map(Remote::to_string).collect();
@@ -319,8 +319,8 @@ mod tests {
         // 30 rounds of 3! = 6 orders: all the same would mean no shuffling.
         assert!(orders.len() > 1, "{orders:?}");
         let mut one = Members::single(remotes[0].clone());
-        assert_eq!(one.next(), remotes[0]);
-        assert_eq!(one.next(), remotes[0]);
+        assert_eq!(one.next_member(), remotes[0]);
+        assert_eq!(one.next_member(), remotes[0]);
         assert_eq!(one.db(), None);
     }
 

@@ -290,7 +290,7 @@ async fn run(
     let mut remote = members.first().clone();
     loop {
         if Instant::now() >= retry_at {
-            remote = members.next();
+            remote = members.next_member();
             let why = match connect(&remote).await {
                 Ok(io) => {
                     tracing::debug!(%remote, "OVSDB socket connected; probing with echo");
@@ -347,8 +347,9 @@ struct InFlight {
     deadline: Instant,
 }
 
-/// The request id of the leadership watch's `monitor` (ours count up from 1).
-const VET_ID: u64 = u64::MAX;
+/// The request id of the leadership watch's `monitor` (ours count up from 1). Not `u64::MAX`:
+/// ovsdb-server reads JSON integers as 64-bit signed and would echo a larger id as a double.
+const VET_ID: u64 = i64::MAX as u64;
 
 /// Serve one connection until it fails (`Some(why)`) or every handle is dropped (`None`).
 /// In-flight requests of a failed connection get the failure: they may or may not have been
