@@ -114,10 +114,14 @@ install-bin:
 # Services: SVC_BENCH_SERVICES (1,000) services x 10 endpoints from EndpointSlices; prints the
 # time to program them, northd CPU, endpoint change -> VIP p50/p99 and a no-change master
 # restart (sync time, NB writes); then OVN's own cost of the load-balancer layouts.
+# Raft: RAFT_BENCH_PODS (1,000) pods' create->annotation p50/p99 on a 3-member NB/SB cluster
+# next to a standalone NB, then RAFT_BENCH_KILLS (5) times the gap from a kill -9 of the NB
+# leader to the next pod annotated.
 bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
 	$(CARGO) test --release -p ovnkube --test services_bench -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release -p ovnkube --test raft -- --ignored --nocapture bench_raft_pod_latency_and_failover_gap
 
 # Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
 # config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the

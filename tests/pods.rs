@@ -4,22 +4,22 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::pods::{
-    Ann, WAIT, annotations, check_served, pod, pod_ports, wait_annotated, wait_nodes_ready,
+    WAIT, annotations, bench_args, check_served, measure_pod_latency, pod, pod_ports,
+    wait_annotated, wait_nodes_ready,
 };
 use common::{Env, eventually};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use ovnkube::ovn::Row;
 
 async fn create_pods(env: &Env, pods: impl IntoIterator<Item = Pod>) {
     let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
@@ -386,100 +386,8 @@ async fn bench_pod_annotation_latency() {
 
 async fn bench_once(n: usize, rate: f64) -> (f64, f64, f64, f64) {
     let env = Env::start(&format!("bench{n}")).await;
-    let args: Vec<String> = env
-        .master_args("10.9.0.0/16")
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("-loglevel") {
-                "-loglevel=4".into()
-            } else {
-                a
-            }
-        })
-        .collect();
-    let mut master = env.spawn("master", &args);
-    master.wait_log("cluster topology ready", WAIT);
-    let nodes: Vec<String> = (0..50).map(|i| format!("node{i:02}")).collect();
-    env.create_nodes(&nodes.iter().map(String::as_str).collect::<Vec<_>>())
-        .await;
-    wait_nodes_ready(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    master.wait_log("pod worker started", WAIT);
-
-    // First sight of the annotation, per pod.
-    let seen: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
-    let watch = {
-        let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-        let seen = seen.clone();
-        tokio::spawn(async move {
-            let mut s = watcher(api, watcher::Config::default()).boxed();
-            while let Some(ev) = s.next().await {
-                if let Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev
-                    && p.annotations().contains_key("ovn")
-                {
-                    seen.lock()
-                        .unwrap()
-                        .entry(p.name_any())
-                        .or_insert_with(std::time::Instant::now);
-                }
-            }
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    let created: Arc<Mutex<HashMap<String, std::time::Instant>>> = Arc::default();
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    let slots = Arc::new(tokio::sync::Semaphore::new(32));
-    let start = std::time::Instant::now();
-    let mut handles = Vec::new();
-    for i in 0..n {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        tokio::time::sleep_until(due.into()).await;
-        let name = format!("p{i:05}");
-        let p = pod(&name, Some(&nodes[i % nodes.len()]), false, None);
-        let (api, created, slots) = (api.clone(), created.clone(), slots.clone());
-        handles.push(tokio::spawn(async move {
-            let _s = slots.acquire().await.unwrap();
-            created
-                .lock()
-                .unwrap()
-                .insert(name, std::time::Instant::now());
-            api.create(&PostParams::default(), &p).await.unwrap();
-        }));
-    }
-    for h in handles {
-        h.await.unwrap();
-    }
-    let long = Duration::from_secs(600);
-    eventually("all bench pods annotated", long, || async {
-        (seen.lock().unwrap().len() >= n).then_some(())
-    })
-    .await;
-    watch.abort();
-    let seen = seen.lock().unwrap().clone();
-    let created = created.lock().unwrap().clone();
-    let mut order: Vec<(&String, &std::time::Instant)> = created.iter().collect();
-    order.sort_by_key(|(_, t)| **t);
-    let lat = |keys: &[(&String, &std::time::Instant)]| -> Vec<f64> {
-        let mut v: Vec<f64> = keys
-            .iter()
-            .map(|(k, t)| seen[*k].saturating_duration_since(**t).as_secs_f64() * 1000.0)
-            .collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v
-    };
-    let pct = |v: &[f64], p: f64| v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1];
-    let all = lat(&order);
-    let tail = lat(&order[order.len() * 9 / 10..]);
-    let last = seen.values().max().copied().unwrap_or(start);
-    let throughput = n as f64 / last.duration_since(start).as_secs_f64();
-    assert_eq!(pod_ports(&env).len(), n);
-    master.terminate();
-    (
-        pct(&all, 0.5),
-        pct(&all, 0.99),
-        pct(&tail, 0.99),
-        throughput,
-    )
+    let args = bench_args(env.master_args("10.9.0.0/16"));
+    measure_pod_latency(&env, &args, n, rate).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::pods::{
-    WAIT, annotations, check_served, pod, pod_ports, wait_annotated, wait_nodes_ready,
+    WAIT, annotations, bench_args, check_served, measure_pod_latency, pod, pod_ports,
+    wait_annotated, wait_nodes_ready,
 };
 use common::{Env, eventually};
 use k8s_openapi::api::core::v1::Pod;
@@ -143,4 +144,87 @@ async fn first_listed_nb_member_down_at_start() {
         .any(|l| l.contains(USING_LEADER) && l.contains(&first));
     assert!(!on_first, "used the member that is down:\n{log}");
     assert_eq!(master.terminate().code(), Some(0));
+}
+
+/// `make bench`: pod create → annotation latency on the clustered NB next to a standalone
+/// one (same load: `RAFT_BENCH_PODS` pods, default 1000, at `POD_BENCH_RATE`/s, default
+/// 200), then the failover gap: the NB leader killed with SIGKILL, one pod created at once,
+/// the time until it is annotated (`RAFT_BENCH_KILLS` times, default 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with `make bench`"]
+async fn bench_raft_pod_latency_and_failover_gap() {
+    let env_num = |k: &str, d: f64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let n = env_num("RAFT_BENCH_PODS", 1000.0) as usize;
+    let rate = env_num("POD_BENCH_RATE", 200.0);
+    let kills = env_num("RAFT_BENCH_KILLS", 5.0) as usize;
+    for clustered in [false, true] {
+        let env = if clustered {
+            Env::start_raft("bench-raft").await
+        } else {
+            Env::start("bench-standalone").await
+        };
+        let args = if clustered {
+            bench_args(env.master_args_raft("10.9.0.0/16"))
+        } else {
+            bench_args(env.master_args("10.9.0.0/16"))
+        };
+        let (p50, p99, tail99, out) = measure_pod_latency(&env, &args, n, rate).await;
+        let nb = if clustered { "raft-3" } else { "standalone" };
+        println!(
+            "BENCH nb={nb} pods={n} offered={rate}/s  p50={p50:.1}ms  p99={p99:.1}ms  \
+             p99(last 10%)={tail99:.1}ms  throughput={out:.0} pods/s"
+        );
+    }
+    let gaps = failover_gaps(kills).await;
+    let mut sorted = gaps.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "BENCH raft NB leader kill -9 -> next pod annotated: median={:.0}ms max={:.0}ms all={:?}",
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+        gaps.iter().map(|g| g.round()).collect::<Vec<_>>()
+    );
+}
+
+/// Each round: kill the NB leader, create one pod at once, time its annotation (ms); then
+/// bring the killed member back and wait until the cluster has a leader again.
+async fn failover_gaps(kills: usize) -> Vec<f64> {
+    let env = Env::start_raft("bench-failover").await;
+    let mut master = env.spawn("master", &env.master_args_raft("10.9.0.0/16"));
+    master.wait_log("cluster topology ready", WAIT);
+    env.create_nodes(&["n1", "n2"]).await;
+    wait_nodes_ready(&env, &["n1", "n2"]).await;
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let mut gaps = Vec::new();
+    for k in 0..kills {
+        // The previous round's pod, served on the current leader: the client is on it.
+        let warm = format!("p{:03}", 2 * k);
+        api.create(
+            &PostParams::default(),
+            &pod(&warm, Some(&node_of(&warm)), false, None),
+        )
+        .await
+        .unwrap();
+        wait_annotated(&env, std::slice::from_ref(&warm)).await;
+        let killed = env.central.kill9_nb_leader().unwrap();
+        let t0 = std::time::Instant::now();
+        let name = format!("p{:03}", 2 * k + 1);
+        api.create(
+            &PostParams::default(),
+            &pod(&name, Some(&node_of(&name)), false, None),
+        )
+        .await
+        .unwrap();
+        wait_annotated(&env, std::slice::from_ref(&name)).await;
+        gaps.push(t0.elapsed().as_secs_f64() * 1000.0);
+        env.central.restart_nb_member(killed).unwrap();
+        env.central.nb_leader(Duration::from_secs(30)).unwrap();
+    }
+    assert_eq!(master.terminate().code(), Some(0));
+    gaps
 }

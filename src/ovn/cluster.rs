@@ -90,6 +90,13 @@ impl Members {
             .join(",")
     }
 
+    /// Whether every member has been tried since the last shuffle. The connection backs off
+    /// only then: a member that is not the leader is no reason to wait before asking the
+    /// next one, and right after an election the leader is one of the others.
+    pub fn round_done(&self) -> bool {
+        self.pos >= self.order.len()
+    }
+
     /// The member to try next.
     pub fn next_member(&mut self) -> Remote {
         if self.pos >= self.order.len() {
@@ -309,7 +316,12 @@ mod tests {
         let mut m = Members::cluster(remotes.clone(), "OVN_Northbound");
         let mut orders = std::collections::HashSet::new();
         for _ in 0..30 {
-            let mut round: Vec<String> = (0..3).map(|_| m.next_member().to_string()).collect();
+            let mut round = Vec::new();
+            for i in 0..3 {
+                assert_eq!(m.round_done(), i == 0, "before member {i}");
+                round.push(m.next_member().to_string());
+            }
+            assert!(m.round_done());
             orders.insert(round.clone());
             round.sort();
             let mut all: Vec<String> = remotes.iter().map(Remote::to_string).collect();
@@ -319,8 +331,10 @@ mod tests {
         // 30 rounds of 3! = 6 orders: all the same would mean no shuffling.
         assert!(orders.len() > 1, "{orders:?}");
         let mut one = Members::single(remotes[0].clone());
-        assert_eq!(one.next_member(), remotes[0]);
-        assert_eq!(one.next_member(), remotes[0]);
+        for _ in 0..2 {
+            assert_eq!(one.next_member(), remotes[0]);
+            assert!(one.round_done(), "one server: every attempt ends a round");
+        }
         assert_eq!(one.db(), None);
     }
 

@@ -316,7 +316,12 @@ async fn run(
                 }
                 Err(e) => format!("{e:#}"),
             };
-            let delay = backoff.failed();
+            // Members of a cluster are tried in turn; the backoff is per round.
+            let delay = if members.round_done() {
+                backoff.failed()
+            } else {
+                Duration::ZERO
+            };
             tracing::debug!(%remote, error = %why, ?delay, attempt = backoff.failures(), "OVSDB attempt failed");
             let log = link.failed(&why);
             if matches!(log, Some(LinkLog::Lost(_))) {
