@@ -622,6 +622,7 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn split(chunks: &[&str]) -> Vec<String> {
         let mut f = Framer::default();
@@ -894,5 +895,125 @@ mod tests {
         let warns = logs.lines("WARN");
         assert_eq!(warns.len(), 1, "{warns:#?}");
         assert!(warns[0].contains("refused"), "{}", warns[0]);
+    }
+
+    /// A fake cluster member on a unix socket: answers `echo`, the `_Server` monitor (with a
+    /// leader flag the test flips, pushed as an `update` on every flip) and `transact` (counted).
+    async fn fake_member(
+        sock: PathBuf,
+        leader: tokio::sync::watch::Receiver<bool>,
+        transacts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let row = |leader: bool| {
+            json!({"Database": {"u1": {"new": {"name": "OVN_Northbound", "model": "clustered",
+                "connected": true, "leader": leader, "index": 5}}}})
+        };
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        while let Ok((s, _)) = listener.accept().await {
+            let (mut leader, transacts) = (leader.clone(), transacts.clone());
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = tokio::io::split(s);
+                let mut f = Framer::default();
+                loop {
+                    let mut msgs: Vec<Value> = Vec::new();
+                    tokio::select! {
+                        n = rd.read_buf(&mut f.buf) => {
+                            if !matches!(n, Ok(n) if n > 0) {
+                                return;
+                            }
+                            f.frames(|b| msgs.push(serde_json::from_slice(b).unwrap())).unwrap();
+                        }
+                        c = leader.changed() => {
+                            if c.is_err() {
+                                return;
+                            }
+                            let now = *leader.borrow_and_update();
+                            let up = json!({"method": "update", "id": null,
+                                            "params": [super::super::cluster::LEADERSHIP_MONITOR, row(now)]});
+                            let _ = wr.write_all(up.to_string().as_bytes()).await;
+                        }
+                    }
+                    for m in msgs {
+                        let result = match m["method"].as_str() {
+                            Some("monitor") => row(*leader.borrow_and_update()),
+                            Some("transact") => {
+                                transacts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                json!([])
+                            }
+                            _ => m["params"].clone(),
+                        };
+                        let reply = json!({"id": m["id"], "result": result, "error": null});
+                        let _ = wr.write_all(reply.to_string().as_bytes()).await;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_is_served_by_its_leader_and_a_leader_change_moves_the_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let dir = std::env::temp_dir().join(format!("ovnkube-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a_tx, a_rx) = tokio::sync::watch::channel(false);
+        let (b_tx, b_rx) = tokio::sync::watch::channel(true);
+        let (a_n, b_n) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        tokio::spawn(fake_member(dir.join("a.sock"), a_rx, a_n.clone()));
+        tokio::spawn(fake_member(dir.join("b.sock"), b_rx, b_n.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let members = Members::cluster(
+            vec![
+                Remote::Unix(dir.join("a.sock")),
+                Remote::Unix(dir.join("b.sock")),
+            ],
+            "OVN_Northbound",
+        );
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let c = Client::start_members(members, Duration::from_secs(5), Some(ev_tx));
+        let until_ok = || async {
+            for _ in 0..100 {
+                if c.call("transact", json!(["OVN_Northbound"])).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no member served the request");
+        };
+        until_ok().await;
+        assert_eq!(
+            (a_n.load(SeqCst), b_n.load(SeqCst)),
+            (0, 1),
+            "only the leader serves"
+        );
+        // Leadership moves from b to a without any connection failing: the update alone
+        // moves the client, and the next request lands on a.
+        let next_event = |rx: &mut mpsc::UnboundedReceiver<Event>| {
+            let ev = rx.try_recv();
+            match ev {
+                // The watch's own updates are not passed on.
+                Ok(Event::Notification(m)) => panic!("leaked notification {m}"),
+                other => other.ok(),
+            }
+        };
+        assert!(matches!(next_event(&mut ev_rx), Some(Event::Connected)));
+        assert!(next_event(&mut ev_rx).is_none());
+        a_tx.send(true).unwrap();
+        b_tx.send(false).unwrap();
+        // No request is made meanwhile: the update alone must move the connection.
+        let ev = tokio::time::timeout(Duration::from_secs(5), ev_rx.recv()).await;
+        assert!(
+            matches!(ev, Ok(Some(Event::Connected))),
+            "no move to the new leader: {ev:?}"
+        );
+        until_ok().await;
+        assert_eq!(
+            (a_n.load(SeqCst), b_n.load(SeqCst)),
+            (1, 1),
+            "served by the new leader"
+        );
+        assert!(next_event(&mut ev_rx).is_none());
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
