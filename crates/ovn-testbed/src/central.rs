@@ -395,6 +395,10 @@ impl Central {
                 self.start_member(db, i)?;
             }
         }
+        // northd's first sync has a 10 s budget: give it formed clusters.
+        for db in [Db::Nb, Db::Sb] {
+            self.wait_formed(db, Duration::from_secs(60))?;
+        }
         self.start_northd()
     }
 
@@ -472,22 +476,45 @@ impl Central {
     /// The index of the NB member that currently is the raft leader (`cluster/status` of
     /// each running member); waits up to `timeout` for an election to finish.
     pub fn nb_leader(&self, timeout: Duration) -> Result<usize> {
+        self.leader(Db::Nb, timeout)
+    }
+
+    fn leader(&self, db: Db, timeout: Duration) -> Result<usize> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
-            for i in 0..self.raft_members(Db::Nb)?.len() {
-                if self.member_role(Db::Nb, i).as_deref() == Some("leader") {
+            for i in 0..self.raft_members(db)?.len() {
+                if self.cluster_status(db, i, "Role").as_deref() == Some("leader") {
                     return Ok(i);
                 }
             }
             if std::time::Instant::now() >= deadline {
-                bail!("no NB raft leader within {timeout:?}");
+                bail!("no {} raft leader within {timeout:?}", db.schema().0);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// `Role:` from `ovs-appctl cluster/status` of one member; `None` when it does not answer.
-    fn member_role(&self, db: Db, i: usize) -> Option<String> {
+    /// Waits until every member of `db` has joined its cluster and one of them leads.
+    fn wait_formed(&self, db: Db, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        let n = self.raft_members(db)?.len();
+        while (0..n)
+            .any(|i| self.cluster_status(db, i, "Status").as_deref() != Some("cluster member"))
+        {
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "the {} members did not all join within {timeout:?}",
+                    db.schema().0
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.leader(db, timeout).map(|_| ())
+    }
+
+    /// A `field:` line of `ovs-appctl cluster/status` of one member (e.g. `Role`, `Status`);
+    /// `None` when it does not answer.
+    fn cluster_status(&self, db: Db, i: usize, field: &str) -> Option<String> {
         let ctl = self.member_file(db, i, "ctl");
         if !ctl.exists() {
             return None;
@@ -502,8 +529,9 @@ impl Central {
             Duration::from_secs(7),
         )
         .ok()?;
+        let prefix = format!("{field}:");
         out.lines()
-            .find_map(|l| l.trim().strip_prefix("Role:"))
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
             .map(|r| r.trim().to_string())
     }
 
