@@ -38,7 +38,8 @@ pub fn vs_ctl(exec: Arc<dyn Exec>) -> Ctl {
 
 /// The NB backend: a persistent OVSDB connection for `unix:`/`tcp:` targets and lists of them
 /// (raft cluster members: only the leader is used; what it cannot translate goes through
-/// `ovn-nbctl`), plain `ovn-nbctl` for `ssl:` and the tool's default socket. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
+/// `ovn-nbctl`), plain `ovn-nbctl` for `ssl:` and the tool's default socket.
+/// `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
 /// Needs a tokio runtime (the connection is a task).
 pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Arc<dyn Nb> {
     // Every NB transaction of every role is timed here, whichever backend runs it.
