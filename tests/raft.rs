@@ -110,6 +110,17 @@ async fn nb_leader_killed_during_a_pod_storm_loses_no_pod() {
         last.contains(&leader_addr),
         "{last} is not the leader {leader_addr}"
     );
+    // The new leader resumed the NB replica's monitor from the last transaction (raft keeps
+    // the history) instead of sending every row again.
+    assert!(
+        log.contains("NB replica resumed"),
+        "the replica was downloaded again:\n{log}"
+    );
+    // Same cluster, same NB_Global row: a new leader is not a new database.
+    assert!(
+        !log.contains("the NB database was replaced"),
+        "a leader change was taken for a new database:\n{log}"
+    );
 
     // The killed member comes back as a follower and the cluster keeps serving.
     env.central.restart_nb_member(killed).unwrap();
