@@ -25,8 +25,8 @@ const DATABASE_TABLE: &str = "Database";
 pub const LEADERSHIP_MONITOR: &str = "ovnkube-leadership";
 const CLUSTERED: &str = "clustered";
 
-/// A comma-separated list of plain `tcp:`/`unix:` members; `None` when it is not a list or a
-/// member has no native form (e.g. `ssl:`), which leaves the target to the exec backend.
+/// A comma-separated list of members, each as [`Remote::parse`] reads it; `None` when it is
+/// not a list or a member has no native form, which leaves the target to the exec backend.
 pub fn parse_members(target: &str) -> Option<Vec<Remote>> {
     if !target.contains(',') {
         return None;
@@ -301,7 +301,7 @@ mod tests {
             ("tcp:127.0.0.1:1,tcp:127.0.0.2:1,tcp:127.0.0.3:1", Some(3)),
             ("tcp:127.0.0.1:1, tcp:[::1]:2", Some(2)),
             ("tcp:127.0.0.1:1", None),
-            ("tcp:127.0.0.1:1,ssl:127.0.0.2:1", None),
+            ("tcp:127.0.0.1:1,ptcp:6641", None),
             ("tcp:127.0.0.1:1,", None),
             ("unix:/a,unix:/b", Some(2)),
         ];
