@@ -126,6 +126,8 @@ pub struct ServerDb {
     pub leader: bool,
     /// The raft log index the member has applied (clustered databases only).
     pub index: Option<u64>,
+    /// The cluster's id (clustered databases only): a cluster created afresh has a new one.
+    pub cid: Option<String>,
 }
 
 impl ServerDb {
@@ -137,6 +139,13 @@ impl ServerDb {
             leader: row.get("leader")?.as_bool()?,
             // An optional integer: a bare number, or `["set", []]` when absent.
             index: row.get("index").and_then(Value::as_u64),
+            // `["uuid", "…"]`, or `["set", []]` when absent.
+            cid: row
+                .get("cid")
+                .filter(|c| c.get(0).and_then(Value::as_str) == Some("uuid"))
+                .and_then(|c| c.get(1))
+                .and_then(Value::as_str)
+                .map(str::to_string),
         })
     }
 }
@@ -175,6 +184,9 @@ pub struct Leadership {
     db: String,
     rows: HashMap<String, ServerDb>,
     min_index: u64,
+    /// The cluster `min_index` belongs to: the raft index of a different (re-created)
+    /// cluster says nothing about this one.
+    cid: Option<String>,
 }
 
 impl Leadership {
@@ -183,6 +195,7 @@ impl Leadership {
             db: db.to_string(),
             rows: HashMap::new(),
             min_index: 0,
+            cid: None,
         }
     }
 
@@ -194,7 +207,7 @@ impl Leadership {
     /// The params of the `monitor` request (the reply carries the initial rows).
     pub fn monitor_params() -> Value {
         json!([SERVER_DB, LEADERSHIP_MONITOR, {DATABASE_TABLE: {
-            "columns": ["name", "model", "connected", "leader", "index"]
+            "columns": ["name", "model", "connected", "leader", "index", "cid"]
         }}])
     }
 
@@ -230,6 +243,12 @@ impl Leadership {
             }
         }
         let row = self.rows.values().find(|r| r.name == self.db);
+        if let Some(cid) = row.and_then(|r| r.cid.as_ref())
+            && self.cid.as_ref() != Some(cid)
+        {
+            self.cid = Some(cid.clone());
+            self.min_index = 0;
+        }
         usable(&self.db, row, self.min_index)?;
         if let Some(i) = row.and_then(|r| r.index) {
             self.min_index = self.min_index.max(i);
@@ -249,6 +268,7 @@ mod tests {
             connected,
             leader,
             index,
+            cid: None,
         }
     }
 
@@ -353,7 +373,7 @@ mod tests {
     fn the_watch_follows_leadership_and_the_index() {
         let db_row = |leader: bool, index: u64| {
             json!({"name": "OVN_Northbound", "model": "clustered", "connected": true,
-                   "leader": leader, "index": index})
+                   "leader": leader, "index": index, "cid": ["uuid", "c1"]})
         };
         let server_row = json!({"name": "_Server", "model": "standalone", "connected": true,
                                 "leader": true, "index": ["set", []]});
@@ -383,6 +403,10 @@ mod tests {
             }
             assert_eq!(l.apply(u).is_ok(), *want, "step {i}: {:?}", l.apply(u));
         }
+        // A re-created cluster (new cid) starts its raft log over: a low index is fine there.
+        let mut fresh = db_row(true, 3);
+        fresh["cid"] = json!(["uuid", "c2"]);
+        assert_eq!(l.apply(&json!({"Database": {"m": {"new": fresh}}})), Ok(()));
         let bad = json!({"Database": {"x": {"new": {"name": 1}}}});
         assert!(l.apply(&bad).unwrap_err().contains("unreadable"));
     }
