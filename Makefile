@@ -125,6 +125,9 @@ install-bin:
 # annotated for a standby taking over and for the master restarted in place.
 # ssl: SSL_BENCH_PODS (1,000) pods at SSL_BENCH_RATE (100) pods/s on 10 nodes, the NB over
 # ssl: next to tcp: (both native); prints create->annotation p50/p99 of each and their ratio.
+# Raft: RAFT_BENCH_PODS (1,000) pods' create->annotation p50/p99 on a 3-member NB/SB cluster
+# next to a standalone NB, then RAFT_BENCH_KILLS (5) times the gap from a kill -9 of the NB
+# leader to the next pod annotated.
 bench:
 	$(CARGO) test --release -p ovnkube --test pods -- --ignored --nocapture bench_pod_annotation_latency
 	$(CARGO) test --release -p ovnkube --test policy -- --ignored --nocapture bench_policy_programming
@@ -132,6 +135,7 @@ bench:
 	$(CARGO) test --release -p ovnkube --test ha -- --ignored --nocapture bench_master_failover
 	$(CARGO) test --release -p ovnkube --test restart_bench -- --ignored --nocapture
 	$(CARGO) test --release -p ovnkube --test ssl -- --ignored --nocapture --test-threads=1 bench_ssl_against_tcp
+	$(CARGO) test --release -p ovnkube --test raft -- --ignored --nocapture bench_raft_pod_latency_and_failover_gap
 
 # Property tests of every parser (INI file, Go flags, CIDR/hostLen, the ovn annotation, CNI
 # config and results, OVSDB JSON, ctl values) with FUZZ_CASES cases each instead of the

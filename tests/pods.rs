@@ -4,43 +4,22 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::pods::{
+    WAIT, annotations, bench_args, check_served, measure_pod_latency, pod, pod_ports,
+    wait_annotated, wait_nodes_ready,
+};
 use common::{Env, eventually};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use ovnkube::ovn::Row;
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn pod(name: &str, node: Option<&str>, host_network: bool, ann: Option<&str>) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            annotations: ann.map(|a| [("ovn".to_string(), a.to_string())].into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: node.map(String::from),
-            host_network: host_network.then_some(true),
-            containers: vec![Container {
-                name: "c".into(),
-                image: Some("pause".into()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 async fn create_pods(env: &Env, pods: impl IntoIterator<Item = Pod>) {
     let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
@@ -53,119 +32,6 @@ async fn delete_pods(env: &Env, names: &[String]) {
     let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
     for n in names {
         api.delete(n, &DeleteParams::default()).await.unwrap();
-    }
-}
-
-/// Pod ports (external_ids:pod=true) by name.
-fn pod_ports(env: &Env) -> BTreeMap<String, Row> {
-    env.nb_rows("Logical_Switch_Port")
-        .into_iter()
-        .filter(|(_, r)| r.map_get("external_ids", "pod").as_deref() == Some("true"))
-        .collect()
-}
-
-/// Node name → subnet, once every listed node has its annotation and switch.
-async fn wait_nodes_ready(env: &Env, names: &[&str]) -> BTreeMap<String, ipnet::Ipv4Net> {
-    eventually("node switches", WAIT, || async {
-        let api: Api<Node> = Api::all(env.client.clone());
-        let nodes = api.list(&ListParams::default()).await.unwrap().items;
-        let switches = env.nb_rows("Logical_Switch");
-        let subs: BTreeMap<String, ipnet::Ipv4Net> = nodes
-            .iter()
-            .filter_map(|n| {
-                let s = n.annotations().get("ovn_host_subnet")?;
-                switches.get(&n.name_any())?;
-                Some((n.name_any(), s.parse().ok()?))
-            })
-            .collect();
-        names.iter().all(|n| subs.contains_key(*n)).then_some(subs)
-    })
-    .await
-}
-
-/// Pod name → `ovn` annotation, for every pod of `default`.
-async fn annotations(env: &Env) -> BTreeMap<String, Option<String>> {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|p| (p.name_any(), p.annotations().get("ovn").cloned()))
-        .collect()
-}
-
-async fn wait_annotated(env: &Env, names: &[String]) -> BTreeMap<String, Ann> {
-    eventually("pods annotated", WAIT, || async {
-        let all = annotations(env).await;
-        let got: BTreeMap<String, Ann> = names
-            .iter()
-            .filter_map(|n| Some((n.clone(), Ann::parse(all.get(n)?.as_deref()?))))
-            .collect();
-        (got.len() == names.len()).then_some(got)
-    })
-    .await
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Ann {
-    ip: Ipv4Addr,
-    len: u8,
-    mac: String,
-    gw: Ipv4Addr,
-}
-
-impl Ann {
-    fn parse(v: &str) -> Ann {
-        let j: serde_json::Value = serde_json::from_str(v).unwrap();
-        let (ip, len) = j["ip_address"].as_str().unwrap().split_once('/').unwrap();
-        Ann {
-            ip: ip.parse().unwrap(),
-            len: len.parse().unwrap(),
-            mac: j["mac_address"].as_str().unwrap().into(),
-            gw: j["gateway_ip"].as_str().unwrap().parse().unwrap(),
-        }
-    }
-}
-
-/// Check the annotations against the node subnets and the NB ports; returns the IPs.
-fn check_served(
-    env: &Env,
-    anns: &BTreeMap<String, Ann>,
-    node_of: &dyn Fn(&str) -> String,
-    subs: &BTreeMap<String, ipnet::Ipv4Net>,
-) {
-    let ports = pod_ports(env);
-    let mut ips = BTreeSet::new();
-    for (name, a) in anns {
-        let node = node_of(name);
-        let sub = subs[&node];
-        assert!(sub.contains(&a.ip), "{name}: {} outside {sub}", a.ip);
-        let off = u32::from(a.ip) - u32::from(sub.network());
-        assert!(
-            off > 2 && a.ip != sub.broadcast(),
-            "{name}: reserved {}",
-            a.ip
-        );
-        assert_eq!(a.len, sub.prefix_len());
-        assert_eq!(a.gw, Ipv4Addr::from(u32::from(sub.network()) + 1));
-        assert!(ips.insert(a.ip), "duplicate IP {}", a.ip);
-        let p = ports
-            .get(&format!("default_{name}"))
-            .unwrap_or_else(|| panic!("no port for {name}"));
-        assert_eq!(
-            p.set("addresses"),
-            [format!("{} {}", a.mac, a.ip)],
-            "{name}"
-        );
-        assert_eq!(
-            p.map_get("external_ids", "namespace").as_deref(),
-            Some("default")
-        );
-        assert_eq!(
-            p.map_get("external_ids", "logical_switch").as_deref(),
-            Some(node.as_str())
-        );
     }
 }
 
@@ -559,18 +425,6 @@ fn load() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// VmRSS of `pid` in KiB (0 when unreadable).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// The empirical CDF of `sorted_ms` as an SVG line chart (log-scaled latency axis, so that
 /// the body and the tail are both readable).
 fn write_cdf(path: &std::path::Path, title: &str, sorted_ms: &[f64]) -> anyhow::Result<()> {
@@ -621,36 +475,13 @@ fn write_cdf(path: &std::path::Path, title: &str, sorted_ms: &[f64]) -> anyhow::
 
 async fn bench_once(n: usize, node_count: usize, rate: f64) -> BenchRun {
     let env = Env::start(&format!("bench{n}")).await;
-    let args: Vec<String> = env
-        .master_args("10.9.0.0/16")
-        .into_iter()
-        .map(|a| {
-            if a.starts_with("-loglevel") {
-                "-loglevel=4".into()
-            } else {
-                a
-            }
-        })
-        .collect();
-    let mut master = env.spawn("master", &args);
-    master.wait_log("cluster topology ready", WAIT);
-    let nodes: Vec<String> = (0..node_count).map(|i| format!("node{i:03}")).collect();
-    env.create_nodes(&nodes.iter().map(String::as_str).collect::<Vec<_>>())
-        .await;
-    wait_nodes_ready(&env, &nodes.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    master.wait_log("pod worker started", WAIT);
-    let l = common::podbench::annotation_latency(&env, &nodes, n, rate, |name, node| {
-        pod(name, Some(node), false, None)
-    })
-    .await;
-    assert_eq!(pod_ports(&env).len(), n);
-    let rss_kib = rss_kib(master.child.id());
-    master.terminate();
+    let args = bench_args(env.master_args("10.9.0.0/16"));
+    let m = measure_pod_latency(&env, &args, node_count, n, rate).await;
     BenchRun {
-        tail_p99_ms: l.tail_p99_ms,
-        latencies_ms: l.sorted_ms,
-        throughput: l.throughput,
-        rss_kib,
+        tail_p99_ms: m.latency.tail_p99_ms,
+        latencies_ms: m.latency.sorted_ms,
+        throughput: m.latency.throughput,
+        rss_kib: m.rss_kib,
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::cluster::{Leadership, Members};
 use super::tls::{self, ClientTls};
 use crate::util::retry::{self, Backoff};
 
@@ -187,9 +188,10 @@ fn session_failure(why: String, answered: bool, tls: Option<&ClientTls>) -> (Str
     }
 }
 
-/// What the connection task connects to.
+/// What the connection task connects to: one server or a cluster's members, and the client
+/// certificates for `ssl:` ones.
 struct Link {
-    remote: Remote,
+    members: Members,
     tls: Option<ClientTls>,
 }
 
@@ -240,12 +242,22 @@ impl Client {
         timeout: Duration,
         events: Option<mpsc::UnboundedSender<Event>>,
     ) -> Client {
+        Client::start_members(Members::single(remote), tls, timeout, events)
+    }
+
+    /// Like [`Client::start_tls`] for a list of members: each connection goes to the
+    /// next member (see [`Members`]) and, for a cluster, serves requests only once the member
+    /// has shown it is the leader; `Event::Connected` is sent then. `tls` serves every `ssl:`
+    /// member.
+    pub fn start_members(
+        members: Members,
+        tls: Option<ClientTls>,
+        timeout: Duration,
+        events: Option<mpsc::UnboundedSender<Event>>,
+    ) -> Client {
         let (tx, rx) = mpsc::unbounded_channel();
-        let link = Link {
-            remote: remote.clone(),
-            tls,
-        };
-        tokio::spawn(run(link, rx, timeout, events));
+        let remote = members.first().clone();
+        tokio::spawn(run(Link { members, tls }, rx, timeout, events));
         Client {
             tx,
             remote,
@@ -297,6 +309,13 @@ pub(crate) struct LinkState {
     ever_up: bool,
     /// The first error (of the latest kind) since the connection was last up.
     failing: Option<(String, FailKind)>,
+}
+
+/// How one connection is vetted before it serves requests: not at all (one server), or by
+/// the leadership watch on `_Server` (a cluster member).
+struct Vet<'a> {
+    leadership: Option<&'a mut Leadership>,
+    events: Option<&'a mpsc::UnboundedSender<Event>>,
 }
 
 /// A log line [`LinkState`] asks for.
@@ -368,39 +387,55 @@ async fn run(
     timeout: Duration,
     events: Option<mpsc::UnboundedSender<Event>>,
 ) {
-    let remote = &link_to.remote;
+    let Link { mut members, tls } = link_to;
     let mut backoff = Backoff::new(retry::RECONNECT);
     let mut link = LinkState::default();
     let mut retry_at = Instant::now();
     let mut last_err = String::from("not connected yet");
+    let mut leadership = members.db().map(Leadership::new);
+    let mut remote = members.first().clone();
     loop {
         if Instant::now() >= retry_at {
-            let (why, kind) = match connect(remote, link_to.tls.as_ref()).await {
+            remote = members.next_member();
+            let (why, kind) = match connect(&remote, tls.as_ref()).await {
                 Ok(io) => {
                     tracing::debug!(%remote, "OVSDB socket connected; probing with echo");
-                    if let Some(ev) = &events {
-                        let _ = ev.send(Event::Connected);
+                    if let Some(l) = leadership.as_mut() {
+                        l.reset();
                     }
                     let mut got_answer = false;
+                    let vet = Vet {
+                        leadership: leadership.as_mut(),
+                        events: events.as_ref(),
+                    };
+                    let clustered = vet.leadership.is_some();
                     let mut answered = || {
                         got_answer = true;
                         backoff.reset();
-                        emit(remote, link.answered(), Duration::ZERO);
+                        if clustered {
+                            tracing::info!(%remote, "OVSDB cluster member is connected and the leader; using it");
+                        }
+                        emit(&remote, link.answered(), Duration::ZERO);
                     };
-                    match serve(io, &mut rx, timeout, events.as_ref(), &mut answered).await {
+                    match serve(io, &mut rx, timeout, vet, &mut answered).await {
                         None => return,
-                        Some(e) => session_failure(e, got_answer, link_to.tls.as_ref()),
+                        Some(e) => session_failure(e, got_answer, tls.as_ref()),
                     }
                 }
                 Err(e) => (format!("{e:#}"), FailKind::of(&e)),
             };
-            let delay = backoff.failed();
+            // Members of a cluster are tried in turn; the backoff is per round.
+            let delay = if members.round_done() {
+                backoff.failed()
+            } else {
+                Duration::ZERO
+            };
             tracing::debug!(%remote, error = %why, ?delay, attempt = backoff.failures(), "OVSDB attempt failed");
             let log = link.failed(&why, kind);
             if matches!(log, Some(LinkLog::Lost(_))) {
                 crate::metrics::get().nb_disconnected();
             }
-            emit(remote, log, delay);
+            emit(&remote, log, delay);
             last_err = why;
             retry_at = Instant::now() + delay;
         }
@@ -408,8 +443,9 @@ async fn run(
             r = rx.recv() => match r {
                 None => return,
                 Some(req) => {
+                    let what = if leadership.is_some() { members.describe() } else { remote.to_string() };
                     let _ = req.reply.send(Err(anyhow!(
-                        "OVSDB server {remote} unavailable: {last_err}"
+                        "OVSDB server {what} unavailable: {last_err}"
                     )));
                 }
             },
@@ -424,16 +460,22 @@ struct InFlight {
     deadline: Instant,
 }
 
+/// The request id of the leadership watch's `monitor` (ours count up from 1). Not `u64::MAX`:
+/// ovsdb-server reads JSON integers as 64-bit signed and would echo a larger id as a double.
+const VET_ID: u64 = i64::MAX as u64;
+
 /// Serve one connection until it fails (`Some(why)`) or every handle is dropped (`None`).
 /// In-flight requests of a failed connection get the failure: they may or may not have been
 /// committed, which only the caller can sort out (by retrying an idempotent change).
 /// The connection counts as working once the server answered something well-formed: an `echo`
-/// is sent first so that a real server answers at once.
+/// is sent first so that a real server answers at once. A cluster member must also pass the
+/// leadership watch before any request is sent to it, and fails as soon as it no longer does.
+/// (Over 80 lines: one `select!` over the connection's event sources reads best in one place.)
 async fn serve(
     io: Box<dyn Io>,
     rx: &mut mpsc::UnboundedReceiver<Req>,
     timeout: Duration,
-    events: Option<&mpsc::UnboundedSender<Event>>,
+    mut vet: Vet<'_>,
     answered: &mut (dyn FnMut() + Send),
 ) -> Option<String> {
     let (mut rd, mut wr) = tokio::io::split(io);
@@ -460,21 +502,27 @@ async fn serve(
     let mut healthy = false;
     // The probe: its reply only marks the connection as working (nobody waits for it).
     let (probe, _) = oneshot::channel();
-    pending.insert(
-        0,
-        InFlight {
-            reply: probe,
-            method: "echo",
-            deadline: Instant::now() + timeout,
-        },
-    );
-    let _ = wtx.send(
-        serde_json::to_vec(&json!({"method": "echo", "params": [], "id": 0})).unwrap_or_default(),
-    );
+    send_internal(&wtx, &mut pending, 0, "echo", json!([]), probe, timeout);
+    let (vet_tx, mut vet_rx) = oneshot::channel();
+    let mut vetted = vet.leadership.is_none();
+    if vetted {
+        connected(vet.events);
+    } else {
+        let params = Leadership::monitor_params();
+        send_internal(
+            &wtx,
+            &mut pending,
+            VET_ID,
+            "monitor",
+            params,
+            vet_tx,
+            timeout,
+        );
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let failure = loop {
         tokio::select! {
-            r = rx.recv() => {
+            r = rx.recv(), if vetted => {
                 let Some(req) = r else { break None };
                 let id = next_id;
                 next_id += 1;
@@ -490,14 +538,29 @@ async fn serve(
                     break Some("the writer stopped".to_string());
                 }
             }
+            v = &mut vet_rx, if !vetted => {
+                let Some(l) = vet.leadership.as_deref_mut() else {
+                    break Some("no leadership watch".to_string());
+                };
+                if let Err(why) = vet_reply(v, l) {
+                    break Some(why);
+                }
+                vetted = true;
+                connected(vet.events);
+                if healthy {
+                    answered();
+                }
+            }
             n = rd.read_buf(&mut framer.buf) => match n {
                 Ok(0) => break Some("the server closed the connection".to_string()),
                 Err(e) => break Some(format!("reading: {e}")),
-                Ok(_) => match on_input(&mut framer, &mut pending, &wtx, events) {
+                Ok(_) => match on_input(&mut framer, &mut pending, &wtx, vet.events, vet.leadership.as_deref_mut()) {
                     Err(e) => break Some(format!("{e:#}")),
                     Ok(n) if n > 0 && !healthy => {
                         healthy = true;
-                        answered();
+                        if vetted {
+                            answered();
+                        }
                     }
                     Ok(_) => {}
                 },
@@ -523,12 +586,55 @@ async fn serve(
     failure
 }
 
+/// A request of the connection's own (the probe, the leadership watch).
+fn send_internal(
+    wtx: &mpsc::UnboundedSender<Vec<u8>>,
+    pending: &mut HashMap<u64, InFlight>,
+    id: u64,
+    method: &'static str,
+    params: Value,
+    reply: oneshot::Sender<Result<Value>>,
+    timeout: Duration,
+) {
+    pending.insert(
+        id,
+        InFlight {
+            reply,
+            method,
+            deadline: Instant::now() + timeout,
+        },
+    );
+    let msg = json!({"method": method, "params": params, "id": id});
+    let _ = wtx.send(serde_json::to_vec(&msg).unwrap_or_default());
+}
+
+fn connected(events: Option<&mpsc::UnboundedSender<Event>>) {
+    if let Some(ev) = events {
+        let _ = ev.send(Event::Connected);
+    }
+}
+
+/// The initial rows of the leadership watch decide whether this member is used.
+fn vet_reply(
+    reply: Result<Result<Value>, oneshot::error::RecvError>,
+    leadership: &mut Leadership,
+) -> Result<(), String> {
+    match reply {
+        Ok(Ok(initial)) => leadership
+            .apply(&initial)
+            .map_err(|why| format!("{why}; trying another member")),
+        Ok(Err(e)) => Err(format!("monitoring _Server failed: {e:#}")),
+        Err(_) => Err("the _Server monitor got no reply".to_string()),
+    }
+}
+
 /// Handle every complete message in the buffer.
 fn on_input(
     framer: &mut Framer,
     pending: &mut HashMap<u64, InFlight>,
     wtx: &mpsc::UnboundedSender<Vec<u8>>,
     events: Option<&mpsc::UnboundedSender<Event>>,
+    mut leadership: Option<&mut Leadership>,
 ) -> Result<usize> {
     let mut msgs = Vec::new();
     framer.frames(|bytes| {
@@ -545,6 +651,12 @@ fn on_input(
                 let params = m.get("params").cloned().unwrap_or_else(|| json!([]));
                 let reply = json!({"result": params, "error": null, "id": id});
                 let _ = wtx.send(serde_json::to_vec(&reply).unwrap_or_default());
+            } else if let Some(l) = leadership.as_deref_mut()
+                && let Some(update) = Leadership::update_of(&m)
+            {
+                // A change of leader (or of the member's link to its cluster): drop it.
+                l.apply(update)
+                    .map_err(|why| anyhow!("{why}; moving to another member"))?;
             } else if let Some(ev) = events {
                 let _ = ev.send(Event::Notification(m));
             }
@@ -624,6 +736,7 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn split(chunks: &[&str]) -> Vec<String> {
         let mut f = Framer::default();
@@ -942,5 +1055,125 @@ mod tests {
         let warns = logs.lines("WARN");
         assert_eq!(warns.len(), 1, "{warns:#?}");
         assert!(warns[0].contains("refused"), "{}", warns[0]);
+    }
+
+    /// A fake cluster member on a unix socket: answers `echo`, the `_Server` monitor (with a
+    /// leader flag the test flips, pushed as an `update` on every flip) and `transact` (counted).
+    async fn fake_member(
+        sock: PathBuf,
+        leader: tokio::sync::watch::Receiver<bool>,
+        transacts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let row = |leader: bool| {
+            json!({"Database": {"u1": {"new": {"name": "OVN_Northbound", "model": "clustered",
+                "connected": true, "leader": leader, "index": 5}}}})
+        };
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        while let Ok((s, _)) = listener.accept().await {
+            let (mut leader, transacts) = (leader.clone(), transacts.clone());
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = tokio::io::split(s);
+                let mut f = Framer::default();
+                loop {
+                    let mut msgs: Vec<Value> = Vec::new();
+                    tokio::select! {
+                        n = rd.read_buf(&mut f.buf) => {
+                            if !matches!(n, Ok(n) if n > 0) {
+                                return;
+                            }
+                            f.frames(|b| msgs.push(serde_json::from_slice(b).unwrap())).unwrap();
+                        }
+                        c = leader.changed() => {
+                            if c.is_err() {
+                                return;
+                            }
+                            let now = *leader.borrow_and_update();
+                            let up = json!({"method": "update", "id": null,
+                                            "params": [super::super::cluster::LEADERSHIP_MONITOR, row(now)]});
+                            let _ = wr.write_all(up.to_string().as_bytes()).await;
+                        }
+                    }
+                    for m in msgs {
+                        let result = match m["method"].as_str() {
+                            Some("monitor") => row(*leader.borrow_and_update()),
+                            Some("transact") => {
+                                transacts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                json!([])
+                            }
+                            _ => m["params"].clone(),
+                        };
+                        let reply = json!({"id": m["id"], "result": result, "error": null});
+                        let _ = wr.write_all(reply.to_string().as_bytes()).await;
+                    }
+                }
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cluster_is_served_by_its_leader_and_a_leader_change_moves_the_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let dir = std::env::temp_dir().join(format!("ovnkube-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a_tx, a_rx) = tokio::sync::watch::channel(false);
+        let (b_tx, b_rx) = tokio::sync::watch::channel(true);
+        let (a_n, b_n) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        tokio::spawn(fake_member(dir.join("a.sock"), a_rx, a_n.clone()));
+        tokio::spawn(fake_member(dir.join("b.sock"), b_rx, b_n.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let members = Members::cluster(
+            vec![
+                Remote::Unix(dir.join("a.sock")),
+                Remote::Unix(dir.join("b.sock")),
+            ],
+            "OVN_Northbound",
+        );
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let c = Client::start_members(members, None, Duration::from_secs(5), Some(ev_tx));
+        let until_ok = || async {
+            for _ in 0..100 {
+                if c.call("transact", json!(["OVN_Northbound"])).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no member served the request");
+        };
+        until_ok().await;
+        assert_eq!(
+            (a_n.load(SeqCst), b_n.load(SeqCst)),
+            (0, 1),
+            "only the leader serves"
+        );
+        // Leadership moves from b to a without any connection failing: the update alone
+        // moves the client, and the next request lands on a.
+        let next_event = |rx: &mut mpsc::UnboundedReceiver<Event>| {
+            let ev = rx.try_recv();
+            match ev {
+                // The watch's own updates are not passed on.
+                Ok(Event::Notification(m)) => panic!("leaked notification {m}"),
+                other => other.ok(),
+            }
+        };
+        assert!(matches!(next_event(&mut ev_rx), Some(Event::Connected)));
+        assert!(next_event(&mut ev_rx).is_none());
+        a_tx.send(true).unwrap();
+        b_tx.send(false).unwrap();
+        // No request is made meanwhile: the update alone must move the connection.
+        let ev = tokio::time::timeout(Duration::from_secs(5), ev_rx.recv()).await;
+        assert!(
+            matches!(ev, Ok(Some(Event::Connected))),
+            "no move to the new leader: {ev:?}"
+        );
+        until_ok().await;
+        assert_eq!(
+            (a_n.load(SeqCst), b_n.load(SeqCst)),
+            (1, 1),
+            "served by the new leader"
+        );
+        assert!(next_event(&mut ev_rx).is_none());
+        drop(c);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,6 +1,7 @@
 //! The OVN/OVS layer: typed `ovn-nbctl`/`ovs-vsctl` transactions, OVSDB values, and names.
 
 pub mod addrs;
+pub mod cluster;
 pub mod ctl;
 pub mod ensure;
 pub mod jsonrpc;
@@ -42,9 +43,9 @@ pub fn vs_ctl(exec: Arc<dyn Exec>) -> Ctl {
     Ctl::new(exec, CtlTarget::new("ovs-vsctl"))
 }
 
-/// The NB backend: a persistent OVSDB connection for `unix:`/`tcp:`/`ssl:` targets (what it
-/// cannot translate goes through `ovn-nbctl`), plain `ovn-nbctl` for cluster lists and the
-/// tool's default socket. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
+/// The NB backend: a persistent OVSDB connection for `unix:`/`tcp:`/`ssl:` targets and lists of
+/// them (raft cluster members: only the leader is used), plain `ovn-nbctl` for the tool's
+/// default socket. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
 /// Needs a tokio runtime (the connection is a task). Certificate files that cannot be used are
 /// a configuration error.
 pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Result<Arc<dyn Nb>> {
@@ -62,11 +63,11 @@ fn nb_backend_inner(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Result<Arc<dyn Nb>> 
     let timeout = ctl.target().timeout;
     let nbctl: Arc<dyn Nb> = Arc::new(Nbctl(ctl));
     let forced_exec = std::env::var("OVNKUBE_NB_BACKEND").is_ok_and(|v| v == "exec");
-    let remote = auth
+    let members = auth
         .client_target()
         .filter(|_| !forced_exec)
-        .and_then(|t| jsonrpc::Remote::parse(&t));
-    let Some(remote) = remote else {
+        .and_then(|t| native_members(&t));
+    let Some(members) = members else {
         tracing::info!("NB backend: ovn-nbctl");
         return Ok(nbctl);
     };
@@ -74,6 +75,17 @@ fn nb_backend_inner(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Result<Arc<dyn Nb>> 
     if let Some(t) = &tls {
         t.check()?;
     }
-    tracing::info!(%remote, "NB backend: native OVSDB connection");
-    Ok(Arc::new(NativeNb::start_tls(remote, tls, nbctl, timeout)))
+    let remote = members.describe();
+    tracing::info!(%remote, clustered = members.db().is_some(), "NB backend: native OVSDB connection");
+    Ok(Arc::new(NativeNb::start_members(
+        members, tls, nbctl, timeout,
+    )))
+}
+
+/// One server, or the members of a cluster, when every one has a native form.
+fn native_members(target: &str) -> Option<cluster::Members> {
+    if let Some(list) = cluster::parse_members(target) {
+        return Some(cluster::Members::cluster(list, native::DB));
+    }
+    jsonrpc::Remote::parse(target).map(cluster::Members::single)
 }

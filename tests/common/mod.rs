@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod podbench;
+pub mod pods;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,36 @@ impl Env {
     /// [`Env::start`] with an API stand-in configured by `cfg`.
     pub async fn start_with(name: &str, cfg: SandboxConfig) -> Env {
         let central = Central::start().expect("OVN central");
+        Env::start_on(name, central, cfg).await
+    }
+
+    /// [`Env::start`] on clustered NB and SB databases ([`Central::start_raft`]); the
+    /// master's addresses are then the member lists (see [`Env::master_args_raft`]).
+    pub async fn start_raft(name: &str) -> Env {
+        let central = Central::start_raft().expect("clustered OVN central");
+        Env::start_on(name, central, SandboxConfig::default()).await
+    }
+
+    /// [`Env::master_args`] with the NB and SB given as the clustered central's member lists,
+    /// `tcp://A,tcp://B,tcp://C`, as an operator writes them.
+    pub fn master_args_raft(&self, cluster_subnet: &str) -> Vec<String> {
+        let nb = self.central.nb_address_list().expect("a clustered central");
+        let sb = self.central.sb_address_list().expect("a clustered central");
+        self.master_args(cluster_subnet)
+            .into_iter()
+            .map(|a| {
+                if a.starts_with("-nb-address=") {
+                    format!("-nb-address={nb}")
+                } else if a.starts_with("-sb-address=") {
+                    format!("-sb-address={sb}")
+                } else {
+                    a
+                }
+            })
+            .collect()
+    }
+
+    async fn start_on(name: &str, central: Central, cfg: SandboxConfig) -> Env {
         let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), cfg)
             .await
             .expect("kube-sandbox");

@@ -49,6 +49,33 @@ impl Db {
 #[derive(Debug)]
 pub struct Central {
     dir: PathBuf,
+    /// `Some` for [`Central::start_raft`]: the addresses of each database's members.
+    raft: Option<Raft>,
+}
+
+/// The number of members of each clustered database.
+pub const RAFT_MEMBERS: usize = 3;
+
+/// One member of a clustered database: where its raft peers and its clients reach it.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    pub raft: SocketAddr,
+    pub client: SocketAddr,
+}
+
+#[derive(Debug)]
+struct Raft {
+    nb: Vec<Member>,
+    sb: Vec<Member>,
+}
+
+impl Raft {
+    fn members(&self, db: Db) -> &[Member] {
+        match db {
+            Db::Nb => &self.nb,
+            Db::Sb => &self.sb,
+        }
+    }
 }
 
 impl Central {
@@ -57,7 +84,7 @@ impl Central {
         crate::sweep_dead();
         let dir = crate::new_private_dir()?;
         // From here on Drop cleans up whatever did start.
-        let mut c = Central { dir };
+        let mut c = Central { dir, raft: None };
         c.boot()
             .with_context(|| format!("starting OVN central in {}", c.dir.display()))?;
         Ok(c)
@@ -76,6 +103,12 @@ impl Central {
         }
         self.start_db(Db::Nb)?;
         self.start_db(Db::Sb)?;
+        self.start_northd()
+    }
+
+    /// ovn-northd on this central's NB and SB (every member, for clusters); ready once
+    /// `ovn-nbctl --wait=sb sync` succeeds.
+    fn start_northd(&mut self) -> Result<()> {
         let log = self.dir.join("ovn-northd.log");
         proc::start_daemon(
             self.daemon_cmd("ovn-northd")
@@ -164,13 +197,27 @@ impl Central {
     pub fn sb_sock(&self) -> PathBuf {
         self.dir.join("ovnsb_db.sock")
     }
-    /// `unix:/…/ovnnb_db.sock` (works from any netns).
+    /// `unix:/…/ovnnb_db.sock` (works from any netns); for a cluster, every member's socket
+    /// as a list (the tools find the leader).
     pub fn nb_db(&self) -> String {
-        format!("unix:{}", self.nb_sock().display())
+        self.db_target(Db::Nb)
     }
-    /// `unix:/…/ovnsb_db.sock` (works from any netns).
+    /// `unix:/…/ovnsb_db.sock` (works from any netns); a list for a cluster.
     pub fn sb_db(&self) -> String {
-        format!("unix:{}", self.sb_sock().display())
+        self.db_target(Db::Sb)
+    }
+
+    fn db_target(&self, db: Db) -> String {
+        match &self.raft {
+            None => format!(
+                "unix:{}",
+                self.dir.join(format!("{}.sock", db.stem())).display()
+            ),
+            Some(r) => (0..r.members(db).len())
+                .map(|i| format!("unix:{}", self.member_file(db, i, "sock").display()))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
     }
     /// The `OVN_RUNDIR` under which the installed tools (and ovnkube's server-side setup)
     /// find this central's databases by default: `<dir>/ovnnb_db.sock`, `<dir>/ovnsb_db.sock`.
@@ -227,10 +274,16 @@ impl Central {
 
     /// PIDs of the running daemons (NB, SB, northd), for tests that check cleanup.
     pub fn pids(&self) -> Vec<i32> {
-        ["ovnnb_db.pid", "ovnsb_db.pid", "ovn-northd.pid"]
+        let mut files: Vec<PathBuf> = ["ovnnb_db.pid", "ovnsb_db.pid", "ovn-northd.pid"]
             .iter()
-            .filter_map(|f| proc::read_pid(&self.dir.join(f)))
-            .collect()
+            .map(|f| self.dir.join(f))
+            .collect();
+        if let Some(r) = &self.raft {
+            for db in [Db::Nb, Db::Sb] {
+                files.extend((0..r.members(db).len()).map(|i| self.member_file(db, i, "pid")));
+            }
+        }
+        files.iter().filter_map(|f| proc::read_pid(f)).collect()
     }
 
     /// `ovn-nbctl --db=<unix> --timeout=10 <args>`; returns stdout.
@@ -325,6 +378,235 @@ fn wait_listening(addr: SocketAddr) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Clustered databases: each of NB and SB as a 3-member raft cluster on loopback, every member
+/// with its own unix socket and a TCP listener for clients (the way a clustered `ovn-central`
+/// runs with `--db-nb-cluster-local-addr` and friends), and northd given the member lists.
+impl Central {
+    /// Starts both clusters and northd; ready once `ovn-nbctl --wait=sb sync` succeeds over
+    /// the member list (so both clusters have elected a leader).
+    pub fn start_raft() -> Result<Central> {
+        crate::sweep_dead();
+        let dir = crate::new_private_dir()?;
+        let members = || -> Result<Vec<Member>> {
+            (0..RAFT_MEMBERS)
+                .map(|_| {
+                    Ok(Member {
+                        raft: crate::free_loopback_addr()?,
+                        client: crate::free_loopback_addr()?,
+                    })
+                })
+                .collect()
+        };
+        let raft = Raft {
+            nb: members()?,
+            sb: members()?,
+        };
+        let mut c = Central {
+            dir,
+            raft: Some(raft),
+        };
+        c.boot_raft()
+            .with_context(|| format!("starting clustered OVN central in {}", c.dir.display()))?;
+        Ok(c)
+    }
+
+    fn boot_raft(&mut self) -> Result<()> {
+        for (db, schema) in [(Db::Nb, NB_SCHEMA), (Db::Sb, SB_SCHEMA)] {
+            let members = self.raft_members(db)?.to_vec();
+            let (name, _) = db.schema();
+            let first = format!("tcp:{}", members[0].raft);
+            for (i, m) in members.iter().enumerate() {
+                let file = self.member_file(db, i, "db");
+                let mut cmd = Command::new("ovsdb-tool");
+                if i == 0 {
+                    cmd.arg("create-cluster").arg(&file).arg(schema).arg(&first);
+                } else {
+                    cmd.arg("join-cluster")
+                        .arg(&file)
+                        .arg(name)
+                        .arg(format!("tcp:{}", m.raft))
+                        .arg(&first);
+                }
+                proc::run(&mut cmd, CMD_TIMEOUT)?;
+                self.start_member(db, i)?;
+            }
+        }
+        // northd's first sync has a 10 s budget: give it formed clusters.
+        for db in [Db::Nb, Db::Sb] {
+            self.wait_formed(db, Duration::from_secs(60))?;
+        }
+        self.start_northd()
+    }
+
+    fn raft_members(&self, db: Db) -> Result<&[Member]> {
+        match &self.raft {
+            Some(r) => Ok(r.members(db)),
+            None => bail!("this central's databases are not clustered (use Central::start_raft)"),
+        }
+    }
+
+    /// `<dir>/ovnnb_db-<i>.<ext>`: one member's database, socket, pidfile, control socket.
+    fn member_file(&self, db: Db, i: usize, ext: &str) -> PathBuf {
+        self.dir.join(format!("{}-{i}.{ext}", db.stem()))
+    }
+
+    /// Starts member `i` of `db` on its database file (created or joined already).
+    fn start_member(&self, db: Db, i: usize) -> Result<()> {
+        let m = self.raft_members(db)?[i];
+        let (schema, global) = db.schema();
+        let stem = format!("{}-{i}", db.stem());
+        let log = self.dir.join(format!("ovsdb-server-{stem}.log"));
+        proc::start_daemon(
+            self.daemon_cmd("ovsdb-server")
+                .arg(format!(
+                    "--pidfile={}",
+                    self.member_file(db, i, "pid").display()
+                ))
+                .arg(format!("--log-file={}", log.display()))
+                .arg(format!(
+                    "--unixctl={}",
+                    self.member_file(db, i, "ctl").display()
+                ))
+                .arg(format!(
+                    "--remote=punix:{}",
+                    self.member_file(db, i, "sock").display()
+                ))
+                .arg(format!(
+                    "--remote=ptcp:{}:{}",
+                    m.client.port(),
+                    m.client.ip()
+                ))
+                .arg(format!("--remote=db:{schema},{global},connections"))
+                .arg(self.member_file(db, i, "db")),
+            &self.dir,
+            &format!("ovsdb-server-{stem}"),
+            &log,
+        )
+    }
+
+    /// The NB members' client addresses as an operator writes them for ovnkube:
+    /// `tcp://A,tcp://B,tcp://C` (in member order).
+    pub fn nb_address_list(&self) -> Result<String> {
+        self.address_list(Db::Nb)
+    }
+
+    /// The SB members' client addresses, `tcp://A,tcp://B,tcp://C`.
+    pub fn sb_address_list(&self) -> Result<String> {
+        self.address_list(Db::Sb)
+    }
+
+    fn address_list(&self, db: Db) -> Result<String> {
+        Ok(self
+            .raft_members(db)?
+            .iter()
+            .map(|m| format!("tcp://{}", m.client))
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
+    /// The NB members (raft and client addresses), in member order.
+    pub fn nb_members(&self) -> Result<Vec<Member>> {
+        Ok(self.raft_members(Db::Nb)?.to_vec())
+    }
+
+    /// The index of the NB member that currently is the raft leader (`cluster/status` of
+    /// each running member); waits up to `timeout` for an election to finish.
+    pub fn nb_leader(&self, timeout: Duration) -> Result<usize> {
+        self.leader(Db::Nb, timeout)
+    }
+
+    fn leader(&self, db: Db, timeout: Duration) -> Result<usize> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            for i in 0..self.raft_members(db)?.len() {
+                if self.cluster_status(db, i, "Role").as_deref() == Some("leader") {
+                    return Ok(i);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!("no {} raft leader within {timeout:?}", db.schema().0);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every member of `db` has joined its cluster and one of them leads.
+    fn wait_formed(&self, db: Db, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        let n = self.raft_members(db)?.len();
+        while (0..n)
+            .any(|i| self.cluster_status(db, i, "Status").as_deref() != Some("cluster member"))
+        {
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "the {} members did not all join within {timeout:?}",
+                    db.schema().0
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.leader(db, timeout).map(|_| ())
+    }
+
+    /// A `field:` line of `ovs-appctl cluster/status` of one member (e.g. `Role`, `Status`);
+    /// `None` when it does not answer.
+    fn cluster_status(&self, db: Db, i: usize, field: &str) -> Option<String> {
+        let ctl = self.member_file(db, i, "ctl");
+        if !ctl.exists() {
+            return None;
+        }
+        let out = proc::run(
+            Command::new("ovs-appctl")
+                .arg("-t")
+                .arg(&ctl)
+                .arg("--timeout=5")
+                .arg("cluster/status")
+                .arg(db.schema().0),
+            Duration::from_secs(7),
+        )
+        .ok()?;
+        let prefix = format!("{field}:");
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+            .map(|r| r.trim().to_string())
+    }
+
+    /// The PID of NB member `i`, when it runs.
+    pub fn nb_member_pid(&self, i: usize) -> Option<i32> {
+        proc::read_pid(&self.member_file(Db::Nb, i, "pid")).filter(|p| proc::owns(*p, &self.dir))
+    }
+
+    /// SIGKILL of NB member `i` (a crash: it leaves its pidfile, socket and lock behind, as
+    /// a crashed server does); returns the PID killed.
+    pub fn kill9_nb_member(&self, i: usize) -> Result<i32> {
+        let pid = self
+            .nb_member_pid(i)
+            .with_context(|| format!("NB member {i} is not running"))?;
+        proc::kill9(pid);
+        Ok(pid)
+    }
+
+    /// Kills the current NB leader with SIGKILL; returns its index.
+    pub fn kill9_nb_leader(&self) -> Result<usize> {
+        let i = self.nb_leader(Duration::from_secs(10))?;
+        self.kill9_nb_member(i)?;
+        Ok(i)
+    }
+
+    /// Starts NB member `i` again on its database file; it rejoins the cluster as a follower
+    /// and catches up from the leader.
+    pub fn restart_nb_member(&self, i: usize) -> Result<()> {
+        if self.nb_member_pid(i).is_some() {
+            return Ok(());
+        }
+        // Clear what the crash left behind, so the new server starts as on a clean boot.
+        let _ = std::fs::remove_file(self.member_file(Db::Nb, i, "sock"));
+        let _ = std::fs::remove_file(self.member_file(Db::Nb, i, "pid"));
+        self.start_member(Db::Nb, i)
+            .with_context(|| format!("restarting NB member {i}"))
+    }
 }
 
 impl Drop for Central {

@@ -23,7 +23,7 @@ mod pki;
 mod pod;
 mod proc;
 
-pub use central::Central;
+pub use central::{Central, Member, RAFT_MEMBERS};
 pub use chassis::{Chassis, ChassisOpts, two_chassis};
 pub use forward::Forwarder;
 pub use outside::Outside;

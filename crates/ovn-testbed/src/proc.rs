@@ -206,6 +206,15 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
     true
 }
 
+/// SIGKILL (a crash: no cleanup, no goodbye to raft peers), then wait until it is gone.
+/// The caller has verified ownership.
+pub fn kill9(pid: i32) {
+    if pid_alive(pid) {
+        signal(pid, libc::SIGKILL);
+        wait_gone(pid, Duration::from_secs(5));
+    }
+}
+
 /// SIGTERM, wait up to 5 s, then SIGKILL. The caller has verified ownership.
 pub fn terminate(pid: i32) {
     if !pid_alive(pid) {

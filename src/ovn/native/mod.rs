@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::cluster::Members;
 use super::ctl::{Nb, NbTxn};
 use super::jsonrpc::{Client, Remote};
 use super::ovsdb::{Query, Row};
@@ -114,8 +115,19 @@ impl NativeNb {
         fallback: Arc<dyn Nb>,
         timeout: Duration,
     ) -> NativeNb {
+        NativeNb::start_members(Members::single(remote), tls, fallback, timeout)
+    }
+
+    /// Like [`NativeNb::start_tls`] for one server or the members of a cluster (only the
+    /// leader is used; the connection moves on when the leader changes).
+    pub fn start_members(
+        members: Members,
+        tls: Option<ClientTls>,
+        fallback: Arc<dyn Nb>,
+        timeout: Duration,
+    ) -> NativeNb {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let client = Client::start_tls(remote, tls, timeout, Some(tx));
+        let client = Client::start_members(members, tls, timeout, Some(tx));
         let replica = Arc::new(RwLock::new(Replica::default()));
         let signals = Arc::new(NbSignalSender::default());
         tokio::spawn(keep_replica(

@@ -301,61 +301,209 @@ impl DatabaseId {
     }
 }
 
+/// The monitor methods, newest first: `monitor_cond_since` (ovsdb-server 2.12+) resumes from
+/// the last transaction the replica reflects, so a reconnect (a restarted server, a new
+/// cluster leader) sends only what changed meanwhile instead of every port again.
+const MONITOR_SINCE: &str = "monitor_cond_since";
+const MONITOR_COND: &str = "monitor_cond";
+/// `monitor_cond_since`'s "no transaction seen yet".
+const NO_TXN: &str = "00000000-0000-0000-0000-000000000000";
+
+/// What a monitor reply does to the replica.
+#[derive(Debug, PartialEq)]
+enum Initial<'a> {
+    /// The whole monitored contents: replace the replica.
+    Fresh(&'a Value),
+    /// Only the changes since the transaction asked for: apply them to the replica.
+    Diff(&'a Value),
+}
+
+/// Reads the reply to `method`: the updates, what they mean, and the last transaction id
+/// they bring the replica to (`None` for `monitor_cond`, which has none). `resumable`: the
+/// replica reflects exactly the transaction the request named.
+fn read_monitor_reply<'a>(
+    method: &str,
+    reply: &'a Value,
+    resumable: bool,
+) -> Result<(Initial<'a>, Option<String>)> {
+    if method != MONITOR_SINCE {
+        return Ok((Initial::Fresh(reply), None));
+    }
+    // [found, last-txn-id, table-updates2]
+    let (Some(found), Some(txn), Some(updates)) = (
+        reply.get(0).and_then(Value::as_bool),
+        reply.get(1).and_then(Value::as_str),
+        reply.get(2),
+    ) else {
+        bail!("{MONITOR_SINCE} reply is not [found, last-txn-id, updates]: {reply}");
+    };
+    let initial = if found && resumable {
+        Initial::Diff(updates)
+    } else {
+        Initial::Fresh(updates)
+    };
+    Ok((initial, Some(txn.to_string())))
+}
+
+/// The replica's monitor request, resuming from `last_txn` with `monitor_cond_since`.
+fn replica_monitor_request(since: bool, last_txn: Option<&str>) -> (&'static str, Value) {
+    if !since {
+        return (MONITOR_COND, replica_monitor());
+    }
+    let mut params = replica_monitor();
+    if let Some(p) = params.as_array_mut() {
+        p.push(json!(last_txn.unwrap_or(NO_TXN)));
+    }
+    (MONITOR_SINCE, params)
+}
+
+/// Keeps the replica current across connections: which monitor the server supports and the
+/// last transaction the replica reflects.
+struct ReplicaKeeper {
+    replica: Arc<RwLock<Replica>>,
+    signals: Arc<NbSignalSender>,
+    database: DatabaseId,
+    /// The server answered `monitor_cond_since` (until it says it does not know it).
+    since: bool,
+    /// The last transaction the replica reflects exactly; `None` after anything went wrong.
+    last_txn: Option<String>,
+    /// A peer that keeps failing fails every monitor: warn once until one works again.
+    monitor_failing: bool,
+}
+
+fn write_replica(replica: &RwLock<Replica>) -> std::sync::RwLockWriteGuard<'_, Replica> {
+    replica.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ReplicaKeeper {
+    /// A new connection (to the leader, for a cluster): monitor again, resuming if possible.
+    async fn connected(&mut self, client: &Client) {
+        write_replica(&self.replica).synced = false;
+        let (mut method, params) = replica_monitor_request(self.since, self.last_txn.as_deref());
+        let mut res = client.call(method, params).await;
+        if method == MONITOR_SINCE
+            && res
+                .as_ref()
+                .is_err_and(|e| format!("{e:#}").contains("unknown method"))
+        {
+            tracing::info!(
+                "the NB server has no {MONITOR_SINCE}; every reconnect downloads the replica again"
+            );
+            self.since = false;
+            let (m, p) = replica_monitor_request(false, None);
+            method = m;
+            res = client.call(method, p).await;
+        }
+        let reply = match res {
+            Ok(r) => r,
+            // The next connection tries again; meanwhile the server checks.
+            Err(e) if !self.monitor_failing => {
+                self.monitor_failing = true;
+                tracing::warn!(error = %format!("{e:#}"), "NB monitor failed; retried on every reconnection");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "NB monitor failed again");
+                return;
+            }
+        };
+        self.monitor_failing = false;
+        let applied = read_monitor_reply(method, &reply, self.last_txn.is_some())
+            .and_then(|(initial, txn)| self.apply_initial(initial).map(|()| txn));
+        match applied {
+            Ok(txn) => self.last_txn = txn,
+            Err(e) => {
+                self.last_txn = None;
+                tracing::warn!(error = %format!("{e:#}"), "NB replica");
+            }
+        }
+    }
+
+    fn apply_initial(&mut self, initial: Initial<'_>) -> Result<()> {
+        let mut r = write_replica(&self.replica);
+        match initial {
+            Initial::Fresh(updates) => {
+                let mut fresh = Replica::default();
+                fresh.apply(updates)?;
+                *r = fresh;
+            }
+            Initial::Diff(updates) => {
+                let rows: usize = updates
+                    .as_object()
+                    .map(|t| {
+                        t.values()
+                            .filter_map(Value::as_object)
+                            .map(|r| r.len())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                tracing::info!(
+                    changed_rows = rows,
+                    "NB replica resumed: only the changes since the last transaction were sent"
+                );
+                r.apply(updates)?;
+            }
+        }
+        r.synced = true;
+        self.database.observe(r.database_id(), &self.signals);
+        Ok(())
+    }
+
+    /// `update2` (`monitor_cond`) or `update3` (`monitor_cond_since`, with its transaction).
+    fn notified(&mut self, m: &Value) {
+        let params = m.get("params");
+        let (updates, txn) = match m.get("method").and_then(Value::as_str) {
+            Some("update2") => (params.and_then(|p| p.get(1)), None),
+            Some("update3") => (
+                params.and_then(|p| p.get(2)),
+                params.and_then(|p| p.get(1)).and_then(Value::as_str),
+            ),
+            _ => return,
+        };
+        let Some(updates) = updates else { return };
+        let mut r = write_replica(&self.replica);
+        match r.apply(updates) {
+            Ok(()) => {
+                if let Some(t) = txn {
+                    self.last_txn = Some(t.to_string());
+                }
+            }
+            Err(e) => {
+                // A replica we cannot trust is not used, nor resumed from.
+                r.synced = false;
+                self.last_txn = None;
+                tracing::warn!(error = %format!("{e:#}"), "NB replica update");
+            }
+        }
+        self.database.observe(r.database_id(), &self.signals);
+    }
+}
+
 pub(super) async fn keep_replica(
     client: Client,
     mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     replica: Arc<RwLock<Replica>>,
     signals: Arc<NbSignalSender>,
 ) {
-    let write = || replica.write().unwrap_or_else(|e| e.into_inner());
-    // A peer that keeps failing fails every monitor: warn once until one works again.
-    let mut monitor_failing = false;
+    let mut keeper = ReplicaKeeper {
+        replica,
+        signals,
+        database: DatabaseId::default(),
+        since: true,
+        last_txn: None,
+        monitor_failing: false,
+    };
     let mut connected_before = false;
-    let mut database = DatabaseId::default();
     while let Some(ev) = events.recv().await {
         match ev {
             Event::Connected => {
-                write().synced = false;
                 // The first connection is start-up, not a recovery.
                 if std::mem::replace(&mut connected_before, true) {
-                    signals.reconnected();
+                    keeper.signals.reconnected();
                 }
-                match client.call("monitor_cond", replica_monitor()).await {
-                    Ok(initial) => {
-                        monitor_failing = false;
-                        let mut fresh = Replica::default();
-                        match fresh.apply(&initial) {
-                            Ok(()) => {
-                                fresh.synced = true;
-                                database.observe(fresh.database_id(), &signals);
-                                *write() = fresh;
-                            }
-                            Err(e) => tracing::warn!(error = %format!("{e:#}"), "NB replica"),
-                        }
-                    }
-                    // The next connection tries again; meanwhile the server checks.
-                    Err(e) if !monitor_failing => {
-                        monitor_failing = true;
-                        tracing::warn!(error = %format!("{e:#}"), "NB monitor failed; retried on every reconnection")
-                    }
-                    Err(e) => tracing::debug!(error = %format!("{e:#}"), "NB monitor failed again"),
-                }
+                keeper.connected(&client).await;
             }
-            Event::Notification(m) => {
-                if m.get("method").and_then(Value::as_str) != Some("update2") {
-                    continue;
-                }
-                let Some(updates) = m.get("params").and_then(|p| p.get(1)) else {
-                    continue;
-                };
-                let mut r = write();
-                if let Err(e) = r.apply(updates) {
-                    // A replica we cannot trust is not used.
-                    r.synced = false;
-                    tracing::warn!(error = %format!("{e:#}"), "NB replica update");
-                }
-                database.observe(r.database_id(), &signals);
-            }
+            Event::Notification(m) => keeper.notified(&m),
         }
     }
 }
@@ -368,6 +516,53 @@ mod tests {
     const LSP: &str = nb::LOGICAL_SWITCH_PORT;
     const LR: &str = nb::LOGICAL_ROUTER;
     const LRP: &str = nb::LOGICAL_ROUTER_PORT;
+
+    #[test]
+    fn monitor_replies_resume_only_a_replica_that_is_exact() {
+        let u = json!({LSP: {}});
+        let since = |found: bool| json!([found, "t9", u]);
+        let cases = [
+            (
+                MONITOR_COND,
+                u.clone(),
+                true,
+                Some((Initial::Fresh(&u), None)),
+            ),
+            (
+                MONITOR_SINCE,
+                since(true),
+                true,
+                Some((Initial::Diff(&u), Some("t9"))),
+            ),
+            // Not found (history too short, another database): everything again.
+            (
+                MONITOR_SINCE,
+                since(false),
+                true,
+                Some((Initial::Fresh(&u), Some("t9"))),
+            ),
+            // Found, but our replica is not the one that transaction left.
+            (
+                MONITOR_SINCE,
+                since(true),
+                false,
+                Some((Initial::Fresh(&u), Some("t9"))),
+            ),
+            (MONITOR_SINCE, json!({"x": 1}), true, None),
+        ];
+        for (i, (method, reply, resumable, want)) in cases.iter().enumerate() {
+            let got = read_monitor_reply(method, reply, *resumable).ok();
+            let got = got.as_ref().map(|(init, t)| (init, t.as_deref()));
+            let want = want.as_ref().map(|(init, t)| (init, *t));
+            assert_eq!(got, want, "case {i}");
+        }
+        let (m, p) = replica_monitor_request(true, None);
+        assert_eq!((m, &p[3]), (MONITOR_SINCE, &json!(NO_TXN)));
+        let (_, p) = replica_monitor_request(true, Some("t9"));
+        assert_eq!(p[3], json!("t9"));
+        let (m, p) = replica_monitor_request(false, Some("t9"));
+        assert_eq!((m, p), (MONITOR_COND, replica_monitor()));
+    }
 
     #[test]
     fn a_new_nb_global_row_signals_a_new_database_once() {
