@@ -671,7 +671,8 @@ mod scenario {
         vec![acl(1001, "ip4.src == $a"), acl(800, "tcp.dst == 80")]
     }
 
-    /// A step's transactions, planned from what `nb` holds now.
+    /// A step's transactions, planned from what `nb` holds now. One arm per step of
+    /// [`STEPS`], so that the scenario reads as a table: long for that reason only.
     pub async fn plan(nb: &dyn Nb, step: &str) -> Vec<NbTxn> {
         let snap = || async { Snapshot::read(nb).await.unwrap() };
         let gw = |spec: GatewaySpec| async move {
