@@ -226,6 +226,15 @@ impl NativeNb {
         txn.validate()?;
         // Without the replica nothing can be decided as ovn-nbctl decides it; a connection
         // that is down would fail ovn-nbctl alike, so this is an error to retry, not a fallback.
+        if !self.replica_synced() {
+            // A connection that is down fails a request at once with its reason (refused, a
+            // TLS refusal): report that rather than wait; one that is up is delivering the
+            // replica, which is worth a wait.
+            self.client
+                .call("echo", json!([]))
+                .await
+                .with_context(|| format!("NB transaction of {} commands", txn.len()))?;
+        }
         if !self.synced().await {
             bail!(
                 "NB transaction of {} commands: no NB replica from {} within {:?} (connection down?)",
