@@ -56,8 +56,9 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     if let Some(node) = &cfg.remove_node {
         // One-shot, like the reference: remove the node's OVN objects and exit.
         let snap = master::topology::Snapshot::read(nb.as_ref()).await?;
-        let mut txn = NbTxn::new();
-        txn.extend(master::topology::node_cleanup_ops(&snap, node));
+        let txn: NbTxn = master::topology::node_cleanup_ops(&snap, node)
+            .into_iter()
+            .collect();
         nb.transact(&txn)
             .await
             .with_context(|| format!("removing node {node} from OVN"))?;

@@ -485,8 +485,7 @@ impl Worker {
             let Some(net) = e.net.clone() else { continue };
             if e.port != PortState::Synced {
                 let ops = port_ops(&self.node, &pod_ns(&pod), &pod.name_any(), &net);
-                let mut t = NbTxn::new();
-                t.extend(ops.iter().cloned());
+                let t: NbTxn = ops.iter().cloned().collect();
                 if let Err(err) = t.validate() {
                     // Cannot happen with names the API server accepted; never poison a batch.
                     let _g = tracing::info_span!("pod", pod = %k).entered();

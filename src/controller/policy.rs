@@ -423,8 +423,7 @@ impl State {
             let empty = Objects::default();
             let mut ids = Ids::default();
             let ops = diff_ops(self.mirror.get(&u).unwrap_or(&empty), &want, &mut ids);
-            let mut txn = NbTxn::new();
-            txn.extend(ops);
+            let txn: NbTxn = ops.into_iter().collect();
             match self.nb.transact(&txn).await {
                 Ok(_) => {
                     self.outage.succeeded();

@@ -1121,8 +1121,9 @@ mod tests {
             );
         }
         let mut ids_ = Ids::default();
-        let mut t = NbTxn::new();
-        t.extend(diff_ops(&Objects::default(), &o, &mut ids_));
+        let t: NbTxn = diff_ops(&Objects::default(), &o, &mut ids_)
+            .into_iter()
+            .collect();
         t.validate().unwrap();
     }
 
@@ -1146,8 +1147,7 @@ mod tests {
         let want = policy_objects(&c, &w);
         let mut ids_ = Ids::default();
         let create = diff_ops(&Objects::default(), &want, &mut ids_);
-        let mut t = NbTxn::new();
-        t.extend(create.clone());
+        let t: NbTxn = create.clone().into_iter().collect();
         let argv = t.render().join(" ");
         assert!(argv.contains("create Address_Set name=\"a"), "{argv}");
         assert!(argv.contains("--id=@acl1 create ACL direction=\"to-lport\" priority=1001"));
@@ -1160,8 +1160,7 @@ mod tests {
         let want2 = policy_objects(&c, &w2);
         let ops = diff_ops(&want, &want2, &mut ids_);
         assert_eq!(ops.len(), 2, "{ops:?}");
-        let mut t = NbTxn::new();
-        t.extend(ops);
+        let t: NbTxn = ops.into_iter().collect();
         let argv = t.render().join(" ");
         assert!(argv.contains("set Address_Set"), "{argv}");
         assert!(argv.contains("pg-set-ports"), "{argv}");

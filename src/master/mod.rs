@@ -123,8 +123,7 @@ impl Master {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut txn = NbTxn::new();
-        txn.extend(ops);
+        let txn: NbTxn = ops.into_iter().collect();
         // Whatever happened, our picture of the database may be stale now.
         self.snap_dirty = true;
         self.writes += 1;

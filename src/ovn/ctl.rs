@@ -371,6 +371,15 @@ impl<O> Default for Txn<O> {
     }
 }
 
+/// `ops.into_iter().collect::<NbTxn>()`: one transaction of the operations, in order.
+impl<O: CtlOp> FromIterator<O> for Txn<O> {
+    fn from_iter<I: IntoIterator<Item = O>>(ops: I) -> Self {
+        Txn {
+            ops: ops.into_iter().collect(),
+        }
+    }
+}
+
 impl<O: CtlOp> Txn<O> {
     pub fn new() -> Self {
         Txn { ops: Vec::new() }

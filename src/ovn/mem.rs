@@ -390,8 +390,7 @@ mod tests {
     use super::*;
 
     fn txn(ops: Vec<NbOp>) -> NbTxn {
-        let mut t = NbTxn::new();
-        t.extend(ops);
+        let t: NbTxn = ops.into_iter().collect();
         t
     }
 

@@ -412,8 +412,7 @@ impl ServiceController {
         // pods on it would reach the VIP unbalanced meanwhile.
         self.switches = read_targets(self.nb.as_ref(), false).await?.switches;
         let switches: Vec<String> = self.switches.keys().cloned().collect();
-        let mut txn = NbTxn::new();
-        txn.extend(vips::create_lb_ops(&wants, &switches));
+        let txn: NbTxn = vips::create_lb_ops(&wants, &switches).into_iter().collect();
         self.nb.transact(&txn).await.with_context(|| {
             let names: Vec<String> = wants.iter().map(LbWant::name).collect();
             format!("creating load balancers {}", names.join(", "))
@@ -494,8 +493,7 @@ impl ServiceController {
             self.record(key, &have, want);
         }
         if !ops.is_empty() {
-            let mut txn = NbTxn::new();
-            txn.extend(ops);
+            let txn: NbTxn = ops.into_iter().collect();
             if let Err(e) = self.nb.transact(&txn).await {
                 // Nothing was applied: forget the bookkeeping of this batch and retry each.
                 (self.owned, self.vip_owner) = saved;
@@ -574,8 +572,7 @@ impl ServiceController {
         ops.extend(attach);
         let removed = actual.keys().filter(|k| !all.contains_key(*k)).count();
         if !ops.is_empty() {
-            let mut txn = NbTxn::new();
-            txn.extend(ops);
+            let txn: NbTxn = ops.into_iter().collect();
             self.nb
                 .transact(&txn)
                 .await
@@ -619,8 +616,7 @@ impl ServiceController {
                 .map(|lb| crate::ovn::NbOp::LbDel { lb: lb.clone() }),
         );
         if !attach.is_empty() {
-            let mut txn = NbTxn::new();
-            txn.extend(attach);
+            let txn: NbTxn = attach.into_iter().collect();
             match self.nb.transact(&txn).await {
                 Ok(_) => tracing::info!(
                     ops = txn.len(),
