@@ -30,14 +30,7 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let sandbox = kube_sandbox::Sandbox::start(
-            "127.0.0.1:0".parse().unwrap(),
-            kube_sandbox::SandboxConfig::default(),
-        )
-        .await
-        .unwrap();
-        let url: http::Uri = sandbox.url().parse().unwrap();
-        let client = Client::try_from(kube::Config::new(url)).unwrap();
+        let (sandbox, client) = crate::kube::test_sandbox().await;
         let nb = Arc::new(MemNb::new());
         nb.seed([NbOp::LsAdd { name: "n1".into() }]).unwrap();
         let mut node = Node::default();
