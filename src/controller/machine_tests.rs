@@ -1,4 +1,4 @@
-//! Root-free tests of the controllers' state machines (pods, services): the API stand-in runs in-process
+//! Root-free tests of the controllers' state machines (pods, services, policy): the API stand-in runs in-process
 //! (`kube-sandbox`) and the NB database is the in-memory [`MemNb`]. Events go in as API
 //! objects; what comes out is the NB state, the recorded transactions and the annotations.
 
@@ -324,5 +324,78 @@ mod services {
             if_exists: false,
         });
         assert_eq!(after, [vec![want]]);
+    }
+}
+
+mod policy {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use kube::api::DeleteParams;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::controller::policy::PolicyController;
+    use crate::ovn::Row;
+
+    /// Wait until `ok` holds for the NB, failing with the NB log after [`WAIT`].
+    async fn until(w: &World, what: &str, ok: impl Fn(&MemNb) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !ok(&w.nb) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} did not happen in {WAIT:?}; NB log: {:#?}",
+                w.nb.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether a port group holds `port` and has a drop ACL: the port is isolated.
+    fn isolated(nb: &MemNb, port: &str) -> bool {
+        let Some(lsp) = nb.row(nb::LOGICAL_SWITCH_PORT, port) else {
+            return false;
+        };
+        let acls: Vec<Row> = nb.rows(nb::ACL);
+        nb.rows(nb::PORT_GROUP).iter().any(|pg| {
+            pg.set(col::PORTS).contains(&lsp.uuid)
+                && pg.set(col::ACLS).iter().any(|a| {
+                    acls.iter()
+                        .any(|r| r.uuid == *a && r.str(col::ACTION) == "drop")
+                })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_deny_policy_isolates_its_pods_and_its_removal_is_retried() {
+        let w = World::new().await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let nb: Arc<dyn Nb> = w.nb.clone();
+        let (_stop_pods, pods_token) = cancel_pair();
+        let pods = PodController::new(nb.clone(), w.client.clone()).with_port_events(tx);
+        tokio::spawn(pods.run(Informers::new(w.client.clone()), pods_token));
+        let (_stop_policy, policy_token) = cancel_pair();
+        let policy = PolicyController::new(nb, w.client.clone(), rx);
+        tokio::spawn(policy.run(Informers::new(w.client.clone()), policy_token));
+
+        w.add_pod("web", None).await;
+        w.served("web").await;
+        let port = pod_port("default", "web");
+        assert!(!isolated(&w.nb, &port), "no policy yet");
+
+        let np: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "deny", "namespace": "default"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }))
+        .unwrap();
+        let api = Api::<NetworkPolicy>::namespaced(w.client.clone(), "default");
+        api.create(&PostParams::default(), &np).await.unwrap();
+        until(&w, "isolation of web", |nb| isolated(nb, &port)).await;
+
+        let before = w.nb.log().len();
+        w.nb.fail_next(1);
+        api.delete("deny", &DeleteParams::default()).await.unwrap();
+        until(&w, "the end of web's isolation", |nb| !isolated(nb, &port)).await;
+        let after: Vec<bool> = w.nb.log()[before..].iter().map(|r| r.applied).collect();
+        assert_eq!(after.first(), Some(&false), "{after:?}");
+        assert!(after.contains(&true), "{after:?}");
     }
 }
