@@ -273,7 +273,7 @@ pub struct GatedNb {
 }
 
 impl Nb for GatedNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.lead
                 .check(Instant::now())
@@ -650,9 +650,9 @@ mod tests {
     struct Counting(std::sync::atomic::AtomicUsize);
 
     impl Nb for Counting {
-        fn transact<'a>(&'a self, _: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+        fn transact<'a>(&'a self, _: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Box::pin(async { Ok(String::new()) })
+            Box::pin(async { Ok(()) })
         }
         fn query<'a>(&'a self, _: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
             Box::pin(async { Ok(vec![]) })

@@ -12,7 +12,7 @@ use crate::ovn::{Nb, NbTxn, Query, Row};
 pub struct MeteredNb(pub Arc<dyn Nb>);
 
 impl Nb for MeteredNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let start = Instant::now();
             let res = self.0.transact(txn).await;

@@ -152,6 +152,7 @@ impl NativeNb {
             .transact(txn)
             .await
             .with_context(|| format!("(the native OVSDB attempt was not applied: {why})"))
+            .map(|()| String::new())
     }
 
     async fn transact_native(&self, txn: &NbTxn) -> Result<String> {
@@ -239,8 +240,8 @@ impl NativeNb {
 }
 
 impl Nb for NativeNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
-        Box::pin(self.transact_native(txn))
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.transact_native(txn).await.map(drop) })
     }
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
         Box::pin(self.query_native(queries))
