@@ -17,7 +17,7 @@ use crate::ovn::mem::MemNb;
 use crate::ovn::names::pod_port;
 use crate::ovn::schema::{col, nb};
 use crate::ovn::{Nb, NbOp};
-use crate::util::cancel::{CancelSource, cancel_pair};
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SUBNET: &str = "10.1.0.0/24";
@@ -49,8 +49,14 @@ impl World {
 
     /// A controller over this world's API and NB, stopped through the returned source (or
     /// with the test's runtime).
-    fn start(&self) -> (CancelSource, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        let (source, token) = cancel_pair();
+    fn start(
+        &self,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let token = CancellationToken::new();
+        let source = token.clone();
         let nb: Arc<dyn Nb> = self.nb.clone();
         let ctl = PodController::new(nb, self.client.clone());
         let informers = Informers::new(self.client.clone());
@@ -218,8 +224,14 @@ mod services {
         w
     }
 
-    fn start(w: &World) -> (CancelSource, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        let (source, token) = cancel_pair();
+    fn start(
+        w: &World,
+    ) -> (
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let token = CancellationToken::new();
+        let source = token.clone();
         let nb: Arc<dyn Nb> = w.nb.clone();
         let ctl = ServiceController::new(nb, false);
         let informers = Informers::new(w.client.clone());
@@ -369,10 +381,10 @@ mod policy {
         let w = World::new().await;
         let (tx, rx) = mpsc::unbounded_channel();
         let nb: Arc<dyn Nb> = w.nb.clone();
-        let (_stop_pods, pods_token) = cancel_pair();
+        let pods_token = CancellationToken::new();
         let pods = PodController::new(nb.clone(), w.client.clone()).with_port_events(tx);
         tokio::spawn(pods.run(Informers::new(w.client.clone()), pods_token));
-        let (_stop_policy, policy_token) = cancel_pair();
+        let policy_token = CancellationToken::new();
         let policy = PolicyController::new(nb, w.client.clone(), rx);
         tokio::spawn(policy.run(Informers::new(w.client.clone()), policy_token));
 

@@ -26,8 +26,8 @@ use kube::api::{ObjectMeta, PostParams};
 use crate::config::{Config, MasterHaConfig};
 use crate::exec::BoxFuture;
 use crate::ovn::{Nb, NbTxn, Query, Row};
-use crate::util::cancel::CancelToken;
 use crate::util::ready::{self, Phase, Readiness};
+use tokio_util::sync::CancellationToken;
 
 /// The Lease of a process that runs `-init-master` (with or without `-net-controller`).
 pub const MASTER_LEASE: &str = "ovn-kubernetes-master";
@@ -410,9 +410,9 @@ impl Elector {
     /// Wait until we hold the Lease (at once when it is absent, free, expired or ours),
     /// polling every retry period; the master components are standby meanwhile. `false` if
     /// cancelled first.
-    pub async fn acquire(&self, cancel: &CancelToken, ready: &Readiness) -> Result<bool> {
+    pub async fn acquire(&self, cancel: &CancellationToken, ready: &Readiness) -> Result<bool> {
         let mut reported: Option<String> = None;
-        let mut cancel = cancel.clone();
+        let cancel = cancel.clone();
         loop {
             match self.round().await {
                 Ok(Round::Leading) => {
@@ -451,8 +451,7 @@ impl Elector {
     /// Renew every retry period until `cancel` fires. Returns an error (the process exits
     /// non-zero and restarts as a standby) when another replica holds the Lease or when no
     /// renewal succeeded within the renew deadline.
-    pub async fn keep(&self, cancel: CancelToken) -> Result<()> {
-        let mut cancel = cancel;
+    pub async fn keep(&self, cancel: CancellationToken) -> Result<()> {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),

@@ -43,10 +43,7 @@ const COUNTED_TABLES: [&str; 5] = [
 const COUNT_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The master's periodic row count of [`COUNTED_TABLES`], until `cancel` fires.
-pub(crate) async fn count_nb_objects(
-    nb: Arc<dyn Nb>,
-    mut cancel: crate::util::cancel::CancelToken,
-) {
+pub(crate) async fn count_nb_objects(nb: Arc<dyn Nb>, cancel: tokio_util::sync::CancellationToken) {
     let queries: Vec<Query> = COUNTED_TABLES
         .iter()
         .map(|t| Query::list(t, &["_uuid"]))

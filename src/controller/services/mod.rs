@@ -24,9 +24,9 @@ use crate::kube::{Change, key};
 use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbTxn, Proto, Query, names};
-use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries, Retrying};
 use endpoints::{EpSet, Source};
+use tokio_util::sync::CancellationToken;
 use vips::{Flavor, Gateway, LbTargets, LbWant, VipMap};
 
 /// Services reconciled together at most (one transaction).
@@ -182,7 +182,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
 /// Ask the API server once whether it serves EndpointSlices. Only a definite "not served"
 /// (404) selects core/v1 Endpoints; any other failure is retried, so a briefly unreachable API
 /// server does not pin the controller to the deprecated API.
-pub async fn discover_source(client: &kube::Client, cancel: &mut CancelToken) -> Option<Source> {
+pub async fn discover_source(client: &kube::Client, cancel: &CancellationToken) -> Option<Source> {
     let mut r = Retrying::new(
         "asking the API server whether it serves discovery.k8s.io/v1",
         retry::DEPENDENCY,
@@ -664,13 +664,13 @@ impl ServiceController {
         mut self,
         client: kube::Client,
         informers: crate::kube::Informers,
-        mut cancel: CancelToken,
+        cancel: CancellationToken,
     ) -> Result<()> {
         self.events = Some(crate::kube::events::Events::new(
             client.clone(),
             crate::kube::events::NET_CONTROLLER,
         ));
-        let Some(source) = discover_source(&client, &mut cancel).await else {
+        let Some(source) = discover_source(&client, &cancel).await else {
             return Ok(());
         };
         tracing::info!(source = ?source, "service endpoints source chosen");
