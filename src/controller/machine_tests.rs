@@ -1,6 +1,7 @@
-//! Root-free tests of the controllers' state machines (pods, services, policy): the API stand-in runs in-process
-//! (`kube-sandbox`) and the NB database is the in-memory [`MemNb`]. Events go in as API
-//! objects; what comes out is the NB state, the recorded transactions and the annotations.
+//! Root-free tests of the controllers' state machines (pods, services, policy): the API
+//! stand-in runs in-process (`kube-sandbox`) and the NB database is the in-memory [`MemNb`].
+//! Events go in as API objects; what comes out is the NB state, the recorded transactions and
+//! the annotations.
 
 use std::sync::Arc;
 use std::time::Duration;
