@@ -48,20 +48,11 @@ impl World {
         }
     }
 
-    /// A controller over this world's API and NB, stopped through the returned source (or
-    /// with the test's runtime).
-    fn start(
-        &self,
-    ) -> (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
-        let token = CancellationToken::new();
-        let source = token.clone();
-        let nb: Arc<dyn Nb> = self.nb.clone();
-        let ctl = PodController::new(nb, self.client.clone());
+    /// A pod controller over this world's API and NB.
+    fn start(&self) -> Running {
+        let ctl = PodController::new(self.nb.clone(), self.client.clone());
         let informers = Informers::new(self.client.clone());
-        (source, tokio::spawn(ctl.run(informers, token)))
+        spawn(|token| ctl.run(informers, token))
     }
 
     async fn add_pod(&self, name: &str, annotation: Option<&str>) {
@@ -116,6 +107,22 @@ impl World {
             .map(|r| (r.applied, r.ops.len()))
             .collect()
     }
+}
+
+/// A running controller: its token (cancel to stop it) and its task.
+type Running = (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Spawn a controller's `run` with a fresh cancellation token (or stopped with the test's
+/// runtime).
+fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Running
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let token = CancellationToken::new();
+    (token.clone(), tokio::spawn(run(token)))
 }
 
 fn want(ip: &str) -> PodNetwork {
@@ -225,21 +232,10 @@ mod services {
         w
     }
 
-    fn start(
-        w: &World,
-    ) -> (
-        CancellationToken,
-        tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) {
-        let token = CancellationToken::new();
-        let source = token.clone();
-        let nb: Arc<dyn Nb> = w.nb.clone();
-        let ctl = ServiceController::new(nb, false);
+    fn start(w: &World) -> Running {
+        let ctl = ServiceController::new(w.nb.clone(), false);
         let informers = Informers::new(w.client.clone());
-        (
-            source,
-            tokio::spawn(ctl.run(w.client.clone(), informers, token)),
-        )
+        spawn(|token| ctl.run(w.client.clone(), informers, token))
     }
 
     async fn add_service(w: &World, backends: &[&str]) {
