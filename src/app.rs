@@ -10,8 +10,8 @@ use crate::exec::{Exec, RealExec};
 use crate::master::election::{Elector, GatedNb};
 use crate::master::{self, Master};
 use crate::ovn::{self, Nb, NbTxn};
-use crate::util::cancel::CancelToken;
 use crate::util::ready::{self, Readiness};
+use tokio_util::sync::CancellationToken;
 
 /// What the roles are built from: configuration, the exec seam, the NB database, the
 /// Kubernetes client and its shared watches. Each role gets the part it needs as a struct of
@@ -48,7 +48,7 @@ impl Deps {
 
 /// Run the roles the flags ask for until `cancel` fires (daemons) or the work is done. Each
 /// role registers in `ready` before it starts and reports when its initial sync is done.
-pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<()> {
+pub async fn run(cfg: Config, cancel: CancellationToken, ready: Readiness) -> Result<()> {
     let exec: Arc<dyn Exec> = Arc::new(RealExec::new(8));
     // A persistent OVSDB connection where the target allows it, ovn-nbctl otherwise.
     let nb: Arc<dyn Nb> = ovn::nb_backend(exec.clone(), &cfg.ovn_north.client)?;
@@ -56,8 +56,9 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
     if let Some(node) = &cfg.remove_node {
         // One-shot, like the reference: remove the node's OVN objects and exit.
         let snap = master::topology::Snapshot::read(nb.as_ref()).await?;
-        let mut txn = NbTxn::new();
-        txn.extend(master::topology::node_cleanup_ops(&snap, node));
+        let txn: NbTxn = master::topology::node_cleanup_ops(&snap, node)
+            .into_iter()
+            .collect();
         nb.transact(&txn)
             .await
             .with_context(|| format!("removing node {node} from OVN"))?;
@@ -109,7 +110,7 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
         // otherwise it exits once the other roles are done, so `-init-node` alone is a one-shot
         // whose exit status tells whether the node came up.
         if ctx.cfg.nodeport || ctx.cfg.ha {
-            let mut c = cancel.clone();
+            let c = cancel.clone();
             tasks.spawn(async move {
                 c.cancelled().await;
                 Ok(())
@@ -135,7 +136,7 @@ pub async fn run(cfg: Config, cancel: CancelToken, ready: Readiness) -> Result<(
 }
 
 /// A master role, ready to run once this process leads.
-type Role = Box<dyn FnOnce(CancelToken) -> BoxFuture<'static, Result<()>> + Send>;
+type Role = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, Result<()>> + Send>;
 
 /// The master roles this process runs, their readiness components registered (in the
 /// reference's order: master, then the net-controller's services, pods and policies).
@@ -145,7 +146,7 @@ fn master_roles(ctx: &Deps, ready: &Readiness) -> Vec<Role> {
         let m = Master::new(ctx.nb.clone(), ctx.client.clone(), &ctx.cfg.cluster_subnets)
             .with_ready(ready.register(ready::MASTER));
         let x = ctx.clone();
-        roles.push(Box::new(move |c: CancelToken| {
+        roles.push(Box::new(move |c: CancellationToken| {
             Box::pin(async move {
                 master::setup_db_servers(&x.cfg, x.exec.clone(), &c).await?;
                 crate::metrics::master_started(x.nb.clone(), c.clone());
@@ -161,7 +162,7 @@ fn master_roles(ctx: &Deps, ready: &Readiness) -> Vec<Role> {
                     crate::controller::services::validate::Reserved::from_config(&ctx.cfg),
                 );
         let (client, informers) = (ctx.client.clone(), ctx.informers.clone());
-        roles.push(Box::new(move |c: CancelToken| {
+        roles.push(Box::new(move |c: CancellationToken| {
             Box::pin(async move {
                 svc.run(client, informers, c)
                     .await
@@ -170,7 +171,7 @@ fn master_roles(ctx: &Deps, ready: &Readiness) -> Vec<Role> {
         }));
         let r = crate::controller::Ready::register(ready);
         let x = ctx.net_controller();
-        roles.push(Box::new(move |c: CancelToken| {
+        roles.push(Box::new(move |c: CancellationToken| {
             Box::pin(async move {
                 crate::controller::run(x, c, r)
                     .await
@@ -204,7 +205,7 @@ fn warm_caches(ctx: &Deps) {
 async fn lead_master_roles(
     elector: Elector,
     roles: Vec<Role>,
-    cancel: CancelToken,
+    cancel: CancellationToken,
     ready: Readiness,
 ) -> Result<()> {
     if !elector.acquire(&cancel, &ready).await? {
@@ -219,7 +220,7 @@ async fn lead_master_roles(
     let c = cancel.clone();
     // The renewal loop ends the roles' run by failing; the roles end it by cancellation.
     let mut keep = tokio::spawn(async move { keeper.keep(c).await });
-    let mut c = cancel.clone();
+    let c = cancel.clone();
     let result = tokio::select! {
         r = join_roles(&mut tasks) => r,
         r = &mut keep => match r.context("leader-election task panicked").and_then(|r| r) {

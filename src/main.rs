@@ -5,12 +5,12 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use ovnkube::config::{self, Invocation};
-use ovnkube::util::cancel::cancel_pair;
 use ovnkube::util::logging::{self, Logging};
 use ovnkube::util::pidfile::PidFile;
 use ovnkube::util::ready::Readiness;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -81,7 +81,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (cancel_src, cancel) = cancel_pair();
+    let cancel = CancellationToken::new();
+    let cancel_src = cancel.clone();
     let ready = Readiness::new();
     let result = rt.block_on(async move {
         // Before any role starts, so an early SIGHUP (logrotate) cannot kill the process.

@@ -1,6 +1,7 @@
-//! Root-free tests of the controllers' state machines (pods, services): the API stand-in runs in-process
-//! (`kube-sandbox`) and the NB database is the in-memory [`MemNb`]. Events go in as API
-//! objects; what comes out is the NB state, the recorded transactions and the annotations.
+//! Root-free tests of the controllers' state machines (pods, services, policy): the API
+//! stand-in runs in-process (`kube-sandbox`) and the NB database is the in-memory [`MemNb`].
+//! Events go in as API objects; what comes out is the NB state, the recorded transactions and
+//! the annotations.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::ovn::mem::MemNb;
 use crate::ovn::names::pod_port;
 use crate::ovn::schema::{col, nb};
 use crate::ovn::{Nb, NbOp};
-use crate::util::cancel::{CancelSource, cancel_pair};
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SUBNET: &str = "10.1.0.0/24";
@@ -30,14 +31,7 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let sandbox = kube_sandbox::Sandbox::start(
-            "127.0.0.1:0".parse().unwrap(),
-            kube_sandbox::SandboxConfig::default(),
-        )
-        .await
-        .unwrap();
-        let url: http::Uri = sandbox.url().parse().unwrap();
-        let client = Client::try_from(kube::Config::new(url)).unwrap();
+        let (sandbox, client) = crate::kube::test_sandbox().await;
         let nb = Arc::new(MemNb::new());
         nb.seed([NbOp::LsAdd { name: "n1".into() }]).unwrap();
         let mut node = Node::default();
@@ -54,14 +48,11 @@ impl World {
         }
     }
 
-    /// A controller over this world's API and NB, stopped through the returned source (or
-    /// with the test's runtime).
-    fn start(&self) -> (CancelSource, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        let (source, token) = cancel_pair();
-        let nb: Arc<dyn Nb> = self.nb.clone();
-        let ctl = PodController::new(nb, self.client.clone());
+    /// A pod controller over this world's API and NB.
+    fn start(&self) -> Running {
+        let ctl = PodController::new(self.nb.clone(), self.client.clone());
         let informers = Informers::new(self.client.clone());
-        (source, tokio::spawn(ctl.run(informers, token)))
+        spawn(|token| ctl.run(informers, token))
     }
 
     async fn add_pod(&self, name: &str, annotation: Option<&str>) {
@@ -116,6 +107,22 @@ impl World {
             .map(|r| (r.applied, r.ops.len()))
             .collect()
     }
+}
+
+/// A running controller: its token (cancel to stop it) and its task.
+type Running = (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Spawn a controller's `run` with a fresh cancellation token (or stopped with the test's
+/// runtime).
+fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Running
+where
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let token = CancellationToken::new();
+    (token.clone(), tokio::spawn(run(token)))
 }
 
 fn want(ip: &str) -> PodNetwork {
@@ -225,15 +232,10 @@ mod services {
         w
     }
 
-    fn start(w: &World) -> (CancelSource, tokio::task::JoinHandle<anyhow::Result<()>>) {
-        let (source, token) = cancel_pair();
-        let nb: Arc<dyn Nb> = w.nb.clone();
-        let ctl = ServiceController::new(nb, false);
+    fn start(w: &World) -> Running {
+        let ctl = ServiceController::new(w.nb.clone(), false);
         let informers = Informers::new(w.client.clone());
-        (
-            source,
-            tokio::spawn(ctl.run(w.client.clone(), informers, token)),
-        )
+        spawn(|token| ctl.run(w.client.clone(), informers, token))
     }
 
     async fn add_service(w: &World, backends: &[&str]) {
@@ -331,5 +333,78 @@ mod services {
             if_exists: false,
         });
         assert_eq!(after, [vec![want]]);
+    }
+}
+
+mod policy {
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    use kube::api::DeleteParams;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::controller::policy::PolicyController;
+    use crate::ovn::Row;
+
+    /// Wait until `ok` holds for the NB, failing with the NB log after [`WAIT`].
+    async fn until(w: &World, what: &str, ok: impl Fn(&MemNb) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !ok(&w.nb) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} did not happen in {WAIT:?}; NB log: {:#?}",
+                w.nb.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Whether a port group holds `port` and has a drop ACL: the port is isolated.
+    fn isolated(nb: &MemNb, port: &str) -> bool {
+        let Some(lsp) = nb.row(nb::LOGICAL_SWITCH_PORT, port) else {
+            return false;
+        };
+        let acls: Vec<Row> = nb.rows(nb::ACL);
+        nb.rows(nb::PORT_GROUP).iter().any(|pg| {
+            pg.set(col::PORTS).contains(&lsp.uuid)
+                && pg.set(col::ACLS).iter().any(|a| {
+                    acls.iter()
+                        .any(|r| r.uuid == *a && r.str(col::ACTION) == "drop")
+                })
+        })
+    }
+
+    #[tokio::test]
+    async fn a_deny_policy_isolates_its_pods_and_its_removal_is_retried() {
+        let w = World::new().await;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let nb: Arc<dyn Nb> = w.nb.clone();
+        let pods_token = CancellationToken::new();
+        let pods = PodController::new(nb.clone(), w.client.clone()).with_port_events(tx);
+        tokio::spawn(pods.run(Informers::new(w.client.clone()), pods_token));
+        let policy_token = CancellationToken::new();
+        let policy = PolicyController::new(nb, w.client.clone(), rx);
+        tokio::spawn(policy.run(Informers::new(w.client.clone()), policy_token));
+
+        w.add_pod("web", None).await;
+        w.served("web").await;
+        let port = pod_port("default", "web");
+        assert!(!isolated(&w.nb, &port), "no policy yet");
+
+        let np: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "deny", "namespace": "default"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }))
+        .unwrap();
+        let api = Api::<NetworkPolicy>::namespaced(w.client.clone(), "default");
+        api.create(&PostParams::default(), &np).await.unwrap();
+        until(&w, "isolation of web", |nb| isolated(nb, &port)).await;
+
+        let before = w.nb.log().len();
+        w.nb.fail_next(1);
+        api.delete("deny", &DeleteParams::default()).await.unwrap();
+        until(&w, "the end of web's isolation", |nb| !isolated(nb, &port)).await;
+        let after: Vec<bool> = w.nb.log()[before..].iter().map(|r| r.applied).collect();
+        assert_eq!(after.first(), Some(&false), "{after:?}");
+        assert!(after.contains(&true), "{after:?}");
     }
 }

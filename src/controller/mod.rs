@@ -19,8 +19,8 @@ use anyhow::{Context, Result};
 
 use crate::kube::Informers;
 use crate::ovn::Nb;
-use crate::util::cancel::CancelToken;
 use crate::util::ready::{Pending, Readiness};
+use tokio_util::sync::CancellationToken;
 
 /// The net-controller's readiness: one entry per controller, registered before it starts.
 pub struct Ready {
@@ -46,7 +46,7 @@ pub struct NetController {
 }
 
 /// Run the net-controller until `cancel` fires.
-pub async fn run(ctx: NetController, cancel: CancelToken, ready: Ready) -> Result<()> {
+pub async fn run(ctx: NetController, cancel: CancellationToken, ready: Ready) -> Result<()> {
     // The pod controller tells the policy controller which pods have a logical port.
     let (ports_tx, ports_rx) = tokio::sync::mpsc::unbounded_channel();
     let pods = pods::PodController::new(ctx.nb.clone(), ctx.client.clone())

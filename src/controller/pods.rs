@@ -36,8 +36,8 @@ use crate::ovn::names::{pod_port, pod_port_of_key};
 use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::{NbEpoch, NbSignals, next_change};
 use crate::ovn::{ColVal, Nb, NbOp, NbTxn, Query};
-use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Policy, Retries};
+use tokio_util::sync::CancellationToken;
 
 /// Commands per coalesced NB transaction (about 3 per pod).
 const MAX_PORT_TXN_OPS: usize = 3000;
@@ -484,8 +484,7 @@ impl Worker {
             let Some(net) = e.net.clone() else { continue };
             if e.port != PortState::Synced {
                 let ops = port_ops(&self.node, &pod_ns(&pod), &pod.name_any(), &net);
-                let mut t = NbTxn::new();
-                t.extend(ops.iter().cloned());
+                let t: NbTxn = ops.iter().cloned().collect();
                 if let Err(err) = t.validate() {
                     // Cannot happen with names the API server accepted; never poison a batch.
                     let _g = tracing::info_span!("pod", pod = %k).entered();
@@ -655,7 +654,7 @@ impl Worker {
         tracing::debug!(node = %self.node, waiting, "NB back: retrying now");
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, mut cancel: CancelToken) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, cancel: CancellationToken) {
         loop {
             let now = Instant::now();
             if !self.switch_ready && self.switch_check.0 <= now {
@@ -731,7 +730,7 @@ struct Running {
     /// Switches that existed at start.
     switches: HashSet<String>,
     tasks: tokio::task::JoinSet<()>,
-    cancel: CancelToken,
+    cancel: CancellationToken,
 }
 
 /// The node's subnet; none for a node the master refuses (its switch would be infrastructure,
@@ -871,7 +870,7 @@ impl PodController {
     pub async fn run(
         mut self,
         informers: crate::kube::Informers,
-        mut cancel: CancelToken,
+        cancel: CancellationToken,
     ) -> Result<()> {
         let ready = self.ready.take();
         let mut pod_ch = informers.watch::<Pod>();

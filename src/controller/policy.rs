@@ -33,8 +33,8 @@ use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, key};
 use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbOp, NbTxn, Proto};
-use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries};
+use tokio_util::sync::CancellationToken;
 
 /// Commands per transaction at start-up (a unit's commands are never split).
 const MAX_POLICY_TXN_OPS: usize = 4000;
@@ -423,8 +423,7 @@ impl State {
             let empty = Objects::default();
             let mut ids = Ids::default();
             let ops = diff_ops(self.mirror.get(&u).unwrap_or(&empty), &want, &mut ids);
-            let mut txn = NbTxn::new();
-            txn.extend(ops);
+            let txn: NbTxn = ops.into_iter().collect();
             match self.nb.transact(&txn).await {
                 Ok(_) => {
                     self.outage.succeeded();
@@ -483,7 +482,7 @@ impl PolicyController {
     pub async fn run(
         mut self,
         informers: crate::kube::Informers,
-        mut cancel: CancelToken,
+        cancel: CancellationToken,
     ) -> Result<()> {
         let mut ns_ch = informers.watch::<Namespace>();
         let mut pod_ch = informers.watch::<Pod>();

@@ -350,28 +350,17 @@ fn rule_objects(
 
     // Peers: `None` = anyone; otherwise an OR of the pod-peer address set and the ipBlocks.
     let mut peer_pods: BTreeMap<String, &PodView> = BTreeMap::new();
+    let set_name = hash_name(&key);
     let peers_match: Option<Vec<String>> = rule.peers.as_ref().map(|peers| {
-        let mut parts = Vec::new();
+        let parts = peer_parts(&c.ns, w, field, peers, &mut peer_pods, &set_name);
         if peers.iter().any(|p| matches!(p, Peer::Pods { .. })) {
-            for p in peers {
-                for pod in w.peer_pods(&c.ns, p) {
-                    peer_pods.insert(pod.port.clone(), pod);
-                }
-            }
-            let name = hash_name(&key);
             out.sets.insert(
-                name.clone(),
+                set_name.clone(),
                 AsSpec {
                     external_ids: set_ids(&key),
                     addresses: peer_pods.values().map(|p| p.ip.to_string()).collect(),
                 },
             );
-            parts.push(format!("{field} == ${name}"));
-        }
-        for p in peers {
-            if let Peer::Block { cidr, except } = p {
-                parts.push(block_clause(field, cidr, except));
-            }
         }
         parts
     });
@@ -424,18 +413,7 @@ fn rule_objects(
         Dir::Egress if rule.peers.is_none() => w.all_pods().collect(),
         Dir::Egress => peer_pods.values().copied().collect(),
     };
-    let mut groups: BTreeMap<(Proto, u16), BTreeSet<String>> = BTreeMap::new();
-    for pod in dests {
-        for (proto, name) in &named {
-            if let Some(num) = pod.resolve(*proto, name) {
-                groups
-                    .entry((*proto, num))
-                    .or_default()
-                    .insert(pod.ip.to_string());
-            }
-        }
-    }
-    for ((proto, num), ips) in groups {
+    for ((proto, num), ips) in named_port_groups(&dests, &named) {
         let k = format!("{key}.{}.{num}", proto.lower());
         let name = hash_name(&k);
         out.sets.insert(
@@ -450,6 +428,53 @@ fn rule_objects(
             format!("{}.dst == {num}", proto.lower()),
         ])));
     }
+}
+
+/// The match clauses of a rule's peers (`field == $set` for the pod peers, one per ipBlock),
+/// collecting the pod peers into `peer_pods`. The pod-peer clause names the rule's address set
+/// (see `rule_objects`), present only when a peer selects pods.
+fn peer_parts<'w>(
+    ns: &str,
+    w: &'w World,
+    field: &str,
+    peers: &[Peer],
+    peer_pods: &mut BTreeMap<String, &'w PodView>,
+    set_name: &str,
+) -> Vec<String> {
+    let mut parts = Vec::new();
+    if peers.iter().any(|p| matches!(p, Peer::Pods { .. })) {
+        for p in peers {
+            for pod in w.peer_pods(ns, p) {
+                peer_pods.insert(pod.port.clone(), pod);
+            }
+        }
+        parts.push(format!("{field} == ${set_name}"));
+    }
+    for p in peers {
+        if let Peer::Block { cidr, except } = p {
+            parts.push(block_clause(field, cidr, except));
+        }
+    }
+    parts
+}
+
+/// The addresses of `dests` per (protocol, number) their named ports resolve to.
+fn named_port_groups(
+    dests: &[&PodView],
+    named: &[(Proto, &str)],
+) -> BTreeMap<(Proto, u16), BTreeSet<String>> {
+    let mut groups: BTreeMap<(Proto, u16), BTreeSet<String>> = BTreeMap::new();
+    for pod in dests {
+        for (proto, name) in named {
+            if let Some(num) = pod.resolve(*proto, name) {
+                groups
+                    .entry((*proto, num))
+                    .or_default()
+                    .insert(pod.ip.to_string());
+            }
+        }
+    }
+    groups
 }
 
 /// The default-deny groups of namespace `ns`, from the policies of that namespace.
@@ -1121,8 +1146,9 @@ mod tests {
             );
         }
         let mut ids_ = Ids::default();
-        let mut t = NbTxn::new();
-        t.extend(diff_ops(&Objects::default(), &o, &mut ids_));
+        let t: NbTxn = diff_ops(&Objects::default(), &o, &mut ids_)
+            .into_iter()
+            .collect();
         t.validate().unwrap();
     }
 
@@ -1146,8 +1172,7 @@ mod tests {
         let want = policy_objects(&c, &w);
         let mut ids_ = Ids::default();
         let create = diff_ops(&Objects::default(), &want, &mut ids_);
-        let mut t = NbTxn::new();
-        t.extend(create.clone());
+        let t: NbTxn = create.clone().into_iter().collect();
         let argv = t.render().join(" ");
         assert!(argv.contains("create Address_Set name=\"a"), "{argv}");
         assert!(argv.contains("--id=@acl1 create ACL direction=\"to-lport\" priority=1001"));
@@ -1160,8 +1185,7 @@ mod tests {
         let want2 = policy_objects(&c, &w2);
         let ops = diff_ops(&want, &want2, &mut ids_);
         assert_eq!(ops.len(), 2, "{ops:?}");
-        let mut t = NbTxn::new();
-        t.extend(ops);
+        let t: NbTxn = ops.into_iter().collect();
         let argv = t.render().join(" ");
         assert!(argv.contains("set Address_Set"), "{argv}");
         assert!(argv.contains("pg-set-ports"), "{argv}");

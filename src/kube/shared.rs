@@ -432,14 +432,7 @@ mod tests {
     async fn consumers_of_a_live_watch_share_one_trimmed_cache() {
         use futures::StreamExt;
         use kube::api::PostParams;
-        let sandbox = kube_sandbox::Sandbox::start(
-            "127.0.0.1:0".parse().unwrap(),
-            kube_sandbox::SandboxConfig::default(),
-        )
-        .await
-        .unwrap();
-        let url: http::Uri = sandbox.url().parse().unwrap();
-        let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
+        let (_sandbox, client) = crate::kube::test_sandbox().await;
         let informers = Informers::new(client.clone());
         let mut first = informers.watch::<Node>();
         let mut second = informers.watch::<Node>();

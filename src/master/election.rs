@@ -27,8 +27,8 @@ use super::instance::{self, Instance};
 use crate::config::{Config, MasterHaConfig};
 use crate::exec::BoxFuture;
 use crate::ovn::{Nb, NbTxn, Query, Row};
-use crate::util::cancel::CancelToken;
 use crate::util::ready::{self, Phase, Readiness};
+use tokio_util::sync::CancellationToken;
 
 /// The Lease of a process that runs `-init-master` (with or without `-net-controller`).
 pub const MASTER_LEASE: &str = "ovn-kubernetes-master";
@@ -291,7 +291,7 @@ pub struct GatedNb {
 }
 
 impl Nb for GatedNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             self.lead
                 .check(Instant::now())
@@ -448,9 +448,9 @@ impl Elector {
     /// Wait until we hold the Lease (at once when it is absent, free, expired, ours or an
     /// ended predecessor's), polling every retry period or at the holder's expiry if sooner; the master components are standby meanwhile. `false` if
     /// cancelled first.
-    pub async fn acquire(&self, cancel: &CancelToken, ready: &Readiness) -> Result<bool> {
+    pub async fn acquire(&self, cancel: &CancellationToken, ready: &Readiness) -> Result<bool> {
         let mut reported: Option<String> = None;
-        let mut cancel = cancel.clone();
+        let cancel = cancel.clone();
         loop {
             let mut next = self.cfg.retry_period;
             match self.round().await {
@@ -499,8 +499,7 @@ impl Elector {
     /// Renew every retry period until `cancel` fires. Returns an error (the process exits
     /// non-zero and restarts as a standby) when another replica holds the Lease or when no
     /// renewal succeeded within the renew deadline.
-    pub async fn keep(&self, cancel: CancelToken) -> Result<()> {
-        let mut cancel = cancel;
+    pub async fn keep(&self, cancel: CancellationToken) -> Result<()> {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
@@ -701,9 +700,9 @@ mod tests {
     struct Counting(std::sync::atomic::AtomicUsize);
 
     impl Nb for Counting {
-        fn transact<'a>(&'a self, _: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+        fn transact<'a>(&'a self, _: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Box::pin(async { Ok(String::new()) })
+            Box::pin(async { Ok(()) })
         }
         fn query<'a>(&'a self, _: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
             Box::pin(async { Ok(vec![]) })

@@ -14,13 +14,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::util::cancel::CancelToken;
 use anyhow::{Context, Result};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{
@@ -124,8 +124,7 @@ impl Master {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut txn = NbTxn::new();
-        txn.extend(ops);
+        let txn: NbTxn = ops.into_iter().collect();
         // Whatever happened, our picture of the database may be stale now.
         self.snap_dirty = true;
         self.writes += 1;
@@ -497,7 +496,7 @@ impl Master {
     pub async fn run(
         mut self,
         informers: crate::kube::Informers,
-        mut cancel: CancelToken,
+        cancel: CancellationToken,
     ) -> Result<()> {
         // The NB may be (re)starting: wait for it rather than end the process.
         let mut r = Retrying::new("creating the cluster topology", retry::DEPENDENCY);
@@ -574,7 +573,7 @@ impl Master {
 pub async fn setup_db_servers(
     cfg: &Config,
     exec: Arc<dyn Exec>,
-    cancel: &CancelToken,
+    cancel: &CancellationToken,
 ) -> Result<()> {
     let rundir = std::env::var("OVN_RUNDIR").ok();
     let servers = [
@@ -605,7 +604,7 @@ async fn keep_listeners(
     exec: Arc<dyn Exec>,
     servers: Vec<(&'static DbServer, OvnAuth)>,
     rundir: Option<String>,
-    mut cancel: CancelToken,
+    cancel: CancellationToken,
 ) {
     let mut outage = Outage::new("re-checking the database servers' listeners");
     loop {
@@ -694,7 +693,7 @@ pub async fn configure_server(
     server: &DbServer,
     auth: &OvnAuth,
     rundir: Option<&str>,
-    cancel: &CancelToken,
+    cancel: &CancellationToken,
 ) -> Result<()> {
     let db = server.db;
     let setup = auth.server_setup();

@@ -631,8 +631,7 @@ mod tests {
     }
 
     fn render(ops: Vec<NbOp>) -> String {
-        let mut t = NbTxn::new();
-        t.extend(ops);
+        let t: NbTxn = ops.into_iter().collect();
         t.render().join(" ")
     }
 

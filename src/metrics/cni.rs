@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::util::cancel::CancelToken;
+use tokio_util::sync::CancellationToken;
 
 /// Where the node agent listens and the plugin sends, unless overridden by
 /// [`CNI_METRICS_SOCKET_ENV`].
@@ -70,7 +70,7 @@ pub fn report_cni_request(command: &str, took: Duration) {
 
 /// The node agent's side: bind the socket (replacing a stale one) and record every sample
 /// until `cancel` fires.
-pub(crate) fn listen(mut cancel: CancelToken) -> Result<impl Future<Output = ()> + Send> {
+pub(crate) fn listen(cancel: CancellationToken) -> Result<impl Future<Output = ()> + Send> {
     let path = socket_path();
     let sock = bind(&path)?;
     tracing::info!(path = %path.display(), "receiving CNI request durations");

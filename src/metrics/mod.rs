@@ -249,7 +249,7 @@ fn resource_label(resource: &str) -> ResourceLabel {
 /// and the NB row counts begin.
 pub fn master_started(
     nb: std::sync::Arc<dyn crate::ovn::Nb>,
-    cancel: crate::util::cancel::CancelToken,
+    cancel: tokio_util::sync::CancellationToken,
 ) {
     get().set_leader(true);
     tokio::spawn(count_nb_objects(nb, cancel));
@@ -257,7 +257,7 @@ pub fn master_started(
 
 /// The node role starts: a node agent that stays running and serves metrics receives the
 /// CNI plugin's request durations.
-pub fn node_starting(cfg: &crate::config::Config, cancel: crate::util::cancel::CancelToken) {
+pub fn node_starting(cfg: &crate::config::Config, cancel: tokio_util::sync::CancellationToken) {
     let stays = cfg.nodeport || cfg.ha;
     if !stays || cfg.metrics_bind_address.is_none() {
         return;

@@ -12,7 +12,7 @@ use crate::ovn::{Nb, NbTxn, Query, Row};
 pub struct MeteredNb(pub Arc<dyn Nb>);
 
 impl Nb for MeteredNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let start = Instant::now();
             let res = self.0.transact(txn).await;
@@ -43,10 +43,7 @@ const COUNTED_TABLES: [&str; 5] = [
 const COUNT_PERIOD: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The master's periodic row count of [`COUNTED_TABLES`], until `cancel` fires.
-pub(crate) async fn count_nb_objects(
-    nb: Arc<dyn Nb>,
-    mut cancel: crate::util::cancel::CancelToken,
-) {
+pub(crate) async fn count_nb_objects(nb: Arc<dyn Nb>, cancel: tokio_util::sync::CancellationToken) {
     let queries: Vec<Query> = COUNTED_TABLES
         .iter()
         .map(|t| Query::list(t, &["_uuid"]))

@@ -15,8 +15,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use super::ready;
-use crate::util::cancel::CancelToken;
 use crate::util::ready::Readiness;
+use tokio_util::sync::CancellationToken;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -68,7 +68,7 @@ async fn handle(
 pub async fn serve(
     addr: SocketAddr,
     ready: Readiness,
-    mut cancel: CancelToken,
+    cancel: CancellationToken,
 ) -> Result<impl Future<Output = ()> + Send + 'static> {
     let listener = TcpListener::bind(addr).await.with_context(|| {
         format!(

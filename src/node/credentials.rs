@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::config::Config;
-use crate::util::cancel::CancelToken;
 use crate::util::files;
+use tokio_util::sync::CancellationToken;
 
 /// The copies' names inside the directory.
 pub const TOKEN_NAME: &str = "token";
@@ -97,7 +97,7 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 
 /// Re-sync every [`REFRESH`] until `cancel` fires; failures are logged and retried (the last
 /// good copy keeps serving the plugin).
-pub async fn refresh(copies: Vec<Copy>, period: Duration, mut cancel: CancelToken) {
+pub async fn refresh(copies: Vec<Copy>, period: Duration, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -200,7 +200,8 @@ mod tests {
         let dir = root.join("creds");
         let list = copies(&cfg(dir.to_str(), tok.to_str(), None));
         sync(&list).unwrap();
-        let (src, cancel) = crate::util::cancel::cancel_pair();
+        let cancel = CancellationToken::new();
+        let src = cancel.clone();
         let task = tokio::spawn(refresh(list, Duration::from_millis(20), cancel));
         std::fs::write(&tok, "new").unwrap();
         let copy = dir.join(TOKEN_NAME);

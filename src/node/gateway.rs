@@ -424,8 +424,7 @@ async fn apply_nb(nb: &dyn Nb, spec: &GatewaySpec) -> Result<usize> {
         return Ok(0);
     }
     let n = ops.len();
-    let mut txn = NbTxn::new();
-    txn.extend(ops);
+    let txn: NbTxn = ops.into_iter().collect();
     nb.transact(&txn).await.with_context(|| {
         format!(
             "creating gateway router {} in the NB database",

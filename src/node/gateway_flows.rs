@@ -25,7 +25,7 @@ use crate::exec::{Cmd, Exec};
 use crate::kube::{Change, key};
 use crate::ovn::schema::{col, vs};
 use crate::ovn::{ColVal, Query, Val, Vs, Vsctl};
-use crate::util::cancel::CancelToken;
+use tokio_util::sync::CancellationToken;
 
 /// Cookie of the conntrack/ARP flows.
 pub const COOKIE_BASE: u64 = 0x4f4b_4757_0001;
@@ -361,7 +361,7 @@ impl BridgeFlows {
 
     /// The service flow watcher of a `-nodeport` node: a Service watch plus a periodic
     /// re-check (flows vanish when vswitchd restarts). Errors are logged and retried.
-    pub async fn run(self, informers: crate::kube::Informers, mut cancel: CancelToken) {
+    pub async fn run(self, informers: crate::kube::Informers, cancel: CancellationToken) {
         let mut svcs = informers.watch::<Service>();
         // The wanted flows are computed from the shared cache; the stream says when to.
         let store = svcs.store();

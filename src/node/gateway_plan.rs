@@ -639,8 +639,7 @@ mod tests {
     }
 
     fn render(ops: &[NbOp]) -> String {
-        let mut t = NbTxn::new();
-        t.extend(ops.iter().cloned());
+        let t: NbTxn = ops.iter().cloned().collect();
         t.render().join(" ")
     }
 
@@ -826,8 +825,7 @@ mod tests {
         ] {
             assert!(s.contains(want), "missing {want}\nin {s}");
         }
-        let mut t = NbTxn::new();
-        t.extend(ops);
+        let t: NbTxn = ops.into_iter().collect();
         t.validate().unwrap();
     }
 

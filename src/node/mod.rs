@@ -30,9 +30,9 @@ use crate::ovn::names::{BR_INT, EXT_BRIDGE_DATAPATH, EXT_K8S_TOKEN};
 use crate::ovn::names::{mgmt_iface, node_switch};
 use crate::ovn::schema::{col, nb, vs};
 use crate::ovn::{ColVal, Nb, Query, Val, Vs, Vsctl};
-use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Retrying};
 use plan::CNI_CONF_FILE;
+use tokio_util::sync::CancellationToken;
 
 /// Overrides how long the node waits for its subnet (seconds); tests shorten it.
 pub const SUBNET_TIMEOUT_ENV: &str = "OVNKUBE_NODE_SUBNET_TIMEOUT";
@@ -63,7 +63,7 @@ pub struct Agent {
 
 /// Initialise node `node`. Returns once the CNI config is written; any failure is an error
 /// (never a silent success).
-pub async fn run(ctx: &Agent, node: &str, cancel: CancelToken) -> Result<()> {
+pub async fn run(ctx: &Agent, node: &str, cancel: CancellationToken) -> Result<()> {
     let vs = Vsctl(crate::ovn::vs_ctl(ctx.exec.clone()));
     // The local OVS and the NB may be (re)starting: wait for them; configuration errors
     // (e.g. no encap IP) still end the process.
@@ -155,7 +155,7 @@ struct NbKeeper {
 }
 
 impl NbKeeper {
-    async fn run(mut self, mut cancel: CancelToken) {
+    async fn run(mut self, cancel: CancellationToken) {
         let mut since_check = Duration::ZERO;
         let mut switch_was_there = true;
         // A new NB database lost everything this node made: repair as soon as the master has
@@ -470,7 +470,7 @@ async fn wait_for_subnet(
     ctx: &Agent,
     node: &str,
     timeout: Duration,
-    mut cancel: CancelToken,
+    cancel: CancellationToken,
 ) -> Result<Ipv4Net> {
     let api: Api<Node> = Api::all(ctx.client.clone());
     let start = tokio::time::Instant::now();

@@ -371,6 +371,15 @@ impl<O> Default for Txn<O> {
     }
 }
 
+/// `ops.into_iter().collect::<NbTxn>()`: one transaction of the operations, in order.
+impl<O: CtlOp> FromIterator<O> for Txn<O> {
+    fn from_iter<I: IntoIterator<Item = O>>(ops: I) -> Self {
+        Txn {
+            ops: ops.into_iter().collect(),
+        }
+    }
+}
+
 impl<O: CtlOp> Txn<O> {
     pub fn new() -> Self {
         Txn { ops: Vec::new() }
@@ -540,7 +549,9 @@ impl Ctl {
 
 /// The northbound database as controllers see it.
 pub trait Nb: Send + Sync {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>>;
+    /// Run `txn` as one transaction. Nothing reads what a transaction prints, so success
+    /// carries no value.
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>>;
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>>;
     /// Reconnections and database replacements, for backends that can see them (see
     /// [`super::signals`]). Wrappers must pass this through.
@@ -560,8 +571,8 @@ pub trait Vs: Send + Sync {
 pub struct Nbctl(pub Ctl);
 
 impl Nb for Nbctl {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
-        Box::pin(self.0.run_txn(txn))
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.0.run_txn(txn).await.map(drop) })
     }
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
         Box::pin(self.0.run_queries(queries))

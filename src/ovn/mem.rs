@@ -89,7 +89,7 @@ impl MemNb {
 }
 
 impl Nb for MemNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut s = self.state();
             let mut rec = Recorded {
@@ -111,7 +111,7 @@ impl Nb for MemNb {
                 (s.tables, s.next_uuid, rec.applied) = (tables, next, true);
             }
             s.log.push(rec);
-            res.map(|()| String::new())
+            res
         })
     }
 
@@ -273,18 +273,56 @@ fn apply(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &NbOp) -> Res
         }
         NbOp::LbDel { lb } => {
             if let Some(u) = find(tables, nb::LOAD_BALANCER, lb) {
-                for rows in tables.values_mut() {
-                    rows.remove(&u);
-                    for r in rows.values_mut() {
-                        drop_refs(r, &u);
-                    }
-                }
+                destroy(tables, nb::LOAD_BALANCER, &u);
+            }
+        }
+        NbOp::PgAdd { name, ports } => {
+            if find(tables, nb::PORT_GROUP, name).is_some() {
+                bail!("in-memory NB: pg-add {name}: the port group exists");
+            }
+            let u = insert(tables, next, nb::PORT_GROUP, name);
+            set_pg_ports(tables, &u, ports)?;
+        }
+        NbOp::PgSetPorts { name, ports } => {
+            let u = named(tables, nb::PORT_GROUP, name)?;
+            set_pg_ports(tables, &u, ports)?;
+        }
+        NbOp::PgDel { name } => {
+            if let Some(u) = find(tables, nb::PORT_GROUP, name) {
+                destroy(tables, nb::PORT_GROUP, &u);
             }
         }
         NbOp::Db(db) => apply_db(tables, next, refs, db)?,
         other => bail!("in-memory NB does not model {other:?}"),
     }
     Ok(())
+}
+
+/// A port group's `ports`: the UUIDs of the named switch ports, which must exist.
+fn set_pg_ports(tables: &mut Tables, pg: &str, ports: &[String]) -> Result<()> {
+    let uuids = ports
+        .iter()
+        .map(|p| {
+            find(tables, nb::LOGICAL_SWITCH_PORT, p)
+                .map(Datum::Uuid)
+                .ok_or_else(|| anyhow!("in-memory NB: no logical switch port {p}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let row = row_mut(tables, nb::PORT_GROUP, pg)?;
+    row.columns.insert(col::PORTS.into(), Datum::Set(uuids));
+    Ok(())
+}
+
+/// Delete a row and every reference to it.
+fn destroy(tables: &mut Tables, table: &str, uuid: &str) {
+    if let Some(rows) = tables.get_mut(table) {
+        rows.remove(uuid);
+    }
+    for rows in tables.values_mut() {
+        for r in rows.values_mut() {
+            drop_refs(r, uuid);
+        }
+    }
 }
 
 fn add_to_set(row: &mut Row, column: &str, items: impl IntoIterator<Item = Datum>) {
@@ -380,6 +418,15 @@ fn apply_db(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &DbOp) -> 
             None if *if_exists => {}
             None => bail!("in-memory NB: clear {table} {record}: no such row"),
         },
+        DbOp::Destroy {
+            table,
+            record,
+            if_exists,
+        } => match find(tables, table, record) {
+            Some(u) => destroy(tables, table, &u),
+            None if *if_exists => {}
+            None => bail!("in-memory NB: destroy {table} {record}: no such row"),
+        },
         other => bail!("in-memory NB does not model {other:?}"),
     }
     Ok(())
@@ -390,8 +437,7 @@ mod tests {
     use super::*;
 
     fn txn(ops: Vec<NbOp>) -> NbTxn {
-        let mut t = NbTxn::new();
-        t.extend(ops);
+        let t: NbTxn = ops.into_iter().collect();
         t
     }
 

@@ -1,6 +1,5 @@
 //! Process plumbing: logging, pid file, readiness, retry bookkeeping.
 
-pub mod cancel;
 pub mod files;
 pub mod logging;
 pub mod pidfile;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::config::ConfigError;
-use crate::util::cancel::CancelToken;
+use tokio_util::sync::CancellationToken;
 
 /// Capped exponential backoff: attempt 1 waits about `base`, each further attempt twice as
 /// long, never more than `max`. The actual delay is jittered into `[d/2, d]` so that many
@@ -163,7 +163,11 @@ impl Retrying {
     /// A failure: returns it at once when it is a configuration error (or when `cancel`
     /// fires during the wait); otherwise logs it (WARN for the first failure and every new
     /// error, DEBUG for repeats), waits the backoff and returns `Ok` to try again.
-    pub async fn failed(&mut self, e: anyhow::Error, cancel: &CancelToken) -> anyhow::Result<()> {
+    pub async fn failed(
+        &mut self,
+        e: anyhow::Error,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
         if is_config_error(&e) {
             return Err(e);
         }
@@ -175,7 +179,7 @@ impl Retrying {
         } else {
             tracing::debug!(what = %self.what, attempt = self.backoff.failures(), retry_in = ?delay, "still failing");
         }
-        let mut c = cancel.clone();
+        let c = cancel.clone();
         tokio::select! {
             _ = c.cancelled() => Err(e.context(format!("{}: cancelled while retrying", self.what))),
             _ = tokio::time::sleep(delay) => Ok(()),
@@ -190,7 +194,7 @@ impl Retrying {
 pub async fn until_ok<T, F, Fut>(
     what: &str,
     policy: Policy,
-    cancel: &CancelToken,
+    cancel: &CancellationToken,
     mut op: F,
 ) -> anyhow::Result<T>
 where
@@ -524,7 +528,7 @@ mod tests {
 
     #[tokio::test]
     async fn until_ok_retries_transient_errors_and_stops_on_config_errors() {
-        let (_src, cancel) = crate::util::cancel::cancel_pair();
+        let cancel = CancellationToken::new();
         let mut calls = 0;
         let v = until_ok("flaky", FAST, &cancel, || {
             calls += 1;
@@ -558,7 +562,8 @@ mod tests {
 
     #[tokio::test]
     async fn until_ok_gives_up_when_cancelled() {
-        let (src, cancel) = crate::util::cancel::cancel_pair();
+        let cancel = CancellationToken::new();
+        let src = cancel.clone();
         let task = tokio::spawn(async move {
             until_ok("never", FAST, &cancel, || async {
                 Err::<(), _>(anyhow::anyhow!("down"))

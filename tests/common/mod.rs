@@ -274,7 +274,7 @@ pub async fn open_nb_tcp(central: &Central) -> std::net::SocketAddr {
         cert: None,
         cacert: None,
     };
-    let (_src, cancel) = ovnkube::util::cancel::cancel_pair();
+    let cancel = tokio_util::sync::CancellationToken::new();
     let rundir = central.ovn_rundir().display().to_string();
     ovnkube::master::configure_server(
         std::sync::Arc::new(ovnkube::exec::RealExec::default()),

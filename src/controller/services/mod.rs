@@ -24,9 +24,9 @@ use crate::kube::{Change, key};
 use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbTxn, Proto, Query, names};
-use crate::util::cancel::CancelToken;
 use crate::util::retry::{self, Outage, Retries, Retrying};
 use endpoints::{EpSet, Source};
+use tokio_util::sync::CancellationToken;
 use vips::{Flavor, Gateway, LbTargets, LbWant, VipMap};
 
 /// Services reconciled together at most (one transaction).
@@ -182,7 +182,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
 /// Ask the API server once whether it serves EndpointSlices. Only a definite "not served"
 /// (404) selects core/v1 Endpoints; any other failure is retried, so a briefly unreachable API
 /// server does not pin the controller to the deprecated API.
-pub async fn discover_source(client: &kube::Client, cancel: &mut CancelToken) -> Option<Source> {
+pub async fn discover_source(client: &kube::Client, cancel: &CancellationToken) -> Option<Source> {
     let mut r = Retrying::new(
         "asking the API server whether it serves discovery.k8s.io/v1",
         retry::DEPENDENCY,
@@ -412,8 +412,7 @@ impl ServiceController {
         // pods on it would reach the VIP unbalanced meanwhile.
         self.switches = read_targets(self.nb.as_ref(), false).await?.switches;
         let switches: Vec<String> = self.switches.keys().cloned().collect();
-        let mut txn = NbTxn::new();
-        txn.extend(vips::create_lb_ops(&wants, &switches));
+        let txn: NbTxn = vips::create_lb_ops(&wants, &switches).into_iter().collect();
         self.nb.transact(&txn).await.with_context(|| {
             let names: Vec<String> = wants.iter().map(LbWant::name).collect();
             format!("creating load balancers {}", names.join(", "))
@@ -494,8 +493,7 @@ impl ServiceController {
             self.record(key, &have, want);
         }
         if !ops.is_empty() {
-            let mut txn = NbTxn::new();
-            txn.extend(ops);
+            let txn: NbTxn = ops.into_iter().collect();
             if let Err(e) = self.nb.transact(&txn).await {
                 // Nothing was applied: forget the bookkeeping of this batch and retry each.
                 (self.owned, self.vip_owner) = saved;
@@ -574,8 +572,7 @@ impl ServiceController {
         ops.extend(attach);
         let removed = actual.keys().filter(|k| !all.contains_key(*k)).count();
         if !ops.is_empty() {
-            let mut txn = NbTxn::new();
-            txn.extend(ops);
+            let txn: NbTxn = ops.into_iter().collect();
             self.nb
                 .transact(&txn)
                 .await
@@ -619,8 +616,7 @@ impl ServiceController {
                 .map(|lb| crate::ovn::NbOp::LbDel { lb: lb.clone() }),
         );
         if !attach.is_empty() {
-            let mut txn = NbTxn::new();
-            txn.extend(attach);
+            let txn: NbTxn = attach.into_iter().collect();
             match self.nb.transact(&txn).await {
                 Ok(_) => tracing::info!(
                     ops = txn.len(),
@@ -668,13 +664,13 @@ impl ServiceController {
         mut self,
         client: kube::Client,
         informers: crate::kube::Informers,
-        mut cancel: CancelToken,
+        cancel: CancellationToken,
     ) -> Result<()> {
         self.events = Some(crate::kube::events::Events::new(
             client.clone(),
             crate::kube::events::NET_CONTROLLER,
         ));
-        let Some(source) = discover_source(&client, &mut cancel).await else {
+        let Some(source) = discover_source(&client, &cancel).await else {
             return Ok(());
         };
         tracing::info!(source = ?source, "service endpoints source chosen");

@@ -204,7 +204,7 @@ impl NativeNb {
         Ok(Ok(results.clone()))
     }
 
-    async fn fall_back(&self, txn: &NbTxn, why: &str) -> Result<String> {
+    async fn fall_back(&self, txn: &NbTxn, why: &str) -> Result<()> {
         self.fell_back.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             reason = why,
@@ -219,9 +219,9 @@ impl NativeNb {
 
     /// Translate against the replica and run; on an abort or a refusal, wait a little (the
     /// replica catches up with whatever changed) and translate again.
-    async fn transact_native(&self, txn: &NbTxn) -> Result<String> {
+    async fn transact_native(&self, txn: &NbTxn) -> Result<()> {
         if txn.is_empty() {
-            return Ok(String::new());
+            return Ok(());
         }
         txn.validate()?;
         // Without the replica nothing can be decided as ovn-nbctl decides it; a connection
@@ -261,7 +261,7 @@ impl NativeNb {
                 {
                     Ok(_) => {
                         self.native.fetch_add(1, Ordering::Relaxed);
-                        return Ok(String::new());
+                        return Ok(());
                     }
                     Err(r) if r.is_abort() => r.to_string(),
                     Err(r) => bail!("NB transaction of {} commands rejected: {r}", txn.len()),
@@ -318,7 +318,7 @@ impl NativeNb {
 }
 
 impl Nb for NativeNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<String>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
         Box::pin(self.transact_native(txn))
     }
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
