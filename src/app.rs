@@ -51,7 +51,8 @@ impl Deps {
 pub async fn run(cfg: Config, cancel: CancellationToken, ready: Readiness) -> Result<()> {
     let exec: Arc<dyn Exec> = Arc::new(RealExec::new(8));
     // A persistent OVSDB connection where the target allows it, ovn-nbctl otherwise.
-    let nb: Arc<dyn Nb> = ovn::nb_backend(exec.clone(), &cfg.ovn_north.client)?;
+    let writes_nb = cfg.init_master.is_some() || cfg.net_controller || cfg.remove_node.is_some();
+    let nb: Arc<dyn Nb> = ovn::nb_backend(exec.clone(), &cfg.ovn_north.client, writes_nb)?;
 
     if let Some(node) = &cfg.remove_node {
         // One-shot, like the reference: remove the node's OVN objects and exit.

@@ -951,3 +951,34 @@ async fn bench_topology_and_50_node_switches() {
         );
     }
 }
+
+/// Without `-nb-address` the master uses the database `ovn-nbctl` would use by default (the
+/// local socket under `$OVN_RUNDIR`), and still over the native connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_nb_address_the_local_socket_is_used_natively() {
+    let env = common::Env::start("nbnative-local").await;
+    let args: Vec<String> = env
+        .master_args("10.7.0.0/16")
+        .into_iter()
+        .filter(|a| !a.starts_with("-nb-address=") && !a.starts_with("-sb-address="))
+        .collect();
+    let mut master = env.spawn("master", &args);
+    master.wait_log("cluster topology ready", Duration::from_secs(60));
+    let log = master.log_text();
+    let socket = env.central.ovn_rundir().join("ovnnb_db.sock");
+    let backend = log
+        .lines()
+        .find(|l| l.contains("NB backend:"))
+        .unwrap_or_default();
+    assert!(
+        backend.contains("native OVSDB connection")
+            && backend.contains(&format!("unix:{}", socket.display())),
+        "{backend}"
+    );
+    assert!(!log.contains("through ovn-nbctl"), "{log}");
+    assert!(
+        env.nb_rows("Logical_Router")
+            .contains_key("ovn_cluster_router")
+    );
+    assert_eq!(master.terminate().code(), Some(0));
+}

@@ -53,7 +53,23 @@ impl Remote {
 /// Where `ovs-vsctl` finds the local Open vSwitch database by default.
 const OVS_DEFAULT_RUNDIR: &str = "/var/run/openvswitch";
 
+/// Where `ovn-nbctl` finds the local NB database by default (Debian's `ovn-central`).
+const OVN_DEFAULT_RUNDIR: &str = "/var/run/ovn";
+
 impl Remote {
+    /// The local NB database, as `ovn-nbctl` finds it without `--db`: `$OVN_NB_DB` when set,
+    /// else `unix:$OVN_RUNDIR/ovnnb_db.sock` (the caller parses it like `-nb-address`).
+    pub fn local_nb_target() -> String {
+        if let Some(db) = std::env::var("OVN_NB_DB").ok().filter(|d| !d.is_empty()) {
+            return db;
+        }
+        let dir = std::env::var_os("OVN_RUNDIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(OVN_DEFAULT_RUNDIR));
+        format!("unix:{}", dir.join("ovnnb_db.sock").display())
+    }
+
     /// The local Open vSwitch database, as `ovs-vsctl` finds it without `--db`:
     /// `$OVS_RUNDIR/db.sock`.
     pub fn local_ovs() -> Remote {

@@ -44,27 +44,33 @@ pub fn vs_ctl(exec: Arc<dyn Exec>) -> Ctl {
 }
 
 /// The NB backend: a persistent OVSDB connection for `unix:`/`tcp:`/`ssl:` targets and lists of
-/// them (raft cluster members: only the leader is used), plain `ovn-nbctl` for the tool's
-/// default socket. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl` (for comparisons).
+/// them (raft cluster members: only the leader is used). Without `-nb-address`, a process that
+/// writes the NB (`writes_nb`: the master roles) connects to the database `ovn-nbctl` would use
+/// by default; any other (a node agent) keeps `ovn-nbctl`, so that a host without a local NB is
+/// not told every few seconds that it has none. `OVNKUBE_NB_BACKEND=exec` forces `ovn-nbctl`
+/// (for comparisons).
 /// Needs a tokio runtime (the connection is a task). Certificate files that cannot be used are
 /// a configuration error.
-pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Result<Arc<dyn Nb>> {
+pub fn nb_backend(exec: Arc<dyn Exec>, auth: &OvnAuth, writes_nb: bool) -> Result<Arc<dyn Nb>> {
     // Every NB transaction of every role is timed here, whichever backend runs it.
     Ok(Arc::new(crate::metrics::MeteredNb(nb_backend_inner(
-        exec, auth,
+        exec, auth, writes_nb,
     )?)))
 }
 
 /// The prefix of the NB client's certificate flags (`-nb-client-privkey` …).
 const NB_CLIENT_FLAGS: &str = "nb-client";
 
-fn nb_backend_inner(exec: Arc<dyn Exec>, auth: &OvnAuth) -> Result<Arc<dyn Nb>> {
+fn nb_backend_inner(exec: Arc<dyn Exec>, auth: &OvnAuth, writes_nb: bool) -> Result<Arc<dyn Nb>> {
     let ctl = db_ctl(exec, "ovn-nbctl", auth);
     let timeout = ctl.target().timeout;
     let nbctl: Arc<dyn Nb> = Arc::new(Nbctl(ctl));
     let forced_exec = std::env::var("OVNKUBE_NB_BACKEND").is_ok_and(|v| v == "exec");
-    let members = auth
+    // Without -nb-address, the database ovn-nbctl itself would use (the local socket).
+    let target = auth
         .client_target()
+        .or_else(|| writes_nb.then(jsonrpc::Remote::local_nb_target));
+    let members = target
         .filter(|_| !forced_exec)
         .and_then(|t| native_members(&t));
     let Some(members) = members else {
