@@ -356,6 +356,49 @@ pub fn merge_into_row(row: &mut Value, c: &ColVal, v: Value) -> Result<(), NotNa
 
 /// Translate a transaction against a replica snapshot (in sync). Unit-tested per family, and
 /// compared with `ovn-nbctl` on real databases in `tests/nb_native.rs`.
+/// What `--if-exists lsp-del` / `lrp-del` do to a port not touched earlier in the transaction:
+/// `uuid` is the port's row in the replica (`None`: it is absent, and must stay so). The port
+/// row goes, and so does its uuid in the parent's (switch's or router's) `ports` column.
+pub struct PortDelete<'n> {
+    pub cmd: &'static str,
+    pub port_table: &'static str,
+    pub parent_table: &'static str,
+    pub parent: &'static str,
+    pub name: &'n str,
+}
+
+impl PortDelete<'_> {
+    pub fn plan(&self, cx: &mut Ctx, uuid: Option<String>) {
+        let (cmd, name) = (self.cmd, self.name);
+        let Some(u) = uuid else {
+            cx.push(
+                wait_none(self.port_table, name),
+                format!("{cmd} {name}: still absent"),
+            );
+            cx.mark(self.port_table, name, Done::Deleted);
+            return;
+        };
+        let reference = json!(["uuid", u]);
+        cx.push(
+            wait_uuid(self.port_table, &u, Some(name)),
+            format!("{cmd} {name}: still {u}"),
+        );
+        cx.push(
+            mutate(
+                self.parent_table,
+                json!([[col::PORTS, "includes", reference]]),
+                json!([[col::PORTS, "delete", reference]]),
+            ),
+            format!("{cmd} {name}: remove from its {}", self.parent),
+        );
+        cx.push(
+            delete(self.port_table, by_uuid(&u)),
+            format!("{cmd} {name}: delete"),
+        );
+        cx.mark(self.port_table, name, Done::Deleted);
+    }
+}
+
 pub fn translate(txn: &NbTxn, replica: &Replica) -> Result<Plan, NotNative> {
     let mut cx = Ctx::new(replica);
     for op in &txn.ops {

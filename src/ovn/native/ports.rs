@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::super::schema::{col, nb};
 use super::plan::{
-    Ctx, Done, NotNative, by_name, by_uuid, delete, insert, mutate, plain_name, refused,
-    unsupported, update, wait, wait_none, wait_one, wait_uuid,
+    Ctx, Done, NotNative, PortDelete, by_name, insert, mutate, plain_name, refused, unsupported,
+    update, wait, wait_one, wait_uuid,
 };
 use super::replica::ips_of;
 
@@ -171,29 +171,15 @@ pub fn lsp_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
         // `--if-exists` on a port this transaction already removed.
         Some(Done::Deleted) => Ok(()),
         None => {
-            let Some(u) = cx.replica.port_uuid(name).map(str::to_string) else {
-                cx.push(
-                    wait_none(LSP, name),
-                    format!("lsp-del {name}: still absent"),
-                );
-                cx.mark(LSP, name, Done::Deleted);
-                return Ok(());
+            let uuid = cx.replica.port_uuid(name).map(str::to_string);
+            let del = PortDelete {
+                cmd: "lsp-del",
+                port_table: LSP,
+                parent_table: LS,
+                parent: "switch",
+                name,
             };
-            let uuid = json!(["uuid", u]);
-            cx.push(
-                wait_uuid(LSP, &u, Some(name)),
-                format!("lsp-del {name}: still {u}"),
-            );
-            cx.push(
-                mutate(
-                    LS,
-                    json!([[col::PORTS, "includes", uuid]]),
-                    json!([[col::PORTS, "delete", uuid]]),
-                ),
-                format!("lsp-del {name}: remove from its switch"),
-            );
-            cx.push(delete(LSP, by_uuid(&u)), format!("lsp-del {name}: delete"));
-            cx.mark(LSP, name, Done::Deleted);
+            del.plan(cx, uuid);
             Ok(())
         }
     }

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::super::schema::{col, nb};
 use super::plan::{
-    Ctx, Done, NotNative, by_name, by_uuid, delete, full_uuid, insert, mutate, plain_name, refused,
-    unsupported, wait, wait_none, wait_one, wait_uuid,
+    Ctx, Done, NotNative, PortDelete, by_name, by_uuid, delete, full_uuid, insert, mutate,
+    plain_name, refused, unsupported, wait, wait_none, wait_one, wait_uuid,
 };
 use super::ports::is_mac;
 
@@ -203,29 +203,15 @@ pub fn lrp_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
         Some(Done::Created(_)) => unsupported(format!("router port {name} added and deleted")),
         Some(Done::Deleted) => Ok(()),
         None => {
-            let Some(u) = cx.replica.router_port(name).map(|(u, ..)| u.to_string()) else {
-                cx.push(
-                    wait_none(LRP, name),
-                    format!("lrp-del {name}: still absent"),
-                );
-                cx.mark(LRP, name, Done::Deleted);
-                return Ok(());
+            let uuid = cx.replica.router_port(name).map(|(u, ..)| u.to_string());
+            let del = PortDelete {
+                cmd: "lrp-del",
+                port_table: LRP,
+                parent_table: LR,
+                parent: "router",
+                name,
             };
-            let uuid = json!(["uuid", u]);
-            cx.push(
-                wait_uuid(LRP, &u, Some(name)),
-                format!("lrp-del {name}: still {u}"),
-            );
-            cx.push(
-                mutate(
-                    LR,
-                    json!([[col::PORTS, "includes", uuid]]),
-                    json!([[col::PORTS, "delete", uuid]]),
-                ),
-                format!("lrp-del {name}: remove from its router"),
-            );
-            cx.push(delete(LRP, by_uuid(&u)), format!("lrp-del {name}: delete"));
-            cx.mark(LRP, name, Done::Deleted);
+            del.plan(cx, uuid);
             Ok(())
         }
     }
