@@ -248,7 +248,7 @@ fn wait_until(
 #[cfg(test)]
 mod tests {
     use super::super::super::ctl::NbOp;
-    use super::super::plan::{Case, kinds, test_replica, translate, txn};
+    use super::super::plan::{Case, check_cases, test_replica, translate, txn};
     use super::*;
 
     const U: &str = "0123abcd-0000-4000-8000-00000000beef";
@@ -381,18 +381,7 @@ mod tests {
                 None,
             ),
         ];
-        let r = test_replica();
-        for (what, ops, want) in cases {
-            let got = translate(&txn(ops), &r);
-            match want {
-                Some(k) => assert_eq!(
-                    kinds(&got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
-                    k,
-                    "{what}"
-                ),
-                None => assert!(got.is_err(), "{what}: {got:?}"),
-            }
-        }
+        check_cases(cases, true);
     }
 
     #[test]

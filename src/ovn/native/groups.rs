@@ -83,7 +83,7 @@ pub fn pg_del(cx: &mut Ctx, name: &str) -> Result<(), NotNative> {
 #[cfg(test)]
 mod tests {
     use super::super::super::ctl::NbOp;
-    use super::super::plan::{Case, kinds, test_replica, translate, txn};
+    use super::super::plan::{Case, check_cases, test_replica, translate, txn};
     use super::*;
 
     fn ports(p: &[&str]) -> Vec<String> {
@@ -169,18 +169,7 @@ mod tests {
                 None,
             ),
         ];
-        let r = test_replica();
-        for (what, ops, want) in cases {
-            let got = translate(&txn(ops), &r);
-            match want {
-                Some(k) => assert_eq!(
-                    kinds(&got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
-                    k,
-                    "{what}"
-                ),
-                None => assert!(matches!(got, Err(NotNative::Refused(_))), "{what}: {got:?}"),
-            }
-        }
+        check_cases(cases, false);
     }
 
     #[test]

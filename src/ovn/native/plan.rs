@@ -486,6 +486,25 @@ pub fn kinds(p: &Plan) -> Vec<String> {
 #[cfg(test)]
 pub type Case = (&'static str, Vec<NbOp>, Option<Vec<&'static str>>);
 
+/// Translate each case against the test replica: a plan of the case's op kinds, or (`None`) a
+/// refusal — `any_error` also accepts an unsupported shape.
+#[cfg(test)]
+pub fn check_cases(cases: Vec<Case>, any_error: bool) {
+    let r = test_replica();
+    for (what, ops, want) in cases {
+        let got = translate(&txn(ops), &r);
+        match want {
+            Some(k) => assert_eq!(
+                kinds(&got.unwrap_or_else(|e| panic!("{what}: {e:?}"))),
+                k,
+                "{what}"
+            ),
+            None if any_error => assert!(got.is_err(), "{what}: {got:?}"),
+            None => assert!(matches!(got, Err(NotNative::Refused(_))), "{what}: {got:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 pub fn txn(ops: Vec<NbOp>) -> NbTxn {
     let mut t = NbTxn::new();
