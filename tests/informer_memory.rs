@@ -12,12 +12,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::pods::annotated_count;
 use common::{Env, eventually};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, Pod, PodCondition, PodSpec, PodStatus, Volume, VolumeMount,
 };
-use kube::api::{ListParams, ObjectMeta, PostParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -138,19 +139,6 @@ async fn create(env: &Env, names: &[String], nodes: &[String]) {
     }
 }
 
-async fn annotated(env: &Env) -> usize {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    api.list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|p| p.annotations().contains_key("ovn"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// VmRSS of `pid` in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -192,7 +180,7 @@ async fn storm(name: &str, before: usize, after: usize) -> (Env, common::Daemon)
     create(&env, &late, &nodes).await;
     let total = before + after;
     eventually("every pod annotated", Duration::from_secs(900), || async {
-        (annotated(&env).await == total).then_some(())
+        (annotated_count(&env).await == total).then_some(())
     })
     .await;
     (env, master)

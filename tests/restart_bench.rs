@@ -10,10 +10,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::pods::annotated_count;
 use common::{Daemon, Env, eventually};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use kube_sandbox::SandboxConfig;
 use serde_json::json;
@@ -136,20 +137,6 @@ async fn populate(env: &Env, nodes: usize, pods: usize, services: usize, policie
     .await;
 }
 
-/// Pods carrying the network annotation.
-async fn annotated(env: &Env) -> usize {
-    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    api.list(&ListParams::default())
-        .await
-        .map(|l| {
-            l.items
-                .iter()
-                .filter(|p| p.annotations().contains_key("ovn"))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 /// The NB database file's size, once it has not grown for `quiet` (the master is idle).
 fn settled_nb_size(env: &Env, quiet: Duration) -> u64 {
     let db = env.central.dir().join("ovnnb_db.db");
@@ -223,7 +210,7 @@ async fn bench_master_restart_at_scale() {
     let mut master = env.spawn("master-1", &args);
     wait_synced(&mut master);
     eventually("every pod annotated", SERVE_WAIT, || async {
-        (annotated(&env).await >= pods).then_some(())
+        (annotated_count(&env).await >= pods).then_some(())
     })
     .await;
     let served = t.elapsed();

@@ -10,14 +10,11 @@ mod nodebed;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::fixture::{create_web, pod};
 use common::{Env, eventually};
 use gwbed::wipe_nb;
-use k8s_openapi::api::core::v1::{
-    Container, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, Pod, PodSpec,
-    Service, ServicePort, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 use kube::{Api, ResourceExt};
 
@@ -109,26 +106,6 @@ fn projection(env: &Env) -> BTreeMap<String, String> {
     p
 }
 
-fn pod(name: &str, node: &str, role: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            labels: Some([("role".to_string(), role.to_string())].into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.into()),
-            containers: vec![Container {
-                name: "c".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everything_is_rebuilt_from_kubernetes_after_the_nb_is_lost() {
     let mut env = Env::start("restore").await;
@@ -170,53 +147,7 @@ async fn everything_is_rebuilt_from_kubernetes_after_the_nb_is_lost() {
     })
     .await;
 
-    let svcs: Api<Service> = Api::namespaced(env.client.clone(), "default");
-    let svc = Service {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                protocol: Some("TCP".into()),
-                target_port: Some(IntOrString::Int(8080)),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    svcs.create(&PostParams::default(), &svc).await.unwrap();
-    let eps: Api<Endpoints> = Api::namespaced(env.client.clone(), "default");
-    let ep = Endpoints {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        subsets: Some(vec![EndpointSubset {
-            addresses: Some(
-                ["p0", "p1"]
-                    .iter()
-                    .map(|p| EndpointAddress {
-                        ip: ips[*p].clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ports: Some(vec![EndpointPort {
-                name: Some("http".into()),
-                port: 8080,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }]),
-    };
-    eps.create(&PostParams::default(), &ep).await.unwrap();
+    create_web(&env, &ips).await;
     let np: NetworkPolicy = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "clients-to-servers", "namespace": "default"},
         "spec": {"podSelector": {"matchLabels": {"role": "server"}},

@@ -18,15 +18,12 @@ mod nodebed;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use common::fixture::{create_web, pod};
 use common::{Env, eventually};
 use gwbed::{GATEWAY_FLAGS, NodeProc, OUTSIDE, blocking, nbctl, spawn_node, wait_init};
-use k8s_openapi::api::core::v1::{
-    Container, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Node, Pod, PodSpec,
-    Service, ServicePort, ServiceSpec,
-};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use nodebed::*;
 use ovn_testbed::{Outside, two_chassis};
@@ -469,26 +466,6 @@ async fn a_hostile_management_port_annotation_is_refused() {
     .await;
 }
 
-fn pod(name: &str, node: &str, role: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some("default".into()),
-            labels: Some([("role".to_string(), role.to_string())].into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.into()),
-            containers: vec![Container {
-                name: "c".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Pod name → IP from the `ovn` annotations.
 async fn pod_ips(pods: &Api<Pod>) -> BTreeMap<String, String> {
     pods.list(&ListParams::default())
@@ -557,57 +534,7 @@ async fn wipe_with_controllers(
         (ips.len() == pods_n).then_some(ips)
     })
     .await;
-    let svc = Service {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        spec: Some(ServiceSpec {
-            ports: Some(vec![ServicePort {
-                name: Some("http".into()),
-                port: 80,
-                protocol: Some("TCP".into()),
-                target_port: Some(IntOrString::Int(8080)),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    Api::<Service>::namespaced(env.client.clone(), "default")
-        .create(&PostParams::default(), &svc)
-        .await
-        .unwrap();
-    let ep = Endpoints {
-        metadata: ObjectMeta {
-            name: Some("web".into()),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        subsets: Some(vec![EndpointSubset {
-            addresses: Some(
-                ["p0", "p1"]
-                    .iter()
-                    .map(|p| EndpointAddress {
-                        ip: ips[*p].clone(),
-                        ..Default::default()
-                    })
-                    .collect(),
-            ),
-            ports: Some(vec![EndpointPort {
-                name: Some("http".into()),
-                port: 8080,
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }]),
-    };
-    Api::<Endpoints>::namespaced(env.client.clone(), "default")
-        .create(&PostParams::default(), &ep)
-        .await
-        .unwrap();
+    create_web(&env, &ips).await;
     let np: NetworkPolicy = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "clients-to-servers", "namespace": "default"},
         "spec": {"podSelector": {"matchLabels": {"role": "server"}},

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod fixture;
 pub mod outage_objects;
 pub mod podbench;
 pub mod pods;

@@ -208,3 +208,17 @@ pub fn rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// How many pods in `default` carry the network annotation (0 while the API does not answer).
+pub async fn annotated_count(env: &Env) -> usize {
+    let api: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    api.list(&ListParams::default())
+        .await
+        .map(|l| {
+            l.items
+                .iter()
+                .filter(|p| p.annotations().contains_key("ovn"))
+                .count()
+        })
+        .unwrap_or(0)
+}
