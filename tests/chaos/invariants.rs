@@ -306,7 +306,9 @@ fn services(w: &World, nb: &NbView) -> Vec<Violation> {
             continue;
         }
         wanted.insert(vip.clone());
-        let want = backends(&s.ready, s.target_port);
+        // Both sides in the same canonical order: `ready` is sorted by IP alone, and
+        // "10.0.0.1" < "10.0.0.17" by IP but "10.0.0.17:80" < "10.0.0.1:80" by backend.
+        let want = canonical(&backends(&s.ready, s.target_port));
         if have.as_deref() != Some(want.as_str()) {
             v.push(Violation::VipMismatch {
                 service: format!("{}/{}", s.namespace, s.name),
@@ -449,6 +451,17 @@ mod tests {
         type Mutate = fn(&mut World, &mut NbView);
         let cases: Vec<(&str, Mutate, &str)> = vec![
             ("converged", |_, _| {}, ""),
+            (
+                "an endpoint IP that is a prefix of another",
+                |w, nb| {
+                    w.services[0].ready = ["10.9.0.1".to_string(), "10.9.0.17".to_string()].into();
+                    nb.cluster_vips.insert(
+                        "10.96.0.10:80".to_string(),
+                        "10.9.0.17:8080,10.9.0.1:8080".to_string(),
+                    );
+                },
+                "",
+            ),
             (
                 "node without subnet",
                 |w, _| {
