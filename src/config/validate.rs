@@ -211,7 +211,8 @@ fn pick_or<T: Clone>(
     })
 }
 
-/// Builds and validates the final configuration.
+/// Builds and validates the final configuration. The sections are checked in the reference's
+/// order, so the first error reported is the same.
 pub(crate) fn build(
     flags: &Flags,
     file: Option<(&Path, Layer)>,
@@ -225,11 +226,78 @@ pub(crate) fn build(
     let ctx = Ctx { file: file_path };
     let defaults = Config::default();
 
-    // [default] / [logging] numbers and encap.
-    let mtu = pick(&cli.mtu, &fl.mtu, "mtu", "default", "mtu");
-    let mtu = match mtu {
+    let core = build_core(&ctx, &cli, &fl, &defaults)?;
+    let cni = build_cni(&ctx, &cli, &fl, &defaults.cni)?;
+    let metrics_bind_address = build_metrics_bind(&ctx, &cli, &fl)?;
+    let master_ha = build_master_ha(&ctx, &cli.ha, &fl.ha)?;
+    // In a pod with nothing else configured, the service account is the default.
+    let in_cluster = match kube_defaults {
+        Some(_) => None,
+        None => in_cluster_from(|k| std::env::var(k).ok(), Path::new(SERVICE_ACCOUNT_DIR)),
+    };
+    let kubernetes = build_kubernetes(
+        &ctx,
+        &cli,
+        &fl,
+        kube_defaults.unwrap_or_default(),
+        in_cluster,
+    )?;
+    let ovn_north = build_ovn(&ctx, &cli.nb, &fl.nb, "nb", "ovnnorth", "northbound")?;
+    let ovn_south = build_ovn(&ctx, &cli.sb, &fl.sb, "sb", "ovnsouth", "southbound")?;
+    let only = build_ovnkube_only(flags, &defaults)?;
+
+    Ok(Config {
+        cluster_subnets: only.cluster_subnets,
+        service_cidr: only.service_cidr,
+        net_controller: flags.net_controller,
+        init_master: only.init_master,
+        init_node: only.init_node,
+        remove_node: only.remove_node,
+        pidfile: s(&flags.pidfile).map(PathBuf::from),
+        gateway: GatewayConfig {
+            init: flags.init_gateways,
+            interface: s(&flags.gateway_interface),
+            nexthop: only.nexthop,
+            spare_interface: flags.gateway_spare_interface,
+        },
+        nodeport: flags.nodeport,
+        ha: flags.ha,
+        config_file: file_path.map(Path::to_path_buf),
+        mtu: core.mtu,
+        conntrack_zone: core.conntrack_zone,
+        encap_type: core.encap_type,
+        encap_ip: core.encap_ip,
+        logging: core.logging,
+        cni,
+        kubernetes,
+        ovn_north,
+        ovn_south,
+        metrics_bind_address,
+        master_ha,
+        cni_credentials_dir: only.cni_credentials_dir,
+    })
+}
+
+/// The `[default]` and `[logging]` settings that have a file key, validated.
+struct Core {
+    mtu: u32,
+    conntrack_zone: u32,
+    encap_type: String,
+    encap_ip: Option<IpAddr>,
+    logging: LoggingConfig,
+}
+
+/// `[default]` numbers and encap, `[logging]`; checked in the order mtu, conntrack zone, log
+/// level, encap type, encap IP.
+fn build_core(
+    ctx: &Ctx<'_>,
+    cli: &Layer,
+    fl: &Layer,
+    defaults: &Config,
+) -> Result<Core, ConfigError> {
+    let mtu = match pick(&cli.mtu, &fl.mtu, "mtu", "default", "mtu") {
         None => defaults.mtu,
-        Some(st) => in_range(&ctx, &st, 576, 65535)?,
+        Some(st) => in_range(ctx, &st, 576, 65535)?,
     };
     let ct = pick(
         &cli.conntrack_zone,
@@ -240,9 +308,9 @@ pub(crate) fn build(
     );
     let conntrack_zone = match ct {
         None => defaults.conntrack_zone,
-        Some(st) => in_range(&ctx, &st, 1, 65535)?,
+        Some(st) => in_range(ctx, &st, 1, 65535)?,
     };
-    let loglevel = match pick(
+    let level = match pick(
         &cli.loglevel,
         &fl.loglevel,
         "loglevel",
@@ -250,15 +318,7 @@ pub(crate) fn build(
         "loglevel",
     ) {
         None => defaults.logging.level,
-        Some(st) if st.value < 1 => {
-            return Err(ctx.invalid(
-                &st,
-                &st.value.to_string(),
-                "must be between 1 (fatal) and 5 (debug)",
-            ));
-        }
-        // Levels above debug mean debug, as in the reference.
-        Some(st) => u8::try_from(st.value.min(5)).unwrap_or(5),
+        Some(st) => log_level(ctx, &st)?,
     };
     let encap_type = pick_or(
         &cli.encap_type,
@@ -275,7 +335,6 @@ pub(crate) fn build(
             "must be geneve, vxlan or stt (the tunnel types OVN supports)",
         ));
     }
-    let encap_type = encap_type.value;
     let encap_ip = match pick(
         &cli.encap_ip,
         &fl.encap_ip,
@@ -288,82 +347,114 @@ pub(crate) fn build(
             parse_unicast_v4(&st.value).map_err(|why| ctx.invalid(&st, &st.value, why))?,
         )),
     };
-    let logfile = pick(&cli.logfile, &fl.logfile, "logfile", "logging", "logfile")
+    let file = pick(&cli.logfile, &fl.logfile, "logfile", "logging", "logfile")
         .map(|st| PathBuf::from(st.value));
+    Ok(Core {
+        mtu,
+        conntrack_zone,
+        encap_type: encap_type.value,
+        encap_ip,
+        logging: LoggingConfig { level, file },
+    })
+}
 
-    let cni = CniConfig {
-        conf_dir: PathBuf::from(
-            pick_or(
-                &cli.cni_conf_dir,
-                &fl.cni_conf_dir,
-                defaults.cni.conf_dir.display().to_string(),
-                "cni-conf-dir",
-                "cni",
-                "conf-dir",
-            )
-            .value,
-        ),
-        plugin: {
-            let st = pick_or(
-                &cli.cni_plugin,
-                &fl.cni_plugin,
-                defaults.cni.plugin.clone(),
-                "cni-plugin",
-                "cni",
-                "plugin",
-            );
-            if st.value.contains('/') {
-                return Err(ctx.invalid(
-                    &st,
-                    &st.value,
-                    "must be a plugin name (a file in the CNI bin directory), not a path",
-                ));
-            }
-            st.value
-        },
-        win_hnsnetwork_id: pick(
-            &cli.win_hnsnetwork_id,
-            &fl.win_hnsnetwork_id,
-            "win-hnsnetwork-id",
-            "cni",
-            "win-hnsnetwork-id",
-        )
-        .map(|st| st.value),
-    };
+/// A log level from 1 (fatal) up; levels above debug (5) mean debug, as in the reference.
+fn log_level(ctx: &Ctx<'_>, st: &Setting<i64>) -> Result<u8, ConfigError> {
+    if st.value < 1 {
+        return Err(ctx.invalid(
+            st,
+            &st.value.to_string(),
+            "must be between 1 (fatal) and 5 (debug)",
+        ));
+    }
+    Ok(u8::try_from(st.value.min(5)).unwrap_or(5))
+}
 
-    let metrics_bind_address = match pick(
+/// `[cni]`: the plugin is a name in the CNI bin directory, never a path.
+fn build_cni(
+    ctx: &Ctx<'_>,
+    cli: &Layer,
+    fl: &Layer,
+    defaults: &CniConfig,
+) -> Result<CniConfig, ConfigError> {
+    let conf_dir = pick_or(
+        &cli.cni_conf_dir,
+        &fl.cni_conf_dir,
+        defaults.conf_dir.display().to_string(),
+        "cni-conf-dir",
+        "cni",
+        "conf-dir",
+    );
+    let plugin = pick_or(
+        &cli.cni_plugin,
+        &fl.cni_plugin,
+        defaults.plugin.clone(),
+        "cni-plugin",
+        "cni",
+        "plugin",
+    );
+    if plugin.value.contains('/') {
+        return Err(ctx.invalid(
+            &plugin,
+            &plugin.value,
+            "must be a plugin name (a file in the CNI bin directory), not a path",
+        ));
+    }
+    let win_hnsnetwork_id = pick(
+        &cli.win_hnsnetwork_id,
+        &fl.win_hnsnetwork_id,
+        "win-hnsnetwork-id",
+        "cni",
+        "win-hnsnetwork-id",
+    )
+    .map(|st| st.value);
+    Ok(CniConfig {
+        conf_dir: PathBuf::from(conf_dir.value),
+        plugin: plugin.value,
+        win_hnsnetwork_id,
+    })
+}
+
+/// `-metrics-bind-address`: an IP:PORT socket address when given.
+fn build_metrics_bind(
+    ctx: &Ctx<'_>,
+    cli: &Layer,
+    fl: &Layer,
+) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let Some(st) = pick(
         &cli.metrics_bind_address,
         &fl.metrics_bind_address,
         "metrics-bind-address",
         "default",
         "metrics-bind-address",
-    ) {
-        None => None,
-        Some(st) => Some(st.value.parse::<std::net::SocketAddr>().map_err(|_| {
+    ) else {
+        return Ok(None);
+    };
+    st.value
+        .parse::<std::net::SocketAddr>()
+        .map(Some)
+        .map_err(|_| {
             ctx.invalid(
                 &st,
                 &st.value,
                 "must be IP:PORT, e.g. 127.0.0.1:9409 or [::]:9409",
             )
-        })?),
-    };
-    let master_ha = build_master_ha(&ctx, &cli.ha, &fl.ha)?;
-    // In a pod with nothing else configured, the service account is the default.
-    let in_cluster = match kube_defaults {
-        Some(_) => None,
-        None => in_cluster_from(|k| std::env::var(k).ok(), Path::new(SERVICE_ACCOUNT_DIR)),
-    };
-    let kubernetes = build_kubernetes(
-        &ctx,
-        &cli,
-        &fl,
-        kube_defaults.unwrap_or_default(),
-        in_cluster,
-    )?;
-    let ovn_north = build_ovn(&ctx, &cli.nb, &fl.nb, "nb", "ovnnorth", "northbound")?;
-    let ovn_south = build_ovn(&ctx, &cli.sb, &fl.sb, "sb", "ovnsouth", "southbound")?;
+        })
+}
 
-    // ovnkube-only flags (no config-file keys); always parsed, never a panic.
+/// The settings only ovnkube's command line has (no config-file keys), validated.
+struct OvnkubeOnly {
+    cluster_subnets: Vec<ClusterSubnet>,
+    service_cidr: Option<Ipv4Net>,
+    nexthop: Option<Ipv4Addr>,
+    cni_credentials_dir: Option<PathBuf>,
+    init_master: Option<String>,
+    init_node: Option<String>,
+    remove_node: Option<String>,
+}
+
+/// ovnkube-only flags; always parsed, never a panic.
+fn build_ovnkube_only(flags: &Flags, defaults: &Config) -> Result<OvnkubeOnly, ConfigError> {
     let cluster_subnets = match s(&flags.cluster_subnet) {
         None => defaults.cluster_subnets.clone(),
         Some(v) => parse_cluster_subnets(&v)?,
@@ -380,56 +471,30 @@ pub(crate) fn build(
             ))
         })?),
     };
-
     let cni_credentials_dir = match s(&flags.cni_credentials_dir) {
         None => None,
-        Some(v) if Path::new(&v).is_absolute() && !v.split('/').any(|c| c == "..") => {
-            Some(PathBuf::from(v))
-        }
-        Some(v) => {
-            return Err(ConfigError::new(format!(
-                "invalid value {} for flag -cni-credentials-dir: must be an absolute path without '..' (a host directory such as /var/run/ovn-kubernetes/credentials)",
-                super::shown(&v)
-            )));
-        }
+        Some(v) => Some(credentials_dir(&v)?),
     };
-    let init_master = node_name_flag(&flags.init_master, "init-master")?;
-    let init_node = node_name_flag(&flags.init_node, "init-node")?;
-    let remove_node = node_name_flag(&flags.remove_node, "remove-node")?;
-
-    Ok(Config {
+    Ok(OvnkubeOnly {
         cluster_subnets,
         service_cidr,
-        net_controller: flags.net_controller,
-        init_master,
-        init_node,
-        remove_node,
-        pidfile: s(&flags.pidfile).map(PathBuf::from),
-        gateway: GatewayConfig {
-            init: flags.init_gateways,
-            interface: s(&flags.gateway_interface),
-            nexthop,
-            spare_interface: flags.gateway_spare_interface,
-        },
-        nodeport: flags.nodeport,
-        ha: flags.ha,
-        config_file: file_path.map(Path::to_path_buf),
-        mtu,
-        conntrack_zone,
-        encap_type,
-        encap_ip,
-        logging: LoggingConfig {
-            level: loglevel,
-            file: logfile,
-        },
-        cni,
-        kubernetes,
-        ovn_north,
-        ovn_south,
-        metrics_bind_address,
-        master_ha,
+        nexthop,
         cni_credentials_dir,
+        init_master: node_name_flag(&flags.init_master, "init-master")?,
+        init_node: node_name_flag(&flags.init_node, "init-node")?,
+        remove_node: node_name_flag(&flags.remove_node, "remove-node")?,
     })
+}
+
+/// `-cni-credentials-dir`: an absolute host path with no `..` component.
+fn credentials_dir(v: &str) -> Result<PathBuf, ConfigError> {
+    if Path::new(v).is_absolute() && !v.split('/').any(|c| c == "..") {
+        return Ok(PathBuf::from(v));
+    }
+    Err(ConfigError::new(format!(
+        "invalid value {} for flag -cni-credentials-dir: must be an absolute path without '..' (a host directory such as /var/run/ovn-kubernetes/credentials)",
+        super::shown(v)
+    )))
 }
 
 /// `-ha-election-*` / `[masterha]`: whole positive seconds, renew deadline < lease duration
@@ -437,64 +502,40 @@ pub(crate) fn build(
 /// deadline (a renewal can fail and be retried before the deadline).
 fn build_master_ha(ctx: &Ctx, cli: &HaLayer, fl: &HaLayer) -> Result<MasterHaConfig, ConfigError> {
     let d = MasterHaConfig::default();
-    let secs = |cli: &Option<i64>,
-                fl: &Option<i64>,
-                default: Duration,
-                flag: &'static str,
-                key: &'static str|
-     -> Result<(Setting<i64>, Duration), ConfigError> {
-        let st = pick_or(cli, fl, default.as_secs() as i64, flag, "masterha", key);
-        if st.value <= 0 || st.value > 86_400 {
-            return Err(ctx.invalid(
-                &st,
-                &st.value.to_string(),
-                "must be a whole number of seconds between 1 and 86400",
-            ));
-        }
-        let v = Duration::from_secs(st.value as u64);
-        Ok((st, v))
-    };
-    let (_, lease_duration) = secs(
-        &cli.lease_duration,
-        &fl.lease_duration,
-        d.lease_duration,
-        "ha-election-lease-duration",
-        "election-lease-duration",
+    let lease = ha_secs(
+        ctx,
+        pick_or(
+            &cli.lease_duration,
+            &fl.lease_duration,
+            d.lease_duration.as_secs() as i64,
+            "ha-election-lease-duration",
+            "masterha",
+            "election-lease-duration",
+        ),
     )?;
-    let (renew_st, renew_deadline) = secs(
-        &cli.renew_deadline,
-        &fl.renew_deadline,
-        d.renew_deadline,
-        "ha-election-renew-deadline",
-        "election-renew-deadline",
+    let renew = ha_secs(
+        ctx,
+        pick_or(
+            &cli.renew_deadline,
+            &fl.renew_deadline,
+            d.renew_deadline.as_secs() as i64,
+            "ha-election-renew-deadline",
+            "masterha",
+            "election-renew-deadline",
+        ),
     )?;
-    let (retry_st, retry_period) = secs(
-        &cli.retry_period,
-        &fl.retry_period,
-        d.retry_period,
-        "ha-election-retry-period",
-        "election-retry-period",
+    let retry = ha_secs(
+        ctx,
+        pick_or(
+            &cli.retry_period,
+            &fl.retry_period,
+            d.retry_period.as_secs() as i64,
+            "ha-election-retry-period",
+            "masterha",
+            "election-retry-period",
+        ),
     )?;
-    if renew_deadline >= lease_duration {
-        return Err(ctx.invalid(
-            &renew_st,
-            &renew_st.value.to_string(),
-            &format!(
-                "must be less than the lease duration ({}s), or a standby could take over while the leader still writes",
-                lease_duration.as_secs()
-            ),
-        ));
-    }
-    if retry_period >= renew_deadline {
-        return Err(ctx.invalid(
-            &retry_st,
-            &retry_st.value.to_string(),
-            &format!(
-                "must be less than the renew deadline ({}s), so a failed renewal is retried before the deadline",
-                renew_deadline.as_secs()
-            ),
-        ));
-    }
+    check_ha_order(ctx, &lease, &renew, &retry)?;
     let namespace = pick_or(
         &cli.lease_namespace,
         &fl.lease_namespace,
@@ -510,31 +551,83 @@ fn build_master_ha(ctx: &Ctx, cli: &HaLayer, fl: &HaLayer) -> Result<MasterHaCon
         "masterha",
         "election-lease-name",
     );
-    // A namespace is a DNS label; a Lease name a DNS subdomain.
+    check_lease_names(ctx, &namespace, name.as_ref())?;
+    Ok(MasterHaConfig {
+        lease_duration: lease.1,
+        renew_deadline: renew.1,
+        retry_period: retry.1,
+        lease_namespace: namespace.value,
+        lease_name: name.map(|st| st.value),
+    })
+}
+
+/// One `-ha-election-*` duration: a whole number of seconds, at most a day.
+fn ha_secs(ctx: &Ctx, st: Setting<i64>) -> Result<(Setting<i64>, Duration), ConfigError> {
+    if st.value <= 0 || st.value > 86_400 {
+        return Err(ctx.invalid(
+            &st,
+            &st.value.to_string(),
+            "must be a whole number of seconds between 1 and 86400",
+        ));
+    }
+    let v = Duration::from_secs(st.value as u64);
+    Ok((st, v))
+}
+
+/// Retry period < renew deadline < lease duration.
+fn check_ha_order(
+    ctx: &Ctx,
+    (_, lease_duration): &(Setting<i64>, Duration),
+    (renew_st, renew_deadline): &(Setting<i64>, Duration),
+    (retry_st, retry_period): &(Setting<i64>, Duration),
+) -> Result<(), ConfigError> {
+    if renew_deadline >= lease_duration {
+        return Err(ctx.invalid(
+            renew_st,
+            &renew_st.value.to_string(),
+            &format!(
+                "must be less than the lease duration ({}s), or a standby could take over while the leader still writes",
+                lease_duration.as_secs()
+            ),
+        ));
+    }
+    if retry_period >= renew_deadline {
+        return Err(ctx.invalid(
+            retry_st,
+            &retry_st.value.to_string(),
+            &format!(
+                "must be less than the renew deadline ({}s), so a failed renewal is retried before the deadline",
+                renew_deadline.as_secs()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A namespace is a DNS label; a Lease name a DNS subdomain.
+fn check_lease_names(
+    ctx: &Ctx,
+    namespace: &Setting<String>,
+    name: Option<&Setting<String>>,
+) -> Result<(), ConfigError> {
     if !is_node_name(&namespace.value)
         || namespace.value.len() > 63
         || namespace.value.contains('.')
     {
         return Err(ctx.invalid(
-            &namespace,
+            namespace,
             &namespace.value,
             "must be a namespace name (at most 63 lower-case letters, digits and '-')",
         ));
     }
-    if let Some(st) = name.as_ref().filter(|st| !is_node_name(&st.value)) {
+    if let Some(st) = name.filter(|st| !is_node_name(&st.value)) {
         return Err(ctx.invalid(
             st,
             &st.value,
             "must be a Kubernetes object name (lower-case letters, digits, '-' and '.')",
         ));
     }
-    Ok(MasterHaConfig {
-        lease_duration,
-        renew_deadline,
-        retry_period,
-        lease_namespace: namespace.value,
-        lease_name: name.map(|st| st.value),
-    })
+    Ok(())
 }
 
 /// The tunnel types OVN's `ovn-encap-type` accepts.
@@ -633,6 +726,8 @@ pub(crate) fn in_cluster_from(
     })
 }
 
+/// `[kubernetes]` / `-k8s-*`, merged over `base`; when none of them is given and the process
+/// runs in a pod, the in-cluster configuration.
 fn build_kubernetes(
     ctx: &Ctx<'_>,
     cli: &Layer,
@@ -640,128 +735,155 @@ fn build_kubernetes(
     base: KubernetesConfig,
     in_cluster: Option<KubernetesConfig>,
 ) -> Result<KubernetesConfig, ConfigError> {
-    let base_path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let field = |c: &Option<String>,
-                 f: &Option<String>,
-                 d: Option<String>,
-                 flag: &'static str,
-                 key: &'static str| {
-        pick(c, f, flag, "kubernetes", key).or(d.map(|value| Setting {
-            value,
-            origin: Origin::Default,
-            flag,
-            section: "kubernetes",
-            key,
-        }))
-    };
-    let kubeconfig = field(
-        &cli.k8s_kubeconfig,
-        &fl.k8s_kubeconfig,
-        base_path(&base.kubeconfig),
-        "k8s-kubeconfig",
-        "kubeconfig",
-    );
-    let cacert = field(
-        &cli.k8s_cacert,
-        &fl.k8s_cacert,
-        base_path(&base.cacert),
-        "k8s-cacert",
-        "cacert",
-    );
-    let apiserver = pick_or(
-        &cli.k8s_apiserver,
-        &fl.k8s_apiserver,
-        base.apiserver.clone(),
-        "k8s-apiserver",
-        "kubernetes",
-        "apiserver",
-    );
-    let token = field(
-        &cli.k8s_token,
-        &fl.k8s_token,
-        base.token.clone(),
-        "k8s-token",
-        "token",
-    );
-
-    let token_file = field(
-        &cli.k8s_token_file,
-        &fl.k8s_token_file,
-        base_path(&base.token_file),
-        "k8s-token-file",
-        "token-file",
-    );
-    let nothing_given = kubeconfig.is_none()
-        && matches!(apiserver.origin, Origin::Default)
-        && cacert.is_none()
-        && token.is_none()
-        && token_file.is_none();
-    if let (true, Some(ic)) = (nothing_given, in_cluster) {
+    let k = KubeSettings::pick(cli, fl, &base);
+    if let (true, Some(ic)) = (k.nothing_given(), in_cluster) {
         return Ok(ic);
     }
-
-    let prefix = |st: &Setting<String>| ctx.label(st);
-    if let Some(st) = &token_file
-        && !Path::new(&st.value).is_file()
-    {
-        return Err(ConfigError::new(format!(
-            "{}: kubernetes token file {:?} not found",
-            prefix(st),
-            st.value
-        )));
-    }
-    if let Some(st) = &kubeconfig
-        && !Path::new(&st.value).exists()
-    {
-        return Err(ConfigError::new(format!(
-            "{}: kubernetes kubeconfig file {:?} not found",
-            prefix(st),
-            st.value
-        )));
-    }
-    if let Some(st) = &cacert
-        && !Path::new(&st.value).exists()
-    {
-        return Err(ConfigError::new(format!(
-            "{}: kubernetes CA certificate file {:?} not found",
-            prefix(st),
-            st.value
-        )));
-    }
-    let scheme = apiserver_scheme(&apiserver.value).map_err(|e| {
-        ConfigError::new(format!(
-            "{}: kubernetes API server address {:?} invalid: {e}",
-            prefix(&apiserver),
-            apiserver.value
-        ))
-    })?;
-    if scheme != "http" && scheme != "https" {
-        return Err(ConfigError::new(format!(
-            "{}: kubernetes API server URL scheme {scheme:?} invalid (use http:// or https://)",
-            prefix(&apiserver)
-        )));
-    }
-    check_apiserver_host(&apiserver.value).map_err(|e| {
-        ConfigError::new(format!(
-            "{}: kubernetes API server address {:?} invalid: {e}",
-            prefix(&apiserver),
-            apiserver.value
-        ))
-    })?;
-    if scheme == "https" && cacert.is_none() {
-        return Err(ConfigError::new(format!(
-            "{}: kubernetes API server {:?} scheme requires a CA certificate (set -k8s-cacert)",
-            prefix(&apiserver),
-            apiserver.value
-        )));
-    }
+    k.check_files(ctx)?;
+    k.check_apiserver(ctx)?;
     Ok(KubernetesConfig {
-        kubeconfig: kubeconfig.map(|st| PathBuf::from(st.value)),
-        apiserver: apiserver.value,
-        cacert: cacert.map(|st| PathBuf::from(st.value)),
-        token: token.map(|st| st.value),
-        token_file: token_file.map(|st| PathBuf::from(st.value)),
+        kubeconfig: k.kubeconfig.map(|st| PathBuf::from(st.value)),
+        apiserver: k.apiserver.value,
+        cacert: k.cacert.map(|st| PathBuf::from(st.value)),
+        token: k.token.map(|st| st.value),
+        token_file: k.token_file.map(|st| PathBuf::from(st.value)),
     })
+}
+
+/// The merged `[kubernetes]` settings, before validation.
+struct KubeSettings {
+    kubeconfig: Option<Setting<String>>,
+    cacert: Option<Setting<String>>,
+    apiserver: Setting<String>,
+    token: Option<Setting<String>>,
+    token_file: Option<Setting<String>>,
+}
+
+impl KubeSettings {
+    /// CLI over file over `base` (what the caller's defaults say).
+    fn pick(cli: &Layer, fl: &Layer, base: &KubernetesConfig) -> KubeSettings {
+        let base_path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let field = |c: &Option<String>,
+                     f: &Option<String>,
+                     d: Option<String>,
+                     flag: &'static str,
+                     key: &'static str| {
+            pick(c, f, flag, "kubernetes", key).or(d.map(|value| Setting {
+                value,
+                origin: Origin::Default,
+                flag,
+                section: "kubernetes",
+                key,
+            }))
+        };
+        KubeSettings {
+            kubeconfig: field(
+                &cli.k8s_kubeconfig,
+                &fl.k8s_kubeconfig,
+                base_path(&base.kubeconfig),
+                "k8s-kubeconfig",
+                "kubeconfig",
+            ),
+            cacert: field(
+                &cli.k8s_cacert,
+                &fl.k8s_cacert,
+                base_path(&base.cacert),
+                "k8s-cacert",
+                "cacert",
+            ),
+            apiserver: pick_or(
+                &cli.k8s_apiserver,
+                &fl.k8s_apiserver,
+                base.apiserver.clone(),
+                "k8s-apiserver",
+                "kubernetes",
+                "apiserver",
+            ),
+            token: field(
+                &cli.k8s_token,
+                &fl.k8s_token,
+                base.token.clone(),
+                "k8s-token",
+                "token",
+            ),
+            token_file: field(
+                &cli.k8s_token_file,
+                &fl.k8s_token_file,
+                base_path(&base.token_file),
+                "k8s-token-file",
+                "token-file",
+            ),
+        }
+    }
+
+    /// Nothing but built-in defaults: the in-cluster configuration may take over.
+    fn nothing_given(&self) -> bool {
+        self.kubeconfig.is_none()
+            && matches!(self.apiserver.origin, Origin::Default)
+            && self.cacert.is_none()
+            && self.token.is_none()
+            && self.token_file.is_none()
+    }
+
+    /// The token file, kubeconfig and CA certificate exist (checked in that order).
+    fn check_files(&self, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+        if let Some(st) = &self.token_file
+            && !Path::new(&st.value).is_file()
+        {
+            return Err(ConfigError::new(format!(
+                "{}: kubernetes token file {:?} not found",
+                ctx.label(st),
+                st.value
+            )));
+        }
+        if let Some(st) = &self.kubeconfig
+            && !Path::new(&st.value).exists()
+        {
+            return Err(ConfigError::new(format!(
+                "{}: kubernetes kubeconfig file {:?} not found",
+                ctx.label(st),
+                st.value
+            )));
+        }
+        if let Some(st) = &self.cacert
+            && !Path::new(&st.value).exists()
+        {
+            return Err(ConfigError::new(format!(
+                "{}: kubernetes CA certificate file {:?} not found",
+                ctx.label(st),
+                st.value
+            )));
+        }
+        Ok(())
+    }
+
+    /// The API server is an http(s) URL with a host; https needs a CA certificate.
+    fn check_apiserver(&self, ctx: &Ctx<'_>) -> Result<(), ConfigError> {
+        let apiserver = &self.apiserver;
+        let invalid = |e: String| {
+            ConfigError::new(format!(
+                "{}: kubernetes API server address {:?} invalid: {e}",
+                ctx.label(apiserver),
+                apiserver.value
+            ))
+        };
+        let scheme = apiserver_scheme(&apiserver.value).map_err(&invalid)?;
+        if scheme != "http" && scheme != "https" {
+            return Err(ConfigError::new(format!(
+                "{}: kubernetes API server URL scheme {scheme:?} invalid (use http:// or https://)",
+                ctx.label(apiserver)
+            )));
+        }
+        check_apiserver_host(&apiserver.value).map_err(invalid)?;
+        if scheme == "https" && self.cacert.is_none() {
+            return Err(ConfigError::new(format!(
+                "{}: kubernetes API server {:?} scheme requires a CA certificate (set -k8s-cacert)",
+                ctx.label(apiserver),
+                apiserver.value
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The scheme of a URL the way Go's `url.Parse` sees it (lower-cased; "" when there is none).
