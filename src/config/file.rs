@@ -31,70 +31,16 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Layer, ConfigError> 
         let lineno = i + 1;
         let line = lines[i].trim_start_matches('\u{feff}').trim();
         i += 1;
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+        if is_blank_or_comment(line) {
             continue;
         }
         if let Some(rest) = line.strip_prefix('[') {
-            let Some((inner, after)) = rest.split_once(']') else {
-                return Err(err(
-                    lineno,
-                    format!("missing ']' in section header {line:?}"),
-                ));
-            };
-            let after = after.trim();
-            if !(after.is_empty() || after.starts_with(';') || after.starts_with('#')) {
-                return Err(err(
-                    lineno,
-                    format!("unexpected text {after:?} after section header"),
-                ));
-            }
-            let name = inner.trim();
-            if name.contains(char::is_whitespace) {
-                return Err(err(
-                    lineno,
-                    format!("subsections are not supported: [{name}]"),
-                ));
-            }
-            let lower = name.to_ascii_lowercase();
-            if !SECTIONS.contains(&lower.as_str()) {
-                return Err(err(
-                    lineno,
-                    format!(
-                        "unknown section [{name}] (valid sections: {})",
-                        SECTIONS.join(", ")
-                    ),
-                ));
-            }
-            section = Some(lower);
+            section = Some(section_header(line, rest).map_err(|msg| err(lineno, msg))?);
             continue;
         }
-        // key [= value]
-        let name_end = line
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-            .unwrap_or(line.len());
-        let key = &line[..name_end];
-        if key.is_empty() || !key.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            return Err(err(lineno, format!("invalid key name in {line:?}")));
-        }
-        let Some(sec) = section.as_deref() else {
-            return Err(err(
-                lineno,
-                format!("key {key:?} appears before any [section] header"),
-            ));
-        };
-        let rest = line[name_end..].trim_start();
-        let Some(raw_value) = rest.strip_prefix('=') else {
-            if rest.is_empty() || rest.starts_with(';') || rest.starts_with('#') {
-                return Err(err(
-                    lineno,
-                    format!("missing '=' and value for key {key:?} in section [{sec}]"),
-                ));
-            }
-            return Err(err(
-                lineno,
-                format!("expected '=' after key {key:?} in section [{sec}]"),
-            ));
-        };
+        let (key, raw_value) =
+            key_and_value(line, section.as_deref()).map_err(|msg| err(lineno, msg))?;
+        let sec = section.as_deref().unwrap_or_default();
         let mut value_text = raw_value.to_string();
         let value = loop {
             match scan_value(&value_text) {
@@ -114,6 +60,58 @@ pub(crate) fn parse_file(path: &Path, text: &str) -> Result<Layer, ConfigError> 
         assign(&mut layer, sec, key, value).map_err(|msg| err(lineno, msg))?;
     }
     Ok(layer)
+}
+
+/// Nothing to read: an empty line, or one that is all comment.
+fn is_blank_or_comment(s: &str) -> bool {
+    s.is_empty() || s.starts_with(';') || s.starts_with('#')
+}
+
+/// A `[section]` line (`rest` follows the `[`): the lower-cased name of a known section.
+fn section_header(line: &str, rest: &str) -> Result<String, String> {
+    let Some((inner, after)) = rest.split_once(']') else {
+        return Err(format!("missing ']' in section header {line:?}"));
+    };
+    let after = after.trim();
+    if !is_blank_or_comment(after) {
+        return Err(format!("unexpected text {after:?} after section header"));
+    }
+    let name = inner.trim();
+    if name.contains(char::is_whitespace) {
+        return Err(format!("subsections are not supported: [{name}]"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if !SECTIONS.contains(&lower.as_str()) {
+        return Err(format!(
+            "unknown section [{name}] (valid sections: {})",
+            SECTIONS.join(", ")
+        ));
+    }
+    Ok(lower)
+}
+
+/// A `key = value` line inside `section`: the key and the raw text after `=`.
+fn key_and_value<'a>(line: &'a str, section: Option<&str>) -> Result<(&'a str, &'a str), String> {
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .unwrap_or(line.len());
+    let key = &line[..name_end];
+    if key.is_empty() || !key.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return Err(format!("invalid key name in {line:?}"));
+    }
+    let Some(sec) = section else {
+        return Err(format!("key {key:?} appears before any [section] header"));
+    };
+    let rest = line[name_end..].trim_start();
+    let Some(raw_value) = rest.strip_prefix('=') else {
+        if is_blank_or_comment(rest) {
+            return Err(format!(
+                "missing '=' and value for key {key:?} in section [{sec}]"
+            ));
+        }
+        return Err(format!("expected '=' after key {key:?} in section [{sec}]"));
+    };
+    Ok((key, raw_value))
 }
 
 const SECTIONS: [&str; 7] = [
