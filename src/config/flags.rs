@@ -430,56 +430,79 @@ fn normalize(cmd: &clap::Command, args: Vec<OsString>) -> Result<Normalized, Con
             return Ok(out);
         }
         prev_bool = None;
-        let body = s.strip_prefix("--").unwrap_or(&s[1..]);
-        if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
-            out.pending = Some(ConfigError::new(format!(
-                "bad flag syntax: {s} (see ovnkube -h)"
-            )));
-            return Ok(out);
-        }
-        let (name, value) = match body.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (body, None),
-        };
-        let Some(arg) = cmd.get_arguments().find(|a| {
-            a.get_long() == Some(name)
-                || a.get_all_aliases()
-                    .is_some_and(|aliases| aliases.contains(&name))
-        }) else {
-            out.pending = Some(ConfigError::new(format!(
-                "flag provided but not defined: -{name} (see ovnkube -h)"
-            )));
-            return Ok(out);
-        };
-        let long = arg.get_long().unwrap_or(name);
-        let is_bool = arg.get_num_args().is_some_and(|r| r.min_values() == 0);
-        match (value, is_bool) {
-            (Some(v), _) => out.argv.push(format!("--{long}={v}")),
-            (None, true) => {
-                out.argv.push(format!("--{long}"));
-                prev_bool = Some(name.to_string());
+        let (long, name, value, is_bool) = match known_flag(cmd, s) {
+            Ok(f) => f,
+            Err(e) => {
+                out.pending = Some(e);
+                return Ok(out);
             }
-            (None, false) => match it.next() {
-                Some(next) => match next.to_str() {
-                    Some(v) => out.argv.push(format!("--{long}={v}")),
-                    None => {
-                        out.pending = Some(ConfigError::new(format!(
-                            "invalid value {:?} for flag -{name}: not valid UTF-8",
-                            next.to_string_lossy()
-                        )));
-                        return Ok(out);
-                    }
-                },
-                None => {
-                    out.pending = Some(ConfigError::new(format!(
-                        "flag needs an argument: -{name} (see ovnkube -h)"
-                    )));
+        };
+        let value = match (value, is_bool) {
+            (Some(v), _) => Some(v.to_string()),
+            (None, true) => {
+                prev_bool = Some(name.to_string());
+                None
+            }
+            (None, false) => match separate_value(name, it.next()) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    out.pending = Some(e);
                     return Ok(out);
                 }
             },
-        }
+        };
+        out.argv.push(match value {
+            Some(v) => format!("--{long}={v}"),
+            None => format!("--{long}"),
+        });
     }
     Ok(out)
+}
+
+/// One `-name[=value]` / `--name[=value]` argument of a defined flag: its long name, the name
+/// as written, the `=` value if any, and whether it is a boolean (takes no separate value).
+fn known_flag<'a>(
+    cmd: &'a clap::Command,
+    s: &'a str,
+) -> Result<(&'a str, &'a str, Option<&'a str>, bool), ConfigError> {
+    let body = s.strip_prefix("--").unwrap_or(&s[1..]);
+    if body.is_empty() || body.starts_with('-') || body.starts_with('=') {
+        return Err(ConfigError::new(format!(
+            "bad flag syntax: {s} (see ovnkube -h)"
+        )));
+    }
+    let (name, value) = match body.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (body, None),
+    };
+    let Some(arg) = cmd.get_arguments().find(|a| {
+        a.get_long() == Some(name)
+            || a.get_all_aliases()
+                .is_some_and(|aliases| aliases.contains(&name))
+    }) else {
+        return Err(ConfigError::new(format!(
+            "flag provided but not defined: -{name} (see ovnkube -h)"
+        )));
+    };
+    let long = arg.get_long().unwrap_or(name);
+    let is_bool = arg.get_num_args().is_some_and(|r| r.min_values() == 0);
+    Ok((long, name, value, is_bool))
+}
+
+/// The value of a non-boolean flag written as `-name value`: the next argument.
+fn separate_value(name: &str, next: Option<OsString>) -> Result<String, ConfigError> {
+    let Some(next) = next else {
+        return Err(ConfigError::new(format!(
+            "flag needs an argument: -{name} (see ovnkube -h)"
+        )));
+    };
+    match next.to_str() {
+        Some(v) => Ok(v.to_string()),
+        None => Err(ConfigError::new(format!(
+            "invalid value {:?} for flag -{name}: not valid UTF-8",
+            next.to_string_lossy()
+        ))),
+    }
 }
 
 /// Turns a clap error into our one-line, Go-flavoured message.
