@@ -23,7 +23,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::kube::{Change, key};
 use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::next_change;
-use crate::ovn::{Nb, NbTxn, Proto, Query, names};
+use crate::ovn::{Nb, NbTxn, Proto, Query, Row, names};
 use crate::util::retry::{self, Outage, Retries, Retrying};
 use endpoints::{EpSet, Source};
 use tokio_util::sync::CancellationToken;
@@ -68,10 +68,65 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
         ])
         .await
         .context("reading load balancers, gateway routers and node switches")?;
-    let (lbs, routers, switches) = (&t[0], &t[1], &t[2]);
-    let mut targets = LbTargets::default();
-    let mut flavored_gw: BTreeMap<(String, Proto, Flavor), String> = BTreeMap::new();
-    let mut node_lbs: BTreeMap<(String, Proto, Flavor), String> = BTreeMap::new();
+    Ok(nb_state(&t[0], &t[1], &t[2]))
+}
+
+/// Load balancer rows sorted by what their `external_ids` say they are for.
+#[derive(Default)]
+struct LbIndex {
+    cluster: BTreeMap<(Proto, Flavor), String>,
+    gateway: BTreeMap<(String, Proto, Flavor), String>,
+    node: BTreeMap<(String, Proto, Flavor), String>,
+}
+
+/// What the rows read say: the targets (the first load balancer of each kind wins), the VIPs
+/// they hold, the node switches and the flavored load balancers left without a router or switch.
+fn nb_state(lbs: &[Row], routers: &[Row], switches: &[Row]) -> NbState {
+    let index = index_lbs(lbs);
+    let mut targets = LbTargets {
+        cluster: index.cluster,
+        gateways: gateways(routers, lbs, &index.gateway),
+        nodes: BTreeMap::new(),
+    };
+    let switches = node_switches(switches);
+    for sw in switches.keys() {
+        // Node switches are named after their node.
+        targets.nodes.entry(sw.clone()).or_default();
+    }
+    // Flavored load balancers whose router or switch is gone (node deleted) are removed.
+    let mut orphans = Vec::new();
+    for ((gr, _, _), uuid) in index.gateway {
+        if !targets.gateways.iter().any(|g| g.router == gr) {
+            orphans.push(uuid);
+        }
+    }
+    for ((n, p, f), uuid) in index.node {
+        match targets.nodes.get_mut(&n) {
+            Some(m) => {
+                m.insert((p, f), uuid);
+            }
+            None => orphans.push(uuid),
+        }
+    }
+    let owned: BTreeSet<String> = targets.all_uuids().into_iter().collect();
+    let mut actual = VipMap::new();
+    for lb in lbs.iter().filter(|lb| owned.contains(&lb.uuid)) {
+        for (vip, backends) in lb.map(col::VIPS) {
+            actual.insert((lb.uuid.clone(), vip), backends);
+        }
+    }
+    NbState {
+        targets,
+        actual,
+        switches,
+        orphans,
+    }
+}
+
+/// The cluster-wide (plain `k8s-cluster-lb-*` marks first), per-gateway-router and per-node
+/// load balancers; the first row of each kind wins.
+fn index_lbs(lbs: &[Row]) -> LbIndex {
+    let mut index = LbIndex::default();
     for lb in lbs {
         for p in Proto::ALL {
             if lb
@@ -79,7 +134,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
                 .as_deref()
                 == Some("yes")
             {
-                targets
+                index
                     .cluster
                     .entry((p, Flavor::PLAIN))
                     .or_insert_with(|| lb.uuid.clone());
@@ -87,22 +142,37 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
         }
         match LbWant::parse(&lb.map(col::EXTERNAL_IDS)) {
             Some(LbWant::Cluster(p, f)) => {
-                targets
+                index
                     .cluster
                     .entry((p, f))
                     .or_insert_with(|| lb.uuid.clone());
             }
             Some(LbWant::Gateway(gr, p, f)) => {
-                flavored_gw
+                index
+                    .gateway
                     .entry((gr, p, f))
                     .or_insert_with(|| lb.uuid.clone());
             }
             Some(LbWant::Node(n, p, f)) => {
-                node_lbs.entry((n, p, f)).or_insert_with(|| lb.uuid.clone());
+                index
+                    .node
+                    .entry((n, p, f))
+                    .or_insert_with(|| lb.uuid.clone());
             }
             None => {}
         }
     }
+    index
+}
+
+/// The gateway routers (those with a physical IP), sorted by name, each with its plain load
+/// balancers (marked on the load balancer) and its flavored ones.
+fn gateways(
+    routers: &[Row],
+    lbs: &[Row],
+    flavored: &BTreeMap<(String, Proto, Flavor), String>,
+) -> Vec<Gateway> {
+    let mut out = Vec::new();
     for r in routers {
         let name = r.str(col::NAME);
         let Some(ip) = r
@@ -127,15 +197,20 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
                 }
             }
         }
-        for ((gr, p, f), uuid) in &flavored_gw {
+        for ((gr, p, f), uuid) in flavored {
             if *gr == name {
                 g.lbs.insert((*p, *f), uuid.clone());
             }
         }
-        targets.gateways.push(g);
+        out.push(g);
     }
-    targets.gateways.sort_by(|a, b| a.router.cmp(&b.router));
-    let switches: SwitchLbs = switches
+    out.sort_by(|a, b| a.router.cmp(&b.router));
+    out
+}
+
+/// The node switches (those with a node id) and the load balancers attached to each.
+fn node_switches(switches: &[Row]) -> SwitchLbs {
+    switches
         .iter()
         .filter(|s| s.map_get(col::EXTERNAL_IDS, names::EXT_NODE).is_some())
         .map(|s| {
@@ -144,39 +219,7 @@ pub async fn read_targets(nb: &dyn Nb, with_vips: bool) -> Result<NbState> {
                 s.set(col::LOAD_BALANCER).into_iter().collect(),
             )
         })
-        .collect();
-    for sw in switches.keys() {
-        // Node switches are named after their node.
-        targets.nodes.entry(sw.clone()).or_default();
-    }
-    // Flavored load balancers whose router or switch is gone (node deleted) are removed.
-    let mut orphans = Vec::new();
-    for ((gr, _, _), uuid) in flavored_gw {
-        if !targets.gateways.iter().any(|g| g.router == gr) {
-            orphans.push(uuid);
-        }
-    }
-    for ((n, p, f), uuid) in node_lbs {
-        match targets.nodes.get_mut(&n) {
-            Some(m) => {
-                m.insert((p, f), uuid);
-            }
-            None => orphans.push(uuid),
-        }
-    }
-    let owned: BTreeSet<String> = targets.all_uuids().into_iter().collect();
-    let mut actual = VipMap::new();
-    for lb in lbs.iter().filter(|lb| owned.contains(&lb.uuid)) {
-        for (vip, backends) in lb.map(col::VIPS) {
-            actual.insert((lb.uuid.clone(), vip), backends);
-        }
-    }
-    Ok(NbState {
-        targets,
-        actual,
-        switches,
-        orphans,
-    })
+        .collect()
 }
 
 /// Ask the API server once whether it serves EndpointSlices. Only a definite "not served"
