@@ -452,19 +452,7 @@ pub fn service_vips(
     if ty == "ExternalName" {
         return d;
     }
-    let cluster_ip = match spec.cluster_ip.as_deref() {
-        // Headless services are resolved by DNS, not load-balanced.
-        None | Some("") | Some("None") => None,
-        Some(s) => match s.parse::<Ipv4Addr>() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                d.warnings.push(format!(
-                    "service {key}: clusterIP {s:?} is not an IPv4 address; no ClusterIP VIPs"
-                ));
-                None
-            }
-        },
-    };
+    let cluster_ip = cluster_ip(key, spec, &mut d.warnings);
     let external = external_addresses(key, svc, &mut d.warnings);
     let with_nodeports = nodeport && matches!(ty, "NodePort" | "LoadBalancer");
     if cluster_ip.is_none() && external.is_empty() && !with_nodeports {
@@ -474,129 +462,219 @@ pub fn service_vips(
         return d;
     };
     let affinity = affinity(key, spec, &mut d.warnings);
-    let cluster_flavor = Flavor {
-        affinity,
-        skip_snat: false,
-    };
     // externalTrafficPolicy Local: traffic arriving at a node goes only to that node's
     // endpoints and keeps its client address.
     let local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let gateway_flavor = Flavor {
-        affinity,
-        skip_snat: local,
+    let s = ServiceShape {
+        key,
+        cluster_ip,
+        external,
+        with_nodeports,
+        cluster_flavor: Flavor {
+            affinity,
+            skip_snat: false,
+        },
+        gateway_flavor: Flavor {
+            affinity,
+            skip_snat: local,
+        },
+        local,
+        // internalTrafficPolicy Local: a pod reaches the ClusterIP only through its own
+        // node's endpoints, so the ClusterIP goes on each node's own load balancer instead of
+        // the cluster-wide one.
+        internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
     };
-    // internalTrafficPolicy Local: a pod reaches the ClusterIP only through its own node's
-    // endpoints, so the ClusterIP goes on each node's own load balancer instead of the
-    // cluster-wide one.
-    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
     for sp in spec.ports.iter().flatten() {
-        let proto = match sp.protocol.as_deref() {
-            None | Some("") => {
-                d.warnings.push(format!(
-                    "service {key}: {} has no protocol; assuming TCP",
-                    port_label(sp)
-                ));
-                Proto::Tcp
-            }
-            Some(p) => match Proto::parse(p) {
-                Some(p) => p,
-                None => {
-                    d.warnings.push(format!(
-                        "service {key}: {} has unsupported protocol {p:?}; skipped",
-                        port_label(sp)
-                    ));
-                    continue;
-                }
-            },
-        };
-        if !(1..=65535).contains(&sp.port) {
-            d.warnings.push(format!(
-                "service {key}: {} is out of range; skipped",
-                port_label(sp)
-            ));
+        let Some(proto) = port_proto(key, sp, &mut d.warnings) else {
             continue;
-        }
+        };
         let cands = port_endpoints(key, sp, proto, eps, &mut d.warnings);
         let all = pick(&cands, None);
         if all.is_empty() {
             continue;
         }
-        if internal_local && let Some(ip) = cluster_ip {
-            for (node, node_lbs) in &lbs.nodes {
-                let b = pick(&cands, Some(node));
-                if b.is_empty() {
-                    continue;
-                }
-                match node_lbs.get(&(proto, cluster_flavor)) {
-                    Some(lb) => {
-                        d.vips.insert((lb.clone(), format!("{ip}:{}", sp.port)), b);
-                    }
-                    None => {
-                        d.missing
-                            .insert(LbWant::Node(node.clone(), proto, cluster_flavor));
-                    }
-                }
+        let port = Port {
+            sp,
+            proto,
+            cands: &cands,
+            all: &all,
+        };
+        node_local_vips(&s, &port, lbs, &mut d);
+        cluster_lb_vips(&s, &port, lbs, &mut d);
+        gateway_vips(&s, &port, lbs, &mut d);
+    }
+    d
+}
+
+/// What one service's VIPs depend on besides its ports.
+struct ServiceShape<'a> {
+    key: &'a str,
+    cluster_ip: Option<Ipv4Addr>,
+    external: Vec<Ipv4Addr>,
+    with_nodeports: bool,
+    cluster_flavor: Flavor,
+    gateway_flavor: Flavor,
+    local: bool,
+    internal_local: bool,
+}
+
+/// One service port with a usable protocol and at least one ready-or-serving endpoint.
+struct Port<'a> {
+    sp: &'a ServicePort,
+    proto: Proto,
+    cands: &'a [Cand],
+    /// The backends from every node.
+    all: &'a str,
+}
+
+/// The service's IPv4 ClusterIP; headless services are resolved by DNS, not load-balanced.
+fn cluster_ip(key: &str, spec: &ServiceSpec, warnings: &mut Vec<String>) -> Option<Ipv4Addr> {
+    match spec.cluster_ip.as_deref() {
+        None | Some("") | Some("None") => None,
+        Some(s) => match s.parse::<Ipv4Addr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                warnings.push(format!(
+                    "service {key}: clusterIP {s:?} is not an IPv4 address; no ClusterIP VIPs"
+                ));
+                None
             }
-        }
-        let on_cluster_lb: Vec<&Ipv4Addr> = cluster_ip
-            .iter()
-            .filter(|_| !internal_local)
-            .chain(&external)
-            .collect();
-        if on_cluster_lb.is_empty() {
-            // Nothing for the cluster load balancer (internalTrafficPolicy Local).
-        } else if lbs.cluster.contains_key(&(proto, Flavor::PLAIN)) {
-            match lbs.cluster.get(&(proto, cluster_flavor)) {
-                Some(lb) => {
-                    for ip in on_cluster_lb {
-                        d.vips
-                            .insert((lb.clone(), format!("{ip}:{}", sp.port)), all.clone());
-                    }
-                }
-                None => {
-                    d.missing.insert(LbWant::Cluster(proto, cluster_flavor));
-                }
-            }
-        } else {
-            d.warnings.push(format!(
-                "service {key}: no cluster {} load balancer yet (is the master running?)",
-                proto.upper()
+        },
+    }
+}
+
+/// A port's protocol (TCP when unset), or `None` (with a warning) for an unsupported protocol
+/// or a port number out of range.
+fn port_proto(key: &str, sp: &ServicePort, warnings: &mut Vec<String>) -> Option<Proto> {
+    let proto = match sp.protocol.as_deref() {
+        None | Some("") => {
+            warnings.push(format!(
+                "service {key}: {} has no protocol; assuming TCP",
+                port_label(sp)
             ));
+            Proto::Tcp
         }
-        for g in &lbs.gateways {
-            // A gateway without the plain load balancer of this protocol does not serve it.
-            if !g.lbs.contains_key(&(proto, Flavor::PLAIN)) {
-                continue;
+        Some(p) => match Proto::parse(p) {
+            Some(p) => p,
+            None => {
+                warnings.push(format!(
+                    "service {key}: {} has unsupported protocol {p:?}; skipped",
+                    port_label(sp)
+                ));
+                return None;
             }
-            let b = if local {
-                match g.node.as_deref() {
-                    Some(n) => pick(&cands, Some(n)),
-                    None => String::new(),
-                }
-            } else {
-                all.clone()
-            };
-            let mut vips: Vec<String> = external
-                .iter()
-                .map(|ip| format!("{ip}:{}", sp.port))
-                .collect();
-            if with_nodeports && let Some(np) = sp.node_port.filter(|p| *p > 0) {
-                vips.push(format!("{}:{np}", g.physical_ip));
+        },
+    };
+    if !(1..=65535).contains(&sp.port) {
+        warnings.push(format!(
+            "service {key}: {} is out of range; skipped",
+            port_label(sp)
+        ));
+        return None;
+    }
+    Some(proto)
+}
+
+/// internalTrafficPolicy Local: the ClusterIP on each node's own load balancer, with that
+/// node's endpoints.
+fn node_local_vips(s: &ServiceShape, port: &Port, lbs: &LbTargets, d: &mut Desired) {
+    let (true, Some(ip)) = (s.internal_local, s.cluster_ip) else {
+        return;
+    };
+    for (node, node_lbs) in &lbs.nodes {
+        let b = pick(port.cands, Some(node));
+        if b.is_empty() {
+            continue;
+        }
+        match node_lbs.get(&(port.proto, s.cluster_flavor)) {
+            Some(lb) => {
+                d.vips
+                    .insert((lb.clone(), format!("{ip}:{}", port.sp.port)), b);
             }
-            if b.is_empty() || vips.is_empty() {
-                continue;
-            }
-            let Some(lb) = g.lbs.get(&(proto, gateway_flavor)) else {
+            None => {
                 d.missing
-                    .insert(LbWant::Gateway(g.router.clone(), proto, gateway_flavor));
-                continue;
-            };
-            for v in vips {
-                d.vips.insert((lb.clone(), v), b.clone());
+                    .insert(LbWant::Node(node.clone(), port.proto, s.cluster_flavor));
             }
         }
     }
-    d
+}
+
+/// The ClusterIP (unless node-local) and the external addresses on the cluster load balancer.
+fn cluster_lb_vips(s: &ServiceShape, port: &Port, lbs: &LbTargets, d: &mut Desired) {
+    let on_cluster_lb: Vec<&Ipv4Addr> = s
+        .cluster_ip
+        .iter()
+        .filter(|_| !s.internal_local)
+        .chain(&s.external)
+        .collect();
+    if on_cluster_lb.is_empty() {
+        // Nothing for the cluster load balancer (internalTrafficPolicy Local).
+    } else if lbs.cluster.contains_key(&(port.proto, Flavor::PLAIN)) {
+        match lbs.cluster.get(&(port.proto, s.cluster_flavor)) {
+            Some(lb) => {
+                for ip in on_cluster_lb {
+                    d.vips.insert(
+                        (lb.clone(), format!("{ip}:{}", port.sp.port)),
+                        port.all.to_string(),
+                    );
+                }
+            }
+            None => {
+                d.missing
+                    .insert(LbWant::Cluster(port.proto, s.cluster_flavor));
+            }
+        }
+    } else {
+        d.warnings.push(format!(
+            "service {}: no cluster {} load balancer yet (is the master running?)",
+            s.key,
+            port.proto.upper()
+        ));
+    }
+}
+
+/// The external addresses and (with NodePorts) the node's physical IP on each gateway router
+/// that serves the protocol; externalTrafficPolicy Local keeps each gateway to its node's
+/// endpoints.
+fn gateway_vips(s: &ServiceShape, port: &Port, lbs: &LbTargets, d: &mut Desired) {
+    for g in &lbs.gateways {
+        // A gateway without the plain load balancer of this protocol does not serve it.
+        if !g.lbs.contains_key(&(port.proto, Flavor::PLAIN)) {
+            continue;
+        }
+        let b = if s.local {
+            match g.node.as_deref() {
+                Some(n) => pick(port.cands, Some(n)),
+                None => String::new(),
+            }
+        } else {
+            port.all.to_string()
+        };
+        let mut vips: Vec<String> = s
+            .external
+            .iter()
+            .map(|ip| format!("{ip}:{}", port.sp.port))
+            .collect();
+        if s.with_nodeports
+            && let Some(np) = port.sp.node_port.filter(|p| *p > 0)
+        {
+            vips.push(format!("{}:{np}", g.physical_ip));
+        }
+        if b.is_empty() || vips.is_empty() {
+            continue;
+        }
+        let Some(lb) = g.lbs.get(&(port.proto, s.gateway_flavor)) else {
+            d.missing.insert(LbWant::Gateway(
+                g.router.clone(),
+                port.proto,
+                s.gateway_flavor,
+            ));
+            continue;
+        };
+        for v in vips {
+            d.vips.insert((lb.clone(), v), b.clone());
+        }
+    }
 }
 
 /// Commands that turn `have` into `want`: one `set` per load balancer for new or changed VIPs
