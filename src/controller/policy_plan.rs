@@ -309,6 +309,8 @@ struct RuleAt<'a> {
     rule: &'a Rule,
 }
 
+/// The address sets and ACLs of one rule: one ACL for its numeric ports (or for no ports at
+/// all), and one address set and ACL per named-port number.
 fn rule_objects(
     c: &Compiled,
     w: &World,
@@ -319,92 +321,44 @@ fn rule_objects(
     out: &mut Objects,
 ) {
     let RuleAt { dir, i, rule } = at;
-    let field = dir.peer_field();
     let key = format!("{}.{}.{}.{i}", c.ns, c.name, dir.word());
-    let set_ids = |k: &str| {
-        ids(&[
-            (EXT_OWNER, OWNER_POLICY),
-            (EXT_NAMESPACE, &c.ns),
-            (EXT_POLICY, &c.name),
-            (EXT_NAME, k),
-        ])
-    };
-    let rule_s = i.to_string();
-    let acl = |matches: String| AclSpec {
-        direction: match dir {
-            Dir::Ingress => "to-lport".into(),
-            Dir::Egress => "from-lport".into(),
-        },
-        priority: PRIO_ALLOW,
-        matches,
-        action: "allow-related".into(),
-        after_lb: dir == Dir::Egress,
-        external_ids: ids(&[
-            (EXT_OWNER, OWNER_POLICY),
-            (EXT_NAMESPACE, &c.ns),
-            (EXT_POLICY, &c.name),
-            (EXT_DIRECTION, dir.title()),
-            (EXT_RULE, &rule_s),
-        ]),
-    };
-
-    // Peers: `None` = anyone; otherwise an OR of the pod-peer address set and the ipBlocks.
     let mut peer_pods: BTreeMap<String, &PodView> = BTreeMap::new();
-    let set_name = hash_name(&key);
-    let peers_match: Option<Vec<String>> = rule.peers.as_ref().map(|peers| {
-        let parts = peer_parts(&c.ns, w, field, peers, &mut peer_pods, &set_name);
-        if peers.iter().any(|p| matches!(p, Peer::Pods { .. })) {
-            out.sets.insert(
-                set_name.clone(),
-                AsSpec {
-                    external_ids: set_ids(&key),
-                    addresses: peer_pods.values().map(|p| p.ip.to_string()).collect(),
-                },
-            );
-        }
-        parts
-    });
-    let peers_clause = match &peers_match {
+    let peers_clause = match &rule.peers {
         None => None,
-        // Only peers that can match nothing: the rule allows nothing.
-        Some(parts) if parts.is_empty() => return,
-        Some(parts) => Some(one_or_any(parts.clone())),
+        Some(peers) => {
+            let set_name = hash_name(&key);
+            let parts = peer_parts(&c.ns, w, dir.peer_field(), peers, &mut peer_pods, &set_name);
+            if peers.iter().any(|p| matches!(p, Peer::Pods { .. })) {
+                out.sets.insert(
+                    set_name,
+                    AsSpec {
+                        external_ids: rule_set_ids(c, &key),
+                        addresses: peer_pods.values().map(|p| p.ip.to_string()).collect(),
+                    },
+                );
+            }
+            // Only peers that can match nothing: the rule allows nothing.
+            if parts.is_empty() {
+                return;
+            }
+            Some(one_or_any(parts))
+        }
     };
-
-    let base = |extra: Vec<String>| {
-        let mut m = vec![dir.port_side(pg)];
-        m.extend(peers_clause.clone());
-        m.extend(extra);
-        m.join(" && ")
+    let r = RuleAcl {
+        c,
+        dir,
+        pg,
+        rule: i.to_string(),
+        peers_clause,
     };
-
-    // Numeric ports (or none at all): one ACL.
     let ports = rule.ports.as_deref();
-    let plain: Vec<String> = ports
-        .into_iter()
-        .flatten()
-        .filter_map(port_clause)
-        .collect();
-    match ports {
-        None => {
-            acls.insert(acl(base(Vec::new())));
-        }
-        Some(_) if !plain.is_empty() => {
-            acls.insert(acl(base(vec![one_or_any(plain)])));
-        }
-        Some(_) => {}
+    if let Some(extra) = numeric_ports_clause(ports) {
+        acls.insert(r.acl(extra));
     }
 
     // Named ports, resolved on the destination pods: the selected pods for ingress, the peer
     // pods (or every pod, for "all peers") for egress. One address set and ACL per number.
-    let named: Vec<(Proto, &str)> = ports
-        .into_iter()
-        .flatten()
-        .filter_map(|p| match p {
-            PortMatch::Named { proto, name } => Some((*proto, name.as_str())),
-            _ => None,
-        })
-        .collect();
+    let named = named_ports(ports);
     if named.is_empty() {
         return;
     }
@@ -419,15 +373,88 @@ fn rule_objects(
         out.sets.insert(
             name.clone(),
             AsSpec {
-                external_ids: set_ids(&k),
+                external_ids: rule_set_ids(c, &k),
                 addresses: ips,
             },
         );
-        acls.insert(acl(base(vec![
+        acls.insert(r.acl(vec![
             format!("ip4.dst == ${name}"),
             format!("{}.dst == {num}", proto.lower()),
-        ])));
+        ]));
     }
+}
+
+/// The `external_ids` of an address set a rule owns, named `k`.
+fn rule_set_ids(c: &Compiled, k: &str) -> BTreeMap<String, String> {
+    ids(&[
+        (EXT_OWNER, OWNER_POLICY),
+        (EXT_NAMESPACE, &c.ns),
+        (EXT_POLICY, &c.name),
+        (EXT_NAME, k),
+    ])
+}
+
+/// What every ACL of one rule shares.
+struct RuleAcl<'a> {
+    c: &'a Compiled,
+    dir: Dir,
+    pg: &'a str,
+    /// The rule's index among its direction's rules.
+    rule: String,
+    /// The peers as one match clause; `None` = anyone.
+    peers_clause: Option<String>,
+}
+
+impl RuleAcl<'_> {
+    /// An allow ACL of the rule: the port side, the peers, then `extra`, all required.
+    fn acl(&self, extra: Vec<String>) -> AclSpec {
+        let mut m = vec![self.dir.port_side(self.pg)];
+        m.extend(self.peers_clause.clone());
+        m.extend(extra);
+        AclSpec {
+            direction: match self.dir {
+                Dir::Ingress => "to-lport".into(),
+                Dir::Egress => "from-lport".into(),
+            },
+            priority: PRIO_ALLOW,
+            matches: m.join(" && "),
+            action: "allow-related".into(),
+            after_lb: self.dir == Dir::Egress,
+            external_ids: ids(&[
+                (EXT_OWNER, OWNER_POLICY),
+                (EXT_NAMESPACE, &self.c.ns),
+                (EXT_POLICY, &self.c.name),
+                (EXT_DIRECTION, self.dir.title()),
+                (EXT_RULE, &self.rule),
+            ]),
+        }
+    }
+}
+
+/// The extra clauses of the rule's one numeric-port ACL: none when the rule has no ports (every
+/// port), one OR of the numeric ports when it has some, and no ACL (`None`) when it has only
+/// named ports.
+fn numeric_ports_clause(ports: Option<&[PortMatch]>) -> Option<Vec<String>> {
+    let Some(ports) = ports else {
+        return Some(Vec::new());
+    };
+    let plain: Vec<String> = ports.iter().filter_map(port_clause).collect();
+    if plain.is_empty() {
+        return None;
+    }
+    Some(vec![one_or_any(plain)])
+}
+
+/// The rule's named ports, as (protocol, name).
+fn named_ports(ports: Option<&[PortMatch]>) -> Vec<(Proto, &str)> {
+    ports
+        .into_iter()
+        .flatten()
+        .filter_map(|p| match p {
+            PortMatch::Named { proto, name } => Some((*proto, name.as_str())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The match clauses of a rule's peers (`field == $set` for the pod peers, one per ipBlock),
@@ -737,78 +764,10 @@ pub fn diff_ops(cur: &Objects, want: &Objects, ids_: &mut Ids) -> Vec<NbOp> {
     let mut ops = Vec::new();
     // Address sets first: ACLs created below may refer to them.
     for (name, w) in &want.sets {
-        match cur.sets.get(name) {
-            None => ops.push(NbOp::Db(DbOp::Create {
-                table: nb::ADDRESS_SET.into(),
-                id: None,
-                columns: vec![
-                    ColVal::set(col::NAME, name.as_str()),
-                    ColVal::set(col::EXTERNAL_IDS, Val::str_map(&w.external_ids)),
-                    ColVal::set(col::ADDRESSES, Val::str_set(&w.addresses)),
-                ],
-            })),
-            Some(c) => {
-                let mut columns = Vec::new();
-                if c.addresses != w.addresses {
-                    columns.push(ColVal::set(col::ADDRESSES, Val::str_set(&w.addresses)));
-                }
-                if c.external_ids != w.external_ids {
-                    columns.push(ColVal::set(
-                        col::EXTERNAL_IDS,
-                        Val::str_map(&w.external_ids),
-                    ));
-                }
-                if !columns.is_empty() {
-                    ops.push(NbOp::Db(DbOp::Set {
-                        table: nb::ADDRESS_SET.into(),
-                        record: name.clone(),
-                        columns,
-                        if_exists: false,
-                    }));
-                }
-            }
-        }
+        ops.extend(address_set_op(name, cur.sets.get(name), w));
     }
     for (name, w) in &want.pgs {
-        match cur.pgs.get(name) {
-            None => {
-                ops.push(NbOp::PgAdd {
-                    name: name.clone(),
-                    ports: w.ports.iter().cloned().collect(),
-                });
-                ops.push(NbOp::Db(DbOp::Set {
-                    table: nb::PORT_GROUP.into(),
-                    record: name.clone(),
-                    columns: vec![ColVal::set(
-                        col::EXTERNAL_IDS,
-                        Val::str_map(&w.external_ids),
-                    )],
-                    if_exists: false,
-                }));
-                if !w.acls.is_empty() {
-                    set_acls(name, &w.acls, ids_, &mut ops);
-                }
-            }
-            Some(c) => {
-                if c.external_ids != w.external_ids {
-                    ops.push(NbOp::Db(DbOp::Set {
-                        table: nb::PORT_GROUP.into(),
-                        record: name.clone(),
-                        columns: vec![ColVal::set(
-                            col::EXTERNAL_IDS,
-                            Val::str_map(&w.external_ids),
-                        )],
-                        if_exists: false,
-                    }));
-                }
-                if c.ports != w.ports {
-                    ops.push(set_ports(name, &w.ports));
-                }
-                if c.acls != w.acls {
-                    set_acls(name, &w.acls, ids_, &mut ops);
-                }
-            }
-        }
+        port_group_ops(name, cur.pgs.get(name), w, ids_, &mut ops);
     }
     for name in cur.pgs.keys().filter(|n| !want.pgs.contains_key(*n)) {
         // Not `pg-del --if-exists`: ovn-nbctl 23.03 has no such option. Its ACLs go with it
@@ -827,6 +786,102 @@ pub fn diff_ops(cur: &Objects, want: &Objects, ids_: &mut Ids) -> Vec<NbOp> {
         }));
     }
     ops
+}
+
+/// The command that makes address set `name` (now `cur`) what `w` says, if any.
+fn address_set_op(name: &str, cur: Option<&AsSpec>, w: &AsSpec) -> Option<NbOp> {
+    let Some(c) = cur else {
+        return Some(NbOp::Db(DbOp::Create {
+            table: nb::ADDRESS_SET.into(),
+            id: None,
+            columns: vec![
+                ColVal::set(col::NAME, name),
+                ColVal::set(col::EXTERNAL_IDS, Val::str_map(&w.external_ids)),
+                ColVal::set(col::ADDRESSES, Val::str_set(&w.addresses)),
+            ],
+        }));
+    };
+    let mut columns = Vec::new();
+    if c.addresses != w.addresses {
+        columns.push(ColVal::set(col::ADDRESSES, Val::str_set(&w.addresses)));
+    }
+    if c.external_ids != w.external_ids {
+        columns.push(ColVal::set(
+            col::EXTERNAL_IDS,
+            Val::str_map(&w.external_ids),
+        ));
+    }
+    if columns.is_empty() {
+        return None;
+    }
+    Some(NbOp::Db(DbOp::Set {
+        table: nb::ADDRESS_SET.into(),
+        record: name.to_string(),
+        columns,
+        if_exists: false,
+    }))
+}
+
+/// The commands that make port group `name` (now `cur`) what `w` says: created with its ports,
+/// then its `external_ids` and ACLs; or each part that differs replaced.
+fn port_group_ops(
+    name: &str,
+    cur: Option<&PgSpec>,
+    w: &PgSpec,
+    ids_: &mut Ids,
+    ops: &mut Vec<NbOp>,
+) {
+    let set_ids = || {
+        NbOp::Db(DbOp::Set {
+            table: nb::PORT_GROUP.into(),
+            record: name.to_string(),
+            columns: vec![ColVal::set(
+                col::EXTERNAL_IDS,
+                Val::str_map(&w.external_ids),
+            )],
+            if_exists: false,
+        })
+    };
+    let Some(c) = cur else {
+        ops.push(NbOp::PgAdd {
+            name: name.to_string(),
+            ports: w.ports.iter().cloned().collect(),
+        });
+        ops.push(set_ids());
+        if !w.acls.is_empty() {
+            set_acls(name, &w.acls, ids_, ops);
+        }
+        return;
+    };
+    if c.external_ids != w.external_ids {
+        ops.push(set_ids());
+    }
+    if c.ports != w.ports {
+        ops.push(set_ports(name, &w.ports));
+    }
+    if c.acls != w.acls {
+        set_acls(name, &w.acls, ids_, ops);
+    }
+}
+
+/// Splits `work` into batches in order, starting a new one when the next item's `len` commands
+/// would take the batch over `max` (an item larger than `max` gets a batch of its own). Never
+/// splits an item, so a unit's commands are applied together or not at all.
+pub fn whole_unit_batches<W>(work: Vec<W>, len: impl Fn(&W) -> usize, max: usize) -> Vec<Vec<W>> {
+    let mut batches: Vec<Vec<W>> = vec![Vec::new()];
+    let mut n = 0;
+    for w in work {
+        let l = len(&w);
+        if n > 0 && n + l > max {
+            batches.push(Vec::new());
+            n = 0;
+        }
+        n += l;
+        if let Some(b) = batches.last_mut() {
+            b.push(w);
+        }
+    }
+    batches
 }
 
 #[cfg(test)]
@@ -1237,5 +1292,24 @@ mod tests {
         assert!(World::touches(&c, "x", None));
         assert!(World::touches(&c, "y", Some(&labels(&[("ns", "y")]))));
         assert!(!World::touches(&c, "z", Some(&labels(&[("ns", "z")]))));
+    }
+
+    #[test]
+    fn whole_unit_batches_table() {
+        // (commands per unit, max) -> batches as commands per unit
+        type Case<'a> = (&'a [usize], usize, &'a [&'a [usize]]);
+        let cases: &[Case] = &[
+            (&[], 10, &[&[]]),
+            (&[3, 3, 3], 10, &[&[3, 3, 3]]),
+            (&[4, 4, 4], 10, &[&[4, 4], &[4]]),
+            (&[5, 5], 10, &[&[5, 5]]),
+            (&[12, 1], 10, &[&[12], &[1]]),
+            (&[1, 12, 1], 10, &[&[1], &[12], &[1]]),
+        ];
+        for (work, max, want) in cases {
+            let got = whole_unit_batches(work.to_vec(), |w| *w, *max);
+            let want: Vec<Vec<usize>> = want.iter().map(|b| b.to_vec()).collect();
+            assert_eq!(got, want, "{work:?} max {max}");
+        }
     }
 }
