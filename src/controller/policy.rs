@@ -27,7 +27,7 @@ use super::pods_plan::{EXT_POD_KEY, PortRow, pod_node, pod_ns};
 use super::policy_model::{Compiled, compile};
 use super::policy_plan::{
     Ids, Objects, PodView, Unit, World, deny_objects, diff_ops, mgmt_objects, nb_queries, parse_nb,
-    policy_objects,
+    policy_objects, whole_unit_batches,
 };
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
 use crate::kube::{Change, events, key};
@@ -38,6 +38,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Commands per transaction at start-up (a unit's commands are never split).
 const MAX_POLICY_TXN_OPS: usize = 4000;
+
+/// A unit to change: its commands and what NB holds for it after them.
+type UnitWork = (Unit, Vec<NbOp>, Objects);
 /// A burst of events ends after this long without one...
 const BURST_QUIET: Duration = Duration::from_millis(3);
 /// ...or after this long in any case, so a steady stream still gets served.
@@ -348,18 +351,38 @@ impl State {
     /// Recompute the dirty units that are due and apply the differences. Returns the number
     /// of units changed in NB.
     async fn reconcile(&mut self) -> usize {
-        let now = Instant::now();
+        let work = self.due_work(Instant::now());
+        if work.is_empty() {
+            return 0;
+        }
+        let changed = work.len();
+        // Batches of whole units; normally one transaction.
+        let mut failed: Vec<UnitWork> = Vec::new();
+        for batch in whole_unit_batches(work, |w| w.1.len(), MAX_POLICY_TXN_OPS) {
+            failed.extend(self.apply_batch(batch).await);
+        }
+        if failed.is_empty() {
+            return changed;
+        }
+        // Re-read NB, then each failed unit alone, recomputed against what NB really holds.
+        self.resync().await;
+        for (u, _, _) in failed {
+            self.apply_alone(u).await;
+        }
+        changed
+    }
+
+    /// Takes the dirty units that are due; those already as wanted are done, the others come
+    /// back with their commands and what NB will hold after them.
+    fn due_work(&mut self, now: Instant) -> Vec<UnitWork> {
         let due: Vec<Unit> = self
             .dirty
             .iter()
             .filter(|u| self.retry.ready(*u, now.into_std()))
             .cloned()
             .collect();
-        if due.is_empty() {
-            return 0;
-        }
         let mut ids = Ids::default();
-        let mut work: Vec<(Unit, Vec<NbOp>, Objects)> = Vec::new();
+        let mut work = Vec::new();
         for u in due {
             self.dirty.remove(&u);
             let want = self.desired(&u);
@@ -372,74 +395,57 @@ impl State {
                 work.push((u, ops, want));
             }
         }
-        if work.is_empty() {
-            return 0;
+        work
+    }
+
+    /// One transaction for a batch of units; on failure the whole batch comes back.
+    async fn apply_batch(&mut self, batch: Vec<UnitWork>) -> Vec<UnitWork> {
+        let mut txn = NbTxn::new();
+        for (_, ops, _) in &batch {
+            txn.extend(ops.iter().cloned());
         }
-        let changed = work.len();
-        // Batches of whole units; normally one transaction.
-        let mut batches: Vec<Vec<(Unit, Vec<NbOp>, Objects)>> = vec![Vec::new()];
-        let mut n = 0;
-        for w in work {
-            if n > 0 && n + w.1.len() > MAX_POLICY_TXN_OPS {
-                batches.push(Vec::new());
-                n = 0;
-            }
-            n += w.1.len();
-            if let Some(b) = batches.last_mut() {
-                b.push(w);
-            }
-        }
-        let mut failed: Vec<(Unit, Vec<NbOp>, Objects)> = Vec::new();
-        for batch in batches {
-            let mut txn = NbTxn::new();
-            for (_, ops, _) in &batch {
-                txn.extend(ops.iter().cloned());
-            }
-            let started = std::time::Instant::now();
-            match self.nb.transact(&txn).await {
-                Ok(_) => {
-                    tracing::debug!(units = batch.len(), commands = txn.len(), elapsed = ?started.elapsed(), "policy NB transaction");
-                    self.outage.succeeded();
-                    for (u, _, want) in batch {
-                        self.retry.forget(&u);
-                        self.remember(u, want);
-                    }
-                }
-                Err(e) => {
-                    let err = format!("{e:#}");
-                    self.outage.failed(batch.len(), &err);
-                    tracing::debug!(units = batch.len(), error = %err, "policy NB transaction failed; retrying each unit alone");
-                    failed.extend(batch);
-                }
-            }
-        }
-        if failed.is_empty() {
-            return changed;
-        }
-        // Re-read NB, then each failed unit alone, recomputed against what NB really holds.
-        self.resync().await;
-        for (u, _, _) in failed {
-            let want = self.desired(&u);
-            let empty = Objects::default();
-            let mut ids = Ids::default();
-            let ops = diff_ops(self.mirror.get(&u).unwrap_or(&empty), &want, &mut ids);
-            let txn: NbTxn = ops.into_iter().collect();
-            match self.nb.transact(&txn).await {
-                Ok(_) => {
-                    self.outage.succeeded();
+        let started = std::time::Instant::now();
+        match self.nb.transact(&txn).await {
+            Ok(_) => {
+                tracing::debug!(units = batch.len(), commands = txn.len(), elapsed = ?started.elapsed(), "policy NB transaction");
+                self.outage.succeeded();
+                for (u, _, want) in batch {
                     self.retry.forget(&u);
                     self.remember(u, want);
                 }
-                Err(e) => {
-                    let err = format!("{e:#}");
-                    let (attempts, delay) = self.retry.failed(&u);
-                    self.outage.failed(1, &err);
-                    tracing::debug!(attempt = attempts, retry_in = ?delay, error = %err, "programming the {u} failed; will retry");
-                    self.dirty.insert(u);
-                }
+                Vec::new()
+            }
+            Err(e) => {
+                let err = format!("{e:#}");
+                self.outage.failed(batch.len(), &err);
+                tracing::debug!(units = batch.len(), error = %err, "policy NB transaction failed; retrying each unit alone");
+                batch
             }
         }
-        changed
+    }
+
+    /// One unit, recomputed against the mirror, in a transaction of its own; on failure it is
+    /// dirty again and waits for its retry.
+    async fn apply_alone(&mut self, u: Unit) {
+        let want = self.desired(&u);
+        let empty = Objects::default();
+        let mut ids = Ids::default();
+        let ops = diff_ops(self.mirror.get(&u).unwrap_or(&empty), &want, &mut ids);
+        let txn: NbTxn = ops.into_iter().collect();
+        match self.nb.transact(&txn).await {
+            Ok(_) => {
+                self.outage.succeeded();
+                self.retry.forget(&u);
+                self.remember(u, want);
+            }
+            Err(e) => {
+                let err = format!("{e:#}");
+                let (attempts, delay) = self.retry.failed(&u);
+                self.outage.failed(1, &err);
+                tracing::debug!(attempt = attempts, retry_in = ?delay, error = %err, "programming the {u} failed; will retry");
+                self.dirty.insert(u);
+            }
+        }
     }
 
     fn next_retry(&self) -> Option<Instant> {
