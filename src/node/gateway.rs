@@ -34,7 +34,7 @@ use crate::ovn::addrs::join_cidr;
 use crate::ovn::names::{self, JOIN_SWITCH};
 use crate::ovn::names::{BR_INT, EXT_SYSTEM_ID};
 use crate::ovn::schema::{col, nb, vs};
-use crate::ovn::{ColVal, DbOp, Nb, NbOp, NbTxn, Query, Val, Vs, VsOp, VsTxn};
+use crate::ovn::{ColVal, DbOp, Nb, NbOp, NbTxn, Query, Row, Val, Vs, VsOp, VsTxn};
 
 /// `Open_vSwitch` external_ids key ovn-controller reads the provider bridges from.
 pub const EXT_BRIDGE_MAPPINGS: &str = "ovn-bridge-mappings";
@@ -62,18 +62,7 @@ pub async fn init(ctx: &Agent, node: &str, subnet: Ipv4Net) -> Result<GatewaySet
     let cfg = &ctx.cfg;
     let host = Host::new(ctx.exec.clone());
     let defaults = default_routes(&host).await?;
-    let iface = match &cfg.gateway.interface {
-        Some(i) => i.clone(),
-        None => defaults
-            .first()
-            .map(|(dev, _)| dev.clone())
-            .ok_or_else(|| {
-                config_error(format!(
-                    "Failed to get default gateway interface: node {node} has no IPv4 default \
-                 route with a gateway; pass -gateway-interface=<nic> and -gateway-nexthop=<ip>"
-                ))
-            })?,
-    };
+    let iface = gateway_interface(cfg.gateway.interface.as_deref(), &defaults, node)?;
     let system_id = system_id(&host).await?;
     if cfg.gateway.spare_interface {
         let nexthop = nexthop_for(cfg.gateway.nexthop, &defaults, &[&iface], node)?;
@@ -138,6 +127,23 @@ pub async fn init(ctx: &Agent, node: &str, subnet: Ipv4Net) -> Result<GatewaySet
     Ok(GatewaySetup {
         spec,
         flows: Some(flows),
+    })
+}
+
+/// The gateway interface: `-gateway-interface`, else the device of the first default route.
+fn gateway_interface(
+    flag: Option<&str>,
+    defaults: &[(String, Ipv4Addr)],
+    node: &str,
+) -> Result<String> {
+    if let Some(i) = flag {
+        return Ok(i.to_string());
+    }
+    defaults.first().map(|(dev, _)| dev.clone()).ok_or_else(|| {
+        config_error(format!(
+            "Failed to get default gateway interface: node {node} has no IPv4 default \
+                 route with a gateway; pass -gateway-interface=<nic> and -gateway-nexthop=<ip>"
+        ))
     })
 }
 
@@ -478,54 +484,12 @@ async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
             .await
             .context("reading the join port from the NB database")?;
         let first = |i: usize| t.get(i).and_then(|r| r.first());
-        let in_join = |ip: Ipv4Addr| {
-            (join_cidr().contains(&ip) && ip != join_cidr().network())
-                .then(|| Ipv4Net::new(ip, join_cidr().prefix_len()).ok())
-                .flatten()
+        let dynamic = match join_ip_state(first(0), first(1), first(2))? {
+            JoinIp::Assigned(ip) => return Ok(ip),
+            JoinIp::Waiting { dynamic } => dynamic,
         };
-        if let Some(ip) = first(0)
-            .and_then(|p| p.set(col::NETWORKS).first().cloned())
-            .and_then(|n| n.parse::<Ipv4Net>().ok())
-            .and_then(|n| in_join(n.addr()))
-        {
-            return Ok(ip);
-        }
-        let lsp = first(1);
-        if let Some(ip) = lsp
-            .map(|p| p.str(col::DYNAMIC_ADDRESSES))
-            .and_then(|d| d.split_whitespace().last().and_then(|a| a.parse().ok()))
-            .and_then(in_join)
-        {
-            return Ok(ip);
-        }
-        let Some(join) = first(2) else {
-            bail!("logical switch {JOIN_SWITCH} does not exist: is ovnkube -init-master running?");
-        };
-        if join.map_get(col::OTHER_CONFIG, "subnet").is_none() {
-            bail!(
-                "logical switch {JOIN_SWITCH} has no other_config:subnet, so OVN cannot assign \
-                 join addresses: restart ovnkube -init-master (this version sets it)"
-            );
-        }
-        let dynamic = lsp
-            .is_some_and(|p| p.str(col::TYPE).is_empty() && p.set(col::ADDRESSES) == ["dynamic"]);
         if !dynamic && !asked {
-            let mut txn = NbTxn::new();
-            txn.push(NbOp::LspAdd {
-                switch: JOIN_SWITCH.into(),
-                name: jtor.clone(),
-            })
-            .push(NbOp::Db(DbOp::Set {
-                table: nb::LOGICAL_SWITCH_PORT.into(),
-                record: jtor.clone(),
-                columns: vec![
-                    ColVal::set(col::TYPE, Val::str("")),
-                    ColVal::set(col::OPTIONS, Val::Map(Vec::new())),
-                    ColVal::set(col::ADDRESSES, Val::str_set(["dynamic"])),
-                ],
-                if_exists: false,
-            }));
-            nb.transact(&txn)
+            nb.transact(&request_join_ip(&jtor))
                 .await
                 .with_context(|| format!("asking OVN IPAM for a join address ({jtor})"))?;
             asked = true;
@@ -539,6 +503,72 @@ async fn ensure_join_ip(nb: &dyn Nb, node: &str) -> Result<Ipv4Net> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// What the NB says about a gateway router's join address.
+#[derive(Debug, PartialEq)]
+enum JoinIp {
+    /// On the router port, or assigned by OVN IPAM to the switch port.
+    Assigned(Ipv4Net),
+    /// None yet; `dynamic`: the switch port already asks OVN IPAM for one.
+    Waiting { dynamic: bool },
+}
+
+/// The join address from the router port `rtoj`, the switch port `jtor` and the join switch
+/// rows (each absent when not found). An address outside the join network (or its network
+/// address) is no join address. A missing join switch, or one without IPAM, is an error.
+fn join_ip_state(rtoj: Option<&Row>, jtor: Option<&Row>, join: Option<&Row>) -> Result<JoinIp> {
+    let in_join = |ip: Ipv4Addr| {
+        (join_cidr().contains(&ip) && ip != join_cidr().network())
+            .then(|| Ipv4Net::new(ip, join_cidr().prefix_len()).ok())
+            .flatten()
+    };
+    if let Some(ip) = rtoj
+        .and_then(|p| p.set(col::NETWORKS).first().cloned())
+        .and_then(|n| n.parse::<Ipv4Net>().ok())
+        .and_then(|n| in_join(n.addr()))
+    {
+        return Ok(JoinIp::Assigned(ip));
+    }
+    if let Some(ip) = jtor
+        .map(|p| p.str(col::DYNAMIC_ADDRESSES))
+        .and_then(|d| d.split_whitespace().last().and_then(|a| a.parse().ok()))
+        .and_then(in_join)
+    {
+        return Ok(JoinIp::Assigned(ip));
+    }
+    let Some(join) = join else {
+        bail!("logical switch {JOIN_SWITCH} does not exist: is ovnkube -init-master running?");
+    };
+    if join.map_get(col::OTHER_CONFIG, "subnet").is_none() {
+        bail!(
+            "logical switch {JOIN_SWITCH} has no other_config:subnet, so OVN cannot assign \
+             join addresses: restart ovnkube -init-master (this version sets it)"
+        );
+    }
+    let dynamic =
+        jtor.is_some_and(|p| p.str(col::TYPE).is_empty() && p.set(col::ADDRESSES) == ["dynamic"]);
+    Ok(JoinIp::Waiting { dynamic })
+}
+
+/// Makes `jtor` a plain switch port on the join switch that asks OVN IPAM for an address.
+fn request_join_ip(jtor: &str) -> NbTxn {
+    let mut txn = NbTxn::new();
+    txn.push(NbOp::LspAdd {
+        switch: JOIN_SWITCH.into(),
+        name: jtor.to_string(),
+    })
+    .push(NbOp::Db(DbOp::Set {
+        table: nb::LOGICAL_SWITCH_PORT.into(),
+        record: jtor.to_string(),
+        columns: vec![
+            ColVal::set(col::TYPE, Val::str("")),
+            ColVal::set(col::OPTIONS, Val::Map(Vec::new())),
+            ColVal::set(col::ADDRESSES, Val::str_set(["dynamic"])),
+        ],
+        if_exists: false,
+    }));
+    txn
 }
 
 #[cfg(test)]
@@ -606,6 +636,128 @@ mod tests {
         assert_eq!(
             merge_mapping("a:br0,physnet:brold", "physnet", "breth1"),
             "a:br0,physnet:breth1"
+        );
+    }
+
+    fn row(cols: &[(&str, crate::ovn::ovsdb::Datum)]) -> Row {
+        Row {
+            uuid: "u".into(),
+            columns: cols
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn join_ip_state_table() {
+        use crate::ovn::ovsdb::Datum;
+        let st = |v: &str| Datum::Str(v.into());
+        let set = |v: &[&str]| Datum::Set(v.iter().map(|x| st(x)).collect());
+        let net = |v: &str| v.parse::<Ipv4Net>().unwrap();
+        let with_subnet = row(&[(
+            col::OTHER_CONFIG,
+            Datum::Map(vec![(st("subnet"), st("100.64.0.0/16"))]),
+        )]);
+        let no_subnet = row(&[(col::OTHER_CONFIG, Datum::Map(Vec::new()))]);
+        let lrp = |n: &str| row(&[(col::NETWORKS, set(&[n]))]);
+        let lsp = |ty: &str, addrs: &[&str], dynamic: &str| {
+            row(&[
+                (col::TYPE, st(ty)),
+                (col::ADDRESSES, set(addrs)),
+                (col::DYNAMIC_ADDRESSES, st(dynamic)),
+            ])
+        };
+        let waiting = |dynamic| Ok(JoinIp::Waiting { dynamic });
+        type Case = (
+            &'static str,
+            Option<Row>,
+            Option<Row>,
+            Option<Row>,
+            Result<JoinIp, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "router port address wins",
+                Some(lrp("100.64.0.5/16")),
+                Some(lsp("", &["dynamic"], "0a:58:64:40:00:07 100.64.0.7")),
+                None,
+                Ok(JoinIp::Assigned(net("100.64.0.5/16"))),
+            ),
+            (
+                "router port outside the join network is ignored",
+                Some(lrp("10.0.0.5/24")),
+                Some(lsp("", &["dynamic"], "0a:58:64:40:00:07 100.64.0.7")),
+                None,
+                Ok(JoinIp::Assigned(net("100.64.0.7/16"))),
+            ),
+            (
+                "the network address is no join address",
+                Some(lrp("100.64.0.0/16")),
+                None,
+                Some(with_subnet.clone()),
+                waiting(false),
+            ),
+            (
+                "IPAM-assigned switch port address",
+                None,
+                Some(lsp("", &["dynamic"], "0a:58:64:40:00:09 100.64.0.9")),
+                None,
+                Ok(JoinIp::Assigned(net("100.64.0.9/16"))),
+            ),
+            (
+                "dynamic port without an address yet",
+                None,
+                Some(lsp("", &["dynamic"], "")),
+                Some(with_subnet.clone()),
+                waiting(true),
+            ),
+            (
+                "router-type port is not a dynamic request",
+                None,
+                Some(lsp("router", &["router"], "")),
+                Some(with_subnet.clone()),
+                waiting(false),
+            ),
+            (
+                "no port at all",
+                None,
+                None,
+                Some(with_subnet.clone()),
+                waiting(false),
+            ),
+            ("no join switch", None, None, None, Err("does not exist")),
+            (
+                "join switch without IPAM",
+                None,
+                None,
+                Some(no_subnet),
+                Err("has no other_config:subnet"),
+            ),
+        ];
+        for (what, rtoj, jtor, join, want) in cases {
+            let got = join_ip_state(rtoj.as_ref(), jtor.as_ref(), join.as_ref());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w, "{what}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{what}: {e}"),
+                (g, w) => panic!("{what}: got {g:?}, want {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn gateway_interface_from_flag_or_default_route() {
+        let defaults = vec![("eth1".to_string(), "172.31.0.100".parse().unwrap())];
+        assert_eq!(
+            gateway_interface(Some("br0"), &defaults, "n1").unwrap(),
+            "br0"
+        );
+        assert_eq!(gateway_interface(None, &defaults, "n1").unwrap(), "eth1");
+        let e = gateway_interface(None, &[], "n1").unwrap_err();
+        assert!(e.downcast_ref::<ConfigError>().is_some(), "{e}");
+        assert!(
+            e.to_string().contains("pass -gateway-interface=<nic>"),
+            "{e}"
         );
     }
 }
