@@ -275,6 +275,33 @@ pub fn node_conflicts(snap: &Snapshot, node: &str) -> Vec<String> {
 /// The cluster router, the join switch and its router port, and the cluster load balancers.
 pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
     let mut out = Vec::new();
+    cluster_router_ops(snap, &mut out);
+    join_switch_ops(snap, &mut out);
+    let rtoj = names::rtoj(CLUSTER_ROUTER);
+    let jip = join_router_ip();
+    ensure_lrp(
+        snap.router_ports.get(&rtoj),
+        CLUSTER_ROUTER,
+        &rtoj,
+        &mac_from_ip(jip.addr()),
+        jip,
+        &[(names::EXT_CONNECT_TO_JOIN, "yes".to_string())],
+        &mut out,
+    );
+    ensure_router_lsp(
+        snap,
+        JOIN_SWITCH,
+        &names::jtor(CLUSTER_ROUTER),
+        &rtoj,
+        &[],
+        &mut out,
+    );
+    cluster_lb_ops(snap, &mut out);
+    out
+}
+
+/// The cluster router, marked as such.
+fn cluster_router_ops(snap: &Snapshot, out: &mut Vec<NbOp>) {
     let router = snap.routers.get(CLUSTER_ROUTER);
     if router.is_none() {
         out.push(NbOp::LrAdd {
@@ -294,6 +321,10 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
             &ext,
         ));
     }
+}
+
+/// The join switch with its IPAM settings, never marked as a node's.
+fn join_switch_ops(snap: &Snapshot, out: &mut Vec<NbOp>) {
     let join = snap.switches.get(JOIN_SWITCH);
     if join.is_none() {
         out.push(NbOp::LsAdd {
@@ -329,25 +360,10 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
             if_exists: false,
         }));
     }
-    let rtoj = names::rtoj(CLUSTER_ROUTER);
-    let jip = join_router_ip();
-    ensure_lrp(
-        snap.router_ports.get(&rtoj),
-        CLUSTER_ROUTER,
-        &rtoj,
-        &mac_from_ip(jip.addr()),
-        jip,
-        &[(names::EXT_CONNECT_TO_JOIN, "yes".to_string())],
-        &mut out,
-    );
-    ensure_router_lsp(
-        snap,
-        JOIN_SWITCH,
-        &names::jtor(CLUSTER_ROUTER),
-        &rtoj,
-        &[],
-        &mut out,
-    );
+}
+
+/// The plain cluster load balancer of each protocol.
+fn cluster_lb_ops(snap: &Snapshot, out: &mut Vec<NbOp>) {
     for p in Proto::ALL {
         let (proto, key) = (p.lower(), names::ext_cluster_lb(p));
         if !snap.cluster_lbs.contains_key(proto) {
@@ -362,7 +378,6 @@ pub fn cluster_ops(snap: &Snapshot) -> Vec<NbOp> {
             }));
         }
     }
-    out
 }
 
 /// The management port MAC the master programs for `node`, from its annotation: a MAC in the
