@@ -55,16 +55,7 @@ pub async fn run(cfg: Config, cancel: CancellationToken, ready: Readiness) -> Re
     let nb: Arc<dyn Nb> = ovn::nb_backend(exec.clone(), &cfg.ovn_north.client, writes_nb)?;
 
     if let Some(node) = &cfg.remove_node {
-        // One-shot, like the reference: remove the node's OVN objects and exit.
-        let snap = master::topology::Snapshot::read(nb.as_ref()).await?;
-        let txn: NbTxn = master::topology::node_cleanup_ops(&snap, node)
-            .into_iter()
-            .collect();
-        nb.transact(&txn)
-            .await
-            .with_context(|| format!("removing node {node} from OVN"))?;
-        tracing::info!(%node, "removed the node's OVN objects");
-        return Ok(());
+        return remove_node(nb.as_ref(), node).await;
     }
 
     let client = crate::kube::client::build(&cfg.kubernetes).await?;
@@ -82,41 +73,11 @@ pub async fn run(cfg: Config, cancel: CancellationToken, ready: Readiness) -> Re
     let mut tasks = tokio::task::JoinSet::new();
     crate::metrics::ready::record_ready_duration(ready.clone());
 
-    // The master roles (-init-master, -net-controller) run only while this process holds the
-    // leader-election Lease, and write the NB only through its gate. Their readiness
-    // components register now (standby until the Lease is ours); they start after the first
-    // acquire, next to the node role.
     if ctx.cfg.init_master.is_some() || ctx.cfg.net_controller {
-        let elector = Elector::new(ctx.client.clone(), &ctx.cfg);
-        let mctx = Deps {
-            nb: Arc::new(GatedNb {
-                inner: ctx.nb.clone(),
-                lead: elector.leadership(),
-            }),
-            ..ctx.clone()
-        };
-        let roles = master_roles(&mctx, &ready);
-        warm_caches(&mctx);
-        let (c, r) = (cancel.clone(), ready.clone());
-        tasks.spawn(async move { lead_master_roles(elector, roles, c, r).await });
+        spawn_master_roles(&ctx, &cancel, &ready, &mut tasks);
     }
     if let Some(node) = ctx.cfg.init_node.clone() {
-        let node_ready = ready.register(ready::NODE);
-        crate::metrics::node_starting(&ctx.cfg, cancel.clone());
-        crate::node::run(&ctx.node_agent(), &node, cancel.clone())
-            .await
-            .with_context(|| format!("initialising node {node}"))?;
-        node_ready.done();
-        // As in the reference, only -nodeport and -ha keep the process alive after node init;
-        // otherwise it exits once the other roles are done, so `-init-node` alone is a one-shot
-        // whose exit status tells whether the node came up.
-        if ctx.cfg.nodeport || ctx.cfg.ha {
-            let c = cancel.clone();
-            tasks.spawn(async move {
-                c.cancelled().await;
-                Ok(())
-            });
-        }
+        init_node(&ctx, &node, &cancel, &ready, &mut tasks).await?;
     }
     // Every role has registered: from here on "all registered components done" means ready.
     ready.seal();
@@ -132,6 +93,69 @@ pub async fn run(cfg: Config, cancel: CancellationToken, ready: Readiness) -> Re
             ready.failed();
         }
         res?;
+    }
+    Ok(())
+}
+
+/// `-remove-node`: one-shot, like the reference: remove the node's OVN objects and exit.
+async fn remove_node(nb: &dyn Nb, node: &str) -> Result<()> {
+    let snap = master::topology::Snapshot::read(nb).await?;
+    let txn: NbTxn = master::topology::node_cleanup_ops(&snap, node)
+        .into_iter()
+        .collect();
+    nb.transact(&txn)
+        .await
+        .with_context(|| format!("removing node {node} from OVN"))?;
+    tracing::info!(%node, "removed the node's OVN objects");
+    Ok(())
+}
+
+/// The master roles (-init-master, -net-controller) run only while this process holds the
+/// leader-election Lease, and write the NB only through its gate. Their readiness components
+/// register now (standby until the Lease is ours); they start after the first acquire, next
+/// to the node role.
+fn spawn_master_roles(
+    ctx: &Deps,
+    cancel: &CancellationToken,
+    ready: &Readiness,
+    tasks: &mut tokio::task::JoinSet<Result<()>>,
+) {
+    let elector = Elector::new(ctx.client.clone(), &ctx.cfg);
+    let mctx = Deps {
+        nb: Arc::new(GatedNb {
+            inner: ctx.nb.clone(),
+            lead: elector.leadership(),
+        }),
+        ..ctx.clone()
+    };
+    let roles = master_roles(&mctx, ready);
+    warm_caches(&mctx);
+    let (c, r) = (cancel.clone(), ready.clone());
+    tasks.spawn(async move { lead_master_roles(elector, roles, c, r).await });
+}
+
+/// `-init-node`: sets the node up. As in the reference, only -nodeport and -ha keep the
+/// process alive after node init; otherwise it exits once the other roles are done, so
+/// `-init-node` alone is a one-shot whose exit status tells whether the node came up.
+async fn init_node(
+    ctx: &Deps,
+    node: &str,
+    cancel: &CancellationToken,
+    ready: &Readiness,
+    tasks: &mut tokio::task::JoinSet<Result<()>>,
+) -> Result<()> {
+    let node_ready = ready.register(ready::NODE);
+    crate::metrics::node_starting(&ctx.cfg, cancel.clone());
+    crate::node::run(&ctx.node_agent(), node, cancel.clone())
+        .await
+        .with_context(|| format!("initialising node {node}"))?;
+    node_ready.done();
+    if ctx.cfg.nodeport || ctx.cfg.ha {
+        let c = cancel.clone();
+        tasks.spawn(async move {
+            c.cancelled().await;
+            Ok(())
+        });
     }
     Ok(())
 }

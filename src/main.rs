@@ -14,42 +14,13 @@ use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
-    let invoked_as = args
-        .first()
-        .and_then(|a| std::path::Path::new(a).file_name())
-        .map(|n| n.to_string_lossy().into_owned());
-    if invoked_as.as_deref() == Some(ovnkube::cni::PLUGIN_NAME) {
-        return ovnkube::cni::main();
+    if let Some(code) = run_as_invoked_name(&args) {
+        return code;
     }
-    if invoked_as.as_deref() == Some(ovnkube::cli::util::UTIL_NAME) {
-        let rest: Vec<String> = args
-            .iter()
-            .skip(1)
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        return ovnkube::cli::util::util_main(&rest);
-    }
-    let cfg = match config::parse_args(args.iter().skip(1).cloned()) {
-        Ok(Invocation::Help(text)) => {
-            print!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Invocation::Version(text)) => {
-            println!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(Invocation::Run(cfg)) => *cfg,
-        Err(e) => {
-            eprintln!("ovnkube: {e}");
-            return ExitCode::from(1);
-        }
+    let cfg = match daemon_config(&args) {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
     };
-    // Configuration errors end the process before anything starts; so does a -logfile that
-    // cannot be opened (a daemon told to log to a file must not log elsewhere).
-    if let Err(e) = config::check_runnable(&cfg) {
-        eprintln!("ovnkube: {e}");
-        return ExitCode::from(1);
-    }
     let logging = match logging::init(cfg.logging.level, cfg.logging.file.as_deref()) {
         Ok(l) => l,
         Err(e) => {
@@ -70,7 +41,58 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
+    run_roles(cfg, logging)
+}
 
+/// The CNI plugin or `ovn-kube-util` when argv[0] names one of them; `None` for `ovnkube`.
+fn run_as_invoked_name(args: &[OsString]) -> Option<ExitCode> {
+    let invoked_as = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned());
+    if invoked_as.as_deref() == Some(ovnkube::cni::PLUGIN_NAME) {
+        return Some(ovnkube::cni::main());
+    }
+    if invoked_as.as_deref() == Some(ovnkube::cli::util::UTIL_NAME) {
+        let rest: Vec<String> = args
+            .iter()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return Some(ovnkube::cli::util::util_main(&rest));
+    }
+    None
+}
+
+/// The configuration to run with, or the exit code: help and version print and succeed;
+/// configuration errors end the process before anything starts.
+fn daemon_config(args: &[OsString]) -> Result<config::Config, ExitCode> {
+    let cfg = match config::parse_args(args.iter().skip(1).cloned()) {
+        Ok(Invocation::Help(text)) => {
+            print!("{text}");
+            return Err(ExitCode::SUCCESS);
+        }
+        Ok(Invocation::Version(text)) => {
+            println!("{text}");
+            return Err(ExitCode::SUCCESS);
+        }
+        Ok(Invocation::Run(cfg)) => *cfg,
+        Err(e) => {
+            eprintln!("ovnkube: {e}");
+            return Err(ExitCode::from(1));
+        }
+    };
+    // A -logfile that cannot be opened ends the process too (a daemon told to log to a file
+    // must not log elsewhere).
+    if let Err(e) = config::check_runnable(&cfg) {
+        eprintln!("ovnkube: {e}");
+        return Err(ExitCode::from(1));
+    }
+    Ok(cfg)
+}
+
+/// Runs the configured roles until they end or a signal stops them.
+fn run_roles(cfg: config::Config, logging: Logging) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
