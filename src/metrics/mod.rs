@@ -81,6 +81,8 @@ fn histogram_family<S: Clone + std::hash::Hash + Eq>() -> Family<S, Histogram> {
 }
 
 impl Metrics {
+    /// Every metric, registered with its name and help text. Long because it is one flat table,
+    /// a registration per metric, in the order `/metrics` lists them.
     fn new() -> Metrics {
         let mut registry = Registry::default();
         let pod_creation_latency = Histogram::new(latency_buckets());

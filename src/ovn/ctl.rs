@@ -96,6 +96,8 @@ pub enum NbOp {
 }
 
 impl NbOp {
+    /// The `ovn-nbctl` arguments of this command. Long because it is one flat table, an arm per
+    /// command with its words in order; splitting it would only scatter the table.
     fn render(&self, out: &mut Vec<String>) {
         use NbOp::*;
         let s = |x: &str| x.to_string();

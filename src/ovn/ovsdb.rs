@@ -215,6 +215,8 @@ pub enum DbOp {
 }
 
 impl DbOp {
+    /// The `ovn-nbctl` database-command arguments of this operation. Long because it is one flat
+    /// table, an arm per operation with its words in order.
     pub fn render(&self, out: &mut Vec<String>) {
         match self {
             DbOp::Create { table, id, columns } => {
