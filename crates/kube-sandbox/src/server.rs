@@ -26,7 +26,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::protobuf;
 use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::store::{Filter, ListParams, PatchKind, Store, WatchMsg};
+use crate::store::{Filter, ListParams, Patch, PatchKind, Store, WatchMsg};
 use crate::util;
 
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -592,7 +592,17 @@ fn object(
                 };
                 ApiError::bad_request(format!("error decoding patch: {e}{hint}"))
             })?;
-            let (obj, created) = store.patch(res, ns, name, kind, &patch, status, rq.dry_run())?;
+            let (obj, created) = store.patch(
+                res,
+                ns,
+                name,
+                Patch {
+                    kind,
+                    body: &patch,
+                    status,
+                    dry_run: rq.dry_run(),
+                },
+            )?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))
         }
         Method::DELETE if !status => {

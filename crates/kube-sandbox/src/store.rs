@@ -85,6 +85,16 @@ pub struct WatchStart {
     pub overflow: Arc<AtomicBool>,
 }
 
+/// What a PATCH request asks for, besides the object it names.
+#[derive(Debug, Clone, Copy)]
+pub struct Patch<'a> {
+    pub kind: PatchKind,
+    pub body: &'a Value,
+    /// The status subresource.
+    pub status: bool,
+    pub dry_run: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchKind {
     Merge,
@@ -389,19 +399,16 @@ impl Store {
     }
 
     /// PATCH; returns the object and whether it was created (server-side apply only).
-    #[allow(clippy::too_many_arguments)]
     pub fn patch(
         &self,
         res: usize,
         ns: Option<&str>,
         name: &str,
-        kind: PatchKind,
-        patch: &Value,
-        status: bool,
-        dry_run: bool,
+        p: Patch<'_>,
     ) -> ApiResult<(Value, bool)> {
+        let dry_run = p.dry_run;
         let mut g = self.lock();
-        let out = g.patch(res, ns, name, kind, patch, status, dry_run)?;
+        let out = g.patch(res, ns, name, p)?;
         g.after_write(res, &out.0, dry_run);
         Ok(out)
     }
@@ -844,17 +851,19 @@ impl Inner {
         Ok(self.put(key, result, EventType::Modified, Some(old)))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn patch(
         &mut self,
         res: usize,
         ns: Option<&str>,
         name: &str,
-        kind: PatchKind,
-        patch: &Value,
-        status: bool,
-        dry_run: bool,
+        p: Patch<'_>,
     ) -> ApiResult<(Value, bool)> {
+        let Patch {
+            kind,
+            body: patch,
+            status,
+            dry_run,
+        } = p;
         let def = &RESOURCES[res];
         let key = (res, ns.unwrap_or("").to_string(), name.to_string());
         let Some(old) = self.objects.get(&key).cloned() else {
@@ -1388,10 +1397,12 @@ mod tests {
             0,
             Some("default"),
             "p5",
-            PatchKind::Merge,
-            &json!({"metadata": {"labels": {"x": "y"}}}),
-            false,
-            false,
+            Patch {
+                kind: PatchKind::Merge,
+                body: &json!({"metadata": {"labels": {"x": "y"}}}),
+                status: false,
+                dry_run: false,
+            },
         )
         .unwrap();
         let mut got = names(&first);
@@ -1467,10 +1478,12 @@ mod tests {
                 0,
                 Some("default"),
                 "a",
-                PatchKind::Merge,
-                &json!({"metadata": {"annotations": {"k": "v"}}}),
-                false,
-                false,
+                Patch {
+                    kind: PatchKind::Merge,
+                    body: &json!({"metadata": {"annotations": {"k": "v"}}}),
+                    status: false,
+                    dry_run: false,
+                },
             )
             .unwrap();
         assert_eq!(s.resource_version(), rv);
