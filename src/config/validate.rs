@@ -1176,4 +1176,31 @@ mod tests {
         .unwrap();
         assert_eq!(ok.client_target().as_deref(), Some("ssl:1.2.3.4:6641"));
     }
+
+    #[test]
+    fn credentials_dir_must_be_absolute_without_dotdot() {
+        let cases = [
+            ("/var/run/ovn-kubernetes/credentials", true),
+            ("/", true),
+            ("/a/..b/c", true),
+            ("relative/dir", false),
+            ("/var/../etc", false),
+            ("/var/run/..", false),
+        ];
+        for (v, ok) in cases {
+            match credentials_dir(v) {
+                Ok(p) => assert!(ok && p == Path::new(v), "{v}: accepted"),
+                Err(e) => {
+                    assert!(!ok, "{v}: {e}");
+                    assert!(
+                        e.to_string().starts_with(&format!(
+                            "invalid value {} for flag -cni-credentials-dir: must be an absolute path",
+                            crate::config::shown(v)
+                        )),
+                        "{e}"
+                    );
+                }
+            }
+        }
+    }
 }

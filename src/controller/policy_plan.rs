@@ -1312,4 +1312,41 @@ mod tests {
             assert_eq!(got, want, "{work:?} max {max}");
         }
     }
+
+    #[test]
+    fn numeric_ports_clause_table() {
+        let tcp80 = PortMatch::Range {
+            proto: Proto::Tcp,
+            from: 80,
+            to: 80,
+        };
+        let udp = PortMatch::Any(Proto::Udp);
+        let named = PortMatch::Named {
+            proto: Proto::Tcp,
+            name: "http".into(),
+        };
+        type Case = (Option<Vec<PortMatch>>, Option<Vec<&'static str>>);
+        let cases: Vec<Case> = vec![
+            (None, Some(vec![])),
+            (Some(vec![tcp80.clone()]), Some(vec!["tcp.dst == 80"])),
+            (
+                Some(vec![tcp80.clone(), udp.clone(), named.clone()]),
+                Some(vec!["(tcp.dst == 80 || udp)"]),
+            ),
+            (Some(vec![named.clone()]), None),
+            (Some(vec![]), None),
+        ];
+        for (ports, want) in cases {
+            let got = numeric_ports_clause(ports.as_deref());
+            let want = want.map(|w| w.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(got, want, "{ports:?}");
+            let names = named_ports(ports.as_deref());
+            let want_named = ports
+                .iter()
+                .flatten()
+                .filter(|p| matches!(p, PortMatch::Named { .. }))
+                .count();
+            assert_eq!(names.len(), want_named, "{ports:?}");
+        }
+    }
 }
