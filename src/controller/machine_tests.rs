@@ -20,7 +20,7 @@ use crate::ovn::schema::{col, nb};
 use crate::ovn::{Nb, NbOp};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 const SUBNET: &str = "10.1.0.0/24";
 
 struct World {
@@ -110,14 +110,14 @@ impl World {
 }
 
 /// A running controller: its token (cancel to stop it) and its task.
-type Running = (
+pub(crate) type Running = (
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 );
 
 /// Spawn a controller's `run` with a fresh cancellation token (or stopped with the test's
 /// runtime).
-fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Running
+pub(crate) fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Running
 where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {

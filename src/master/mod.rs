@@ -7,6 +7,8 @@
 
 pub mod election;
 pub mod instance;
+#[cfg(test)]
+mod machine_tests;
 pub mod subnets;
 pub mod topology;
 
