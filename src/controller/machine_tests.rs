@@ -373,6 +373,71 @@ mod policy {
         })
     }
 
+    /// The port groups of network policy `name` (namespace `default`).
+    fn groups_of(nb: &MemNb, name: &str) -> usize {
+        use crate::controller::policy_plan::EXT_POLICY;
+        nb.rows(nb::PORT_GROUP)
+            .iter()
+            .filter(|pg| pg.map_get(col::EXTERNAL_IDS, EXT_POLICY).as_deref() == Some(name))
+            .count()
+    }
+
+    fn deny(name: &str) -> NetworkPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_policy_controller_keeps_what_is_right_and_removes_what_went_stale() {
+        let w = World::new().await;
+        let nb: Arc<dyn Nb> = w.nb.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pods = PodController::new(nb.clone(), w.client.clone()).with_port_events(tx);
+        let _pods = spawn(|token| pods.run(Informers::new(w.client.clone()), token));
+        let policy = PolicyController::new(nb.clone(), w.client.clone(), rx);
+        let first = spawn(|token| policy.run(Informers::new(w.client.clone()), token));
+        w.add_pod("web", None).await;
+        w.served("web").await;
+        let port = pod_port("default", "web");
+        let api = Api::<NetworkPolicy>::namespaced(w.client.clone(), "default");
+        api.create(&PostParams::default(), &deny("old"))
+            .await
+            .unwrap();
+        api.create(&PostParams::default(), &deny("kept"))
+            .await
+            .unwrap();
+        until(&w, "both policies programmed", |nb| {
+            isolated(nb, &port) && groups_of(nb, "old") == 1 && groups_of(nb, "kept") == 1
+        })
+        .await;
+        let (token, task) = first;
+        token.cancel();
+        tokio::time::timeout(WAIT, task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+
+        // While it is down, one policy goes. The restarted controller learns the pod's port
+        // from the NB (no port event: the pod controller reported it to the first one).
+        api.delete("old", &DeleteParams::default()).await.unwrap();
+        let before = w.nb.log().len();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let policy = PolicyController::new(nb, w.client.clone(), rx);
+        let _second = spawn(|token| policy.run(Informers::new(w.client.clone()), token));
+        until(&w, "the stale policy's removal", |nb| groups_of(nb, "old") == 0).await;
+        assert_eq!(groups_of(&w.nb, "kept"), 1);
+        assert!(isolated(&w.nb, &port), "web stays isolated by the kept policy");
+        // One transaction removed the stale objects; nothing else was rewritten.
+        let after = w.nb.log().split_off(before);
+        assert_eq!(after.len(), 1, "{after:#?}");
+        let ops = format!("{:?}", after[0].ops);
+        assert!(!ops.contains("PgAdd") && !ops.contains("Create"), "{ops}");
+    }
+
     #[tokio::test]
     async fn a_deny_policy_isolates_its_pods_and_its_removal_is_retried() {
         let w = World::new().await;
