@@ -428,9 +428,15 @@ mod policy {
         let (_tx, rx) = mpsc::unbounded_channel();
         let policy = PolicyController::new(nb, w.client.clone(), rx);
         let _second = spawn(|token| policy.run(Informers::new(w.client.clone()), token));
-        until(&w, "the stale policy's removal", |nb| groups_of(nb, "old") == 0).await;
+        until(&w, "the stale policy's removal", |nb| {
+            groups_of(nb, "old") == 0
+        })
+        .await;
         assert_eq!(groups_of(&w.nb, "kept"), 1);
-        assert!(isolated(&w.nb, &port), "web stays isolated by the kept policy");
+        assert!(
+            isolated(&w.nb, &port),
+            "web stays isolated by the kept policy"
+        );
         // One transaction removed the stale objects; nothing else was rewritten.
         let after = w.nb.log().split_off(before);
         assert_eq!(after.len(), 1, "{after:#?}");

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use anyhow::{Result, anyhow, bail};
 
 use super::ctl::{Nb, NbOp, NbTxn};
+use super::error::{NbError, TxnFailure};
 use super::ovsdb::{ColVal, Datum, DbOp, Query, Row, Val};
 use super::schema::{col, nb};
 use crate::exec::BoxFuture;
@@ -98,7 +99,7 @@ impl MemNb {
 }
 
 impl Nb for MemNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>> {
         Box::pin(async move {
             let mut s = self.state();
             let mut rec = Recorded {
@@ -108,7 +109,9 @@ impl Nb for MemNb {
             if s.fail_next > 0 {
                 s.fail_next -= 1;
                 s.log.push(rec);
-                bail!("in-memory NB: transaction failed as the test asked");
+                return Err(NbError::unavailable(anyhow!(
+                    "in-memory NB: transaction failed as the test asked"
+                )));
             }
             let mut tables = s.tables.clone();
             let (mut next, mut refs) = (s.next_uuid, Refs::new());
@@ -121,7 +124,12 @@ impl Nb for MemNb {
                 (s.tables, s.next_uuid, rec.applied) = (tables, next, true);
             }
             s.log.push(rec);
-            res
+            // What a real database refuses is a conflict with what it holds; what this one
+            // does not model says so itself.
+            res.map_err(|e| {
+                let kind = NbError::kind_of(&e).unwrap_or(TxnFailure::Conflict);
+                NbError::new(kind, e)
+            })
         })
     }
 
@@ -359,9 +367,13 @@ fn apply(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &NbOp) -> Res
             }
         }
         NbOp::Db(db) => apply_db(tables, next, refs, db)?,
-        other => bail!("in-memory NB does not model {other:?}"),
+        other => return Err(unmodelled(other).into()),
     }
     Ok(())
+}
+
+fn unmodelled(op: &dyn std::fmt::Debug) -> NbError {
+    NbError::invalid(anyhow!("in-memory NB does not model {op:?}"))
 }
 
 /// The port `name` of the switch or router `parent` (a row of `parent_table`), created if
@@ -591,7 +603,7 @@ fn apply_db(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &DbOp) -> 
             None if *if_exists => {}
             None => bail!("in-memory NB: destroy {table} {record}: no such row"),
         },
-        other => bail!("in-memory NB does not model {other:?}"),
+        other => return Err(unmodelled(other).into()),
     }
     Ok(())
 }
@@ -622,7 +634,8 @@ mod tests {
             }),
         ]);
         db.fail_next(1);
-        assert!(db.transact(&add).await.is_err());
+        let e = db.transact(&add).await.unwrap_err();
+        assert_eq!(e.kind(), TxnFailure::Unavailable);
         assert!(db.row(nb::LOGICAL_SWITCH_PORT, "p").is_none());
         db.transact(&add).await.unwrap();
         let q = Query::find(
@@ -651,7 +664,8 @@ mod tests {
             router: "r".into(),
             lb: "lb".into(),
         }]);
-        assert!(db.transact(&unmodelled).await.is_err());
+        let e = db.transact(&unmodelled).await.unwrap_err();
+        assert_eq!(e.kind(), TxnFailure::Invalid, "{e:#}");
     }
 
     fn lrp(router: &str, name: &str, mac: &str, net: &str) -> NbOp {
@@ -705,7 +719,8 @@ mod tests {
         }])
         .unwrap();
         for op in refused {
-            assert!(db.transact(&txn(vec![op.clone()])).await.is_err(), "{op:?}");
+            let e = db.transact(&txn(vec![op.clone()])).await.unwrap_err();
+            assert_eq!(e.kind(), TxnFailure::Conflict, "{op:?}: {e:#}");
         }
         // A changed port is deleted and added again in one transaction.
         db.transact(&txn(vec![
