@@ -125,6 +125,16 @@ where
     (token.clone(), tokio::spawn(run(token)))
 }
 
+/// Cancel a running controller and wait for it to end cleanly.
+pub(crate) async fn stop((token, task): Running) {
+    token.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 fn want(ip: &str) -> PodNetwork {
     PodNetwork::new(
         ip.parse().unwrap(),
@@ -413,13 +423,7 @@ mod policy {
             isolated(nb, &port) && groups_of(nb, "old") == 1 && groups_of(nb, "kept") == 1
         })
         .await;
-        let (token, task) = first;
-        token.cancel();
-        tokio::time::timeout(WAIT, task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        stop(first).await;
 
         // While it is down, one policy goes. The restarted controller learns the pod's port
         // from the NB (no port event: the pod controller reported it to the first one).

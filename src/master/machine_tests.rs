@@ -12,7 +12,7 @@ use kube::{Client, ResourceExt};
 
 use super::Master;
 use crate::config::ClusterSubnet;
-use crate::controller::machine_tests::{Running, WAIT, spawn};
+use crate::controller::machine_tests::{Running, WAIT, spawn, stop};
 use crate::kube::Informers;
 use crate::kube::annotations::HOST_SUBNET;
 use crate::ovn::addrs::NodeAddrs;
@@ -48,15 +48,6 @@ impl Bed {
         let master = Master::new(self.nb.clone(), self.client.clone(), &subnets);
         let informers = Informers::new(self.client.clone());
         spawn(|token| master.run(informers, token))
-    }
-
-    async fn stop(&self, (token, task): Running) {
-        token.cancel();
-        tokio::time::timeout(WAIT, task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
     }
 
     fn api(&self) -> Api<Node> {
@@ -189,7 +180,7 @@ async fn nodes_get_subnets_and_topology_and_a_restart_rewrites_nothing() {
 
     // A restarted master over a database that is right rebuilds its allocator from the
     // annotations and writes nothing for the nodes it finds.
-    b.stop(master).await;
+    stop(master).await;
     let from = b.nb.log().len();
     let _master = b.start();
     b.add_node("n4", None).await;
