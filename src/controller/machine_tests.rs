@@ -20,7 +20,7 @@ use crate::ovn::schema::{col, nb};
 use crate::ovn::{Nb, NbOp};
 use tokio_util::sync::CancellationToken;
 
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 const SUBNET: &str = "10.1.0.0/24";
 
 struct World {
@@ -110,19 +110,29 @@ impl World {
 }
 
 /// A running controller: its token (cancel to stop it) and its task.
-type Running = (
+pub(crate) type Running = (
     CancellationToken,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 );
 
 /// Spawn a controller's `run` with a fresh cancellation token (or stopped with the test's
 /// runtime).
-fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Running
+pub(crate) fn spawn<F>(run: impl FnOnce(CancellationToken) -> F) -> Running
 where
     F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
 {
     let token = CancellationToken::new();
     (token.clone(), tokio::spawn(run(token)))
+}
+
+/// Cancel a running controller and wait for it to end cleanly.
+pub(crate) async fn stop((token, task): Running) {
+    token.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 fn want(ip: &str) -> PodNetwork {
@@ -371,6 +381,71 @@ mod policy {
                         .any(|r| r.uuid == *a && r.str(col::ACTION) == "drop")
                 })
         })
+    }
+
+    /// The port groups of network policy `name` (namespace `default`).
+    fn groups_of(nb: &MemNb, name: &str) -> usize {
+        use crate::controller::policy_plan::EXT_POLICY;
+        nb.rows(nb::PORT_GROUP)
+            .iter()
+            .filter(|pg| pg.map_get(col::EXTERNAL_IDS, EXT_POLICY).as_deref() == Some(name))
+            .count()
+    }
+
+    fn deny(name: &str) -> NetworkPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_policy_controller_keeps_what_is_right_and_removes_what_went_stale() {
+        let w = World::new().await;
+        let nb: Arc<dyn Nb> = w.nb.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pods = PodController::new(nb.clone(), w.client.clone()).with_port_events(tx);
+        let _pods = spawn(|token| pods.run(Informers::new(w.client.clone()), token));
+        let policy = PolicyController::new(nb.clone(), w.client.clone(), rx);
+        let first = spawn(|token| policy.run(Informers::new(w.client.clone()), token));
+        w.add_pod("web", None).await;
+        w.served("web").await;
+        let port = pod_port("default", "web");
+        let api = Api::<NetworkPolicy>::namespaced(w.client.clone(), "default");
+        api.create(&PostParams::default(), &deny("old"))
+            .await
+            .unwrap();
+        api.create(&PostParams::default(), &deny("kept"))
+            .await
+            .unwrap();
+        until(&w, "both policies programmed", |nb| {
+            isolated(nb, &port) && groups_of(nb, "old") == 1 && groups_of(nb, "kept") == 1
+        })
+        .await;
+        stop(first).await;
+
+        // While it is down, one policy goes. The restarted controller learns the pod's port
+        // from the NB (no port event: the pod controller reported it to the first one).
+        api.delete("old", &DeleteParams::default()).await.unwrap();
+        let before = w.nb.log().len();
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let policy = PolicyController::new(nb, w.client.clone(), rx);
+        let _second = spawn(|token| policy.run(Informers::new(w.client.clone()), token));
+        until(&w, "the stale policy's removal", |nb| {
+            groups_of(nb, "old") == 0
+        })
+        .await;
+        assert_eq!(groups_of(&w.nb, "kept"), 1);
+        assert!(
+            isolated(&w.nb, &port),
+            "web stays isolated by the kept policy"
+        );
+        // One transaction removed the stale objects; nothing else was rewritten.
+        let after = w.nb.log().split_off(before);
+        assert_eq!(after.len(), 1, "{after:#?}");
+        let ops = format!("{:?}", after[0].ops);
+        assert!(!ops.contains("PgAdd") && !ops.contains("Create"), "{ops}");
     }
 
     #[tokio::test]

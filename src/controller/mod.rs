@@ -11,7 +11,7 @@ pub mod policy_plan;
 pub mod services;
 
 #[cfg(test)]
-mod machine_tests;
+pub(crate) mod machine_tests;
 
 use std::sync::Arc;
 

@@ -30,7 +30,8 @@ use super::policy_plan::{
     policy_objects, whole_unit_batches,
 };
 use crate::kube::annotations::{HOST_SUBNET, parse_host_subnet};
-use crate::kube::{Change, events, key};
+use crate::kube::shared::listed;
+use crate::kube::{Change, Watch, events, key};
 use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbOp, NbTxn, Proto};
 use crate::util::retry::{self, Outage, Retries};
@@ -107,6 +108,86 @@ struct State {
 }
 
 impl State {
+    fn new(nb: Arc<dyn Nb>, client: &kube::Client) -> Self {
+        State {
+            nb,
+            events: events::Events::new(client.clone(), events::NET_CONTROLLER),
+            pods: HashMap::new(),
+            plugged: HashMap::new(),
+            policies: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            world: World::default(),
+            mirror: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            retry: Retries::with_policy(retry::PER_OBJECT),
+            outage: Outage::new("network policy objects in the NB database"),
+        }
+    }
+
+    fn on_input(&mut self, input: Input) {
+        match input {
+            Input::Namespace(ch) => self.on_namespace(ch),
+            Input::Pod(ch) => self.on_pod(ch),
+            Input::Policy(ch) => self.on_policy(ch),
+            Input::Node(ch) => self.on_node(ch),
+        }
+    }
+
+    /// Start from what NB holds: our objects, and the pod ports already there (they count
+    /// as plugged). Waits for the NB; false when `cancel` ended the wait.
+    async fn read_initial_nb(&mut self, cancel: &CancellationToken) -> Result<bool> {
+        let mut reading = retry::Retrying::new("reading policy objects from NB", retry::DEPENDENCY);
+        let (mirror, ports) = loop {
+            match self.read_nb().await {
+                Ok(r) => break r,
+                Err(e) => {
+                    if let Err(e) = reading.failed(e, cancel).await {
+                        return if retry::is_config_error(&e) {
+                            Err(e)
+                        } else {
+                            Ok(false)
+                        };
+                    }
+                }
+            }
+        };
+        reading.succeeded();
+        self.mirror = mirror;
+        for p in ports {
+            let Some(pod) = p.external_ids.get(EXT_POD_KEY).cloned() else {
+                continue;
+            };
+            if let Some((_, ip)) = p.static_address() {
+                self.plugged.entry(pod).or_insert((p.name.clone(), ip));
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every unit NB has or we want, reconciled: stale ones go, valid ones are kept.
+    async fn initial_sync(&mut self) {
+        let stale: Vec<Unit> = self
+            .mirror
+            .keys()
+            .filter(|u| self.desired(u).is_empty())
+            .cloned()
+            .collect();
+        self.dirty = self.all_units();
+        let started = std::time::Instant::now();
+        let changed = self.reconcile().await;
+        tracing::info!(
+            policies = self.policies.len(),
+            stale_removed = stale.len(),
+            units_changed = changed,
+            acls = self.mirror.values().map(Objects::acl_count).sum::<usize>(),
+            elapsed = ?started.elapsed(),
+            "initial policy sync done"
+        );
+        for u in &stale {
+            tracing::info!("removed the stale objects of the {u}");
+        }
+    }
+
     fn policy_unit(c: &Compiled) -> Unit {
         Unit::Policy(c.ns.clone(), c.name.clone())
     }
@@ -490,78 +571,19 @@ impl PolicyController {
         informers: crate::kube::Informers,
         cancel: CancellationToken,
     ) -> Result<()> {
-        let mut ns_ch = informers.watch::<Namespace>();
-        let mut pod_ch = informers.watch::<Pod>();
-        let mut np_ch = informers.watch::<NetworkPolicy>();
-        let mut node_ch = informers.watch::<Node>();
-        let mut st = State {
-            nb: self.nb.clone(),
-            events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
-            pods: HashMap::new(),
-            plugged: HashMap::new(),
-            policies: BTreeMap::new(),
-            nodes: BTreeMap::new(),
-            world: World::default(),
-            mirror: BTreeMap::new(),
-            dirty: BTreeSet::new(),
-            retry: Retries::with_policy(retry::PER_OBJECT),
-            outage: Outage::new("network policy objects in the NB database"),
-        };
+        let mut watches = Watches::new(&informers);
+        let mut st = State::new(self.nb.clone(), &self.client);
 
         // 1. Complete lists of everything, so start-up sync never removes a valid object.
-        let mut synced = [false; 4];
-        while synced.iter().any(|s| !s) {
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                ch = ns_ch.next() => match ch {
-                    None => bail!("namespace watch ended"),
-                    Some(Change::Synced) => synced[0] = true,
-                    Some(ch) => st.on_namespace(ch),
-                },
-                ch = pod_ch.next() => match ch {
-                    None => bail!("pod watch ended"),
-                    Some(Change::Synced) => synced[1] = true,
-                    Some(ch) => st.on_pod(ch),
-                },
-                ch = np_ch.next() => match ch {
-                    None => bail!("network policy watch ended"),
-                    Some(Change::Synced) => synced[2] = true,
-                    Some(ch) => st.on_policy(ch),
-                },
-                ch = node_ch.next() => match ch {
-                    None => bail!("node watch ended"),
-                    Some(Change::Synced) => synced[3] = true,
-                    Some(ch) => st.on_node(ch),
-                },
-            }
-        }
+        let Some(lists) = listed(&cancel, watches.initial_lists()).await? else {
+            return Ok(());
+        };
+        lists.into_iter().for_each(|i| st.on_input(i));
 
         // 2. What NB holds; pod ports already there count as plugged (the pod controller
         //    reports new ones), so a restart never drops pods from their groups.
-        let mut reading = retry::Retrying::new("reading policy objects from NB", retry::DEPENDENCY);
-        let (mirror, ports) = loop {
-            match st.read_nb().await {
-                Ok(r) => break r,
-                Err(e) => {
-                    if let Err(e) = reading.failed(e, &cancel).await {
-                        return if retry::is_config_error(&e) {
-                            Err(e)
-                        } else {
-                            Ok(())
-                        };
-                    }
-                }
-            }
-        };
-        reading.succeeded();
-        st.mirror = mirror;
-        for p in ports {
-            let Some(pod) = p.external_ids.get(EXT_POD_KEY).cloned() else {
-                continue;
-            };
-            if let Some((_, ip)) = p.static_address() {
-                st.plugged.entry(pod).or_insert((p.name.clone(), ip));
-            }
+        if !st.read_initial_nb(&cancel).await? {
+            return Ok(());
         }
         while let Ok(ev) = self.ports.try_recv() {
             st.on_port(ev);
@@ -572,28 +594,9 @@ impl PolicyController {
         }
 
         // 3. Every unit NB has or we want: stale ones go, valid ones are kept as they are.
-        let stale: Vec<Unit> = st
-            .mirror
-            .keys()
-            .filter(|u| st.desired(u).is_empty())
-            .cloned()
-            .collect();
-        st.dirty = st.all_units();
-        let started = std::time::Instant::now();
-        let changed = st.reconcile().await;
-        tracing::info!(
-            policies = st.policies.len(),
-            stale_removed = stale.len(),
-            units_changed = changed,
-            acls = st.mirror.values().map(Objects::acl_count).sum::<usize>(),
-            elapsed = ?started.elapsed(),
-            "initial policy sync done"
-        );
+        st.initial_sync().await;
         if let Some(p) = self.ready.take() {
             p.done();
-        }
-        for u in &stale {
-            tracing::info!("removed the stale objects of the {u}");
         }
 
         // 4. Follow changes. Events that arrive right behind one another (a namespace's
@@ -608,22 +611,7 @@ impl PolicyController {
             let far = Instant::now() + Duration::from_secs(3600);
             let flush = tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
-                ch = ns_ch.next() => match ch {
-                    None => bail!("namespace watch ended"),
-                    Some(ch) => { st.on_namespace(ch); false }
-                },
-                ch = pod_ch.next() => match ch {
-                    None => bail!("pod watch ended"),
-                    Some(ch) => { st.on_pod(ch); false }
-                },
-                ch = np_ch.next() => match ch {
-                    None => bail!("network policy watch ended"),
-                    Some(ch) => { st.on_policy(ch); false }
-                },
-                ch = node_ch.next() => match ch {
-                    None => bail!("node watch ended"),
-                    Some(ch) => { st.on_node(ch); false }
-                },
+                input = watches.next() => { st.on_input(input?); false }
                 ev = self.ports.recv() => match ev {
                     Some(ev) => { st.on_port(ev); false }
                     // The pod controller stopped; the process is going down.
@@ -642,6 +630,60 @@ impl PolicyController {
             }
             burst_end = None;
             st.reconcile().await;
+        }
+    }
+}
+
+/// A change of one of the kinds the policies depend on.
+enum Input {
+    Namespace(Change<Namespace>),
+    Pod(Change<Pod>),
+    Policy(Change<NetworkPolicy>),
+    Node(Change<Node>),
+}
+
+/// The controller's four watches.
+struct Watches {
+    namespaces: Watch<Namespace>,
+    pods: Watch<Pod>,
+    policies: Watch<NetworkPolicy>,
+    nodes: Watch<Node>,
+}
+
+impl Watches {
+    fn new(informers: &crate::kube::Informers) -> Self {
+        Watches {
+            namespaces: informers.watch(),
+            pods: informers.watch(),
+            policies: informers.watch(),
+            nodes: informers.watch(),
+        }
+    }
+
+    /// The complete lists of all four, as additions.
+    async fn initial_lists(&mut self) -> Result<Vec<Input>> {
+        let (ns, pods, nps, nodes) = tokio::try_join!(
+            self.namespaces.initial_list(),
+            self.pods.initial_list(),
+            self.policies.initial_list(),
+            self.nodes.initial_list(),
+        )?;
+        let mut all: Vec<Input> = Vec::new();
+        all.extend(Change::additions(ns).into_iter().map(Input::Namespace));
+        all.extend(Change::additions(pods).into_iter().map(Input::Pod));
+        all.extend(Change::additions(nps).into_iter().map(Input::Policy));
+        all.extend(Change::additions(nodes).into_iter().map(Input::Node));
+        Ok(all)
+    }
+
+    /// The next change of any of them; a watch that ended is an error.
+    async fn next(&mut self) -> Result<Input> {
+        let ended = |kind: &str| anyhow::anyhow!("{kind} watch ended");
+        tokio::select! {
+            ch = self.namespaces.next() => ch.map(Input::Namespace).ok_or_else(|| ended("namespace")),
+            ch = self.pods.next() => ch.map(Input::Pod).ok_or_else(|| ended("pod")),
+            ch = self.policies.next() => ch.map(Input::Policy).ok_or_else(|| ended("network policy")),
+            ch = self.nodes.next() => ch.map(Input::Node).ok_or_else(|| ended("node")),
         }
     }
 }

@@ -32,6 +32,18 @@ pub enum Change<K> {
     Synced,
 }
 
+impl<K> Change<K> {
+    /// A complete list (see [`super::Watch::initial_list`]) as the additions a handler of the
+    /// stream would have seen, in key order.
+    pub fn additions(list: HashMap<String, Arc<K>>) -> Vec<Change<K>> {
+        let mut list: Vec<(String, Arc<K>)> = list.into_iter().collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        list.into_iter()
+            .map(|(_, new)| Change::Apply { old: None, new })
+            .collect()
+    }
+}
+
 /// `namespace/name` (or `name` for cluster-scoped objects): the key tracing spans carry.
 pub fn key<K: Resource>(obj: &K) -> String {
     match obj.meta().namespace.as_deref() {

@@ -14,6 +14,7 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -26,6 +27,7 @@ use kube::runtime::watcher;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::kube::informer::{Change, informer, key};
 
@@ -284,6 +286,20 @@ impl<K: Resource<DynamicType = ()>> Watch<K> {
             }
         }
         bail!("the {} watch ended", K::plural(&()))
+    }
+}
+
+/// List, then follow, for the start of a controller: waits for `lists` (one
+/// [`Watch::initial_list`], or several joined) unless `cancel` fires first (`None`: stop).
+/// The watches' later changes stay in their streams, so nothing between the list and the
+/// first followed change is lost.
+pub async fn listed<T>(
+    cancel: &CancellationToken,
+    lists: impl Future<Output = Result<T>>,
+) -> Result<Option<T>> {
+    tokio::select! {
+        _ = cancel.cancelled() => Ok(None),
+        lists = lists => lists.map(Some),
     }
 }
 

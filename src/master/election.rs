@@ -26,7 +26,7 @@ use kube::api::{ObjectMeta, PostParams};
 use super::instance::{self, Instance};
 use crate::config::{Config, MasterHaConfig};
 use crate::exec::BoxFuture;
-use crate::ovn::{Nb, NbTxn, Query, Row};
+use crate::ovn::{Nb, NbError, NbTxn, Query, Row};
 use crate::util::ready::{self, Phase, Readiness};
 use tokio_util::sync::CancellationToken;
 
@@ -291,11 +291,12 @@ pub struct GatedNb {
 }
 
 impl Nb for GatedNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>> {
         Box::pin(async move {
+            // Not the leader (now): the transaction may be run once the Lease is ours.
             self.lead
                 .check(Instant::now())
-                .map_err(|r| anyhow!("NB transaction refused: {r}"))?;
+                .map_err(|r| NbError::unavailable(anyhow!("NB transaction refused: {r}")))?;
             self.inner.transact(txn).await
         })
     }
@@ -700,7 +701,7 @@ mod tests {
     struct Counting(std::sync::atomic::AtomicUsize);
 
     impl Nb for Counting {
-        fn transact<'a>(&'a self, _: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+        fn transact<'a>(&'a self, _: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>> {
             self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async { Ok(()) })
         }
@@ -718,7 +719,9 @@ mod tests {
             lead: lead.clone(),
         };
         let txn = NbTxn::new();
-        let e = nb.transact(&txn).await.unwrap_err().to_string();
+        let e = nb.transact(&txn).await.unwrap_err();
+        assert_eq!(e.kind(), crate::ovn::TxnFailure::Unavailable);
+        let e = e.to_string();
         assert!(e.contains("not the leading master"), "{e}");
         lead.renewed(Instant::now());
         nb.transact(&txn).await.unwrap();

@@ -7,6 +7,8 @@
 
 pub mod election;
 pub mod instance;
+#[cfg(test)]
+mod machine_tests;
 pub mod subnets;
 pub mod topology;
 
@@ -31,7 +33,7 @@ use crate::kube::annotations::{HOST_SUBNET, NODE_MGMT_PORT_MAC, parse_host_subne
 use crate::kube::{Change, events};
 use crate::ovn::signals::{self, NbEpoch};
 use crate::ovn::{Ctl, CtlTarget};
-use crate::ovn::{Nb, NbTxn};
+use crate::ovn::{Nb, NbError, NbTxn, TxnFailure};
 use crate::util::ready::Pending;
 use crate::util::retry::{self, Backoff, Outage, Retries, Retrying, until_ok};
 use subnets::SubnetAllocator;
@@ -120,7 +122,7 @@ impl Master {
         Ok(&self.snap)
     }
 
-    async fn transact(&mut self, ops: Vec<crate::ovn::NbOp>) -> Result<()> {
+    async fn transact(&mut self, ops: Vec<crate::ovn::NbOp>) -> Result<(), NbError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -128,7 +130,7 @@ impl Master {
         // Whatever happened, our picture of the database may be stale now.
         self.snap_dirty = true;
         self.writes += 1;
-        self.nb.transact(&txn).await.map(|_| ())
+        self.nb.transact(&txn).await
     }
 
     /// Bring the whole topology back to what the master owns, read fresh: the cluster objects,
@@ -159,6 +161,9 @@ impl Master {
         }
         match self.transact(ops).await {
             Ok(()) => batched.iter().for_each(|n| self.retry.forget(n)),
+            // Nothing can be written now, node by node neither: the rebuild as a whole is
+            // retried with its backoff (or at the NB's reconnection).
+            Err(e) if e.kind() == TxnFailure::Unavailable => return Err(e.into()),
             Err(e) => {
                 tracing::debug!(error = %format!("{e:#}"), "the rebuild's transaction failed; syncing node by node");
                 single.extend(batched);

@@ -7,12 +7,12 @@ use std::time::Instant;
 use crate::exec::BoxFuture;
 use anyhow::Result;
 
-use crate::ovn::{Nb, NbTxn, Query, Row};
+use crate::ovn::{Nb, NbError, NbTxn, Query, Row};
 
 pub struct MeteredNb(pub Arc<dyn Nb>);
 
 impl Nb for MeteredNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>> {
         Box::pin(async move {
             let start = Instant::now();
             let res = self.0.transact(txn).await;

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::error::{NbError, TxnFailure};
 use super::ovsdb::{DbOp, Query, Row, parse_tables};
-use crate::exec::{BoxFuture, Cmd, Exec};
+use crate::exec::{BoxFuture, Cmd, Exec, ExecError};
 use crate::ovn::schema::nb;
 
 /// Router static-route policy (`--policy=src-ip` or the default dst-ip).
@@ -552,8 +553,8 @@ impl Ctl {
 /// The northbound database as controllers see it.
 pub trait Nb: Send + Sync {
     /// Run `txn` as one transaction. Nothing reads what a transaction prints, so success
-    /// carries no value.
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>>;
+    /// carries no value; a failure says what kind it is ([`TxnFailure`]).
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>>;
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>>;
     /// Reconnections and database replacements, for backends that can see them (see
     /// [`super::signals`]). Wrappers must pass this through.
@@ -573,11 +574,56 @@ pub trait Vs: Send + Sync {
 pub struct Nbctl(pub Ctl);
 
 impl Nb for Nbctl {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move { self.0.run_txn(txn).await.map(drop) })
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>> {
+        Box::pin(async move {
+            txn.validate().map_err(NbError::invalid)?;
+            self.0
+                .run_txn(txn)
+                .await
+                .map(drop)
+                .map_err(|e| NbError::new(ctl_failure(&e), e))
+        })
     }
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
         Box::pin(self.0.run_queries(queries))
+    }
+}
+
+/// What a failed `ovn-nbctl` run means. The tool reports everything as text on stderr, so
+/// its messages are read here, once, for every caller.
+fn ctl_failure(e: &anyhow::Error) -> TxnFailure {
+    match e.chain().find_map(|c| c.downcast_ref::<ExecError>()) {
+        Some(ExecError::Timeout { .. } | ExecError::Io { .. }) => TxnFailure::Unavailable,
+        Some(ExecError::NotFound { .. }) | None => TxnFailure::Invalid,
+        Some(ExecError::Failed { status, stderr, .. }) => nbctl_failure(status, stderr),
+    }
+}
+
+/// What `ovn-nbctl`'s exit `status` and `stderr` say: no database (unreachable, its own
+/// `--timeout`, which ends it by a signal), a command it cannot parse, or else a refusal of
+/// what the database holds (no such row, a duplicate address, a constraint, an abort).
+fn nbctl_failure(status: &str, stderr: &str) -> TxnFailure {
+    const UNAVAILABLE: [&str; 6] = [
+        "database connection failed",
+        "Connection refused",
+        "No such file or directory",
+        "connection closed",
+        "timeout",
+        "timed out",
+    ];
+    const INVALID: [&str; 5] = [
+        "unknown command",
+        "requires at least",
+        "unrecognized option",
+        "syntax error",
+        "invalid",
+    ];
+    if status.contains("signal") || UNAVAILABLE.iter().any(|m| stderr.contains(m)) {
+        TxnFailure::Unavailable
+    } else if INVALID.iter().any(|m| stderr.contains(m)) {
+        TxnFailure::Invalid
+    } else {
+        TxnFailure::Conflict
     }
 }
 

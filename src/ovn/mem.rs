@@ -3,13 +3,22 @@
 //! of the tables (all or nothing, as a real transaction), answers queries from that copy, and
 //! can be told to fail the next transactions. An operation it does not model fails the
 //! transaction with an error naming it, so a test never passes on an operation it ignored.
+//!
+//! What the real database (or `ovn-nbctl` before it) refuses and the controllers rely on is
+//! refused here too: a port on a missing switch or router, a port name held on another switch
+//! or router, a router port re-added with another MAC or network, a second row with a name
+//! that the schema indexes (switch and router ports, port groups, address sets). Rows of the
+//! tables that the schema does not make roots (ports, routes, NAT, ACLs) live only while some
+//! row refers to them, as OVSDB's garbage collection keeps them, so deleting a switch or a
+//! router deletes its ports and routes with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use anyhow::{Result, anyhow, bail};
 
 use super::ctl::{Nb, NbOp, NbTxn};
+use super::error::{NbError, TxnFailure};
 use super::ovsdb::{ColVal, Datum, DbOp, Query, Row, Val};
 use super::schema::{col, nb};
 use crate::exec::BoxFuture;
@@ -83,13 +92,14 @@ impl MemNb {
         for op in ops {
             apply(&mut tables, &mut s.next_uuid, &mut refs, &op)?;
         }
+        commit(&mut tables)?;
         s.tables = tables;
         Ok(())
     }
 }
 
 impl Nb for MemNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>> {
         Box::pin(async move {
             let mut s = self.state();
             let mut rec = Recorded {
@@ -99,19 +109,27 @@ impl Nb for MemNb {
             if s.fail_next > 0 {
                 s.fail_next -= 1;
                 s.log.push(rec);
-                bail!("in-memory NB: transaction failed as the test asked");
+                return Err(NbError::unavailable(anyhow!(
+                    "in-memory NB: transaction failed as the test asked"
+                )));
             }
             let mut tables = s.tables.clone();
             let (mut next, mut refs) = (s.next_uuid, Refs::new());
             let res = txn
                 .ops
                 .iter()
-                .try_for_each(|op| apply(&mut tables, &mut next, &mut refs, op));
+                .try_for_each(|op| apply(&mut tables, &mut next, &mut refs, op))
+                .and_then(|()| commit(&mut tables));
             if res.is_ok() {
                 (s.tables, s.next_uuid, rec.applied) = (tables, next, true);
             }
             s.log.push(rec);
-            res
+            // What a real database refuses is a conflict with what it holds; what this one
+            // does not model says so itself.
+            res.map_err(|e| {
+                let kind = NbError::kind_of(&e).unwrap_or(TxnFailure::Conflict);
+                NbError::new(kind, e)
+            })
         })
     }
 
@@ -237,19 +255,28 @@ fn apply(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &NbOp) -> Res
                 insert(tables, next, nb::LOGICAL_SWITCH, name);
             }
         }
-        NbOp::LspAdd { switch, name } => {
-            if find(tables, nb::LOGICAL_SWITCH, switch).is_none() {
-                bail!("in-memory NB: lsp-add {name}: no logical switch {switch}");
-            }
-            if find(tables, nb::LOGICAL_SWITCH_PORT, name).is_none() {
-                insert(tables, next, nb::LOGICAL_SWITCH_PORT, name);
+        NbOp::LsDel { name } => {
+            // Its ports go with it at commit (garbage collection).
+            if let Some(u) = find(tables, nb::LOGICAL_SWITCH, name) {
+                destroy(tables, nb::LOGICAL_SWITCH, &u);
             }
         }
+        NbOp::LspAdd { switch, name } => {
+            let sw = find(tables, nb::LOGICAL_SWITCH, switch).ok_or_else(|| {
+                anyhow!("in-memory NB: lsp-add {name}: no logical switch {switch}")
+            })?;
+            add_port(
+                tables,
+                next,
+                nb::LOGICAL_SWITCH,
+                &sw,
+                nb::LOGICAL_SWITCH_PORT,
+                name,
+            )?;
+        }
         NbOp::LspDel { name } => {
-            if let Some(u) = find(tables, nb::LOGICAL_SWITCH_PORT, name)
-                && let Some(t) = tables.get_mut(nb::LOGICAL_SWITCH_PORT)
-            {
-                t.remove(&u);
+            if let Some(u) = find(tables, nb::LOGICAL_SWITCH_PORT, name) {
+                destroy(tables, nb::LOGICAL_SWITCH_PORT, &u);
             }
         }
         NbOp::LspSetAddresses { name, addresses } => {
@@ -261,6 +288,53 @@ fn apply(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &NbOp) -> Res
                 &[ColVal::set(col::ADDRESSES, v)],
                 refs,
             );
+        }
+        NbOp::LrAdd { name } => {
+            if find(tables, nb::LOGICAL_ROUTER, name).is_none() {
+                insert(tables, next, nb::LOGICAL_ROUTER, name);
+            }
+        }
+        NbOp::LrDel { name } => {
+            // Its ports, routes and NAT rules go with it at commit.
+            if let Some(u) = find(tables, nb::LOGICAL_ROUTER, name) {
+                destroy(tables, nb::LOGICAL_ROUTER, &u);
+            }
+        }
+        NbOp::LrpAdd {
+            router,
+            name,
+            mac,
+            networks,
+        } => {
+            let r = find(tables, nb::LOGICAL_ROUTER, router).ok_or_else(|| {
+                anyhow!("in-memory NB: lrp-add {name}: no logical router {router}")
+            })?;
+            let u = add_port(
+                tables,
+                next,
+                nb::LOGICAL_ROUTER,
+                &r,
+                nb::LOGICAL_ROUTER_PORT,
+                name,
+            )?;
+            let row = row_mut(tables, nb::LOGICAL_ROUTER_PORT, &u)?;
+            if row.columns.contains_key(col::MAC) {
+                // `--may-exist` keeps a port only when it is exactly the one asked for.
+                if row.str(col::MAC) != *mac || row.set(col::NETWORKS) != *networks {
+                    bail!(
+                        "in-memory NB: lrp-add {name}: the port exists with another MAC or networks"
+                    );
+                }
+            } else {
+                row.columns.insert(col::MAC.into(), Datum::Str(mac.clone()));
+                let nets = networks.iter().map(|n| Datum::Str(n.clone())).collect();
+                row.columns.insert(col::NETWORKS.into(), Datum::Set(nets));
+            }
+        }
+        NbOp::LrpDel { name } => {
+            if let Some(u) = find(tables, nb::LOGICAL_ROUTER_PORT, name) {
+                destroy(tables, nb::LOGICAL_ROUTER_PORT, &u);
+            }
         }
         NbOp::LsLbAdd { switch, lb } => {
             let lb = named(tables, nb::LOAD_BALANCER, lb)?;
@@ -293,9 +367,111 @@ fn apply(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &NbOp) -> Res
             }
         }
         NbOp::Db(db) => apply_db(tables, next, refs, db)?,
-        other => bail!("in-memory NB does not model {other:?}"),
+        other => return Err(unmodelled(other).into()),
     }
     Ok(())
+}
+
+fn unmodelled(op: &dyn std::fmt::Debug) -> NbError {
+    NbError::invalid(anyhow!("in-memory NB does not model {op:?}"))
+}
+
+/// The port `name` of the switch or router `parent` (a row of `parent_table`), created if
+/// missing; `--may-exist` never moves a port that another switch or router holds. Its UUID.
+fn add_port(
+    tables: &mut Tables,
+    next: &mut u64,
+    parent_table: &str,
+    parent: &str,
+    table: &str,
+    name: &str,
+) -> Result<String> {
+    if let Some(u) = find(tables, table, name) {
+        let mine = Datum::Uuid(u.clone());
+        let here = tables
+            .get(parent_table)
+            .and_then(|t| t.get(parent))
+            .and_then(|r| r.get(col::PORTS))
+            .is_some_and(|d| d.as_set().contains(&&mine));
+        if !here {
+            bail!("in-memory NB: {table} {name} exists on another {parent_table}");
+        }
+        return Ok(u);
+    }
+    let u = insert(tables, next, table, name);
+    add_to_set(
+        row_mut(tables, parent_table, parent)?,
+        col::PORTS,
+        [Datum::Uuid(u.clone())],
+    );
+    Ok(u)
+}
+
+/// Tables whose rows the schema does not make roots: a row lives while another refers to it.
+const NON_ROOT: [&str; 5] = [
+    nb::LOGICAL_SWITCH_PORT,
+    nb::LOGICAL_ROUTER_PORT,
+    nb::LOGICAL_ROUTER_STATIC_ROUTE,
+    nb::NAT,
+    nb::ACL,
+];
+
+/// Tables with a unique index on `name`.
+const UNIQUE_NAME: [&str; 4] = [
+    nb::LOGICAL_SWITCH_PORT,
+    nb::LOGICAL_ROUTER_PORT,
+    nb::PORT_GROUP,
+    nb::ADDRESS_SET,
+];
+
+/// What the server does when a transaction commits: collect the unreferenced rows of the
+/// non-root tables, then check the unique names.
+fn commit(tables: &mut Tables) -> Result<()> {
+    loop {
+        let mut referenced = BTreeSet::new();
+        for rows in tables.values() {
+            for r in rows.values() {
+                r.columns
+                    .values()
+                    .for_each(|d| uuids_in(d, &mut referenced));
+            }
+        }
+        let mut collected = false;
+        for t in NON_ROOT {
+            if let Some(rows) = tables.get_mut(t) {
+                let before = rows.len();
+                rows.retain(|u, _| referenced.contains(u));
+                collected |= rows.len() != before;
+            }
+        }
+        if !collected {
+            break;
+        }
+    }
+    for t in UNIQUE_NAME {
+        let mut seen = BTreeSet::new();
+        for r in tables.get(t).into_iter().flat_map(|rows| rows.values()) {
+            let n = r.str(col::NAME);
+            if !seen.insert(n.clone()) {
+                bail!("in-memory NB: constraint violation: two {t} rows named {n:?}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn uuids_in(d: &Datum, out: &mut BTreeSet<String>) {
+    match d {
+        Datum::Uuid(u) => {
+            out.insert(u.clone());
+        }
+        Datum::Set(items) => items.iter().for_each(|i| uuids_in(i, out)),
+        Datum::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            uuids_in(k, out);
+            uuids_in(v, out);
+        }),
+        _ => {}
+    }
 }
 
 /// A port group's `ports`: the UUIDs of the named switch ports, which must exist.
@@ -427,7 +603,7 @@ fn apply_db(tables: &mut Tables, next: &mut u64, refs: &mut Refs, op: &DbOp) -> 
             None if *if_exists => {}
             None => bail!("in-memory NB: destroy {table} {record}: no such row"),
         },
-        other => bail!("in-memory NB does not model {other:?}"),
+        other => return Err(unmodelled(other).into()),
     }
     Ok(())
 }
@@ -458,7 +634,8 @@ mod tests {
             }),
         ]);
         db.fail_next(1);
-        assert!(db.transact(&add).await.is_err());
+        let e = db.transact(&add).await.unwrap_err();
+        assert_eq!(e.kind(), TxnFailure::Unavailable);
         assert!(db.row(nb::LOGICAL_SWITCH_PORT, "p").is_none());
         db.transact(&add).await.unwrap();
         let q = Query::find(
@@ -483,7 +660,90 @@ mod tests {
         assert!(db.transact(&bad).await.is_err());
         assert!(db.row(nb::LOGICAL_SWITCH_PORT, "p").is_some());
         // What it does not model is an error, never a silent no-op.
-        let unmodelled = txn(vec![NbOp::LrAdd { name: "r".into() }]);
-        assert!(db.transact(&unmodelled).await.is_err());
+        let unmodelled = txn(vec![NbOp::LrLbAdd {
+            router: "r".into(),
+            lb: "lb".into(),
+        }]);
+        let e = db.transact(&unmodelled).await.unwrap_err();
+        assert_eq!(e.kind(), TxnFailure::Invalid, "{e:#}");
+    }
+
+    fn lrp(router: &str, name: &str, mac: &str, net: &str) -> NbOp {
+        NbOp::LrpAdd {
+            router: router.into(),
+            name: name.into(),
+            mac: mac.into(),
+            networks: vec![net.into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn routers_and_switches_own_their_ports_and_refuse_what_ovn_refuses() {
+        let db = MemNb::new();
+        let mac = "0a:58:0a:01:00:01";
+        db.seed([
+            NbOp::LrAdd { name: "r".into() },
+            NbOp::LrAdd { name: "r2".into() },
+            NbOp::LsAdd { name: "s".into() },
+            NbOp::LsAdd { name: "s2".into() },
+            lrp("r", "rp", mac, "10.1.0.1/24"),
+            NbOp::LspAdd {
+                switch: "s".into(),
+                name: "sp".into(),
+            },
+        ])
+        .unwrap();
+        // Asked again exactly: nothing to do.
+        db.transact(&txn(vec![lrp("r", "rp", mac, "10.1.0.1/24")]))
+            .await
+            .unwrap();
+        let refused = [
+            // `--may-exist` changes nothing of an existing router port, and moves nothing.
+            lrp("r", "rp", mac, "10.1.9.1/24"),
+            lrp("r2", "rp", mac, "10.1.0.1/24"),
+            NbOp::LspAdd {
+                switch: "s2".into(),
+                name: "sp".into(),
+            },
+            // No such router.
+            lrp("gone", "x", mac, "10.1.0.1/24"),
+            // A second port group of one name.
+            NbOp::PgAdd {
+                name: "sp".into(),
+                ports: vec![],
+            },
+        ];
+        db.seed([NbOp::PgAdd {
+            name: "sp".into(),
+            ports: vec![],
+        }])
+        .unwrap();
+        for op in refused {
+            let e = db.transact(&txn(vec![op.clone()])).await.unwrap_err();
+            assert_eq!(e.kind(), TxnFailure::Conflict, "{op:?}: {e:#}");
+        }
+        // A changed port is deleted and added again in one transaction.
+        db.transact(&txn(vec![
+            NbOp::LrpDel { name: "rp".into() },
+            lrp("r", "rp", mac, "10.1.9.1/24"),
+        ]))
+        .await
+        .unwrap();
+        let rp = db.row(nb::LOGICAL_ROUTER_PORT, "rp").unwrap();
+        assert_eq!(rp.set(col::NETWORKS), ["10.1.9.1/24"]);
+        assert_eq!(
+            db.row(nb::LOGICAL_ROUTER, "r").unwrap().set(col::PORTS),
+            [rp.uuid]
+        );
+        // Deleting the router and the switch deletes their ports.
+        db.transact(&txn(vec![
+            NbOp::LrDel { name: "r".into() },
+            NbOp::LsDel { name: "s".into() },
+        ]))
+        .await
+        .unwrap();
+        assert!(db.rows(nb::LOGICAL_ROUTER_PORT).is_empty());
+        assert!(db.rows(nb::LOGICAL_SWITCH_PORT).is_empty());
+        assert!(db.row(nb::LOGICAL_ROUTER, "r2").is_some());
     }
 }

@@ -4,6 +4,7 @@ pub mod addrs;
 pub mod cluster;
 pub mod ctl;
 pub mod ensure;
+pub mod error;
 pub mod jsonrpc;
 #[cfg(test)]
 pub mod mem;
@@ -16,6 +17,7 @@ pub mod signals;
 pub mod tls;
 
 pub use ctl::{Ctl, CtlTarget, Nb, NbOp, NbTxn, Nbctl, RoutePolicy, Vs, VsOp, VsTxn, Vsctl};
+pub use error::{NbError, TxnFailure};
 pub use native::NativeNb;
 pub use ovsdb::{ColVal, DbOp, Query, Row, Val};
 pub use proto::Proto;

@@ -191,7 +191,7 @@ impl Retrying {
 /// (see [`is_config_error`]) is returned at once, and so is the last error when `cancel`
 /// fires. Logs the first failure and every change of the error at WARN (each attempt only at
 /// DEBUG), and the recovery at INFO.
-pub async fn until_ok<T, F, Fut>(
+pub async fn until_ok<T, E, F, Fut>(
     what: &str,
     policy: Policy,
     cancel: &CancellationToken,
@@ -199,7 +199,8 @@ pub async fn until_ok<T, F, Fut>(
 ) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: Into<anyhow::Error>,
 {
     let mut r = Retrying::new(what, policy);
     loop {
@@ -208,7 +209,7 @@ where
                 r.succeeded();
                 return Ok(v);
             }
-            Err(e) => r.failed(e, cancel).await?,
+            Err(e) => r.failed(e.into(), cancel).await?,
         }
     }
 }

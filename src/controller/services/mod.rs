@@ -20,7 +20,8 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use crate::kube::{Change, key};
+use crate::kube::shared::listed;
+use crate::kube::{Change, Watch, key};
 use crate::ovn::schema::{col, nb};
 use crate::ovn::signals::next_change;
 use crate::ovn::{Nb, NbTxn, Proto, Query, Row, names};
@@ -717,18 +718,23 @@ impl ServiceController {
             return Ok(());
         };
         tracing::info!(source = ?source, "service endpoints source chosen");
+        // List, then follow: the complete lists first, so the initial sync removes only VIPs
+        // that no service wants.
         let mut svcs = informers.watch::<Service>();
-        let mut eps = match source {
-            Source::Slices => informers
-                .watch::<EndpointSlice>()
-                .map(EpChange::Slice)
-                .boxed(),
-            Source::Endpoints => informers
-                .watch::<Endpoints>()
-                .map(EpChange::Endpoints)
-                .boxed(),
+        let Some((ep_list, mut eps)) = listed(&cancel, list_endpoints(&informers, source)).await?
+        else {
+            return Ok(());
         };
-        let (mut svc_synced, mut eps_synced, mut ready) = (false, false, false);
+        let Some(list) = listed(&cancel, svcs.initial_list()).await? else {
+            return Ok(());
+        };
+        Change::additions(list).into_iter().for_each(|ch| {
+            self.service_changed(ch);
+        });
+        ep_list.into_iter().for_each(|ch| {
+            self.endpoints_changed(ch);
+        });
+        let mut ready = false;
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         let mut signals = self.nb.signals();
         let mut epoch = *signals.borrow();
@@ -737,22 +743,13 @@ impl ServiceController {
                 _ = cancel.cancelled() => return Ok(()),
                 now = next_change(&mut signals) => {
                     let before = std::mem::replace(&mut epoch, now);
-                    if ready && now.database != before.database {
-                        // Everything we booked as programmed is gone: sync from scratch, as at
-                        // start-up (the master re-creates the cluster load balancers).
-                        tracing::info!(services = self.services.len(), "new NB database: programming every service again");
-                        self.forget_programmed();
-                        ready = false;
-                    } else if ready {
-                        let waiting = self.retry.retry_all_now(Instant::now());
-                        tracing::debug!(waiting, "NB back: retrying services now");
-                        self.rescan().await;
-                        self.retry_due().await;
+                    if ready {
+                        ready = self.on_nb_epoch(now.database != before.database).await;
                     }
                     vec![]
                 }
                 // Also drives the retry of a failed initial sync.
-                _ = tick.tick(), if svc_synced && eps_synced => {
+                _ = tick.tick() => {
                     if ready {
                         self.rescan().await;
                         self.retry_due().await;
@@ -760,65 +757,127 @@ impl ServiceController {
                     vec![]
                 }
                 ch = svcs.next() => match ch {
-                    Some(Change::Apply { new, .. }) => { let k = key(new.as_ref()); self.services.insert(k.clone(), new); vec![k] }
-                    Some(Change::Delete(old)) => { let k = key(old.as_ref()); self.services.remove(&k); vec![k] }
-                    Some(Change::Synced) => { svc_synced = true; vec![] }
+                    Some(ch) => self.service_changed(ch),
                     None => anyhow::bail!("service watch ended"),
                 },
                 ch = eps.next() => match ch {
-                    Some(EpChange::Slice(Change::Synced) | EpChange::Endpoints(Change::Synced)) => { eps_synced = true; vec![] }
                     Some(ch) => self.endpoints_changed(ch),
                     None => anyhow::bail!("endpoints watch ended"),
                 },
             };
-            if !ready && svc_synced && eps_synced {
-                if let Err(e) = self.initial_sync().await {
-                    let e = format!("{e:#}");
-                    self.outage.failed(self.services.len(), &e);
-                    tracing::debug!(error = %e, "initial service sync failed; retrying");
-                    continue;
-                }
-                self.outage.succeeded();
-                ready = true;
-                if let Some(p) = self.ready_signal.take() {
-                    p.done();
-                }
-                continue;
-            }
-            if ready && !changed.is_empty() {
-                let mut keys: BTreeSet<String> = changed.into_iter().collect();
-                // Gather whatever else is already waiting, so a burst is one transaction.
-                while keys.len() < MAX_BATCH {
-                    let more = match (svcs.next().now_or_never(), eps.next().now_or_never()) {
-                        (None, None) => break,
-                        (s, e) => (s, e),
-                    };
-                    match more.0 {
-                        Some(Some(Change::Apply { new, .. })) => {
-                            let k = key(new.as_ref());
-                            self.services.insert(k.clone(), new);
-                            keys.insert(k);
-                        }
-                        Some(Some(Change::Delete(old))) => {
-                            let k = key(old.as_ref());
-                            self.services.remove(&k);
-                            keys.insert(k);
-                        }
-                        Some(Some(Change::Synced)) => {}
-                        Some(None) => anyhow::bail!("service watch ended"),
-                        None => {}
-                    }
-                    match more.1 {
-                        Some(Some(ch)) => keys.extend(self.endpoints_changed(ch)),
-                        Some(None) => anyhow::bail!("endpoints watch ended"),
-                        None => {}
-                    }
-                }
-                let keys: Vec<String> = keys.into_iter().collect();
+            if !ready {
+                ready = self.try_initial_sync().await;
+            } else if !changed.is_empty() {
+                let keys = self.gather(changed, &mut svcs, &mut eps)?;
                 self.reconcile_keys(&keys).await;
             }
         }
     }
+
+    /// A service changed: the keys to reconcile.
+    fn service_changed(&mut self, ch: Change<Service>) -> Vec<String> {
+        match ch {
+            Change::Apply { new, .. } => {
+                let k = key(new.as_ref());
+                self.services.insert(k.clone(), new);
+                vec![k]
+            }
+            Change::Delete(old) => {
+                let k = key(old.as_ref());
+                self.services.remove(&k);
+                vec![k]
+            }
+            Change::Synced => vec![],
+        }
+    }
+
+    /// The NB reconnected (`new_database`: as a new database). Returns whether the
+    /// controller is still synced: after a new database everything booked as programmed is
+    /// gone, so it syncs from scratch as at start-up (the master re-creates the cluster load
+    /// balancers).
+    async fn on_nb_epoch(&mut self, new_database: bool) -> bool {
+        if new_database {
+            tracing::info!(
+                services = self.services.len(),
+                "new NB database: programming every service again"
+            );
+            self.forget_programmed();
+            return false;
+        }
+        let waiting = self.retry.retry_all_now(Instant::now());
+        tracing::debug!(waiting, "NB back: retrying services now");
+        self.rescan().await;
+        self.retry_due().await;
+        true
+    }
+
+    /// [`ServiceController::initial_sync`]; a failure is logged and retried by the caller
+    /// (at the next tick or event). Returns whether it worked.
+    async fn try_initial_sync(&mut self) -> bool {
+        if let Err(e) = self.initial_sync().await {
+            let e = format!("{e:#}");
+            self.outage.failed(self.services.len(), &e);
+            tracing::debug!(error = %e, "initial service sync failed; retrying");
+            return false;
+        }
+        self.outage.succeeded();
+        if let Some(p) = self.ready_signal.take() {
+            p.done();
+        }
+        true
+    }
+
+    /// The keys of `changed` plus whatever else is already waiting in the streams, so that a
+    /// burst is one transaction (at most [`MAX_BATCH`] services).
+    fn gather(
+        &mut self,
+        changed: Vec<String>,
+        svcs: &mut Watch<Service>,
+        eps: &mut EpStream,
+    ) -> Result<Vec<String>> {
+        let mut keys: BTreeSet<String> = changed.into_iter().collect();
+        while keys.len() < MAX_BATCH {
+            let (s, e) = (svcs.next().now_or_never(), eps.next().now_or_never());
+            if s.is_none() && e.is_none() {
+                break;
+            }
+            match s {
+                Some(Some(ch)) => keys.extend(self.service_changed(ch)),
+                Some(None) => anyhow::bail!("service watch ended"),
+                None => {}
+            }
+            match e {
+                Some(Some(ch)) => keys.extend(self.endpoints_changed(ch)),
+                Some(None) => anyhow::bail!("endpoints watch ended"),
+                None => {}
+            }
+        }
+        Ok(keys.into_iter().collect())
+    }
+}
+
+/// The endpoints watch, whichever API it follows.
+type EpStream = futures::stream::BoxStream<'static, EpChange>;
+
+/// The complete list of `source`'s objects, as additions, and the stream of what follows.
+async fn list_endpoints(
+    informers: &crate::kube::Informers,
+    source: Source,
+) -> Result<(Vec<EpChange>, EpStream)> {
+    Ok(match source {
+        Source::Slices => {
+            let mut w = informers.watch::<EndpointSlice>();
+            let list = Change::additions(w.initial_list().await?);
+            let list = list.into_iter().map(EpChange::Slice).collect();
+            (list, w.map(EpChange::Slice).boxed())
+        }
+        Source::Endpoints => {
+            let mut w = informers.watch::<Endpoints>();
+            let list = Change::additions(w.initial_list().await?);
+            let list = list.into_iter().map(EpChange::Endpoints).collect();
+            (list, w.map(EpChange::Endpoints).boxed())
+        }
+    })
 }
 
 /// An event from whichever endpoints API is watched.

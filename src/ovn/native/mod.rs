@@ -30,11 +30,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow};
 use serde_json::{Value, json};
 
 use super::cluster::Members;
 use super::ctl::{Nb, NbTxn};
+use super::error::NbError;
 use super::jsonrpc::{Client, Remote};
 use super::ovsdb::{Query, Row};
 use super::signals::NbSignalSender;
@@ -204,7 +205,7 @@ impl NativeNb {
         Ok(Ok(results.clone()))
     }
 
-    async fn fall_back(&self, txn: &NbTxn, why: &str) -> Result<()> {
+    async fn fall_back(&self, txn: &NbTxn, why: &str) -> Result<(), NbError> {
         self.fell_back.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             reason = why,
@@ -214,16 +215,17 @@ impl NativeNb {
         self.fallback
             .transact(txn)
             .await
-            .with_context(|| format!("(no native OVSDB form: {why})"))
+            .map_err(|e| e.context(format!("(no native OVSDB form: {why})")))
     }
 
     /// Translate against the replica and run; on an abort or a refusal, wait a little (the
     /// replica catches up with whatever changed) and translate again.
-    async fn transact_native(&self, txn: &NbTxn) -> Result<()> {
+    async fn transact_native(&self, txn: &NbTxn) -> Result<(), NbError> {
         if txn.is_empty() {
             return Ok(());
         }
-        txn.validate()?;
+        txn.validate().map_err(NbError::invalid)?;
+        let what = || format!("NB transaction of {} commands", txn.len());
         // Without the replica nothing can be decided as ovn-nbctl decides it; a connection
         // that is down would fail ovn-nbctl alike, so this is an error to retry, not a fallback.
         if !self.replica_synced() {
@@ -233,15 +235,16 @@ impl NativeNb {
             self.client
                 .call("echo", json!([]))
                 .await
-                .with_context(|| format!("NB transaction of {} commands", txn.len()))?;
+                .with_context(what)
+                .map_err(NbError::unavailable)?;
         }
         if !self.synced().await {
-            bail!(
-                "NB transaction of {} commands: no NB replica from {} within {:?} (connection down?)",
-                txn.len(),
+            return Err(NbError::unavailable(anyhow!(
+                "{}: no NB replica from {} within {:?} (connection down?)",
+                what(),
                 self.remote(),
                 self.timeout
-            );
+            )));
         }
         let mut attempt = 0;
         loop {
@@ -257,22 +260,26 @@ impl NativeNb {
                 Ok(plan) => match self
                     .run_ops(plan.ops, &plan.what)
                     .await
-                    .with_context(|| format!("NB transaction of {} commands", txn.len()))?
+                    .with_context(what)
+                    .map_err(NbError::unavailable)?
                 {
                     Ok(_) => {
                         self.native.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     }
                     Err(r) if r.is_abort() => r.to_string(),
-                    Err(r) => bail!("NB transaction of {} commands rejected: {r}", txn.len()),
+                    // A request the server will not take however often it is asked.
+                    Err(r) => return Err(NbError::invalid(anyhow!("{} rejected: {r}", what()))),
                 },
             };
             if attempt >= ATTEMPTS {
                 self.native.fetch_add(1, Ordering::Relaxed);
-                bail!(
-                    "NB transaction of {} commands not applied after {attempt} attempts: {why}",
-                    txn.len()
-                );
+                // Aborted by concurrent changes, or refused as ovn-nbctl would refuse it,
+                // every time: a conflict with what the database holds.
+                return Err(NbError::conflict(anyhow!(
+                    "{} not applied after {attempt} attempts: {why}",
+                    what()
+                )));
             }
             self.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(reason = %why, attempt, "NB transaction aborted; translated again");
@@ -318,7 +325,7 @@ impl NativeNb {
 }
 
 impl Nb for NativeNb {
-    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<()>> {
+    fn transact<'a>(&'a self, txn: &'a NbTxn) -> BoxFuture<'a, Result<(), NbError>> {
         Box::pin(self.transact_native(txn))
     }
     fn query<'a>(&'a self, queries: &'a [Query]) -> BoxFuture<'a, Result<Vec<Vec<Row>>>> {
