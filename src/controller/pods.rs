@@ -974,93 +974,22 @@ impl PodController {
         };
 
         // 2. What NB holds: every pod port (one query) and the switches.
-        let queries = [
-            PortRow::query(),
-            Query::list(nb::LOGICAL_SWITCH, &[col::NAME]),
-        ];
-        let nb = self.nb.clone();
-        let tables = match retry::until_ok(
-            "reading pod ports from NB",
-            retry::DEPENDENCY,
-            &cancel,
-            || nb.query(&queries),
-        )
-        .await
-        {
-            Ok(t) => t,
+        let (ports, switches) = match self.read_nb(&cancel).await {
+            Ok(read) => read,
             Err(e) => return stopped(e),
         };
-        let ports: Vec<PortRow> = tables
-            .first()
-            .map(|t| t.iter().map(PortRow::from_row).collect())
-            .unwrap_or_default();
-        let switches: HashSet<String> = tables
-            .get(1)
-            .map(|t| t.iter().map(|r| r.str(col::NAME)).collect())
-            .unwrap_or_default();
 
         // 3. Remove ports of pods that no longer exist (only ports carrying pod=true).
-        let expected: HashMap<String, String> = pods
-            .values()
-            .filter_map(|p| {
-                Some((
-                    pod_port(&pod_ns(p), &p.name_any()),
-                    pod_node(p)?.to_string(),
-                ))
-            })
-            .collect();
-        let stale = stale_ports(&ports, &expected);
-        if !stale.is_empty() {
-            for p in &stale {
-                tracing::info!(port = %p, "stale logical port found; deleting it");
-            }
-            let mut txn = NbTxn::new();
-            for p in &stale {
-                txn.extend(delete_ops(p));
-            }
-            if let Err(e) = retry::until_ok(
-                "deleting stale pod ports",
-                retry::DEPENDENCY,
-                &cancel,
-                || nb.transact(&txn),
-            )
-            .await
-            {
-                return stopped(e);
-            }
+        let stale = stale_ports(&ports, &expected_ports(&pods));
+        if let Err(e) = self.delete_stale(&stale, &cancel).await {
+            return stopped(e);
         }
         let stale: HashSet<String> = stale.into_iter().collect();
-        let mut ports_by_node: HashMap<String, HashMap<String, PortRow>> = HashMap::new();
-        for p in ports.into_iter().filter(|p| !stale.contains(&p.name)) {
-            ports_by_node
-                .entry(p.switch.clone())
-                .or_default()
-                .insert(p.name.clone(), p);
-        }
+        let ports_by_node = ports_by_node(ports, &stale);
 
         // 4. Rebuild each node's allocator from annotations and ports, then serve everything.
-        let (nb_tx, nb_rx) = mpsc::unbounded_channel();
-        let mut run = Running {
-            shared: Arc::new(Shared {
-                nb: self.nb.clone(),
-                nb_tx,
-                client: self.client.clone(),
-                events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
-                patch_slots: Semaphore::new(PATCH_SLOTS),
-                port_events: self.port_events.clone(),
-                nb_outage: std::sync::Mutex::new(Outage::new(
-                    "pod logical ports in the NB database",
-                )),
-            }),
-            workers: HashMap::new(),
-            parked: HashMap::new(),
-            ports: ports_by_node,
-            switches,
-            tasks: tokio::task::JoinSet::new(),
-            cancel: cancel.clone(),
-        };
-        run.tasks.spawn(nb_batcher(self.nb.clone(), nb_rx));
         let served = pods.len();
+        let mut run = self.start(ports_by_node, switches, &cancel);
         for (k, p) in pods {
             if let Some(node) = pod_node(&p) {
                 run.parked.entry(node.to_string()).or_default().insert(k, p);
@@ -1079,22 +1008,140 @@ impl PodController {
             p.done();
         }
 
-        // 5. Follow changes. Cancellation is looked at first: the workers stop on it too, and
-        // a worker that ended because of it is a shutdown, not a failure.
+        // 5. Follow changes.
+        run.follow(pod_ch, node_ch).await
+    }
+
+    /// Every pod port and the names of the switches, read once (retried while the NB is
+    /// unreachable).
+    async fn read_nb(&self, cancel: &CancellationToken) -> Result<(Vec<PortRow>, HashSet<String>)> {
+        let queries = [
+            PortRow::query(),
+            Query::list(nb::LOGICAL_SWITCH, &[col::NAME]),
+        ];
+        let nb = self.nb.clone();
+        let tables = retry::until_ok(
+            "reading pod ports from NB",
+            retry::DEPENDENCY,
+            cancel,
+            || nb.query(&queries),
+        )
+        .await?;
+        let ports: Vec<PortRow> = tables
+            .first()
+            .map(|t| t.iter().map(PortRow::from_row).collect())
+            .unwrap_or_default();
+        let switches: HashSet<String> = tables
+            .get(1)
+            .map(|t| t.iter().map(|r| r.str(col::NAME)).collect())
+            .unwrap_or_default();
+        Ok((ports, switches))
+    }
+
+    /// Deletes the `stale` ports in one transaction (retried while the NB is unreachable).
+    async fn delete_stale(&self, stale: &[String], cancel: &CancellationToken) -> Result<()> {
+        if stale.is_empty() {
+            return Ok(());
+        }
+        for p in stale {
+            tracing::info!(port = %p, "stale logical port found; deleting it");
+        }
+        let mut txn = NbTxn::new();
+        for p in stale {
+            txn.extend(delete_ops(p));
+        }
+        let nb = self.nb.clone();
+        retry::until_ok(
+            "deleting stale pod ports",
+            retry::DEPENDENCY,
+            cancel,
+            || nb.transact(&txn),
+        )
+        .await
+    }
+
+    /// The dispatcher's state with the NB batcher running and no worker yet.
+    fn start(
+        &self,
+        ports: HashMap<String, HashMap<String, PortRow>>,
+        switches: HashSet<String>,
+        cancel: &CancellationToken,
+    ) -> Running {
+        let (nb_tx, nb_rx) = mpsc::unbounded_channel();
+        let mut run = Running {
+            shared: Arc::new(Shared {
+                nb: self.nb.clone(),
+                nb_tx,
+                client: self.client.clone(),
+                events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
+                patch_slots: Semaphore::new(PATCH_SLOTS),
+                port_events: self.port_events.clone(),
+                nb_outage: std::sync::Mutex::new(Outage::new(
+                    "pod logical ports in the NB database",
+                )),
+            }),
+            workers: HashMap::new(),
+            parked: HashMap::new(),
+            ports,
+            switches,
+            tasks: tokio::task::JoinSet::new(),
+            cancel: cancel.clone(),
+        };
+        run.tasks.spawn(nb_batcher(self.nb.clone(), nb_rx));
+        run
+    }
+}
+
+/// Port name → node of every served pod.
+fn expected_ports(pods: &HashMap<String, Arc<Pod>>) -> HashMap<String, String> {
+    pods.values()
+        .filter_map(|p| {
+            Some((
+                pod_port(&pod_ns(p), &p.name_any()),
+                pod_node(p)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The ports that stay, by switch and port name.
+fn ports_by_node(
+    ports: Vec<PortRow>,
+    stale: &HashSet<String>,
+) -> HashMap<String, HashMap<String, PortRow>> {
+    let mut by_node: HashMap<String, HashMap<String, PortRow>> = HashMap::new();
+    for p in ports.into_iter().filter(|p| !stale.contains(&p.name)) {
+        by_node
+            .entry(p.switch.clone())
+            .or_default()
+            .insert(p.name.clone(), p);
+    }
+    by_node
+}
+
+impl Running {
+    /// Follows pod and node changes. Cancellation is looked at first: the workers stop on it
+    /// too, and a worker that ended because of it is a shutdown, not a failure.
+    async fn follow(
+        mut self,
+        mut pod_ch: crate::kube::Watch<Pod>,
+        mut node_ch: crate::kube::Watch<Node>,
+    ) -> Result<()> {
+        let cancel = self.cancel.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
                 ch = pod_ch.next() => match ch {
                     None => bail!("pod watch ended"),
-                    Some(ch) => run.on_pod(ch),
+                    Some(ch) => self.on_pod(ch),
                 },
                 ch = node_ch.next() => match ch {
                     None => bail!("node watch ended"),
-                    Some(Change::Apply { new, .. }) => run.on_node(&new),
+                    Some(Change::Apply { new, .. }) => self.on_node(&new),
                     Some(_) => {}
                 },
-                Some(res) = run.tasks.join_next() => {
+                Some(res) = self.tasks.join_next() => {
                     res.context("pod controller task panicked")?;
                     bail!("a pod controller task stopped");
                 }
