@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::pods::annotated_count;
+use common::pods::{annotated_count, rss_kib};
 use common::{Daemon, Env, eventually};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -240,18 +240,12 @@ async fn bench_master_restart_at_scale() {
     let synced = t.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     let writes = nb_records_since(&env, before);
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", master.child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_default();
+    let rss = rss_kib(master.child.id());
     println!(
         "BENCH restart, nothing changed: every controller synced {:.2}s after the spawn; \
-         {writes} NB transactions (target 0); master RSS {rss}",
-        synced.as_secs_f64()
+         {writes} NB transactions (target 0); master RSS {} MiB",
+        synced.as_secs_f64(),
+        rss / 1024
     );
 
     // 2. A new pod right after the spawn: served without waiting for the resync.
