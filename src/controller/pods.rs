@@ -168,6 +168,53 @@ enum Msg {
     Delete(Arc<Pod>),
 }
 
+/// The outcome of one NB request as every pod of it learns it.
+type NbResult = Result<(), String>;
+
+/// One NB request of a round: the commands of `keys`, in a transaction of their own or not.
+#[derive(Default)]
+struct PortRequest {
+    keys: Vec<String>,
+    ops: Vec<NbOp>,
+    alone: bool,
+}
+
+/// What one round decided, before any I/O: the pods sharing the batch, the lone retries, the
+/// port deletions and the pods that only need their annotation.
+#[derive(Default)]
+struct RoundPlan {
+    batch: PortRequest,
+    lone: Vec<PortRequest>,
+    dels: HashSet<String>,
+    to_patch: Vec<String>,
+}
+
+impl RoundPlan {
+    /// `k`'s commands join the batch, or run alone after [`ALONE_AFTER`] failed attempts.
+    fn add(&mut self, k: String, ops: Vec<NbOp>, alone: bool) {
+        if alone {
+            self.lone.push(PortRequest {
+                keys: vec![k],
+                ops,
+                alone: true,
+            });
+        } else {
+            self.batch.keys.push(k);
+            self.batch.ops.extend(ops);
+        }
+    }
+
+    /// The requests (the batch first, if any), the deleting keys, the pods to annotate.
+    fn into_parts(self) -> (Vec<PortRequest>, HashSet<String>, Vec<String>) {
+        let mut requests = Vec::with_capacity(1 + self.lone.len());
+        if !self.batch.keys.is_empty() {
+            requests.push(self.batch);
+        }
+        requests.extend(self.lone);
+        (requests, self.dels, self.to_patch)
+    }
+}
+
 /// The pods of one node.
 struct Worker {
     node: String,
@@ -397,7 +444,21 @@ impl Worker {
 
     /// One round: take the due pods, decide, run one NB request (plus lone retries), patch.
     async fn round(&mut self) {
-        let now = Instant::now();
+        let mut plan = RoundPlan::default();
+        for k in self.take_due(Instant::now()) {
+            self.plan_pod(k, &mut plan);
+        }
+        let (requests, dels, mut to_patch) = plan.into_parts();
+        for (keys, res) in self.run_requests(requests).await {
+            self.on_port_result(keys, &res, &dels, &mut to_patch);
+        }
+        let results = self.annotate_all(to_patch).await;
+        self.on_annotated(results);
+    }
+
+    /// Takes up to [`MAX_ROUND`] keys whose retry time has come off the queue; the others keep
+    /// their place.
+    fn take_due(&mut self, now: Instant) -> Vec<String> {
         let mut keys = Vec::new();
         let mut later = Vec::new();
         while let Some(k) = self.queue.pop_front() {
@@ -415,160 +476,184 @@ impl Worker {
         for k in later.into_iter().rev() {
             self.queue.push_front(k);
         }
+        keys
+    }
 
-        let mut batch_ops = Vec::new();
-        let mut batch_keys = Vec::new();
-        let mut alone: Vec<(String, Vec<NbOp>)> = Vec::new();
-        let mut dels = HashSet::new();
-        let mut to_patch = Vec::new();
-        for k in keys {
-            let Some(e) = self.entries.get_mut(&k) else {
-                continue;
-            };
-            let attempts = self.retry.attempts(&k);
-            let Some(pod) = e.pod.clone().filter(|_| !e.redo) else {
-                // Deleted (or re-created with another address): the old port goes first.
-                let port = match &e.pod {
-                    Some(p) => pod_port(&pod_ns(p), &p.name_any()),
-                    None => pod_port_of_key(&k),
+    /// What one pod needs this round: its old port deleted, an address, its port written, or
+    /// only its annotation.
+    fn plan_pod(&mut self, k: String, plan: &mut RoundPlan) {
+        let alone = self.retry.attempts(&k) >= ALONE_AFTER;
+        let Some(e) = self.entries.get(&k) else {
+            return;
+        };
+        let Some(pod) = e.pod.clone().filter(|_| !e.redo) else {
+            // Deleted (or re-created with another address): the old port goes first.
+            return self.plan_delete(k, alone, plan);
+        };
+        if !self.ensure_address(&k, &pod) {
+            return;
+        }
+        let Some(e) = self.entries.get(&k) else {
+            return;
+        };
+        let Some(net) = e.net.clone() else { return };
+        if e.port != PortState::Synced {
+            if let Some(ops) = self.checked_port_ops(&k, &pod, &net) {
+                plan.add(k, ops, alone);
+            }
+        } else if !e.annotated {
+            plan.to_patch.push(k);
+        }
+    }
+
+    /// The port of a deleted (or re-addressed) pod: deleted this round, or already absent.
+    fn plan_delete(&mut self, k: String, alone: bool, plan: &mut RoundPlan) {
+        let Some(e) = self.entries.get(&k) else {
+            return;
+        };
+        if e.port == PortState::Absent {
+            self.finish_delete(&k);
+            return;
+        }
+        let port = match &e.pod {
+            Some(p) => pod_port(&pod_ns(p), &p.name_any()),
+            None => pod_port_of_key(&k),
+        };
+        plan.dels.insert(k.clone());
+        plan.add(k, delete_ops(&port), alone);
+    }
+
+    /// Gives the pod an address (its annotation's, or a free one) unless it holds one; false
+    /// when it cannot be served now (reported once by [`Worker::block`]).
+    fn ensure_address(&mut self, k: &str, pod: &Pod) -> bool {
+        let Some(e) = self.entries.get_mut(k) else {
+            return false;
+        };
+        if e.net.is_some() {
+            return true;
+        }
+        let (net, annotated) = match claim(&mut self.ipam, pod) {
+            Claim::Annotated(net) => (net, true),
+            Claim::Allocated(net) => (net, false),
+            Claim::Rejected {
+                value,
+                why,
+                retry_on_release,
+            } => {
+                let b = Blocked::BadAnnotation {
+                    value,
+                    why,
+                    retry_on_release,
                 };
-                if e.port == PortState::Absent {
-                    self.finish_delete(&k);
-                    continue;
-                }
-                dels.insert(k.clone());
-                if attempts >= ALONE_AFTER {
-                    alone.push((k, delete_ops(&port)));
-                } else {
-                    batch_ops.extend(delete_ops(&port));
-                    batch_keys.push(k);
-                }
-                continue;
-            };
-            if e.net.is_none() {
-                match claim(&mut self.ipam, &pod) {
-                    Claim::Annotated(net) => {
-                        e.net = Some(net);
-                        e.annotated = true;
-                    }
-                    Claim::Allocated(net) => {
-                        e.net = Some(net);
-                        e.annotated = false;
-                    }
-                    Claim::Rejected {
-                        value,
-                        why,
-                        retry_on_release,
-                    } => {
-                        self.block(
-                            &k,
-                            Blocked::BadAnnotation {
-                                value,
-                                why,
-                                retry_on_release,
-                            },
-                        );
-                        continue;
-                    }
-                    Claim::Full => {
-                        self.block(&k, Blocked::SubnetFull);
-                        continue;
-                    }
-                }
-                e.blocked = None;
-                self.waiting.remove(&k);
+                self.block(k, b);
+                return false;
             }
-            let Some(e) = self.entries.get_mut(&k) else {
-                continue;
-            };
-            let Some(net) = e.net.clone() else { continue };
-            if e.port != PortState::Synced {
-                let ops = port_ops(&self.node, &pod_ns(&pod), &pod.name_any(), &net);
-                let t: NbTxn = ops.iter().cloned().collect();
-                if let Err(err) = t.validate() {
-                    // Cannot happen with names the API server accepted; never poison a batch.
-                    let _g = tracing::info_span!("pod", pod = %k).entered();
-                    tracing::error!(error = %format!("{err:#}"), "pod {k} cannot get a logical port");
-                    continue;
-                }
-                {
-                    let _g = tracing::info_span!("pod", pod = %k).entered();
-                    tracing::debug!(node = %self.node, ip = %net.ip, mac = %net.mac, "adding logical port");
-                }
-                if attempts >= ALONE_AFTER {
-                    alone.push((k, ops));
-                } else {
-                    batch_ops.extend(ops);
-                    batch_keys.push(k);
-                }
-            } else if !e.annotated {
-                to_patch.push(k);
+            Claim::Full => {
+                self.block(k, Blocked::SubnetFull);
+                return false;
             }
-        }
+        };
+        e.net = Some(net);
+        e.annotated = annotated;
+        e.blocked = None;
+        self.waiting.remove(k);
+        true
+    }
 
-        // NB: one request for the batch, one per lone retry, all concurrently.
+    /// The commands of the pod's port, unless they do not validate (never poison a batch).
+    fn checked_port_ops(&self, k: &str, pod: &Pod, net: &PodNetwork) -> Option<Vec<NbOp>> {
+        let ops = port_ops(&self.node, &pod_ns(pod), &pod.name_any(), net);
+        let t: NbTxn = ops.iter().cloned().collect();
+        let _g = tracing::info_span!("pod", pod = %k).entered();
+        if let Err(err) = t.validate() {
+            // Cannot happen with names the API server accepted.
+            tracing::error!(error = %format!("{err:#}"), "pod {k} cannot get a logical port");
+            return None;
+        }
+        tracing::debug!(node = %self.node, ip = %net.ip, mac = %net.mac, "adding logical port");
+        Some(ops)
+    }
+
+    /// The round's NB requests, all concurrently: the batch and each lone retry.
+    async fn run_requests(&self, requests: Vec<PortRequest>) -> Vec<(Vec<String>, NbResult)> {
         let shared = self.shared.clone();
-        let mut reqs = Vec::new();
-        if !batch_keys.is_empty() {
-            reqs.push((batch_keys, batch_ops, false));
-        }
-        for (k, ops) in alone {
-            reqs.push((vec![k], ops, true));
-        }
-        let results = futures::future::join_all(reqs.into_iter().map(|(keys, ops, alone)| {
+        let results = futures::future::join_all(requests.into_iter().map(|r| {
             let shared = shared.clone();
-            async move { (keys, shared.transact(ops, alone).await) }
+            async move { (r.keys, shared.transact(r.ops, r.alone).await) }
         }))
         .await;
-        for (keys, res) in results {
-            match &res {
+        for (keys, res) in &results {
+            match res {
                 Ok(()) => note_success(&self.shared.nb_outage),
                 Err(err) => note_failure(&self.shared.nb_outage, keys.len(), err),
             }
-            for k in keys {
-                match &res {
-                    Ok(()) => {
-                        self.retry.forget(&k);
-                        if dels.contains(&k) {
-                            if let Some(e) = self.entries.get_mut(&k) {
-                                e.port = PortState::Absent;
-                            }
-                            self.finish_delete(&k);
-                        } else if let Some(e) = self.entries.get_mut(&k) {
-                            e.port = PortState::Synced;
-                            if let Some(net) = &e.net {
-                                let _g = tracing::info_span!("pod", pod = %k).entered();
-                                tracing::info!(node = %self.node, ip = %net.ip, mac = %net.mac, "logical port ready");
-                                self.shared.port_event(PortEvent::Up {
-                                    pod: k.clone(),
-                                    port: pod_port_of_key(&k),
-                                    ip: net.ip,
-                                });
-                            }
-                            if !e.annotated {
-                                to_patch.push(k);
-                            }
-                        }
+        }
+        results
+    }
+
+    /// One NB request's outcome for each of its pods; a pod whose port is now up and whose
+    /// annotation is missing joins `to_patch`.
+    fn on_port_result(
+        &mut self,
+        keys: Vec<String>,
+        res: &NbResult,
+        dels: &HashSet<String>,
+        to_patch: &mut Vec<String>,
+    ) {
+        for k in keys {
+            let deleting = dels.contains(&k);
+            match res {
+                Ok(()) if deleting => {
+                    self.retry.forget(&k);
+                    if let Some(e) = self.entries.get_mut(&k) {
+                        e.port = PortState::Absent;
                     }
-                    Err(err) => {
-                        if !dels.contains(&k)
-                            && let Some(e) = self.entries.get_mut(&k)
-                        {
+                    self.finish_delete(&k);
+                }
+                Ok(()) => {
+                    self.retry.forget(&k);
+                    if self.port_up(&k) {
+                        to_patch.push(k);
+                    }
+                }
+                Err(err) => {
+                    let what = if deleting {
+                        format!("deleting the logical port of pod {k}")
+                    } else {
+                        if let Some(e) = self.entries.get_mut(&k) {
                             // It may or may not have been applied: write it again next time.
                             e.port = PortState::Dirty;
                         }
-                        let what = if dels.contains(&k) {
-                            format!("deleting the logical port of pod {k}")
-                        } else {
-                            format!("creating the logical port of pod {k}")
-                        };
-                        self.fail(&k, &what, err);
-                    }
+                        format!("creating the logical port of pod {k}")
+                    };
+                    self.fail(&k, &what, err);
                 }
             }
         }
+    }
 
-        // Annotations, concurrently (bounded across all workers).
+    /// The pod's port was written: tell the policy controller; true when the annotation is
+    /// still to be written.
+    fn port_up(&mut self, k: &str) -> bool {
+        let Some(e) = self.entries.get_mut(k) else {
+            return false;
+        };
+        e.port = PortState::Synced;
+        if let Some(net) = &e.net {
+            let _g = tracing::info_span!("pod", pod = %k).entered();
+            tracing::info!(node = %self.node, ip = %net.ip, mac = %net.mac, "logical port ready");
+            self.shared.port_event(PortEvent::Up {
+                pod: k.to_string(),
+                port: pod_port_of_key(k),
+                ip: net.ip,
+            });
+        }
+        !e.annotated
+    }
+
+    /// Annotations, concurrently (bounded across all workers); the API server's outage is
+    /// reported as the whole process sees it.
+    async fn annotate_all(&self, to_patch: Vec<String>) -> Vec<(String, Result<Option<u64>>)> {
         let jobs: Vec<_> = to_patch
             .into_iter()
             .filter_map(|k| {
@@ -576,6 +661,7 @@ impl Worker {
                 Some((k, e.pod.clone()?, e.net.clone()?))
             })
             .collect();
+        let shared = self.shared.clone();
         let results: Vec<_> = futures::stream::iter(jobs.into_iter().map(|(k, pod, net)| {
             let shared = shared.clone();
             let span = tracing::info_span!("pod", pod = %k);
@@ -590,11 +676,15 @@ impl Worker {
         .await;
         let failed = results.iter().filter(|(_, r)| r.is_err()).count();
         if let Some((_, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
-            // The API server as the whole process sees it: one WARN per outage.
+            // One WARN per outage.
             crate::kube::outage::failed(failed, &format!("annotating pods: {e:#}"));
         } else if !results.is_empty() {
             crate::kube::outage::succeeded();
         }
+        results
+    }
+
+    fn on_annotated(&mut self, results: Vec<(String, Result<Option<u64>>)>) {
         for (k, res) in results {
             match res {
                 Ok(rv) => {
@@ -884,93 +974,22 @@ impl PodController {
         };
 
         // 2. What NB holds: every pod port (one query) and the switches.
-        let queries = [
-            PortRow::query(),
-            Query::list(nb::LOGICAL_SWITCH, &[col::NAME]),
-        ];
-        let nb = self.nb.clone();
-        let tables = match retry::until_ok(
-            "reading pod ports from NB",
-            retry::DEPENDENCY,
-            &cancel,
-            || nb.query(&queries),
-        )
-        .await
-        {
-            Ok(t) => t,
+        let (ports, switches) = match self.read_nb(&cancel).await {
+            Ok(read) => read,
             Err(e) => return stopped(e),
         };
-        let ports: Vec<PortRow> = tables
-            .first()
-            .map(|t| t.iter().map(PortRow::from_row).collect())
-            .unwrap_or_default();
-        let switches: HashSet<String> = tables
-            .get(1)
-            .map(|t| t.iter().map(|r| r.str(col::NAME)).collect())
-            .unwrap_or_default();
 
         // 3. Remove ports of pods that no longer exist (only ports carrying pod=true).
-        let expected: HashMap<String, String> = pods
-            .values()
-            .filter_map(|p| {
-                Some((
-                    pod_port(&pod_ns(p), &p.name_any()),
-                    pod_node(p)?.to_string(),
-                ))
-            })
-            .collect();
-        let stale = stale_ports(&ports, &expected);
-        if !stale.is_empty() {
-            for p in &stale {
-                tracing::info!(port = %p, "stale logical port found; deleting it");
-            }
-            let mut txn = NbTxn::new();
-            for p in &stale {
-                txn.extend(delete_ops(p));
-            }
-            if let Err(e) = retry::until_ok(
-                "deleting stale pod ports",
-                retry::DEPENDENCY,
-                &cancel,
-                || nb.transact(&txn),
-            )
-            .await
-            {
-                return stopped(e);
-            }
+        let stale = stale_ports(&ports, &expected_ports(&pods));
+        if let Err(e) = self.delete_stale(&stale, &cancel).await {
+            return stopped(e);
         }
         let stale: HashSet<String> = stale.into_iter().collect();
-        let mut ports_by_node: HashMap<String, HashMap<String, PortRow>> = HashMap::new();
-        for p in ports.into_iter().filter(|p| !stale.contains(&p.name)) {
-            ports_by_node
-                .entry(p.switch.clone())
-                .or_default()
-                .insert(p.name.clone(), p);
-        }
+        let ports_by_node = ports_by_node(ports, &stale);
 
         // 4. Rebuild each node's allocator from annotations and ports, then serve everything.
-        let (nb_tx, nb_rx) = mpsc::unbounded_channel();
-        let mut run = Running {
-            shared: Arc::new(Shared {
-                nb: self.nb.clone(),
-                nb_tx,
-                client: self.client.clone(),
-                events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
-                patch_slots: Semaphore::new(PATCH_SLOTS),
-                port_events: self.port_events.clone(),
-                nb_outage: std::sync::Mutex::new(Outage::new(
-                    "pod logical ports in the NB database",
-                )),
-            }),
-            workers: HashMap::new(),
-            parked: HashMap::new(),
-            ports: ports_by_node,
-            switches,
-            tasks: tokio::task::JoinSet::new(),
-            cancel: cancel.clone(),
-        };
-        run.tasks.spawn(nb_batcher(self.nb.clone(), nb_rx));
         let served = pods.len();
+        let mut run = self.start(ports_by_node, switches, &cancel);
         for (k, p) in pods {
             if let Some(node) = pod_node(&p) {
                 run.parked.entry(node.to_string()).or_default().insert(k, p);
@@ -989,22 +1008,140 @@ impl PodController {
             p.done();
         }
 
-        // 5. Follow changes. Cancellation is looked at first: the workers stop on it too, and
-        // a worker that ended because of it is a shutdown, not a failure.
+        // 5. Follow changes.
+        run.follow(pod_ch, node_ch).await
+    }
+
+    /// Every pod port and the names of the switches, read once (retried while the NB is
+    /// unreachable).
+    async fn read_nb(&self, cancel: &CancellationToken) -> Result<(Vec<PortRow>, HashSet<String>)> {
+        let queries = [
+            PortRow::query(),
+            Query::list(nb::LOGICAL_SWITCH, &[col::NAME]),
+        ];
+        let nb = self.nb.clone();
+        let tables = retry::until_ok(
+            "reading pod ports from NB",
+            retry::DEPENDENCY,
+            cancel,
+            || nb.query(&queries),
+        )
+        .await?;
+        let ports: Vec<PortRow> = tables
+            .first()
+            .map(|t| t.iter().map(PortRow::from_row).collect())
+            .unwrap_or_default();
+        let switches: HashSet<String> = tables
+            .get(1)
+            .map(|t| t.iter().map(|r| r.str(col::NAME)).collect())
+            .unwrap_or_default();
+        Ok((ports, switches))
+    }
+
+    /// Deletes the `stale` ports in one transaction (retried while the NB is unreachable).
+    async fn delete_stale(&self, stale: &[String], cancel: &CancellationToken) -> Result<()> {
+        if stale.is_empty() {
+            return Ok(());
+        }
+        for p in stale {
+            tracing::info!(port = %p, "stale logical port found; deleting it");
+        }
+        let mut txn = NbTxn::new();
+        for p in stale {
+            txn.extend(delete_ops(p));
+        }
+        let nb = self.nb.clone();
+        retry::until_ok(
+            "deleting stale pod ports",
+            retry::DEPENDENCY,
+            cancel,
+            || nb.transact(&txn),
+        )
+        .await
+    }
+
+    /// The dispatcher's state with the NB batcher running and no worker yet.
+    fn start(
+        &self,
+        ports: HashMap<String, HashMap<String, PortRow>>,
+        switches: HashSet<String>,
+        cancel: &CancellationToken,
+    ) -> Running {
+        let (nb_tx, nb_rx) = mpsc::unbounded_channel();
+        let mut run = Running {
+            shared: Arc::new(Shared {
+                nb: self.nb.clone(),
+                nb_tx,
+                client: self.client.clone(),
+                events: events::Events::new(self.client.clone(), events::NET_CONTROLLER),
+                patch_slots: Semaphore::new(PATCH_SLOTS),
+                port_events: self.port_events.clone(),
+                nb_outage: std::sync::Mutex::new(Outage::new(
+                    "pod logical ports in the NB database",
+                )),
+            }),
+            workers: HashMap::new(),
+            parked: HashMap::new(),
+            ports,
+            switches,
+            tasks: tokio::task::JoinSet::new(),
+            cancel: cancel.clone(),
+        };
+        run.tasks.spawn(nb_batcher(self.nb.clone(), nb_rx));
+        run
+    }
+}
+
+/// Port name → node of every served pod.
+fn expected_ports(pods: &HashMap<String, Arc<Pod>>) -> HashMap<String, String> {
+    pods.values()
+        .filter_map(|p| {
+            Some((
+                pod_port(&pod_ns(p), &p.name_any()),
+                pod_node(p)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// The ports that stay, by switch and port name.
+fn ports_by_node(
+    ports: Vec<PortRow>,
+    stale: &HashSet<String>,
+) -> HashMap<String, HashMap<String, PortRow>> {
+    let mut by_node: HashMap<String, HashMap<String, PortRow>> = HashMap::new();
+    for p in ports.into_iter().filter(|p| !stale.contains(&p.name)) {
+        by_node
+            .entry(p.switch.clone())
+            .or_default()
+            .insert(p.name.clone(), p);
+    }
+    by_node
+}
+
+impl Running {
+    /// Follows pod and node changes. Cancellation is looked at first: the workers stop on it
+    /// too, and a worker that ended because of it is a shutdown, not a failure.
+    async fn follow(
+        mut self,
+        mut pod_ch: crate::kube::Watch<Pod>,
+        mut node_ch: crate::kube::Watch<Node>,
+    ) -> Result<()> {
+        let cancel = self.cancel.clone();
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
                 ch = pod_ch.next() => match ch {
                     None => bail!("pod watch ended"),
-                    Some(ch) => run.on_pod(ch),
+                    Some(ch) => self.on_pod(ch),
                 },
                 ch = node_ch.next() => match ch {
                     None => bail!("node watch ended"),
-                    Some(Change::Apply { new, .. }) => run.on_node(&new),
+                    Some(Change::Apply { new, .. }) => self.on_node(&new),
                     Some(_) => {}
                 },
-                Some(res) = run.tasks.join_next() => {
+                Some(res) = self.tasks.join_next() => {
                     res.context("pod controller task panicked")?;
                     bail!("a pod controller task stopped");
                 }
