@@ -146,8 +146,8 @@ fuzz:
 
 # The fault suite (tests/chaos.rs, needs root): CHAOS_NODES (10) nodes under ~CHAOS_RATE (35)
 # API changes/s; CHAOS_MASTER_KILLS (20), CHAOS_NB_RESTARTS (5), CHAOS_API_PAUSES (3, of
-# CHAOS_API_PAUSE_SECS 30 s), CHAOS_SB_RESTARTS (2), CHAOS_NORTHD_RESTARTS (2), CHAOS_NB_WIPES
-# (4) trials; CHAOS_CONVERGE_SECS (120) per trial, CHAOS_SEED to replay a run. Prints the
+# CHAOS_API_PAUSE_SECS 30 s), CHAOS_SB_RESTARTS (2), CHAOS_NORTHD_RESTARTS (2), CHAOS_NODE_KILLS
+# (3: a node agent killed during its init), CHAOS_NB_WIPES (4) trials; CHAOS_CONVERGE_SECS (120) per trial, CHAOS_SEED to replay a run. Prints the
 # table (also written to CHAOS_REPORT); fails when a trial did not converge.
 CHAOS_REPORT ?= $(TARGET_DIR)/chaos-report.md
 chaos:

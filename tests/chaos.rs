@@ -1,24 +1,34 @@
 //! The fault suite: the real master (+ net-controller) against a real OVN central and the API
 //! stand-in, under API churn, while its dependencies fail: the master killed with SIGKILL, the
 //! NB server killed and restarted, the NB replaced by an empty database, the API server frozen,
-//! the SB server and northd killed and restarted. After each fault the invariant checker
-//! (`chaos/invariants.rs`) polls until everything holds again; the time from the end of the
-//! fault to that moment is the time to converge.
+//! the SB server and northd killed and restarted, a node agent killed during its init. After
+//! each fault the invariant checker (`chaos/invariants.rs`) polls until everything holds
+//! again; the time from the end of the fault to that moment is the time to converge.
 //!
-//! `chaos_smoke` (in `make test`) runs one trial of each kind that passes on today's code:
-//! master kill, NB restart, API pause (10 s). `chaos_full` (`make chaos`, release build) runs
+//! `chaos_smoke` (in `make test`) runs one trial of most kinds: master kill, NB restart, API
+//! pause (10 s), node agent kill, NB wipe. `chaos_full` (`make chaos`, release build) runs
 //! all kinds with counts from the environment and prints the table; it fails when any trial
-//! did not converge, so a kind that cannot recover yet (the NB wipe) shows up as a failure.
+//! did not converge.
 
 #[path = "chaos/mod.rs"]
 mod chaos;
 mod common;
+mod gwbed;
+#[path = "common/node_init.rs"]
+mod node_init;
+mod nodebed;
 
 use std::time::{Duration, Instant};
+
+use std::collections::BTreeMap;
 
 use chaos::invariants::{Violation, check};
 use chaos::{Churn, ChurnShape, Rng};
 use common::{Daemon, Env};
+use gwbed::{NodeProc, blocking, node_log};
+use node_init::{HostFacts, host_facts, start_agent};
+use nodebed::NodeSide;
+use ovn_testbed::Outside;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -28,6 +38,7 @@ enum Kind {
     ApiPause,
     SbRestart,
     NorthdRestart,
+    NodeKill,
 }
 
 impl Kind {
@@ -39,6 +50,7 @@ impl Kind {
             Kind::ApiPause => "API server frozen",
             Kind::SbRestart => "SB ovsdb-server kill -9 + restart",
             Kind::NorthdRestart => "ovn-northd kill -9 + restart",
+            Kind::NodeKill => "node agent kill -9 during its init, restart 1-3 s later",
         }
     }
 }
@@ -78,13 +90,36 @@ struct Outcome {
     left: Vec<Violation>,
 }
 
+/// A gateway node with its agent (`-init-node -init-gateways -nodeport`), started by a
+/// node-kill trial and kept running after it.
+struct Agent {
+    ns: NodeSide,
+    encap: String,
+    proc: Option<NodeProc>,
+    /// When the supervisor saw it exit.
+    exited_at: Option<Instant>,
+    starts: usize,
+}
+
+impl Agent {
+    fn start(&mut self, env: &Env) {
+        self.starts += 1;
+        self.proc = Some(start_agent(env, &self.ns, &self.encap));
+    }
+}
+
 struct Bed {
+    /// Dropped before `env`: the agents' chassis and the outside network use its central.
+    agents: Vec<Agent>,
+    outside: Option<Outside>,
     env: Env,
     args: Vec<String>,
     master: Option<Daemon>,
     starts: usize,
     /// Restarts after the master exited on its own (it exits when it loses its Lease).
     supervised: usize,
+    /// Restarts of node agents that exited on their own.
+    agent_restarts: usize,
     exited_at: Option<Instant>,
 }
 
@@ -98,6 +133,35 @@ impl Bed {
             self.env
                 .spawn(&format!("master-{}", self.starts), &self.args),
         );
+    }
+
+    /// Plays systemd's `Restart=on-failure` for the node agents too (`ovnkube-node.service`).
+    fn supervise_agents(&mut self) {
+        for a in &mut self.agents {
+            let exited = match &mut a.proc {
+                Some(p) => matches!(p.0.try_wait(), Ok(Some(_))),
+                None => false,
+            };
+            if !exited {
+                continue;
+            }
+            let at = *a.exited_at.get_or_insert_with(Instant::now);
+            if at.elapsed() >= RESTART_SEC {
+                a.exited_at = None;
+                self.agent_restarts += 1;
+                eprintln!("node agent {} exited; restarting it", a.ns.name);
+                a.start(&self.env);
+            }
+        }
+    }
+
+    /// The hosts of the nodes that run agents, for the checker (`None` while one cannot be
+    /// read).
+    fn agent_hosts(&self) -> Option<BTreeMap<String, HostFacts>> {
+        self.agents
+            .iter()
+            .map(|a| Some((a.ns.name.clone(), host_facts(&a.ns).ok()?)))
+            .collect()
     }
 
     /// Plays systemd's `Restart=on-failure`: a master that exited is started again
@@ -127,10 +191,13 @@ async fn converge(bed: &mut Bed, since: Instant, limit: Duration) -> Outcome {
     let mut last = Vec::new();
     loop {
         bed.supervise();
-        if let (Some(w), Some(nb)) = (
+        bed.supervise_agents();
+        if let (Some(mut w), Some(nb), Some(hosts)) = (
             chaos::world(&bed.env.client).await,
             chaos::nb_view(&bed.env.central),
+            blocking(|| bed.agent_hosts()),
         ) {
+            w.agents = hosts;
             last = check(&w, &nb);
             if last.is_empty() {
                 return Outcome {
@@ -187,13 +254,63 @@ async fn fault(bed: &mut Bed, kind: Kind, rng: &mut Rng, plan: &Plan) -> anyhow:
             tokio::time::sleep(gap).await;
             k.restart(&bed.env.central)?;
         }
+        Kind::NodeKill => node_kill(bed, rng, gap).await?,
     }
+    Ok(())
+}
+
+/// A node joins: its agent is killed with SIGKILL when its log shows a random stage of the
+/// init (`node_init::stages`), and started again `gap` later. Each trial takes a new gateway
+/// node, so every kill lands in a first init, where a step that is not redone on a restart
+/// leaves something missing; the agent keeps running for the trials after it.
+async fn node_kill(bed: &mut Bed, rng: &mut Rng, gap: Duration) -> anyhow::Result<()> {
+    if bed.outside.is_none() {
+        bed.outside = Some(Outside::start(gwbed::OUTSIDE)?);
+    }
+    let i = bed.agents.len() as u8;
+    anyhow::ensure!(
+        i < 99,
+        "at most 99 node-kill trials (one outside address each)"
+    );
+    let name = format!("gw{i}");
+    bed.env.create_nodes([name.as_str()]).await;
+    let outside = bed.outside.as_ref().expect("started above");
+    let ns = node_init::gateway_node(
+        &bed.env,
+        outside,
+        &name,
+        &format!("172.31.0.{}/24", i + 1),
+        std::net::Ipv4Addr::new(172, 30, 0, i + 1),
+    )?;
+    let stages = node_init::stages(&name);
+    let stage = &stages[rng.below(stages.len() as u64) as usize];
+    let mut agent = Agent {
+        ns,
+        encap: format!("172.30.0.{}", i + 1),
+        proc: None,
+        exited_at: None,
+        starts: 0,
+    };
+    agent.start(&bed.env);
+    let mut first = agent.proc.take().expect("started above");
+    let killed = blocking(|| node_init::kill_at(&agent.ns, &mut first, 0, stage));
+    if killed != Some(true) {
+        anyhow::bail!(
+            "node agent {name} was not killed at {stage:?} ({killed:?}):\n{}",
+            node_log(&agent.ns)
+        );
+    }
+    eprintln!("node agent {name} killed at {stage:?}");
+    tokio::time::sleep(gap).await;
+    agent.start(&bed.env);
+    bed.agents.push(agent);
     Ok(())
 }
 
 async fn run(name: &str, plan: Plan) -> Vec<(Kind, Outcome)> {
     let env = Env::start(name).await;
-    let mut args = env.master_args_unix("10.128.0.0/14");
+    // The node agents' cluster subnet (`nodebed::NodeSide::node_args`).
+    let mut args = env.master_args_unix(nodebed::CLUSTER_SUBNET);
     let (lease, renew, retry) = plan.election;
     args.extend([
         format!("-ha-election-lease-duration={lease}"),
@@ -201,11 +318,14 @@ async fn run(name: &str, plan: Plan) -> Vec<(Kind, Outcome)> {
         format!("-ha-election-retry-period={retry}"),
     ]);
     let mut bed = Bed {
+        agents: Vec::new(),
+        outside: None,
         env,
         args,
         master: None,
         starts: 0,
         supervised: 0,
+        agent_restarts: 0,
         exited_at: None,
     };
     let nodes: Vec<String> = (0..plan.nodes).map(|i| format!("node{i}")).collect();
@@ -274,10 +394,12 @@ async fn run(name: &str, plan: Plan) -> Vec<(Kind, Outcome)> {
         }
     }
     eprintln!(
-        "churn: {} changes made, {} failed; master restarted by the supervisor {} times",
+        "churn: {} changes made, {} failed; restarted by the supervisor: the master {} times, \
+         node agents {} times",
         churn.changes(),
         churn.failures(),
-        bed.supervised
+        bed.supervised,
+        bed.agent_restarts
     );
     print_table(&rows, &plan, rate, started.elapsed());
     rows
@@ -327,7 +449,8 @@ fn seed() -> u64 {
 }
 
 /// One trial of the main kinds; part of `make test`. The NB wipe runs last: a wipe that is not
-/// repaired would fail every trial after it.
+/// repaired would fail every trial after it; after the node kill, it also takes the gateway
+/// node's objects (which its running agent writes again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_smoke() {
     let plan = Plan {
@@ -337,6 +460,7 @@ async fn chaos_smoke() {
             (Kind::MasterKill, 1),
             (Kind::NbRestart, 1),
             (Kind::ApiPause, 1),
+            (Kind::NodeKill, 1),
             (Kind::NbWipe, 1),
         ],
         api_pause: Duration::from_secs(10),
@@ -366,8 +490,9 @@ async fn chaos_full() {
             (Kind::ApiPause, n("CHAOS_API_PAUSES", 3)),
             (Kind::SbRestart, n("CHAOS_SB_RESTARTS", 2)),
             (Kind::NorthdRestart, n("CHAOS_NORTHD_RESTARTS", 2)),
-            // Last: until the NB self-heals, a wiped NB stays empty and would fail every
-            // trial after it.
+            (Kind::NodeKill, n("CHAOS_NODE_KILLS", 3)),
+            // Last: a wipe that is not repaired would fail every trial after it; after the
+            // node kills it also takes their gateways, which their running agents write again.
             (Kind::NbWipe, n("CHAOS_NB_WIPES", 4)),
         ],
         api_pause: Duration::from_secs(env_num("CHAOS_API_PAUSE_SECS", 30)),

@@ -7,90 +7,42 @@
 
 mod common;
 mod gwbed;
+#[path = "common/node_init.rs"]
+mod node_init;
 mod nodebed;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Env, eventually};
 use gwbed::*;
 use k8s_openapi::api::core::v1::Node;
 use kube::{Api, ResourceExt};
+use node_init::{HostFacts, gateway_node, host_facts, kill_at, stages, start_agent};
 use nodebed::*;
-use ovn_testbed::{Chassis, ChassisOpts, Outside};
+use ovn_testbed::Outside;
 use ovnkube::kube::annotations::NODE_MGMT_PORT_MAC;
 
 const NODE_IP: &str = "172.31.0.1";
 
-/// Log lines of the init's stages: the node is killed as soon as one appears. The first
-/// trial runs on a fresh node, so it takes the stage a re-init skips (the MAC is recorded
-/// only once): killed between the annotation and the gateway.
-const STAGES: [&str; 5] = [
-    "recorded the management port MAC on the node",
-    "set Open_vSwitch external_ids",
-    "ready for ovn initialization with subnet",
-    "management port configured",
-    "gateway router GR_n1 ready",
-];
-
-/// Waits for `needle` in the node's log (after byte `from`) and kills the node with SIGKILL
-/// at once. `Some(false)`: the init finished without logging it (a re-init that had nothing
-/// to do at that stage); `None`: it exited or hung first.
-fn kill_at(ns: &NodeSide, node: &mut NodeProc, from: usize, needle: &str) -> Option<bool> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let log = node_log(ns);
-        let new = log.get(from..).unwrap_or_default();
-        if new.contains(needle) {
-            let _ = Command::new("kill")
-                .args(["-9", &node.0.id().to_string()])
-                .status();
-            let _ = node.0.wait();
-            return Some(true);
-        }
-        if new.contains("CNI config written") {
-            return Some(false);
-        }
-        if matches!(node.0.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// What a healthy node leaves behind beyond the NB (`node_objects_ok`): one management
-/// interface in the node's namespace and on br-int, its MAC on the Node object.
+/// interface in the node's namespace and on br-int, its MAC on the Node object, one gateway
+/// router bound to its chassis.
 async fn node_side_ok(env: &Env, ns: &NodeSide) -> Result<(), String> {
-    let out = ns
-        .chassis
-        .run_in_netns(&["ip", "-o", "link", "show"])
-        .map_err(|e| e.to_string())?;
-    let links = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mgmt_links = links.lines().filter(|l| l.contains(" k8s-n1:")).count();
-    if mgmt_links != 1 {
-        return Err(format!("{mgmt_links} k8s-n1 links:\n{links}"));
-    }
-    let mac = links
-        .lines()
-        .find(|l| l.contains(" k8s-n1:"))
-        .and_then(|l| l.split("link/ether ").nth(1))
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string();
-    let ports = ns
-        .chassis
-        .vsctl(&["list-ports", "br-int"])
-        .map_err(|e| e.to_string())?;
-    let on_br_int = ports.lines().filter(|p| p.trim() == "k8s-n1").count();
-    if on_br_int != 1 {
-        return Err(format!("{on_br_int} k8s-n1 ports on br-int: {ports}"));
+    let facts = host_facts(ns)?;
+    let HostFacts {
+        mgmt_link_macs: macs,
+        mgmt_ports_on_br_int: on_br_int,
+    } = &facts;
+    if macs.len() != 1 || *on_br_int != 1 {
+        return Err(format!("management port on the host: {facts:?}"));
     }
     let api: Api<Node> = Api::all(env.client.clone());
     let node = api.get("n1").await.map_err(|e| e.to_string())?;
     let recorded = node.annotations().get(NODE_MGMT_PORT_MAC).cloned();
-    if recorded.as_deref() != Some(mac.as_str()) {
+    if recorded.as_deref() != Some(macs[0].as_str()) {
         return Err(format!(
-            "{NODE_MGMT_PORT_MAC} {recorded:?}, interface MAC {mac:?}"
+            "{NODE_MGMT_PORT_MAC} {recorded:?}, interface MAC {:?}",
+            macs[0]
         ));
     }
     let routers = env
@@ -116,11 +68,15 @@ async fn a_node_agent_killed_during_init_converges_after_a_restart() {
     let mut master = env.spawn("master", &args);
     master.wait_log("initial service sync done", WAIT);
     create_node(&env, "n1").await;
-    let ch = Chassis::start(&env.central, "n1", ChassisOpts::default()).unwrap();
     let out = Outside::start(OUTSIDE).unwrap();
-    out.attach(&ch, "eth1", &format!("{NODE_IP}/24"), true)
-        .unwrap();
-    let n1 = NodeSide::new(&env, ch);
+    let n1 = gateway_node(
+        &env,
+        &out,
+        "n1",
+        &format!("{NODE_IP}/24"),
+        std::net::Ipv4Addr::LOCALHOST,
+    )
+    .unwrap();
     let subnet = node_subnet(&env, "n1").await;
     let net: ipnet::Ipv4Net = subnet.parse().unwrap();
     let mgmt_ip = std::net::Ipv4Addr::from(u32::from(net.network()) + 2);
@@ -128,9 +84,11 @@ async fn a_node_agent_killed_during_init_converges_after_a_restart() {
 
     let mut figures: Vec<(&str, Duration)> = Vec::new();
     let mut inits = 0;
-    for stage in STAGES {
+    let stages = stages("n1");
+    for stage in &stages {
+        let stage = stage.as_str();
         let from = node_log(&n1).len();
-        let mut node = NodeProc(spawn_node(&env, &n1, "127.0.0.1", &[], GATEWAY_FLAGS));
+        let mut node = start_agent(&env, &n1, "127.0.0.1");
         let killed = blocking(|| kill_at(&n1, &mut node, from, stage));
         match killed {
             Some(true) => {}
@@ -145,7 +103,7 @@ async fn a_node_agent_killed_during_init_converges_after_a_restart() {
         }
         // The restart: a fresh process on whatever the killed one left.
         let t = Instant::now();
-        let mut node = NodeProc(spawn_node(&env, &n1, "127.0.0.1", &[], GATEWAY_FLAGS));
+        let mut node = start_agent(&env, &n1, "127.0.0.1");
         inits += 1;
         blocking(|| wait_init(&n1, &mut node.0, inits));
         eventually("the node's NB objects", WAIT, || async {

@@ -10,7 +10,12 @@ use ipnet::Ipv4Net;
 use ovnkube::controller::policy_model::Selector;
 use ovnkube::controller::policy_plan::policy_pg;
 use ovnkube::kube::annotations::PodNetwork;
+use ovnkube::ovn::addrs::NodeAddrs;
 use ovnkube::ovn::names;
+use ovnkube::ovn::proto::Proto;
+use ovnkube::ovn::schema::nb as tables;
+
+pub use crate::node_init::HostFacts;
 
 /// A pod as the checker needs it: only pods bound to a node and on the pod network.
 #[derive(Clone, Debug, Default)]
@@ -50,6 +55,11 @@ pub struct World {
     pub pods: Vec<PodView>,
     pub services: Vec<ServiceView>,
     pub policies: Vec<PolicyView>,
+    /// Node name → its management port MAC annotation, for the nodes that have one.
+    pub mgmt_macs: BTreeMap<String, String>,
+    /// The nodes that run a node agent, with what their hosts hold of the management port.
+    /// Filled by the bed from the chassis, not from the API.
+    pub agents: BTreeMap<String, HostFacts>,
 }
 
 /// A pod logical switch port.
@@ -57,6 +67,20 @@ pub struct World {
 pub struct PortView {
     pub uuid: String,
     pub addresses: Vec<String>,
+}
+
+/// A logical router with what a node agent's gateway router holds.
+#[derive(Clone, Debug, Default)]
+pub struct RouterView {
+    pub name: String,
+    /// `options:chassis`: the gateway router's node.
+    pub chassis: Option<String>,
+    /// Load balancer uuids.
+    pub lbs: BTreeSet<String>,
+    /// Static routes as `prefix via nexthop`, one entry per row.
+    pub routes: Vec<String>,
+    /// NAT rules as `type external_ip logical_ip`, one entry per row.
+    pub nats: Vec<String>,
 }
 
 /// The NB side of a snapshot.
@@ -71,6 +95,14 @@ pub struct NbView {
     pub port_groups: BTreeMap<String, BTreeSet<String>>,
     /// Logical port names with an SB Port_Binding (northd has processed them).
     pub bound: BTreeSet<String>,
+    /// (table, name) → number of rows, for switches, switch ports, routers and router ports:
+    /// a name on two rows is a duplicate.
+    pub names: BTreeMap<(String, String), usize>,
+    /// Management ports (`k8s-<node>`) by name → addresses.
+    pub mgmt_ports: BTreeMap<String, Vec<String>>,
+    pub routers: Vec<RouterView>,
+    /// (protocol, gateway router) → the uuids of the load balancers marked as that router's.
+    pub gateway_lbs: BTreeMap<(Proto, String), Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -105,6 +137,31 @@ pub enum Violation {
         have: Option<BTreeSet<String>>,
     },
     PortNotBound(String),
+    DuplicateName {
+        table: String,
+        name: String,
+        rows: usize,
+    },
+    /// A router with the same static route or NAT rule on two rows.
+    DuplicateRule {
+        router: String,
+        rule: String,
+    },
+    MgmtPortMismatch {
+        node: String,
+        want: String,
+        have: Option<Vec<String>>,
+    },
+    MgmtMacNotRecorded(String),
+    MgmtHost {
+        node: String,
+        facts: HostFacts,
+        recorded: Option<String>,
+    },
+    GatewayBroken {
+        node: String,
+        what: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -147,6 +204,30 @@ impl fmt::Display for Violation {
                 )
             }
             Violation::PortNotBound(p) => write!(f, "logical port {p} has no SB Port_Binding"),
+            Violation::DuplicateName { table, name, rows } => {
+                write!(f, "{table} {name} is on {rows} rows")
+            }
+            Violation::DuplicateRule { router, rule } => {
+                write!(f, "router {router} has {rule:?} twice")
+            }
+            Violation::MgmtPortMismatch { node, want, have } => {
+                write!(
+                    f,
+                    "node {node}: management port addresses {have:?}, want {want:?}"
+                )
+            }
+            Violation::MgmtMacNotRecorded(n) => {
+                write!(f, "node {n}: its agent recorded no management port MAC")
+            }
+            Violation::MgmtHost {
+                node,
+                facts,
+                recorded,
+            } => write!(
+                f,
+                "node {node}: management port on the host {facts:?}, recorded MAC {recorded:?}"
+            ),
+            Violation::GatewayBroken { node, what } => write!(f, "node {node}: gateway {what}"),
         }
     }
 }
@@ -160,6 +241,12 @@ pub fn check(w: &World, nb: &NbView) -> Vec<Violation> {
     v.extend(duplicate_ips(w, nb));
     v.extend(services(w, nb));
     v.extend(policies(w, nb));
+    v.extend(duplicates(nb));
+    v.extend(mgmt_ports(w, nb));
+    for (node, facts) in &w.agents {
+        v.extend(agent_host(w, node, facts));
+        v.extend(gateway(nb, node));
+    }
     v.sort();
     v
 }
@@ -256,6 +343,15 @@ fn duplicate_ips(w: &World, nb: &NbView) -> Vec<Violation> {
             {
                 users.entry(ip).or_default().insert(format!("port {name}"));
             }
+        }
+    }
+    for (name, addrs) in &nb.mgmt_ports {
+        for ip in addrs
+            .iter()
+            .flat_map(|a| a.split_whitespace())
+            .filter_map(|t| t.parse::<Ipv4Addr>().ok())
+        {
+            users.entry(ip).or_default().insert(format!("port {name}"));
         }
     }
     // A pod and its own port share an address; two pods, or two ports, must not.
@@ -369,6 +465,138 @@ fn policies(w: &World, nb: &NbView) -> Vec<Violation> {
     v
 }
 
+/// Nothing the master or a node agent names is there twice: no name on two switches, switch
+/// ports, routers or router ports, no static route or NAT rule twice on a router.
+fn duplicates(nb: &NbView) -> Vec<Violation> {
+    let mut v: Vec<Violation> = nb
+        .names
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|((table, name), n)| Violation::DuplicateName {
+            table: table.clone(),
+            name: name.clone(),
+            rows: *n,
+        })
+        .collect();
+    for r in &nb.routers {
+        let mut seen = BTreeSet::new();
+        for rule in r.routes.iter().chain(&r.nats) {
+            if !seen.insert(rule) {
+                v.push(Violation::DuplicateRule {
+                    router: r.name.clone(),
+                    rule: rule.clone(),
+                });
+            }
+        }
+    }
+    v
+}
+
+/// Every node that reported its management port MAC has its logical port `k8s-<node>` with
+/// that MAC and the subnet's management address (the master owns it).
+fn mgmt_ports(w: &World, nb: &NbView) -> Vec<Violation> {
+    let mut v = Vec::new();
+    for (node, mac) in &w.mgmt_macs {
+        let Some(Some(subnet)) = w.nodes.get(node) else {
+            continue;
+        };
+        let want = format!(
+            "{} {}",
+            mac.to_ascii_lowercase(),
+            NodeAddrs::new(*subnet).mgmt.addr()
+        );
+        let have = nb.mgmt_ports.get(&names::mgmt_port(node));
+        if have.is_none_or(|h| *h != [want.clone()]) {
+            v.push(Violation::MgmtPortMismatch {
+                node: node.clone(),
+                want,
+                have: have.cloned(),
+            });
+        }
+    }
+    v
+}
+
+/// A node agent's host: one management interface, on br-int once, whose MAC is the one on
+/// the Node.
+fn agent_host(w: &World, node: &str, facts: &HostFacts) -> Vec<Violation> {
+    let recorded = w.mgmt_macs.get(node).cloned();
+    let Some(mac) = &recorded else {
+        return vec![Violation::MgmtMacNotRecorded(node.to_string())];
+    };
+    let ok = facts.mgmt_ports_on_br_int == 1
+        && matches!(facts.mgmt_link_macs.as_slice(), [m] if m.eq_ignore_ascii_case(mac));
+    if ok {
+        return Vec::new();
+    }
+    vec![Violation::MgmtHost {
+        node: node.to_string(),
+        facts: facts.clone(),
+        recorded,
+    }]
+}
+
+/// A node agent's gateway: its router bound to the node's chassis (and no other router
+/// bound there), with a default route and a SNAT rule, its join ports, its external switch,
+/// and one TCP and one UDP load balancer of its own attached to it.
+fn gateway(nb: &NbView, node: &str) -> Vec<Violation> {
+    let gr = names::gateway_router(node);
+    let mut missing = Vec::new();
+    let bound: Vec<&RouterView> = nb
+        .routers
+        .iter()
+        .filter(|r| r.chassis.as_deref() == Some(node))
+        .collect();
+    match bound.as_slice() {
+        [r] if r.name == gr => {
+            if !r.routes.iter().any(|x| x.starts_with("0.0.0.0/0 ")) {
+                missing.push("has no default route".to_string());
+            }
+            if !r.nats.iter().any(|x| x.starts_with("snat ")) {
+                missing.push("has no SNAT rule".to_string());
+            }
+            for p in [Proto::Tcp, Proto::Udp] {
+                let lbs = nb
+                    .gateway_lbs
+                    .get(&(p, gr.clone()))
+                    .map_or(&[][..], Vec::as_slice);
+                if !matches!(lbs, [lb] if r.lbs.contains(lb)) {
+                    missing.push(format!(
+                        "{p:?} load balancers {lbs:?}, attached {:?}",
+                        r.lbs
+                    ));
+                }
+            }
+        }
+        _ => missing.push(format!(
+            "routers bound to the chassis: {:?}",
+            bound.iter().map(|r| &r.name).collect::<Vec<_>>()
+        )),
+    }
+    let named = |table: &str, name: String| {
+        nb.names
+            .contains_key(&(table.to_string(), name.clone()))
+            .then_some(())
+            .ok_or(format!("{table} {name} is missing"))
+    };
+    for check in [
+        named(tables::LOGICAL_ROUTER_PORT, names::rtoj(&gr)),
+        named(tables::LOGICAL_SWITCH_PORT, names::jtor(&gr)),
+        named(tables::LOGICAL_SWITCH, names::ext_switch(node)),
+    ] {
+        if let Err(e) = check {
+            missing.push(e);
+        }
+    }
+    missing
+        .into_iter()
+        .map(|what| Violation::GatewayBroken {
+            node: node.to_string(),
+            what,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +649,15 @@ mod tests {
                 name: "p".into(),
                 selector: selector("web"),
             }],
+            mgmt_macs: [("n1".to_string(), MGMT_MAC.to_string())].into(),
+            agents: [(
+                "n1".to_string(),
+                HostFacts {
+                    mgmt_link_macs: vec![MGMT_MAC.to_string()],
+                    mgmt_ports_on_br_int: 1,
+                },
+            )]
+            .into(),
         };
         let nb = NbView {
             switches: ["n1".to_string()].into(),
@@ -442,9 +679,39 @@ mod tests {
             .into(),
             port_groups: [(policy_pg("default", "p"), ["u-a".to_string()].into())].into(),
             bound: ["default_a".to_string(), "default_b".to_string()].into(),
+            names: [
+                (tables::LOGICAL_SWITCH, "n1"),
+                (tables::LOGICAL_SWITCH, "ext_n1"),
+                (tables::LOGICAL_SWITCH_PORT, "jtor-GR_n1"),
+                (tables::LOGICAL_SWITCH_PORT, "k8s-n1"),
+                (tables::LOGICAL_ROUTER, "GR_n1"),
+                (tables::LOGICAL_ROUTER_PORT, "rtoj-GR_n1"),
+            ]
+            .into_iter()
+            .map(|(t, n)| ((t.to_string(), n.to_string()), 1))
+            .collect(),
+            mgmt_ports: [("k8s-n1".to_string(), vec![format!("{MGMT_MAC} 10.1.0.2")])].into(),
+            routers: vec![RouterView {
+                name: "GR_n1".into(),
+                chassis: Some("n1".into()),
+                lbs: ["lb-t".to_string(), "lb-u".to_string()].into(),
+                routes: vec![
+                    "10.1.0.0/16 via 100.64.0.1".into(),
+                    "0.0.0.0/0 via 172.31.0.100".into(),
+                ],
+                nats: vec!["snat 172.31.0.1 10.1.0.0/16".into()],
+            }],
+            gateway_lbs: [
+                ((Proto::Tcp, "GR_n1".to_string()), vec!["lb-t".to_string()]),
+                ((Proto::Udp, "GR_n1".to_string()), vec!["lb-u".to_string()]),
+            ]
+            .into(),
         };
         (w, nb)
     }
+
+    /// The management port MAC of n1 (10.1.0.2's derived MAC).
+    const MGMT_MAC: &str = "0a:58:0a:01:00:02";
 
     #[test]
     fn invariant_table() {
@@ -580,6 +847,181 @@ mod tests {
                     nb.bound.remove("default_a");
                 },
                 "logical port default_a has no SB Port_Binding",
+            ),
+            (
+                "a switch twice",
+                |_, nb| {
+                    nb.names
+                        .insert((tables::LOGICAL_SWITCH.into(), "ext_n1".into()), 2);
+                },
+                "Logical_Switch ext_n1 is on 2 rows",
+            ),
+            (
+                "a NAT rule twice",
+                |_, nb| {
+                    let nat = nb.routers[0].nats[0].clone();
+                    nb.routers[0].nats.push(nat);
+                },
+                "router GR_n1 has \"snat 172.31.0.1 10.1.0.0/16\" twice",
+            ),
+            (
+                "a route twice",
+                |_, nb| {
+                    let r = nb.routers[0].routes[1].clone();
+                    nb.routers[0].routes.push(r);
+                },
+                "router GR_n1 has \"0.0.0.0/0 via 172.31.0.100\" twice",
+            ),
+            (
+                "management port missing",
+                |_, nb| nb.mgmt_ports.clear(),
+                "node n1: management port addresses None",
+            ),
+            (
+                "management port with another MAC",
+                |_, nb| {
+                    nb.mgmt_ports
+                        .insert("k8s-n1".into(), vec!["0a:58:0a:01:00:09 10.1.0.2".into()]);
+                },
+                "node n1: management port addresses Some",
+            ),
+            (
+                "management port with a pod's IP",
+                |_, nb| {
+                    nb.mgmt_ports
+                        .insert("k8s-n1".into(), vec![format!("{MGMT_MAC} 10.1.0.3")]);
+                },
+                "10.1.0.3 is used by",
+            ),
+            (
+                "MAC not recorded",
+                |w, _| {
+                    w.mgmt_macs.clear();
+                },
+                "node n1: its agent recorded no management port MAC",
+            ),
+            (
+                "two management links",
+                |w, _| {
+                    w.agents
+                        .get_mut("n1")
+                        .unwrap()
+                        .mgmt_link_macs
+                        .push(MGMT_MAC.into());
+                },
+                "node n1: management port on the host",
+            ),
+            (
+                "management port twice on br-int",
+                |w, _| w.agents.get_mut("n1").unwrap().mgmt_ports_on_br_int = 2,
+                "node n1: management port on the host",
+            ),
+            (
+                "interface MAC is not the recorded one",
+                |w, _| {
+                    w.agents.get_mut("n1").unwrap().mgmt_link_macs =
+                        vec!["0a:58:0a:01:00:09".into()];
+                },
+                "recorded MAC Some(\"0a:58:0a:01:00:02\")",
+            ),
+            (
+                "MAC recorded in capitals",
+                |w, nb| {
+                    w.mgmt_macs
+                        .insert("n1".into(), MGMT_MAC.to_ascii_uppercase());
+                    nb.mgmt_ports
+                        .insert("k8s-n1".into(), vec![format!("{MGMT_MAC} 10.1.0.2")]);
+                },
+                "",
+            ),
+            (
+                "no gateway router",
+                |_, nb| nb.routers.clear(),
+                "node n1: gateway routers bound to the chassis: []",
+            ),
+            (
+                "a second router on the chassis",
+                |_, nb| {
+                    let mut r = nb.routers[0].clone();
+                    r.name = "GR_other".into();
+                    nb.routers.push(r);
+                },
+                "routers bound to the chassis: [\"GR_n1\", \"GR_other\"]",
+            ),
+            (
+                "gateway router on another chassis",
+                |_, nb| nb.routers[0].chassis = Some("n2".into()),
+                "routers bound to the chassis: []",
+            ),
+            (
+                "no default route",
+                |_, nb| {
+                    nb.routers[0].routes.pop();
+                },
+                "gateway has no default route",
+            ),
+            (
+                "no SNAT",
+                |_, nb| nb.routers[0].nats.clear(),
+                "gateway has no SNAT rule",
+            ),
+            (
+                "UDP load balancer missing",
+                |_, nb| {
+                    nb.gateway_lbs.remove(&(Proto::Udp, "GR_n1".into()));
+                },
+                "Udp load balancers []",
+            ),
+            (
+                "TCP load balancer twice",
+                |_, nb| {
+                    nb.gateway_lbs.insert(
+                        (Proto::Tcp, "GR_n1".into()),
+                        vec!["lb-t".into(), "lb-x".into()],
+                    );
+                },
+                "Tcp load balancers",
+            ),
+            (
+                "TCP load balancer not attached",
+                |_, nb| {
+                    nb.routers[0].lbs.remove("lb-t");
+                },
+                "Tcp load balancers [\"lb-t\"]",
+            ),
+            (
+                "no join switch port",
+                |_, nb| {
+                    nb.names
+                        .remove(&(tables::LOGICAL_SWITCH_PORT.into(), "jtor-GR_n1".into()));
+                },
+                "Logical_Switch_Port jtor-GR_n1 is missing",
+            ),
+            (
+                "no join router port",
+                |_, nb| {
+                    nb.names
+                        .remove(&(tables::LOGICAL_ROUTER_PORT.into(), "rtoj-GR_n1".into()));
+                },
+                "Logical_Router_Port rtoj-GR_n1 is missing",
+            ),
+            (
+                "no external switch",
+                |_, nb| {
+                    nb.names
+                        .remove(&(tables::LOGICAL_SWITCH.into(), "ext_n1".into()));
+                },
+                "Logical_Switch ext_n1 is missing",
+            ),
+            (
+                "a node without an agent needs no gateway",
+                |w, nb| {
+                    w.agents.clear();
+                    w.mgmt_macs.clear();
+                    nb.routers.clear();
+                    nb.mgmt_ports.clear();
+                },
+                "",
             ),
         ];
         for (what, mutate, want) in cases {

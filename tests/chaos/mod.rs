@@ -23,7 +23,10 @@ use ovnkube::ovn::schema;
 use serde_json::json;
 use tokio::sync::watch;
 
-use invariants::{NbView, PodView, PolicyView, PortView, ServiceView, World};
+use invariants::{NbView, PodView, PolicyView, PortView, RouterView, ServiceView, World};
+use ovnkube::ovn::Row;
+use ovnkube::ovn::names;
+use ovnkube::ovn::proto::Proto;
 
 pub const NS: &str = "default";
 const SERVICE_LABEL: &str = "kubernetes.io/service-name";
@@ -113,6 +116,15 @@ pub async fn world(client: &kube::Client) -> Option<World> {
                 })
             })
             .collect(),
+        mgmt_macs: nodes
+            .iter()
+            .filter_map(|n| {
+                let mac = n.annotations().get(annotations::NODE_MGMT_PORT_MAC)?;
+                Some((n.name_any(), mac.clone()))
+            })
+            .collect(),
+        // The bed adds the hosts of the nodes it runs agents on.
+        agents: BTreeMap::new(),
     })
 }
 
@@ -156,32 +168,40 @@ fn service_view(s: &Service, slices: &[EndpointSlice]) -> Option<ServiceView> {
     })
 }
 
-/// The NB side (one `ovn-nbctl` for the four tables, one `ovn-sbctl` for the bindings);
+/// The NB tables the checker reads, in the order `nb_view` lists them.
+const NB_TABLES: [&str; 8] = [
+    schema::nb::LOGICAL_SWITCH,
+    schema::nb::LOGICAL_SWITCH_PORT,
+    schema::nb::LOAD_BALANCER,
+    schema::nb::PORT_GROUP,
+    schema::nb::LOGICAL_ROUTER,
+    schema::nb::LOGICAL_ROUTER_PORT,
+    schema::nb::LOGICAL_ROUTER_STATIC_ROUTE,
+    schema::nb::NAT,
+];
+
+/// The NB side (one `ovn-nbctl` for the tables, one `ovn-sbctl` for the bindings);
 /// `None` while a database does not answer.
 pub fn nb_view(central: &Central) -> Option<NbView> {
-    let out = central
-        .nbctl(&[
-            "--format=json",
-            "list",
-            schema::nb::LOGICAL_SWITCH,
-            "--",
-            "list",
-            schema::nb::LOGICAL_SWITCH_PORT,
-            "--",
-            "list",
-            schema::nb::LOAD_BALANCER,
-            "--",
-            "list",
-            schema::nb::PORT_GROUP,
-        ])
-        .ok()?;
-    let mut tables = parse_tables(&out).ok()?.into_iter();
-    let (switches, ports, lbs, pgs) = (
-        tables.next()?,
-        tables.next()?,
-        tables.next()?,
-        tables.next()?,
-    );
+    let mut args = vec!["--format=json"];
+    for (i, t) in NB_TABLES.iter().enumerate() {
+        if i > 0 {
+            args.push("--");
+        }
+        args.extend(["list", t]);
+    }
+    let out = central.nbctl(&args).ok()?;
+    let tables = parse_tables(&out).ok()?;
+    let [
+        switches,
+        ports,
+        lbs,
+        pgs,
+        routers,
+        router_ports,
+        routes,
+        nats,
+    ] = <[Vec<Row>; 8]>::try_from(tables).ok()?;
     let sb = central
         .sbctl(&[
             "--format=json",
@@ -196,6 +216,19 @@ pub fn nb_view(central: &Central) -> Option<NbView> {
         .flatten()
         .map(|r| r.str("logical_port"))
         .collect();
+    let mut name_counts = BTreeMap::new();
+    for (table, rows) in [
+        (schema::nb::LOGICAL_SWITCH, &switches),
+        (schema::nb::LOGICAL_SWITCH_PORT, &ports),
+        (schema::nb::LOGICAL_ROUTER, &routers),
+        (schema::nb::LOGICAL_ROUTER_PORT, &router_ports),
+    ] {
+        for r in rows {
+            *name_counts
+                .entry((table.to_string(), r.str(schema::col::NAME)))
+                .or_insert(0) += 1;
+        }
+    }
     Some(NbView {
         switches: switches.iter().map(|r| r.str(schema::col::NAME)).collect(),
         pod_ports: ports
@@ -228,7 +261,66 @@ pub fn nb_view(central: &Central) -> Option<NbView> {
             })
             .collect(),
         bound,
+        names: name_counts,
+        mgmt_ports: ports
+            .iter()
+            .filter(|r| r.str(schema::col::NAME).starts_with(&names::mgmt_port("")))
+            .map(|r| (r.str(schema::col::NAME), r.set(schema::col::ADDRESSES)))
+            .collect(),
+        routers: router_views(&routers, &routes, &nats),
+        gateway_lbs: gateway_lbs(&lbs),
     })
+}
+
+/// Routers with their routes and NAT rules resolved from their rows.
+fn router_views(routers: &[Row], routes: &[Row], nats: &[Row]) -> Vec<RouterView> {
+    let by_uuid = |rows: &[Row], text: &dyn Fn(&Row) -> String| -> BTreeMap<String, String> {
+        rows.iter().map(|r| (r.uuid.clone(), text(r))).collect()
+    };
+    let routes = by_uuid(routes, &|r| {
+        format!(
+            "{} via {}",
+            r.str(schema::col::IP_PREFIX),
+            r.str(schema::col::NEXTHOP)
+        )
+    });
+    let nats = by_uuid(nats, &|r| {
+        format!(
+            "{} {} {}",
+            r.str(schema::col::TYPE),
+            r.str(schema::col::EXTERNAL_IP),
+            r.str(schema::col::LOGICAL_IP)
+        )
+    });
+    let resolve = |uuids: Vec<String>, rules: &BTreeMap<String, String>| -> Vec<String> {
+        uuids
+            .iter()
+            .map(|u| rules.get(u).cloned().unwrap_or_else(|| format!("uuid {u}")))
+            .collect()
+    };
+    routers
+        .iter()
+        .map(|r| RouterView {
+            name: r.str(schema::col::NAME),
+            chassis: r.map_get(schema::col::OPTIONS, "chassis"),
+            lbs: r.set(schema::col::LOAD_BALANCER).into_iter().collect(),
+            routes: resolve(r.set(schema::col::STATIC_ROUTES), &routes),
+            nats: resolve(r.set(schema::col::NAT), &nats),
+        })
+        .collect()
+}
+
+/// The gateway routers' own load balancers: (protocol, router) → uuids.
+fn gateway_lbs(lbs: &[Row]) -> BTreeMap<(Proto, String), Vec<String>> {
+    let mut out: BTreeMap<(Proto, String), Vec<String>> = BTreeMap::new();
+    for r in lbs {
+        for p in Proto::ALL {
+            if let Some(gr) = r.map_get(schema::col::EXTERNAL_IDS, &names::ext_gateway_lb(p)) {
+                out.entry((p, gr)).or_default().push(r.uuid.clone());
+            }
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
